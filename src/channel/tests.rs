@@ -1,0 +1,243 @@
+//! Both handshake state machines driven against each other, plus the
+//! failures each must turn into a closed link rather than a panic.
+
+use rsa::pkcs8::EncodePublicKey;
+use rsa::sha2::Sha256;
+use rsa::traits::PublicKeyParts;
+use rsa::{Generate, PrivateKey};
+
+use super::*;
+use crate::cell::{
+    auth_method, cert_type, command, CertEntry, Certs, CircIdLen, RawCell, Versions,
+};
+
+fn key() -> (PrivateKey, Vec<u8>) {
+    let private = PrivateKey::generate();
+    let spki = private
+        .to_public_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    (private, spki)
+}
+
+fn responder() -> LinkResponder {
+    LinkResponder::new(
+        [42; 32],
+        1_700_000_000,
+        Some("127.0.0.1".parse().unwrap()),
+        vec![],
+    )
+}
+
+/// Moves frames both ways until neither side has anything to send,
+/// answering signature requests with `private`; returns the initiator's
+/// other events.
+fn run(
+    initiator: &mut LinkInitiator,
+    responder: &mut LinkResponder,
+    private: Option<&PrivateKey>,
+) -> Vec<InitiatorEvent> {
+    let mut events = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(f) = initiator.poll_transmit() {
+            responder.handle_frame(&f).unwrap();
+            moved = true;
+        }
+        while let Some(f) = responder.poll_transmit() {
+            initiator.handle_frame(&f).unwrap();
+            moved = true;
+        }
+        while let Some(e) = initiator.poll_event() {
+            if let InitiatorEvent::SignatureNeeded(m) = e {
+                let sig = private.unwrap().pkcs1v15_sign::<Sha256>(&m).unwrap();
+                initiator.handle_signature(sig).unwrap();
+                moved = true;
+            } else {
+                events.push(e);
+            }
+        }
+        if !moved {
+            return events;
+        }
+    }
+}
+
+#[test]
+fn authenticated_handshake_yields_the_initiators_id() {
+    let (private, spki) = key();
+    let mut i = LinkInitiator::new(Some(spki.clone())).unwrap();
+    let mut r = responder();
+    let events = run(&mut i, &mut r, Some(&private));
+    assert!(matches!(
+        events[..],
+        [InitiatorEvent::Open {
+            authenticated: true,
+            ..
+        }]
+    ));
+    assert!(i.is_open() && r.is_open());
+    assert_eq!(i.link_version(), Some(5));
+    match r.poll_event() {
+        Some(ResponderEvent::Open {
+            link_version: 5,
+            peer: Some(p),
+        }) => {
+            assert_eq!(p.id, crate::crypto::PeerId::from_spki(&spki));
+            assert_eq!(
+                p.key.modulus().len() * 8,
+                private.as_public_key().n().bit_width() as usize
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Cells now flow both ways on the open link.
+    i.send_cells(&[RawCell::new(5, command::PADDING, vec![])])
+        .unwrap();
+    r.handle_frame(&i.poll_transmit().unwrap()).unwrap();
+    assert!(matches!(r.poll_event(), Some(ResponderEvent::Cell(c)) if c.circ_id == 5));
+}
+
+#[test]
+fn anonymous_initiator_opens_without_identity() {
+    let mut i = LinkInitiator::new(None).unwrap();
+    let mut r = responder();
+    let events = run(&mut i, &mut r, None);
+    assert!(matches!(
+        r.poll_event(),
+        Some(ResponderEvent::Open { peer: None, .. })
+    ));
+    let mut saw_open = false;
+    for e in events {
+        if let InitiatorEvent::Open {
+            our_address,
+            authenticated,
+            ..
+        } = e
+        {
+            assert_eq!(our_address, Some("127.0.0.1".parse().unwrap()));
+            assert!(!authenticated);
+            saw_open = true;
+        }
+    }
+    assert!(saw_open);
+}
+
+/// Runs the handshake up to the responder's challenge and returns the frame
+/// an honest initiator would send after it, so tests can tamper with it.
+fn responder_after_versions() -> LinkResponder {
+    let mut r = responder();
+    let versions = Versions::new(&[4, 5])
+        .to_cell()
+        .to_bytes(CircIdLen::Two)
+        .unwrap();
+    r.handle_frame(&versions).unwrap();
+    assert!(r.poll_transmit().is_some());
+    r
+}
+
+fn netinfo_cell() -> RawCell {
+    crate::cell::Netinfo {
+        timestamp: 0,
+        other_addr: None,
+        my_addrs: vec![],
+    }
+    .to_cell()
+    .unwrap()
+}
+
+#[test]
+fn wrong_signature_is_refused() {
+    let (_, spki) = key();
+    let (other_private, _) = key();
+    let mut r = responder_after_versions();
+    let message = peersm_auth_message(&[42; 32], &crate::crypto::PeerId::from_spki(&spki));
+    let forged = other_private.pkcs1v15_sign::<Sha256>(&message).unwrap();
+    let cells = [
+        Certs {
+            certs: vec![CertEntry {
+                cert_type: cert_type::PEERSM_RSA_SPKI,
+                body: spki,
+            }],
+        }
+        .to_cell()
+        .unwrap(),
+        crate::cell::Authenticate {
+            method: auth_method::PEERSM_RSA_SHA256,
+            authentication: forged,
+        }
+        .to_cell()
+        .unwrap(),
+        netinfo_cell(),
+    ];
+    let frame = encode_cells(&cells, CircIdLen::Four).unwrap();
+    assert!(matches!(r.handle_frame(&frame), Err(ChannelError::Auth(_))));
+    assert!(!r.is_open());
+    assert_eq!(r.handle_frame(&frame), Err(ChannelError::Closed));
+}
+
+#[test]
+fn certs_without_authenticate_is_refused() {
+    let (_, spki) = key();
+    let mut r = responder_after_versions();
+    let cells = [
+        Certs {
+            certs: vec![CertEntry {
+                cert_type: cert_type::PEERSM_RSA_SPKI,
+                body: spki,
+            }],
+        }
+        .to_cell()
+        .unwrap(),
+        netinfo_cell(),
+    ];
+    let frame = encode_cells(&cells, CircIdLen::Four).unwrap();
+    assert_eq!(r.handle_frame(&frame), Err(ChannelError::MissingIdentity));
+}
+
+#[test]
+fn out_of_order_and_unknown_versions_are_refused() {
+    let mut r = responder();
+    let frame = netinfo_cell().to_bytes(CircIdLen::Two).unwrap();
+    assert!(matches!(
+        r.handle_frame(&frame),
+        Err(ChannelError::UnexpectedCell { .. })
+    ));
+
+    let mut r = responder();
+    let old = Versions::new(&[1, 2, 3])
+        .to_cell()
+        .to_bytes(CircIdLen::Two)
+        .unwrap();
+    assert_eq!(
+        r.handle_frame(&old),
+        Err(ChannelError::NoCommonVersion(vec![1, 2, 3]))
+    );
+
+    let mut i = LinkInitiator::new(None).unwrap();
+    i.poll_transmit();
+    let relay = RawCell::new(1, command::RELAY, vec![])
+        .to_bytes(CircIdLen::Two)
+        .unwrap();
+    assert!(i.handle_frame(&relay).is_err());
+}
+
+#[test]
+fn garbage_never_panics_either_side() {
+    let mut seed = 0x1234_5678u32;
+    for len in 0..600 {
+        let frame: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        let _ = responder().handle_frame(&frame);
+        let _ = responder_after_versions().handle_frame(&frame);
+        let _ = LinkInitiator::new(None).unwrap().handle_frame(&frame);
+    }
+}

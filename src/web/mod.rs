@@ -1,0 +1,12 @@
+//! Browser adapters (wasm32 only): WebCrypto identity, the WebSocket link to
+//! a bridge, and the `Peer` JavaScript API. They move bytes and events
+//! between the browser and the sans-IO core; no protocol logic lives here.
+
+mod bridge_link;
+pub mod identity;
+mod js;
+mod log;
+mod peer;
+
+pub use identity::SessionIdentity;
+pub use peer::{Peer, PeerStatus};
