@@ -154,8 +154,7 @@ impl RawCell {
         } else {
             r.take(PAYLOAD_LEN)?.to_vec()
         };
-        let consumed = input.len() - r.remaining();
-        *input = &input[consumed..];
+        *input = r.rest();
         Ok(RawCell {
             circ_id,
             command: cmd,

@@ -36,24 +36,22 @@ fn encode_addr(addr: Option<&IpAddr>, out: &mut Vec<u8>) {
 fn decode_addr(r: &mut Reader<'_>) -> Result<Option<IpAddr>, CellError> {
     let atype = r.u8()?;
     let len = usize::from(r.u8()?);
-    let value = r.take(len)?;
     Ok(match (atype, len) {
         (ADDR_TYPE_IPV4, 4) => {
-            let a = Ipv4Addr::new(value[0], value[1], value[2], value[3]);
+            let a = Ipv4Addr::from(r.array::<4>()?);
             (!a.is_unspecified()).then_some(IpAddr::V4(a))
         }
-        (ADDR_TYPE_IPV6, 16) => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(value);
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
+        (ADDR_TYPE_IPV6, 16) => Some(IpAddr::V6(Ipv6Addr::from(r.array::<16>()?))),
         (ADDR_TYPE_IPV4, _) | (ADDR_TYPE_IPV6, _) => {
             return Err(CellError::Malformed {
                 what: "NETINFO",
                 why: "address length does not match its type",
             })
         }
-        _ => None,
+        _ => {
+            r.take(len)?;
+            None
+        }
     })
 }
 

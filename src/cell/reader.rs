@@ -12,39 +12,42 @@ impl<'a> Reader<'a> {
         Reader { bytes }
     }
 
+    /// What has not been read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.bytes.len()
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CellError> {
-        if self.bytes.len() < n {
-            return Err(CellError::Truncated {
-                needed: n,
-                available: self.bytes.len(),
-            });
-        }
-        let (head, tail) = self.bytes.split_at(n);
+        let (head, tail) = self.bytes.split_at_checked(n).ok_or(CellError::Truncated {
+            needed: n,
+            available: self.bytes.len(),
+        })?;
         self.bytes = tail;
         Ok(head)
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, CellError> {
-        Ok(self.take(1)?[0])
+        let [b] = self.array::<1>()?;
+        Ok(b)
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, CellError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, CellError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], CellError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
+        let bytes = self.take(N)?;
+        <[u8; N]>::try_from(bytes).map_err(|_| CellError::Truncated {
+            needed: N,
+            available: bytes.len(),
+        })
     }
 }

@@ -48,5 +48,6 @@ pub enum ChannelError {
     NoSignaturePending,
 }
 
-#[cfg(test)]
+// Native only: generating RSA keys needs the OS random source.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;

@@ -101,9 +101,13 @@ impl RsaIdentityKey {
 
     /// The modulus, big-endian without leading zeros.
     pub fn modulus(&self) -> Vec<u8> {
-        let bytes = self.key.n().to_be_bytes();
-        let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-        bytes[first..].to_vec()
+        self.key
+            .n()
+            .to_be_bytes()
+            .iter()
+            .skip_while(|b| **b == 0)
+            .copied()
+            .collect()
     }
 
     /// Checks an RSASSA-PKCS1-v1_5 / SHA-256 signature (what WebCrypto's

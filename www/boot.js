@@ -1,0 +1,18 @@
+// Starts the Peersm peer from the wasm bundle served at `origin`, linked to
+// that origin's bridge. Shared by the page (app.js) and the bookmarklet
+// shell (shell.js), which loads into pages of other origins.
+import init, { Peer } from './pkg/peersm.js';
+
+export function bridgeUrlFor(origin) {
+  const url = new URL('/bridge', origin);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
+}
+
+export async function startPeer(origin) {
+  await init({ module_or_path: new URL('./pkg/peersm_bg.wasm', import.meta.url) });
+  const peer = await Peer.start({ bridges: [bridgeUrlFor(origin)] });
+  window.peersm = peer;
+  window.dispatchEvent(new CustomEvent('peersm:ready', { detail: peer }));
+  return peer;
+}
