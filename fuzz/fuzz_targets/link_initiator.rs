@@ -1,0 +1,33 @@
+//! Fuzz target: the tab side of the link handshake, fed a sequence of frames.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use peersm::channel::{InitiatorEvent, LinkInitiator};
+
+/// Splits input into frames: each starts with a 2-byte length.
+fn split_frames(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while data.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([data[0], data[1]]));
+        let rest = &data[2..];
+        let take = len.min(rest.len());
+        out.push(&rest[..take]);
+        data = &rest[take..];
+    }
+    out
+}
+fuzz_target!(|data: &[u8]| {
+    let mut link =
+        LinkInitiator::new(Some(b"not checked by the initiator".to_vec())).expect("starts");
+    for frame in split_frames(data) {
+        if link.handle_frame(frame).is_err() {
+            break;
+        }
+        while let Some(event) = link.poll_event() {
+            if let InitiatorEvent::SignatureNeeded(_) = event {
+                let _ = link.handle_signature(vec![1; 256]);
+            }
+        }
+        while link.poll_transmit().is_some() {}
+    }
+});
