@@ -1,6 +1,28 @@
-//! Cryptography of the protocol core: identities and signatures now; ntor,
-//! KDFs and relay crypto with the Tor protocol work.
+//! Cryptography of the protocol core: session identities, the circuit
+//! handshakes (CREATE_FAST, ntor) and their key derivation.
 
+pub mod create_fast;
 pub mod identity;
+pub mod kdf;
+pub mod ntor;
 
 pub use identity::{IdentityError, PeerId, RsaIdentityKey};
+pub use kdf::CircuitKeys;
+
+/// Why a circuit handshake failed (the circuit is then destroyed with
+/// reason PROTOCOL, tor-spec §5.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("malformed handshake request")]
+    BadRequest,
+    #[error("malformed handshake reply")]
+    BadReply,
+    #[error("handshake reply failed authentication")]
+    AuthFailed,
+    #[error("handshake addressed to a key we do not hold")]
+    UnknownKey,
+    #[error("peer sent a low-order curve25519 key")]
+    WeakKey,
+    #[error("internal key derivation failure")]
+    Internal,
+}
