@@ -6,11 +6,13 @@ mod auth;
 mod certs;
 mod netinfo;
 mod reader;
+pub mod relay;
 mod versions;
 
 pub use auth::{auth_method, AuthChallenge, Authenticate, AUTH_CHALLENGE_LEN};
 pub use certs::{cert_type, CertEntry, Certs};
 pub use netinfo::Netinfo;
+pub use relay::{relay_command, RelayCell, RELAY_DATA_LEN};
 pub use versions::Versions;
 
 use reader::Reader;

@@ -5,6 +5,7 @@ pub mod create_fast;
 pub mod identity;
 pub mod kdf;
 pub mod ntor;
+pub mod relay_crypto;
 
 pub use identity::{IdentityError, PeerId, RsaIdentityKey};
 pub use kdf::CircuitKeys;
