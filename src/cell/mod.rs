@@ -4,15 +4,21 @@
 
 mod auth;
 mod certs;
+pub mod create;
+pub mod extend;
 mod netinfo;
 mod reader;
 pub mod relay;
+pub mod stream;
 mod versions;
 
 pub use auth::{auth_method, AuthChallenge, Authenticate, AUTH_CHALLENGE_LEN};
 pub use certs::{cert_type, CertEntry, Certs};
+pub use create::{destroy_reason, handshake_type, Create2, Created2};
+pub use extend::{Extend2, Extended2, LinkSpec};
 pub use netinfo::Netinfo;
 pub use relay::{relay_command, RelayCell, RELAY_DATA_LEN};
+pub use stream::{end_reason, Begin, Connected, Sendme};
 pub use versions::Versions;
 
 use reader::Reader;
