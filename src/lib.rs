@@ -25,6 +25,7 @@
 
 pub mod cell;
 pub mod channel;
+pub mod circuit;
 pub mod crypto;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,585 @@
+//! The onion proxy's circuit: builds hops with CREATE_FAST or ntor
+//! (CREATE2, then EXTEND2 in RELAY_EARLY cells), opens streams with BEGIN or
+//! BEGIN_DIR, moves DATA under circuit and stream windows, and answers with
+//! authenticated SENDMEs. Any protocol violation destroys the circuit with
+//! reason PROTOCOL and nothing else.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::cell::{
+    command, create::create_fast_cell, create::created_fast_reply, create::destroy_cell,
+    create::destroy_reason as read_destroy_reason, destroy_reason, end_reason, handshake_type,
+    relay_command, stream::end_reason_of, Begin, Connected, Create2, Created2, Extend2, LinkSpec,
+    RawCell, RelayCell, Sendme, RELAY_DATA_LEN,
+};
+use crate::crypto::create_fast;
+use crate::crypto::ntor::NtorClient;
+use crate::crypto::relay_crypto::ClientCircuitCrypto;
+
+use super::flow::{CircuitWindow, StreamWindow};
+use super::{random_bytes, random_padding, CircuitError, MAX_RELAY_EARLY};
+
+/// Bytes a stream buffers for sending before `send` accepts no more.
+const STREAM_SEND_BUFFER: usize = 256 * 1024;
+
+/// What a stream connects to at the exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamTarget {
+    /// RELAY_BEGIN to host:port.
+    Tcp { host: String, port: u16 },
+    /// RELAY_BEGIN_DIR: the hop's own directory service.
+    Directory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CircuitEvent {
+    /// A hop answered; the circuit now has `hops` hops.
+    Extended {
+        hops: usize,
+    },
+    /// A TRUNCATED arrived: hops after `hops` are gone.
+    Truncated {
+        hops: usize,
+        reason: u8,
+    },
+    StreamConnected {
+        stream_id: u16,
+    },
+    StreamData {
+        stream_id: u16,
+        data: Vec<u8>,
+    },
+    /// The stream is closed (END received, or the circuit died).
+    StreamEnded {
+        stream_id: u16,
+        reason: u8,
+    },
+    /// Buffered data of this stream went out; `send` accepts more.
+    StreamWritable {
+        stream_id: u16,
+    },
+    /// The circuit is gone. `by_us` when we sent the DESTROY.
+    Destroyed {
+        reason: u8,
+        by_us: bool,
+    },
+}
+
+enum Pending {
+    Idle,
+    Fast { x: [u8; 20] },
+    Ntor { client: NtorClient },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum StreamState {
+    Connecting,
+    Open,
+}
+
+struct ClientStream {
+    hop: usize,
+    state: StreamState,
+    window: StreamWindow,
+    to_send: VecDeque<u8>,
+    /// We told the application it may write, and it has not filled us since.
+    writable_reported: bool,
+}
+
+pub struct ClientCircuit {
+    circ_id: u32,
+    crypto: ClientCircuitCrypto,
+    windows: Vec<CircuitWindow>,
+    pending: Pending,
+    destroyed: Option<u8>,
+    pub(super) relay_early_left: u8,
+    streams: BTreeMap<u16, ClientStream>,
+    next_stream_id: u16,
+    outbox: VecDeque<RawCell>,
+    events: VecDeque<CircuitEvent>,
+}
+
+impl ClientCircuit {
+    fn empty(circ_id: u32) -> Self {
+        ClientCircuit {
+            circ_id,
+            crypto: ClientCircuitCrypto::default(),
+            windows: Vec::new(),
+            pending: Pending::Idle,
+            destroyed: None,
+            relay_early_left: MAX_RELAY_EARLY,
+            streams: BTreeMap::new(),
+            next_stream_id: 1,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// First hop with CREATE_FAST (tor-spec §5.1.3): no onion key needed,
+    /// secrecy comes from the link's TLS.
+    pub fn create_fast(circ_id: u32) -> Result<Self, CircuitError> {
+        let mut c = ClientCircuit::empty(circ_id);
+        let x = random_bytes::<20>()?;
+        c.outbox.push_back(create_fast_cell(circ_id, &x));
+        c.pending = Pending::Fast { x };
+        Ok(c)
+    }
+
+    /// First hop with CREATE2/ntor to the relay with RSA identity digest
+    /// `relay_id` and ntor onion key `onion_key`.
+    pub fn create_ntor(
+        circ_id: u32,
+        relay_id: [u8; 20],
+        onion_key: [u8; 32],
+    ) -> Result<Self, CircuitError> {
+        let mut c = ClientCircuit::empty(circ_id);
+        let (client, onionskin) = NtorClient::start(relay_id, onion_key, random_bytes()?);
+        let create = Create2 {
+            handshake_type: handshake_type::NTOR,
+            handshake: onionskin,
+        };
+        c.outbox.push_back(create.to_cell(circ_id)?);
+        c.pending = Pending::Ntor { client };
+        Ok(c)
+    }
+
+    pub fn circ_id(&self) -> u32 {
+        self.circ_id
+    }
+
+    pub fn hop_count(&self) -> usize {
+        self.crypto.hop_count()
+    }
+
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed.is_some()
+    }
+
+    /// True while a CREATE or EXTEND awaits its answer.
+    pub fn is_pending(&self) -> bool {
+        !matches!(self.pending, Pending::Idle)
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn poll_cell(&mut self) -> Option<RawCell> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<CircuitEvent> {
+        self.events.pop_front()
+    }
+
+    fn check_usable(&self) -> Result<(), CircuitError> {
+        if self.destroyed.is_some() {
+            return Err(CircuitError::Destroyed);
+        }
+        if self.is_pending() {
+            return Err(CircuitError::HandshakeInProgress);
+        }
+        if self.hop_count() == 0 {
+            return Err(CircuitError::NoHops);
+        }
+        Ok(())
+    }
+
+    /// Extends the circuit by one hop with EXTEND2/ntor (tor-spec §5.1.2).
+    /// `link_specs` should name the relay's address and identities.
+    pub fn extend_ntor(
+        &mut self,
+        link_specs: Vec<LinkSpec>,
+        relay_id: [u8; 20],
+        onion_key: [u8; 32],
+    ) -> Result<(), CircuitError> {
+        self.check_usable()?;
+        if self.relay_early_left == 0 {
+            return Err(CircuitError::NoRelayEarlyLeft);
+        }
+        let (client, onionskin) = NtorClient::start(relay_id, onion_key, random_bytes()?);
+        let extend = Extend2 {
+            link_specs,
+            create: Create2 {
+                handshake_type: handshake_type::NTOR,
+                handshake: onionskin,
+            },
+        };
+        let last = self.hop_count() - 1;
+        self.send_relay(
+            last,
+            RelayCell::new(relay_command::EXTEND2, 0, extend.encode()?),
+            true,
+        )?;
+        self.pending = Pending::Ntor { client };
+        Ok(())
+    }
+
+    /// Opens a stream at the last hop; returns its id. Data may be queued
+    /// with `send` at once; it goes out after CONNECTED.
+    pub fn begin(&mut self, target: StreamTarget) -> Result<u16, CircuitError> {
+        self.check_usable()?;
+        let stream_id = self.free_stream_id()?;
+        let hop = self.hop_count() - 1;
+        let cell = match &target {
+            StreamTarget::Tcp { host, port } => {
+                let begin = Begin {
+                    host: host.clone(),
+                    port: *port,
+                    flags: 0,
+                };
+                RelayCell::new(relay_command::BEGIN, stream_id, begin.encode())
+            }
+            StreamTarget::Directory => {
+                RelayCell::new(relay_command::BEGIN_DIR, stream_id, Vec::new())
+            }
+        };
+        self.send_relay(hop, cell, false)?;
+        self.streams.insert(
+            stream_id,
+            ClientStream {
+                hop,
+                state: StreamState::Connecting,
+                window: StreamWindow::default(),
+                to_send: VecDeque::new(),
+                writable_reported: true,
+            },
+        );
+        Ok(stream_id)
+    }
+
+    fn free_stream_id(&mut self) -> Result<u16, CircuitError> {
+        for _ in 0..=u16::MAX {
+            let id = self.next_stream_id;
+            self.next_stream_id = self.next_stream_id.checked_add(1).unwrap_or(1);
+            if id != 0 && !self.streams.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        Err(CircuitError::TooManyStreams)
+    }
+
+    /// Queues bytes on a stream; returns how many were accepted (less than
+    /// offered when the stream's buffer is full: wait for StreamWritable).
+    pub fn send(&mut self, stream_id: u16, data: &[u8]) -> Result<usize, CircuitError> {
+        if self.destroyed.is_some() {
+            return Err(CircuitError::Destroyed);
+        }
+        let stream = self
+            .streams
+            .get_mut(&stream_id)
+            .ok_or(CircuitError::NoSuchStream(stream_id))?;
+        let room = STREAM_SEND_BUFFER.saturating_sub(stream.to_send.len());
+        let n = room.min(data.len());
+        stream.to_send.extend(data.iter().take(n));
+        if n < data.len() {
+            stream.writable_reported = false;
+        }
+        self.flush_stream(stream_id)?;
+        Ok(n)
+    }
+
+    /// Closes a stream with RELAY_END (reason DONE for a normal close).
+    pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
+        let stream = self
+            .streams
+            .remove(&stream_id)
+            .ok_or(CircuitError::NoSuchStream(stream_id))?;
+        if self.destroyed.is_none() {
+            self.send_relay(
+                stream.hop,
+                RelayCell::new(relay_command::END, stream_id, vec![reason]),
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Tears the circuit down with DESTROY.
+    pub fn destroy(&mut self, reason: u8) {
+        if self.destroyed.is_some() {
+            return;
+        }
+        self.outbox.push_back(destroy_cell(self.circ_id, reason));
+        self.mark_destroyed(reason, true);
+    }
+
+    fn mark_destroyed(&mut self, reason: u8, by_us: bool) {
+        self.destroyed = Some(reason);
+        self.pending = Pending::Idle;
+        for stream_id in std::mem::take(&mut self.streams).into_keys() {
+            self.events.push_back(CircuitEvent::StreamEnded {
+                stream_id,
+                reason: end_reason::DESTROY,
+            });
+        }
+        self.events
+            .push_back(CircuitEvent::Destroyed { reason, by_us });
+    }
+
+    fn send_relay(
+        &mut self,
+        hop: usize,
+        cell: RelayCell,
+        early: bool,
+    ) -> Result<[u8; 20], CircuitError> {
+        let mut body = cell.encode(random_padding)?;
+        let digest = self
+            .crypto
+            .encrypt_outbound(&mut body, hop)
+            .map_err(|_| CircuitError::NoHops)?;
+        let early = early && self.relay_early_left > 0;
+        if early {
+            self.relay_early_left -= 1;
+        }
+        let cmd = if early {
+            command::RELAY_EARLY
+        } else {
+            command::RELAY
+        };
+        self.outbox
+            .push_back(RawCell::new(self.circ_id, cmd, body.to_vec()));
+        Ok(digest)
+    }
+
+    /// Sends what the windows allow of a stream's buffered data.
+    fn flush_stream(&mut self, stream_id: u16) -> Result<(), CircuitError> {
+        loop {
+            let Some(stream) = self.streams.get_mut(&stream_id) else {
+                return Ok(());
+            };
+            let hop = stream.hop;
+            let circuit_open = self.windows.get(hop).is_some_and(|w| w.can_package());
+            if stream.state != StreamState::Open
+                || stream.to_send.is_empty()
+                || !stream.window.can_package()
+                || !circuit_open
+            {
+                break;
+            }
+            let n = stream.to_send.len().min(RELAY_DATA_LEN);
+            let chunk: Vec<u8> = stream.to_send.drain(..n).collect();
+            stream.window.on_data_sent();
+            let digest = self.send_relay(
+                hop,
+                RelayCell::new(relay_command::DATA, stream_id, chunk),
+                false,
+            )?;
+            if let Some(w) = self.windows.get_mut(hop) {
+                w.on_data_sent(digest);
+            }
+        }
+        if let Some(stream) = self.streams.get_mut(&stream_id) {
+            if !stream.writable_reported && stream.to_send.len() < STREAM_SEND_BUFFER / 2 {
+                stream.writable_reported = true;
+                self.events
+                    .push_back(CircuitEvent::StreamWritable { stream_id });
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> Result<(), CircuitError> {
+        let ids: Vec<u16> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.flush_stream(id)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds a cell the channel received for this circuit. Protocol
+    /// violations destroy the circuit (DESTROY with PROTOCOL is queued);
+    /// the error says why.
+    pub fn handle_cell(&mut self, cell: RawCell) -> Result<(), CircuitError> {
+        if self.destroyed.is_some() {
+            return Err(CircuitError::Destroyed);
+        }
+        let result = self.process_cell(cell);
+        if let Err(e) = &result {
+            if self.destroyed.is_none() {
+                tracing::debug!(circ_id = self.circ_id, "destroying circuit: {e}");
+                self.destroy(destroy_reason::PROTOCOL);
+            }
+        }
+        result
+    }
+
+    fn process_cell(&mut self, cell: RawCell) -> Result<(), CircuitError> {
+        match cell.command {
+            command::DESTROY => {
+                let reason = read_destroy_reason(&cell).unwrap_or(destroy_reason::NONE);
+                self.mark_destroyed(reason, false);
+                Ok(())
+            }
+            command::CREATED_FAST => {
+                let Pending::Fast { x } = std::mem::replace(&mut self.pending, Pending::Idle)
+                else {
+                    return Err(unexpected("CREATED_FAST"));
+                };
+                let keys = create_fast::client_finish(&x, &created_fast_reply(&cell)?)?;
+                self.add_hop(&keys);
+                Ok(())
+            }
+            command::CREATED2 => {
+                let Pending::Ntor { client } = std::mem::replace(&mut self.pending, Pending::Idle)
+                else {
+                    return Err(unexpected("CREATED2"));
+                };
+                if self.hop_count() != 0 {
+                    return Err(unexpected("CREATED2 after the first hop"));
+                }
+                let keys = client.finish(&Created2::from_cell(&cell)?.handshake)?;
+                self.add_hop(&keys);
+                Ok(())
+            }
+            command::RELAY => self.process_relay(cell),
+            // Clients never accept RELAY_EARLY from relays (tor-spec §5.6).
+            _ => Err(unexpected("cell command")),
+        }
+    }
+
+    fn add_hop(&mut self, keys: &crate::crypto::CircuitKeys) {
+        self.crypto.add_hop(keys);
+        self.windows.push(CircuitWindow::default());
+        self.events.push_back(CircuitEvent::Extended {
+            hops: self.hop_count(),
+        });
+    }
+
+    fn process_relay(&mut self, cell: RawCell) -> Result<(), CircuitError> {
+        let mut body: crate::crypto::relay_crypto::RelayBody = cell
+            .body
+            .as_slice()
+            .try_into()
+            .map_err(|_| unexpected("relay cell size"))?;
+        let (hop, digest) = self
+            .crypto
+            .decrypt_inbound(&mut body)
+            .map_err(|_| unexpected("unrecognized relay cell"))?;
+        let msg = RelayCell::decode(&body)?;
+        let stream_id = msg.stream_id;
+        match msg.command {
+            relay_command::EXTENDED2 => {
+                let Pending::Ntor { client } = std::mem::replace(&mut self.pending, Pending::Idle)
+                else {
+                    return Err(unexpected("EXTENDED2"));
+                };
+                if hop + 1 != self.hop_count() {
+                    return Err(unexpected("EXTENDED2 from a middle hop"));
+                }
+                let keys = client.finish(&Created2::decode(&msg.data)?.handshake)?;
+                self.add_hop(&keys);
+            }
+            relay_command::TRUNCATED => {
+                let reason = msg.data.first().copied().unwrap_or(destroy_reason::NONE);
+                self.crypto.truncate(hop + 1);
+                self.windows.truncate(hop + 1);
+                self.pending = Pending::Idle;
+                let gone: Vec<u16> = self
+                    .streams
+                    .iter()
+                    .filter(|(_, s)| s.hop > hop)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for stream_id in gone {
+                    self.streams.remove(&stream_id);
+                    self.events.push_back(CircuitEvent::StreamEnded {
+                        stream_id,
+                        reason: end_reason::DESTROY,
+                    });
+                }
+                self.events.push_back(CircuitEvent::Truncated {
+                    hops: hop + 1,
+                    reason,
+                });
+            }
+            relay_command::SENDME if stream_id == 0 => {
+                let sendme = Sendme::decode(&msg.data)?;
+                let digest = match &sendme {
+                    Sendme::V1 { digest } => Some(digest),
+                    // The consensus requires FlowCtrl=1: relays authenticate.
+                    Sendme::V0 => return Err(unexpected("unauthenticated circuit SENDME")),
+                };
+                self.windows
+                    .get_mut(hop)
+                    .ok_or(CircuitError::NoHops)?
+                    .on_sendme(digest)
+                    .map_err(|_| unexpected("circuit SENDME"))?;
+                self.flush_all()?;
+            }
+            relay_command::SENDME => {
+                if let Some(s) = self.streams.get_mut(&stream_id) {
+                    s.window
+                        .on_sendme()
+                        .map_err(|_| unexpected("stream SENDME"))?;
+                    self.flush_stream(stream_id)?;
+                }
+            }
+            relay_command::CONNECTED => {
+                let stream = self
+                    .streams
+                    .get_mut(&stream_id)
+                    .ok_or(unexpected("CONNECTED for no stream"))?;
+                if stream.state != StreamState::Connecting || stream.hop != hop {
+                    return Err(unexpected("CONNECTED"));
+                }
+                Connected::decode(&msg.data)?;
+                stream.state = StreamState::Open;
+                self.events
+                    .push_back(CircuitEvent::StreamConnected { stream_id });
+                self.flush_stream(stream_id)?;
+            }
+            relay_command::DATA => {
+                let window = self.windows.get_mut(hop).ok_or(CircuitError::NoHops)?;
+                if window
+                    .on_data_received()
+                    .map_err(|_| unexpected("DATA past the circuit window"))?
+                {
+                    let sendme = Sendme::V1 { digest };
+                    self.send_relay(
+                        hop,
+                        RelayCell::new(relay_command::SENDME, 0, sendme.encode()),
+                        false,
+                    )?;
+                }
+                // Data for a stream we already closed is counted, then dropped.
+                if let Some(stream) = self.streams.get_mut(&stream_id) {
+                    if stream.state != StreamState::Open || stream.hop != hop {
+                        return Err(unexpected("DATA on a stream that is not open"));
+                    }
+                    let due = stream
+                        .window
+                        .on_data_received()
+                        .map_err(|_| unexpected("DATA past the stream window"))?;
+                    self.events.push_back(CircuitEvent::StreamData {
+                        stream_id,
+                        data: msg.data,
+                    });
+                    if due {
+                        self.send_relay(
+                            hop,
+                            RelayCell::new(relay_command::SENDME, stream_id, Vec::new()),
+                            false,
+                        )?;
+                    }
+                }
+            }
+            relay_command::END if self.streams.remove(&stream_id).is_some() => {
+                self.events.push_back(CircuitEvent::StreamEnded {
+                    stream_id,
+                    reason: end_reason_of(&msg.data),
+                });
+            }
+            // Padding and commands we do not use are dropped (tor-spec §6.1).
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(what: &'static str) -> CircuitError {
+    CircuitError::Cell(crate::cell::CellError::Malformed {
+        what,
+        why: "not acceptable here",
+    })
+}
