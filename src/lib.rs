@@ -27,6 +27,7 @@ pub mod cell;
 pub mod channel;
 pub mod circuit;
 pub mod crypto;
+pub mod dir;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

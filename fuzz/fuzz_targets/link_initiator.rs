@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::channel::{InitiatorEvent, LinkInitiator};
+use peersm::channel::{InitiatorEvent, LinkInitiator, ResponderCheck};
 
 /// Splits input into frames: each starts with a 2-byte length.
 fn split_frames(mut data: &[u8]) -> Vec<&[u8]> {
@@ -18,7 +18,7 @@ fn split_frames(mut data: &[u8]) -> Vec<&[u8]> {
 }
 fuzz_target!(|data: &[u8]| {
     let mut link =
-        LinkInitiator::new(Some(b"not checked by the initiator".to_vec())).expect("starts");
+        LinkInitiator::new(Some(b"not checked by the initiator".to_vec()), ResponderCheck::None).expect("starts");
     for frame in split_frames(data) {
         if link.handle_frame(frame).is_err() {
             break;

@@ -3,3 +3,4 @@
 //! to. Relay, exit, SOCKS5 and facilitator roles come next.
 
 pub mod bridge;
+pub mod tor;

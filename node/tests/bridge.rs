@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use peersm::channel::{InitiatorEvent, LinkInitiator, MAX_FRAME_LEN};
+use peersm::channel::{InitiatorEvent, LinkInitiator, ResponderCheck, MAX_FRAME_LEN};
 use peersm::crypto::PeerId;
 use peersm_node::bridge::{self, BridgeConfig};
 use rsa::pkcs8::EncodePublicKey;
@@ -51,7 +51,7 @@ async fn link_tab(addr: SocketAddr) -> (Ws, PeerId) {
         .to_vec();
     let id = PeerId::from_spki(&spki);
     let mut ws = open_ws(addr).await;
-    let mut link = LinkInitiator::new(Some(spki)).unwrap();
+    let mut link = LinkInitiator::new(Some(spki), ResponderCheck::None).unwrap();
     loop {
         while let Some(f) = link.poll_transmit() {
             ws.send(Message::Binary(f.into())).await.unwrap();

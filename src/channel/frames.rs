@@ -34,6 +34,38 @@ pub fn decode_frame(
     Ok(cells)
 }
 
+/// For byte-stream links (TLS): the length of the longest prefix of `buf`
+/// made of whole cells, so it can be handed to `handle_frame`. The first
+/// cell of a link is VERSIONS with a 2-byte circuit id (`at_start`).
+pub fn whole_cells_len(buf: &[u8], at_start: bool) -> usize {
+    let mut offset = 0;
+    let mut width = if at_start {
+        CircIdLen::Two
+    } else {
+        CircIdLen::Four
+    };
+    loop {
+        let rest = buf.get(offset..).unwrap_or_default();
+        let id = width.bytes();
+        let Some(&cmd) = rest.get(id) else {
+            return offset;
+        };
+        let len = if crate::cell::command::is_variable_length(cmd) {
+            match (rest.get(id + 1), rest.get(id + 2)) {
+                (Some(&hi), Some(&lo)) => id + 3 + usize::from(u16::from_be_bytes([hi, lo])),
+                _ => return offset,
+            }
+        } else {
+            id + 1 + crate::cell::PAYLOAD_LEN
+        };
+        if rest.len() < len {
+            return offset;
+        }
+        offset += len;
+        width = CircIdLen::Four;
+    }
+}
+
 /// Encodes cells into one frame, all with the same circuit id width.
 pub fn encode_cells(cells: &[RawCell], width: CircIdLen) -> Result<Vec<u8>, CellError> {
     let mut out = Vec::with_capacity(cells.len() * crate::cell::CELL_LEN_V4);
@@ -62,6 +94,26 @@ mod tests {
         let cells = decode_frame(&frame, CircIdLen::Two, |_| CircIdLen::Four).unwrap();
         assert_eq!(cells.len(), 2);
         assert_eq!(cells[1].circ_id, 7);
+    }
+
+    #[test]
+    fn whole_cells_len_stops_at_a_partial_cell() {
+        let mut stream = Versions::new(&[4, 5])
+            .to_cell()
+            .to_bytes(CircIdLen::Two)
+            .unwrap();
+        let first = stream.len();
+        stream.extend(
+            RawCell::new(1, command::PADDING, vec![])
+                .to_bytes(CircIdLen::Four)
+                .unwrap(),
+        );
+        let two = stream.len();
+        stream.extend_from_slice(&[0, 0, 0, 1, command::CERTS, 0, 10, 1, 2]);
+        assert_eq!(whole_cells_len(&stream[..first - 1], true), 0);
+        assert_eq!(whole_cells_len(&stream[..first + 3], true), first);
+        assert_eq!(whole_cells_len(&stream, true), two);
+        assert_eq!(whole_cells_len(&stream[first..], false), two - first);
     }
 
     #[test]

@@ -12,7 +12,24 @@ use crate::cell::{
 };
 use crate::crypto::PeerId;
 
+use super::tor_certs::{verify_relay_certs, RelayIdentity};
 use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_VERSIONS};
+
+/// What the initiator requires of the responder's CERTS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponderCheck {
+    /// Nothing (a Peersm bridge over WebSocket, until bridges send CERTS).
+    None,
+    /// A Tor relay over TLS: its certificates must prove its identities and
+    /// certify `tls_cert` (DER), the certificate of this TLS connection.
+    TorRelay {
+        tls_cert: Vec<u8>,
+        /// Unix seconds, for expiry checks.
+        now: i64,
+        rsa_id: Option<[u8; 20]>,
+        ed25519_id: Option<[u8; 32]>,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InitiatorEvent {
@@ -25,6 +42,8 @@ pub enum InitiatorEvent {
         /// Our address as the responder sees it (its NETINFO).
         our_address: Option<IpAddr>,
         authenticated: bool,
+        /// The responder's proven identities (with `ResponderCheck::TorRelay`).
+        relay: Option<RelayIdentity>,
     },
     /// A cell on the open link.
     Cell(RawCell),
@@ -54,6 +73,8 @@ impl State {
 pub struct LinkInitiator {
     state: State,
     identity_spki: Option<Vec<u8>>,
+    check: ResponderCheck,
+    relay: Option<RelayIdentity>,
     link_version: u16,
     challenge: Option<AuthChallenge>,
     responder_netinfo: Option<Netinfo>,
@@ -65,14 +86,20 @@ pub struct LinkInitiator {
 
 impl LinkInitiator {
     /// Starts a handshake; `identity_spki` is our identity's DER SPKI when we
-    /// want to authenticate (tabs do), `None` to stay anonymous (an OP).
-    pub fn new(identity_spki: Option<Vec<u8>>) -> Result<Self, ChannelError> {
+    /// want to authenticate (tabs do), `None` to stay anonymous (an OP);
+    /// `check` says what the responder must prove.
+    pub fn new(
+        identity_spki: Option<Vec<u8>>,
+        check: ResponderCheck,
+    ) -> Result<Self, ChannelError> {
         let versions = Versions::new(LINK_VERSIONS)
             .to_cell()
             .to_bytes(CircIdLen::Two)?;
         Ok(LinkInitiator {
             state: State::AwaitVersions,
             identity_spki,
+            check,
+            relay: None,
             link_version: 0,
             challenge: None,
             responder_netinfo: None,
@@ -134,15 +161,31 @@ impl LinkInitiator {
                 self.state = State::AwaitResponderNetinfo;
             }
             (State::AwaitResponderNetinfo, command::VPADDING) => {}
-            (State::AwaitResponderNetinfo, command::CERTS) => {
-                // Parsed so malformed input fails here; verifying a bridge's
-                // Tor certificates comes with the Tor protocol layer.
-                Certs::from_cell(&cell)?;
+            (State::AwaitResponderNetinfo, command::CERTS) if self.relay.is_none() => {
+                let certs = Certs::from_cell(&cell)?;
+                if let ResponderCheck::TorRelay {
+                    tls_cert,
+                    now,
+                    rsa_id,
+                    ed25519_id,
+                } = &self.check
+                {
+                    self.relay = Some(verify_relay_certs(
+                        &certs,
+                        tls_cert,
+                        *now,
+                        rsa_id.as_ref(),
+                        ed25519_id.as_ref(),
+                    )?);
+                }
             }
             (State::AwaitResponderNetinfo, command::AUTH_CHALLENGE) => {
                 self.challenge = Some(AuthChallenge::from_cell(&cell)?);
             }
             (State::AwaitResponderNetinfo, command::NETINFO) => {
+                if matches!(self.check, ResponderCheck::TorRelay { .. }) && self.relay.is_none() {
+                    return Err(ChannelError::MissingIdentity);
+                }
                 self.responder_netinfo = Some(Netinfo::from_cell(&cell)?);
                 self.after_responder_netinfo()?;
             }
@@ -220,6 +263,7 @@ impl LinkInitiator {
             link_version: self.link_version,
             our_address,
             authenticated,
+            relay: self.relay,
         });
         for cell in std::mem::take(&mut self.held) {
             self.events.push_back(InitiatorEvent::Cell(cell));

@@ -10,10 +10,11 @@ mod auth;
 mod frames;
 mod initiator;
 mod responder;
+pub mod tor_certs;
 
 pub use auth::peersm_auth_message;
-pub use frames::{decode_frame, encode_cells};
-pub use initiator::{InitiatorEvent, LinkInitiator};
+pub use frames::{decode_frame, encode_cells, whole_cells_len};
+pub use initiator::{InitiatorEvent, LinkInitiator, ResponderCheck};
 pub use responder::{AuthenticatedPeer, LinkResponder, ResponderEvent};
 
 use crate::cell::CellError;
@@ -42,6 +43,8 @@ pub enum ChannelError {
     UnsupportedAuthMethod(u16),
     #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
     FrameTooLarge(usize),
+    #[error("relay certificates: {0}")]
+    RelayCerts(#[from] tor_certs::TorCertsError),
     #[error("link already failed or closed")]
     Closed,
     #[error("no signature was requested")]

@@ -68,7 +68,7 @@ fn run(
 #[test]
 fn authenticated_handshake_yields_the_initiators_id() {
     let (private, spki) = key();
-    let mut i = LinkInitiator::new(Some(spki.clone())).unwrap();
+    let mut i = LinkInitiator::new(Some(spki.clone()), ResponderCheck::None).unwrap();
     let mut r = responder();
     let events = run(&mut i, &mut r, Some(&private));
     assert!(matches!(
@@ -102,7 +102,7 @@ fn authenticated_handshake_yields_the_initiators_id() {
 
 #[test]
 fn anonymous_initiator_opens_without_identity() {
-    let mut i = LinkInitiator::new(None).unwrap();
+    let mut i = LinkInitiator::new(None, ResponderCheck::None).unwrap();
     let mut r = responder();
     let events = run(&mut i, &mut r, None);
     assert!(matches!(
@@ -216,7 +216,7 @@ fn out_of_order_and_unknown_versions_are_refused() {
         Err(ChannelError::NoCommonVersion(vec![1, 2, 3]))
     );
 
-    let mut i = LinkInitiator::new(None).unwrap();
+    let mut i = LinkInitiator::new(None, ResponderCheck::None).unwrap();
     i.poll_transmit();
     let relay = RawCell::new(1, command::RELAY, vec![])
         .to_bytes(CircIdLen::Two)
@@ -238,6 +238,8 @@ fn garbage_never_panics_either_side() {
             .collect();
         let _ = responder().handle_frame(&frame);
         let _ = responder_after_versions().handle_frame(&frame);
-        let _ = LinkInitiator::new(None).unwrap().handle_frame(&frame);
+        let _ = LinkInitiator::new(None, ResponderCheck::None)
+            .unwrap()
+            .handle_frame(&frame);
     }
 }

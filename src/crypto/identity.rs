@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::pkcs1::EncodeRsaPublicKey;
+use rsa::pkcs1v15::{Pkcs1v15Sign, Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use rsa::traits::PublicKeyParts;
@@ -108,6 +109,29 @@ impl RsaIdentityKey {
             .skip_while(|b| **b == 0)
             .copied()
             .collect()
+    }
+
+    /// Tor's identity digest of this key: SHA-1 of its DER PKCS#1
+    /// RSAPublicKey (tor-spec §0.3, "ID digest").
+    pub fn tor_identity_digest(&self) -> Result<[u8; 20], IdentityError> {
+        let der = self
+            .key
+            .to_pkcs1_der()
+            .map_err(|_| IdentityError::BadPublicKey)?;
+        Ok(Sha1::digest(der.as_bytes()).into())
+    }
+
+    /// Modulus size in bits.
+    pub fn bits(&self) -> usize {
+        self.key.n().bit_width() as usize
+    }
+
+    /// Checks a PKCS#1 v1.5 signature over `digest` without a DigestInfo
+    /// prefix (how C tor's `crypto_pk_public_checksig` signs, cert-spec §2.3).
+    pub fn verify_unprefixed(&self, digest: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
+        self.key
+            .verify(Pkcs1v15Sign::new_unprefixed(), digest, signature)
+            .map_err(|_| IdentityError::BadSignature)
     }
 
     /// Checks an RSASSA-PKCS1-v1_5 / SHA-256 signature (what WebCrypto's

@@ -2,10 +2,13 @@
 //! handshakes (CREATE_FAST, ntor) and their key derivation.
 
 pub mod create_fast;
+pub mod der;
+pub mod ed25519_cert;
 pub mod identity;
 pub mod kdf;
 pub mod ntor;
 pub mod relay_crypto;
+pub mod x509;
 
 pub use identity::{IdentityError, PeerId, RsaIdentityKey};
 pub use kdf::CircuitKeys;

@@ -12,7 +12,7 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use super::identity::SessionIdentity;
 use super::log;
-use crate::channel::{InitiatorEvent, LinkInitiator};
+use crate::channel::{InitiatorEvent, LinkInitiator, ResponderCheck};
 
 /// Close code for protocol violations; browsers only let pages send 1000
 /// and 3000–4999.
@@ -57,7 +57,7 @@ impl BridgeLink {
         let on_open = {
             let (state, identity, sink) = (state.clone(), identity.clone(), sink.clone());
             Closure::<dyn FnMut()>::new(move || {
-                match LinkInitiator::new(Some(identity.spki().to_vec())) {
+                match LinkInitiator::new(Some(identity.spki().to_vec()), ResponderCheck::None) {
                     Ok(h) => state.borrow_mut().handshake = Some(h),
                     Err(e) => return fail(&state, &sink, &format!("cannot start handshake: {e}")),
                 }
