@@ -28,6 +28,7 @@ pub mod channel;
 pub mod circuit;
 pub mod crypto;
 pub mod dir;
+pub mod socks;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

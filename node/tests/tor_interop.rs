@@ -12,6 +12,7 @@ use std::process::Command;
 
 use peersm::cell::LinkSpec;
 use peersm::circuit::StreamTarget;
+use peersm::dir::authority::{verify_consensus, AuthorityCert};
 use peersm::dir::consensus::{Consensus, RouterEntry};
 use peersm::dir::microdesc::{self, Microdesc};
 use peersm_node::tor::channel::{self, ChannelHandle, StreamEvent};
@@ -181,7 +182,43 @@ async fn circuits_through_c_tor_relays() {
     )
     .await;
     assert!(status.contains("200"), "{status}");
-    let consensus = Consensus::parse(&String::from_utf8(body).unwrap()).expect("consensus parses");
+    let consensus_text = String::from_utf8(body).unwrap();
+    let consensus = Consensus::parse(&consensus_text).expect("consensus parses");
+    // The authorities' certificates and signatures check out.
+    let trusted: Vec<[u8; 20]> = net.info["dir_authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let v3 = l
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .find_map(|w| w.strip_prefix("v3ident="))
+                .unwrap();
+            hex::decode(v3).unwrap().try_into().unwrap()
+        })
+        .collect();
+    let (status, body) = http_get(&ch, dir_circ, StreamTarget::Directory, "/tor/keys/all").await;
+    assert!(status.contains("200"), "{status}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let certs = AuthorityCert::parse_many(&String::from_utf8(body).unwrap(), &trusted, now);
+    assert_eq!(
+        certs.len(),
+        trusted.len(),
+        "every authority certificate verifies"
+    );
+    let signers =
+        verify_consensus(&consensus_text, &trusted, &certs).expect("consensus signatures verify");
+    assert_eq!(signers, trusted.len());
+    let forged = consensus_text.replacen("Running", "Ruining", 1);
+    assert!(
+        verify_consensus(&forged, &trusted, &certs).is_err(),
+        "a modified consensus is refused"
+    );
     assert!(
         consensus.routers.len() >= 6,
         "{} routers",

@@ -92,6 +92,17 @@ impl RsaIdentityKey {
         })
     }
 
+    /// From a DER PKCS#1 RSAPublicKey (how directory documents carry keys).
+    pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, IdentityError> {
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        use rsa::pkcs8::EncodePublicKey;
+        let key = RsaPublicKey::from_pkcs1_der(der).map_err(|_| IdentityError::BadPublicKey)?;
+        let spki = key
+            .to_public_key_der()
+            .map_err(|_| IdentityError::BadPublicKey)?;
+        Self::from_spki(spki.as_bytes())
+    }
+
     pub fn id(&self) -> PeerId {
         self.id
     }

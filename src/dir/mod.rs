@@ -1,6 +1,7 @@
 //! Directory documents (dir-spec): the microdescriptor consensus and
 //! microdescriptors, parsed into what path selection needs.
 
+pub mod authority;
 pub mod consensus;
 pub mod microdesc;
 
