@@ -79,22 +79,26 @@ pub struct ConnectRequest {
     pub port: u16,
 }
 
+/// `N` bytes at `at`, if there are that many.
+fn bytes_at<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+    buf.get(at..at + N).and_then(|s| s.try_into().ok())
+}
+
 /// The request: VER CMD RSV ATYP DST.ADDR DST.PORT.
 pub fn parse_request(buf: &[u8]) -> Result<Parsed<ConnectRequest>, SocksError> {
-    let Some(head) = buf.get(..4) else {
+    let Some([ver, cmd, _rsv, atyp]) = bytes_at::<4>(buf, 0) else {
         return Ok(Parsed::Incomplete);
     };
-    let [ver, cmd, _rsv, atyp] = [head[0], head[1], head[2], head[3]];
     if ver != VERSION {
         return Err(SocksError::Version);
     }
     let (host, addr_len) = match atyp {
-        1 => match buf.get(4..8) {
-            Some(a) => (Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string(), 4),
+        1 => match bytes_at::<4>(buf, 4) {
+            Some(a) => (Ipv4Addr::from(a).to_string(), 4),
             None => return Ok(Parsed::Incomplete),
         },
         3 => {
-            let Some(&len) = buf.get(4) else {
+            let Some([len]) = bytes_at::<1>(buf, 4) else {
                 return Ok(Parsed::Incomplete);
             };
             let Some(name) = buf.get(5..5 + usize::from(len)) else {
@@ -106,16 +110,13 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<ConnectRequest>, SocksError> {
             }
             (name.to_string(), 1 + usize::from(len))
         }
-        4 => match buf.get(4..20) {
-            Some(a) => {
-                let octets: [u8; 16] = a.try_into().map_err(|_| SocksError::AddressType(4))?;
-                (Ipv6Addr::from(octets).to_string(), 16)
-            }
+        4 => match bytes_at::<16>(buf, 4) {
+            Some(a) => (Ipv6Addr::from(a).to_string(), 16),
             None => return Ok(Parsed::Incomplete),
         },
         other => return Err(SocksError::AddressType(other)),
     };
-    let Some(port) = buf.get(4 + addr_len..6 + addr_len) else {
+    let Some(port) = bytes_at::<2>(buf, 4 + addr_len) else {
         return Ok(Parsed::Incomplete);
     };
     if cmd != CMD_CONNECT {
@@ -124,7 +125,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<ConnectRequest>, SocksError> {
     Ok(Parsed::Done(
         ConnectRequest {
             host,
-            port: u16::from_be_bytes([port[0], port[1]]),
+            port: u16::from_be_bytes(port),
         },
         6 + addr_len,
     ))

@@ -3,4 +3,5 @@
 //! to. Relay, exit, SOCKS5 and facilitator roles come next.
 
 pub mod bridge;
+pub mod proxy;
 pub mod tor;

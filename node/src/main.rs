@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use peersm_node::bridge::{self, BridgeConfig};
+use peersm_node::proxy::{self, Proxy};
+use peersm_node::tor::dirauth::{DirAuthority, PUBLIC_AUTHORITIES};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -24,6 +26,16 @@ enum Command {
         /// Folder with the page (index.html, pkg/ with the wasm bundle).
         #[arg(long, default_value = "www")]
         www: PathBuf,
+    },
+    /// A SOCKS5 onion proxy over 3-hop Tor circuits.
+    Proxy {
+        /// SOCKS5 listen address.
+        #[arg(long, default_value = "127.0.0.1:9150")]
+        socks: SocketAddr,
+        /// A directory authority in torrc's DirAuthority syntax; repeat for
+        /// each. Default: the public Tor network's authorities.
+        #[arg(long = "dir-authority", value_name = "LINE")]
+        dir_authorities: Vec<String>,
     },
 }
 
@@ -59,6 +71,35 @@ async fn main() -> anyhow::Result<()> {
             let server = bridge::serve(listener, BridgeConfig { www });
             tokio::select! {
                 r = server => r?,
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            }
+        }
+        Command::Proxy {
+            socks,
+            dir_authorities,
+        } => {
+            let lines: Vec<String> = if dir_authorities.is_empty() {
+                PUBLIC_AUTHORITIES.iter().map(|s| s.to_string()).collect()
+            } else {
+                dir_authorities
+            };
+            let authorities = lines
+                .iter()
+                .map(|l| l.parse::<DirAuthority>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let listener = tokio::net::TcpListener::bind(socks)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {socks}: {e}"))?;
+            let proxy = Proxy::bootstrap(&authorities)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "Peersm SOCKS5 proxy listening on {}",
+                listener.local_addr()?
+            );
+            tokio::select! {
+                r = proxy::serve(listener, proxy) => r?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
             }
         }

@@ -15,7 +15,9 @@ use peersm::circuit::StreamTarget;
 use peersm::dir::authority::{verify_consensus, AuthorityCert};
 use peersm::dir::consensus::{Consensus, RouterEntry};
 use peersm::dir::microdesc::{self, Microdesc};
+use peersm_node::proxy::Proxy;
 use peersm_node::tor::channel::{self, ChannelHandle, StreamEvent};
+use peersm_node::tor::dirauth::DirAuthority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Network {
@@ -290,4 +292,69 @@ async fn circuits_through_c_tor_relays() {
         seen.recv().await.is_some(),
         "the server saw the exit's connection"
     );
+
+    // 4. The SOCKS5 proxy, bootstrapped from the same authorities.
+    let authorities: Vec<DirAuthority> = net.info["dir_authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().parse().unwrap())
+        .collect();
+    let proxy = Proxy::bootstrap(&authorities)
+        .await
+        .expect("proxy bootstraps");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socks_addr = listener.local_addr().unwrap();
+    tokio::spawn(peersm_node::proxy::serve(listener, proxy.clone()));
+    for _ in 0..2 {
+        let body = socks_get(socks_addr, "127.0.0.1", server.port())
+            .await
+            .expect("fetch through the proxy");
+        assert!(body == payload, "bytes through the proxy differ");
+    }
+    assert_eq!(
+        proxy.circuits_built(),
+        1,
+        "the second request reuses the circuit"
+    );
+    // A closed port: a SOCKS error reply, not a hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = socks_get(socks_addr, "127.0.0.1", closed)
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("SOCKS reply"), "{err}");
+}
+
+/// A minimal SOCKS5 client: CONNECT by domain name, HTTP/1.0 GET, body.
+async fn socks_get(proxy: SocketAddr, host: &str, port: u16) -> Result<Vec<u8>, String> {
+    let mut s = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.unwrap();
+    assert_eq!(two, [5, 0]);
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
+    if reply[1] != 0 {
+        return Err(format!("SOCKS reply {}", reply[1]));
+    }
+    s.write_all(b"GET /file HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP header")?;
+    Ok(response[split + 4..].to_vec())
 }

@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod consensus;
 pub mod microdesc;
+pub mod path;
 
 /// Decodes unpadded or padded standard base64 (dir-spec uses both).
 pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {

@@ -1,0 +1,327 @@
+//! `peersm-node proxy`: a SOCKS5 onion proxy. It bootstraps a verified
+//! directory, keeps one guard, builds 3-hop ntor circuits (guard, middle,
+//! exit chosen by policy), reuses a circuit for new streams to ports its
+//! exit allows for `CIRCUIT_MAX_AGE`, and answers SOCKS clients with the
+//! reply code matching the exit's END reason.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peersm::cell::{end_reason, LinkSpec};
+use peersm::circuit::StreamTarget;
+use peersm::dir::path::{NetDir, UsableRelay};
+use peersm::socks::{self, reply, ConnectRequest, Parsed};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+use crate::tor::channel::{self, ChannelHandle, StreamEvent};
+use crate::tor::dirauth::DirAuthority;
+use crate::tor::directory;
+
+/// Like C tor's MaxCircuitDirtiness: new streams stop using a circuit after this.
+const CIRCUIT_MAX_AGE: Duration = Duration::from_secs(600);
+const BUILD_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+const BUILD_ATTEMPTS: usize = 3;
+
+struct Circuit {
+    ch: ChannelHandle,
+    circ: u32,
+    exit: UsableRelay,
+    built: Instant,
+    failed: bool,
+}
+
+struct State {
+    dir: NetDir,
+    guard: Option<[u8; 20]>,
+    channels: Vec<ChannelHandle>,
+    circuits: Vec<Circuit>,
+}
+
+pub struct Proxy {
+    state: Mutex<State>,
+    built: std::sync::atomic::AtomicUsize,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+fn link_specs(r: &UsableRelay) -> Vec<LinkSpec> {
+    let mut specs = vec![
+        LinkSpec::Addr(r.entry.or_addr),
+        LinkSpec::LegacyId(r.entry.rsa_id),
+    ];
+    if let Some(ed) = r.md.ed25519_id {
+        specs.push(LinkSpec::Ed25519Id(ed));
+    }
+    specs
+}
+
+impl Proxy {
+    pub async fn bootstrap(authorities: &[DirAuthority]) -> Result<Arc<Proxy>, String> {
+        let dir = directory::bootstrap(authorities).await?;
+        Ok(Arc::new(Proxy {
+            state: Mutex::new(State {
+                dir,
+                guard: None,
+                channels: Vec::new(),
+                circuits: Vec::new(),
+            }),
+            built: std::sync::atomic::AtomicUsize::new(0),
+        }))
+    }
+
+    /// Circuits built so far (reuse keeps this low).
+    pub fn circuits_built(&self) -> usize {
+        self.built.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn channel_to(&self, relay: &UsableRelay) -> Result<ChannelHandle, String> {
+        let mut st = self.state.lock().await;
+        st.channels.retain(|c| !c.is_closed());
+        if let Some(ch) = st
+            .channels
+            .iter()
+            .find(|c| c.relay.rsa_id == relay.entry.rsa_id)
+        {
+            return Ok(ch.clone());
+        }
+        drop(st);
+        let ch = channel::connect(
+            relay.entry.or_addr,
+            Some(relay.entry.rsa_id),
+            relay.md.ed25519_id,
+        )
+        .await?;
+        self.state.lock().await.channels.push(ch.clone());
+        Ok(ch)
+    }
+
+    /// Builds a fresh 3-hop circuit whose exit allows `port`.
+    pub async fn build_circuit(
+        &self,
+        port: u16,
+    ) -> Result<(ChannelHandle, u32, UsableRelay), String> {
+        let path = {
+            let mut st = self.state.lock().await;
+            let guard = st.guard;
+            let path = st
+                .dir
+                .pick_path(port, guard.as_ref(), &mut random_u64)
+                .ok_or_else(|| format!("no path: no running exit allows port {port}"))?;
+            st.guard.get_or_insert(path[0].entry.rsa_id);
+            path
+        };
+        let [guard, middle, exit] = path;
+        let ch = self.channel_to(&guard).await?;
+        let circ = ch.create_ntor(guard.md.ntor_onion_key).await?;
+        for hop in [&middle, &exit] {
+            if let Err(e) = ch
+                .extend(
+                    circ,
+                    link_specs(hop),
+                    hop.entry.rsa_id,
+                    hop.md.ntor_onion_key,
+                )
+                .await
+            {
+                ch.destroy(circ);
+                return Err(format!("extending to {}: {e}", hop.entry.nickname));
+            }
+        }
+        Ok((ch, circ, exit))
+    }
+
+    /// A circuit for `port`: a recent one whose exit allows it, or a new one.
+    async fn circuit_for(&self, port: u16) -> Result<(ChannelHandle, u32), String> {
+        {
+            let mut st = self.state.lock().await;
+            st.circuits
+                .retain(|c| !c.failed && !c.ch.is_closed() && c.built.elapsed() < CIRCUIT_MAX_AGE);
+            if let Some(c) = st
+                .circuits
+                .iter()
+                .find(|c| c.exit.md.policy.as_ref().is_some_and(|p| p.allows(port)))
+            {
+                return Ok((c.ch.clone(), c.circ));
+            }
+        }
+        let mut last = String::new();
+        for _ in 0..BUILD_ATTEMPTS {
+            match tokio::time::timeout(BUILD_TIMEOUT, self.build_circuit(port)).await {
+                Ok(Ok((ch, circ, exit))) => {
+                    self.built
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut st = self.state.lock().await;
+                    st.circuits.push(Circuit {
+                        ch: ch.clone(),
+                        circ,
+                        exit,
+                        built: Instant::now(),
+                        failed: false,
+                    });
+                    return Ok((ch, circ));
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "circuit build timed out".into(),
+            }
+            tracing::info!("circuit build failed: {last}");
+        }
+        Err(last)
+    }
+
+    async fn forget_circuit(&self, circ: u32) {
+        let mut st = self.state.lock().await;
+        for c in st.circuits.iter_mut().filter(|c| c.circ == circ) {
+            c.failed = true;
+        }
+    }
+}
+
+/// The SOCKS reply for a stream the exit refused (RELAY_END reason).
+pub fn reply_for_end_reason(reason: u8) -> u8 {
+    match reason {
+        end_reason::EXITPOLICY => reply::NOT_ALLOWED,
+        end_reason::CONNECTREFUSED => reply::CONNECTION_REFUSED,
+        end_reason::RESOLVEFAILED => reply::HOST_UNREACHABLE,
+        end_reason::NOROUTE => reply::NETWORK_UNREACHABLE,
+        end_reason::TIMEOUT => reply::TTL_EXPIRED,
+        _ => reply::GENERAL_FAILURE,
+    }
+}
+
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<()> {
+    loop {
+        let (sock, peer) = listener.accept().await?;
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_client(sock, &proxy).await {
+                tracing::info!(%peer, "SOCKS connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn read_until<T>(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<Parsed<T>, socks::SocksError>,
+) -> Result<Result<T, socks::SocksError>, String> {
+    loop {
+        match parse(buf) {
+            Ok(Parsed::Done(v, used)) => {
+                buf.drain(..used);
+                return Ok(Ok(v));
+            }
+            Ok(Parsed::Incomplete) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        let mut chunk = [0u8; 512];
+        let n = sock.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 || buf.len() > 1024 {
+            return Err("client closed during the SOCKS handshake".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn handle_client(mut sock: TcpStream, proxy: &Proxy) -> Result<(), String> {
+    let mut buf = Vec::new();
+    if let Err(e) = read_until(&mut sock, &mut buf, socks::parse_greeting).await? {
+        let _ = sock
+            .write_all(&[socks::VERSION, socks::METHOD_NONE_ACCEPTABLE])
+            .await;
+        return Err(e.to_string());
+    }
+    sock.write_all(&[socks::VERSION, socks::METHOD_NO_AUTH])
+        .await
+        .map_err(|e| e.to_string())?;
+    let ConnectRequest { host, port } =
+        match read_until(&mut sock, &mut buf, socks::parse_request).await? {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = sock.write_all(&socks::reply_bytes(e.reply_code())).await;
+                return Err(e.to_string());
+            }
+        };
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let (ch, circ) = proxy
+            .circuit_for(port)
+            .await
+            .map_err(|e| (reply::GENERAL_FAILURE, e))?;
+        match ch
+            .begin(
+                circ,
+                StreamTarget::Tcp {
+                    host: host.clone(),
+                    port,
+                },
+            )
+            .await
+        {
+            Ok((stream, events)) => Ok((ch, circ, stream, events)),
+            Err(e) => {
+                if e.contains("channel closed") || e.contains("no such circuit") {
+                    proxy.forget_circuit(circ).await;
+                }
+                let reason = e
+                    .rsplit("reason ")
+                    .next()
+                    .and_then(|r| r.trim_end_matches(')').parse().ok());
+                Err((
+                    reason.map_or(reply::GENERAL_FAILURE, reply_for_end_reason),
+                    e,
+                ))
+            }
+        }
+    })
+    .await;
+    let (ch, circ, stream, mut events) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err((code, e))) => {
+            let _ = sock.write_all(&socks::reply_bytes(code)).await;
+            return Err(format!("{host}:{port}: {e}"));
+        }
+        Err(_) => {
+            let _ = sock
+                .write_all(&socks::reply_bytes(reply::TTL_EXPIRED))
+                .await;
+            return Err(format!("{host}:{port}: timed out"));
+        }
+    };
+    sock.write_all(&socks::reply_bytes(reply::SUCCEEDED))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !buf.is_empty() {
+        ch.send(circ, stream, std::mem::take(&mut buf))?;
+    }
+    let (mut rd, mut wr) = sock.split();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            n = rd.read(&mut chunk), if client_open => match n {
+                // Tor streams cannot half-close: keep delivering the answer.
+                Ok(0) | Err(_) => client_open = false,
+                Ok(n) => ch.send(circ, stream, chunk[..n].to_vec())?,
+            },
+            e = events.recv() => match e {
+                Some(StreamEvent::Data(d)) => {
+                    if let Err(e) = wr.write_all(&d).await {
+                        ch.end(circ, stream);
+                        return Err(e.to_string());
+                    }
+                }
+                Some(StreamEvent::Connected) => {}
+                Some(StreamEvent::Ended { .. }) | None => break,
+            },
+        }
+    }
+    let _ = wr.shutdown().await;
+    Ok(())
+}
