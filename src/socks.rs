@@ -7,6 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const VERSION: u8 = 5;
 pub const METHOD_NO_AUTH: u8 = 0;
+/// RFC 1929. Any credentials are accepted: like C tor's IsolateSOCKSAuth,
+/// they only keep streams with different credentials on different circuits.
+pub const METHOD_USERNAME_PASSWORD: u8 = 2;
 pub const METHOD_NONE_ACCEPTABLE: u8 = 0xff;
 pub const CMD_CONNECT: u8 = 1;
 
@@ -56,8 +59,9 @@ impl SocksError {
     }
 }
 
-/// The greeting: VER, NMETHODS, METHODS. Ok when "no authentication" is offered.
-pub fn parse_greeting(buf: &[u8]) -> Result<Parsed<()>, SocksError> {
+/// The greeting: VER, NMETHODS, METHODS. Returns the method we choose:
+/// username/password when offered (for isolation), else no authentication.
+pub fn parse_greeting(buf: &[u8]) -> Result<Parsed<u8>, SocksError> {
     let (Some(&ver), Some(&n)) = (buf.first(), buf.get(1)) else {
         return Ok(Parsed::Incomplete);
     };
@@ -67,10 +71,36 @@ pub fn parse_greeting(buf: &[u8]) -> Result<Parsed<()>, SocksError> {
     let Some(methods) = buf.get(2..2 + usize::from(n)) else {
         return Ok(Parsed::Incomplete);
     };
-    if !methods.contains(&METHOD_NO_AUTH) {
+    let method = if methods.contains(&METHOD_USERNAME_PASSWORD) {
+        METHOD_USERNAME_PASSWORD
+    } else if methods.contains(&METHOD_NO_AUTH) {
+        METHOD_NO_AUTH
+    } else {
         return Err(SocksError::NoAcceptableMethod);
+    };
+    Ok(Parsed::Done(method, 2 + usize::from(n)))
+}
+
+/// RFC 1929 sub-negotiation: VER(1) ULEN UNAME PLEN PASSWD. Returns the
+/// credentials as one isolation key.
+pub fn parse_credentials(buf: &[u8]) -> Result<Parsed<Vec<u8>>, SocksError> {
+    let Some([ver, ulen]) = bytes_at::<2>(buf, 0) else {
+        return Ok(Parsed::Incomplete);
+    };
+    if ver != 1 {
+        return Err(SocksError::Version);
     }
-    Ok(Parsed::Done((), 2 + usize::from(n)))
+    let ulen = usize::from(ulen);
+    let Some([plen]) = bytes_at::<1>(buf, 2 + ulen) else {
+        return Ok(Parsed::Incomplete);
+    };
+    let total = 3 + ulen + usize::from(plen);
+    let Some(all) = buf.get(..total) else {
+        return Ok(Parsed::Incomplete);
+    };
+    let mut key = all.get(1..).unwrap_or_default().to_vec();
+    key.shrink_to_fit();
+    Ok(Parsed::Done(key, total))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const BUILD_ATTEMPTS: usize = 3;
 
 struct Circuit {
+    /// SOCKS credentials of the streams allowed on it (isolation).
+    isolation: Vec<u8>,
     ch: ChannelHandle,
     circ: u32,
     exit: UsableRelay,
@@ -138,16 +140,19 @@ impl Proxy {
     }
 
     /// A circuit for `port`: a recent one whose exit allows it, or a new one.
-    async fn circuit_for(&self, port: u16) -> Result<(ChannelHandle, u32), String> {
+    async fn circuit_for(
+        &self,
+        port: u16,
+        isolation: &[u8],
+    ) -> Result<(ChannelHandle, u32), String> {
         {
             let mut st = self.state.lock().await;
             st.circuits
                 .retain(|c| !c.failed && !c.ch.is_closed() && c.built.elapsed() < CIRCUIT_MAX_AGE);
-            if let Some(c) = st
-                .circuits
-                .iter()
-                .find(|c| c.exit.md.policy.as_ref().is_some_and(|p| p.allows(port)))
-            {
+            if let Some(c) = st.circuits.iter().find(|c| {
+                c.isolation == isolation
+                    && c.exit.md.policy.as_ref().is_some_and(|p| p.allows(port))
+            }) {
                 return Ok((c.ch.clone(), c.circ));
             }
         }
@@ -159,6 +164,7 @@ impl Proxy {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut st = self.state.lock().await;
                     st.circuits.push(Circuit {
+                        isolation: isolation.to_vec(),
                         ch: ch.clone(),
                         circ,
                         exit,
@@ -232,15 +238,25 @@ async fn read_until<T>(
 
 async fn handle_client(mut sock: TcpStream, proxy: &Proxy) -> Result<(), String> {
     let mut buf = Vec::new();
-    if let Err(e) = read_until(&mut sock, &mut buf, socks::parse_greeting).await? {
-        let _ = sock
-            .write_all(&[socks::VERSION, socks::METHOD_NONE_ACCEPTABLE])
-            .await;
-        return Err(e.to_string());
-    }
-    sock.write_all(&[socks::VERSION, socks::METHOD_NO_AUTH])
+    let method = match read_until(&mut sock, &mut buf, socks::parse_greeting).await? {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = sock
+                .write_all(&[socks::VERSION, socks::METHOD_NONE_ACCEPTABLE])
+                .await;
+            return Err(e.to_string());
+        }
+    };
+    sock.write_all(&[socks::VERSION, method])
         .await
         .map_err(|e| e.to_string())?;
+    let mut isolation = Vec::new();
+    if method == socks::METHOD_USERNAME_PASSWORD {
+        isolation = read_until(&mut sock, &mut buf, socks::parse_credentials)
+            .await?
+            .map_err(|e| e.to_string())?;
+        sock.write_all(&[1, 0]).await.map_err(|e| e.to_string())?;
+    }
     let ConnectRequest { host, port } =
         match read_until(&mut sock, &mut buf, socks::parse_request).await? {
             Ok(r) => r,
@@ -251,7 +267,7 @@ async fn handle_client(mut sock: TcpStream, proxy: &Proxy) -> Result<(), String>
         };
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let (ch, circ) = proxy
-            .circuit_for(port)
+            .circuit_for(port, &isolation)
             .await
             .map_err(|e| (reply::GENERAL_FAILURE, e))?;
         match ch

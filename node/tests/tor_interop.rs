@@ -317,6 +317,12 @@ async fn circuits_through_c_tor_relays() {
         1,
         "the second request reuses the circuit"
     );
+    // Different SOCKS credentials: a separate circuit (IsolateSOCKSAuth).
+    let body = socks_get_as(socks_addr, "127.0.0.1", server.port(), Some(("alice", "x")))
+        .await
+        .expect("fetch with credentials");
+    assert!(body == payload);
+    assert_eq!(proxy.circuits_built(), 2, "other credentials get another circuit");
     // A closed port: a SOCKS error reply, not a hang.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -331,13 +337,32 @@ async fn circuits_through_c_tor_relays() {
 
 /// A minimal SOCKS5 client: CONNECT by domain name, HTTP/1.0 GET, body.
 async fn socks_get(proxy: SocketAddr, host: &str, port: u16) -> Result<Vec<u8>, String> {
+    socks_get_as(proxy, host, port, None).await
+}
+
+async fn socks_get_as(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    creds: Option<(&str, &str)>,
+) -> Result<Vec<u8>, String> {
     let mut s = tokio::net::TcpStream::connect(proxy)
         .await
         .map_err(|e| e.to_string())?;
-    s.write_all(&[5, 1, 0]).await.unwrap();
+    let method = if creds.is_some() { 2 } else { 0 };
+    s.write_all(&[5, 1, method]).await.unwrap();
     let mut two = [0u8; 2];
     s.read_exact(&mut two).await.unwrap();
-    assert_eq!(two, [5, 0]);
+    assert_eq!(two, [5, method]);
+    if let Some((user, pass)) = creds {
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(pass.len() as u8);
+        auth.extend_from_slice(pass.as_bytes());
+        s.write_all(&auth).await.unwrap();
+        s.read_exact(&mut two).await.unwrap();
+        assert_eq!(two, [1, 0]);
+    }
     let mut req = vec![5, 1, 0, 3, host.len() as u8];
     req.extend_from_slice(host.as_bytes());
     req.extend_from_slice(&port.to_be_bytes());
