@@ -173,7 +173,20 @@ mod tests {
     #[test]
     fn greeting_and_requests() {
         assert_eq!(parse_greeting(&[5]), Ok(Parsed::Incomplete));
-        assert_eq!(parse_greeting(&[5, 2, 2, 0]), Ok(Parsed::Done((), 4)));
+        assert_eq!(
+            parse_greeting(&[5, 2, 2, 0]),
+            Ok(Parsed::Done(METHOD_USERNAME_PASSWORD, 4))
+        );
+        assert_eq!(
+            parse_greeting(&[5, 1, 0]),
+            Ok(Parsed::Done(METHOD_NO_AUTH, 3))
+        );
+        let creds = [1, 1, b'a', 2, b'x', b'y', 9];
+        assert_eq!(parse_credentials(&creds[..5]), Ok(Parsed::Incomplete));
+        assert_eq!(
+            parse_credentials(&creds),
+            Ok(Parsed::Done(vec![1, b'a', 2, b'x', b'y'], 6))
+        );
         assert_eq!(
             parse_greeting(&[5, 1, 2]),
             Err(SocksError::NoAcceptableMethod)

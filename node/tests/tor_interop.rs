@@ -322,7 +322,11 @@ async fn circuits_through_c_tor_relays() {
         .await
         .expect("fetch with credentials");
     assert!(body == payload);
-    assert_eq!(proxy.circuits_built(), 2, "other credentials get another circuit");
+    assert_eq!(
+        proxy.circuits_built(),
+        2,
+        "other credentials get another circuit"
+    );
     // A closed port: a SOCKS error reply, not a hang.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
