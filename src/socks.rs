@@ -188,7 +188,7 @@ mod tests {
             Ok(Parsed::Done(vec![1, b'a', 2, b'x', b'y'], 6))
         );
         assert_eq!(
-            parse_greeting(&[5, 1, 2]),
+            parse_greeting(&[5, 1, 3]),
             Err(SocksError::NoAcceptableMethod)
         );
         assert_eq!(parse_greeting(&[4, 1, 0]), Err(SocksError::Version));
