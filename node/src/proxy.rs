@@ -26,8 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const BUILD_ATTEMPTS: usize = 3;
 
 struct Circuit {
-    /// SOCKS credentials of the streams allowed on it (isolation).
-    isolation: Vec<u8>,
+    /// SOCKS credentials of the streams allowed on it (isolation); `None`
+    /// for a clean spare circuit nobody used yet.
+    isolation: Option<Vec<u8>>,
     ch: ChannelHandle,
     circ: u32,
     exit: UsableRelay,
@@ -45,6 +46,7 @@ struct State {
 pub struct Proxy {
     state: Mutex<State>,
     built: std::sync::atomic::AtomicUsize,
+    building_spare: std::sync::atomic::AtomicBool,
 }
 
 fn random_u64() -> u64 {
@@ -75,6 +77,7 @@ impl Proxy {
                 circuits: Vec::new(),
             }),
             built: std::sync::atomic::AtomicUsize::new(0),
+            building_spare: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -140,8 +143,22 @@ impl Proxy {
     }
 
     /// A circuit for `port`: a recent one whose exit allows it, or a new one.
+    /// Circuits carrying streams now (spares excluded).
+    pub async fn circuits_in_use(&self) -> usize {
+        self.state
+            .lock()
+            .await
+            .circuits
+            .iter()
+            .filter(|c| c.isolation.is_some())
+            .count()
+    }
+
+    /// A circuit for `port` and these SOCKS credentials: one already used
+    /// with them, else a clean spare, else a new one. Taking a spare starts
+    /// building the next, as C tor keeps clean circuits ready.
     async fn circuit_for(
-        &self,
+        self: &Arc<Self>,
         port: u16,
         isolation: &[u8],
     ) -> Result<(ChannelHandle, u32), String> {
@@ -149,29 +166,55 @@ impl Proxy {
             let mut st = self.state.lock().await;
             st.circuits
                 .retain(|c| !c.failed && !c.ch.is_closed() && c.built.elapsed() < CIRCUIT_MAX_AGE);
-            if let Some(c) = st.circuits.iter().find(|c| {
-                c.isolation == isolation
-                    && c.exit.md.policy.as_ref().is_some_and(|p| p.allows(port))
-            }) {
+            let allows = |c: &Circuit| c.exit.md.policy.as_ref().is_some_and(|p| p.allows(port));
+            if let Some(c) = st
+                .circuits
+                .iter()
+                .find(|c| c.isolation.as_deref() == Some(isolation) && allows(c))
+            {
                 return Ok((c.ch.clone(), c.circ));
             }
+            if let Some(c) = st
+                .circuits
+                .iter_mut()
+                .find(|c| c.isolation.is_none() && allows(c))
+            {
+                c.isolation = Some(isolation.to_vec());
+                let taken = (c.ch.clone(), c.circ);
+                drop(st);
+                self.spawn_spare(port);
+                return Ok(taken);
+            }
         }
+        let (ch, circ, exit) = self.build_with_retries(port).await?;
+        self.state.lock().await.circuits.push(Circuit {
+            isolation: Some(isolation.to_vec()),
+            ch: ch.clone(),
+            circ,
+            exit,
+            built: Instant::now(),
+            failed: false,
+        });
+        self.spawn_spare(port);
+        Ok((ch, circ))
+    }
+
+    async fn build_with_retries(
+        &self,
+        port: u16,
+    ) -> Result<(ChannelHandle, u32, UsableRelay), String> {
         let mut last = String::new();
         for _ in 0..BUILD_ATTEMPTS {
+            let started = Instant::now();
             match tokio::time::timeout(BUILD_TIMEOUT, self.build_circuit(port)).await {
-                Ok(Ok((ch, circ, exit))) => {
+                Ok(Ok(built)) => {
                     self.built
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let mut st = self.state.lock().await;
-                    st.circuits.push(Circuit {
-                        isolation: isolation.to_vec(),
-                        ch: ch.clone(),
-                        circ,
-                        exit,
-                        built: Instant::now(),
-                        failed: false,
-                    });
-                    return Ok((ch, circ));
+                    tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "3-hop circuit built"
+                    );
+                    return Ok(built);
                 }
                 Ok(Err(e)) => last = e,
                 Err(_) => last = "circuit build timed out".into(),
@@ -179,6 +222,35 @@ impl Proxy {
             tracing::info!("circuit build failed: {last}");
         }
         Err(last)
+    }
+
+    /// Builds one clean circuit for `port` in the background, unless one is
+    /// ready or being built.
+    fn spawn_spare(self: &Arc<Self>, port: u16) {
+        use std::sync::atomic::Ordering;
+        if self.building_spare.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let ready = me.state.lock().await.circuits.iter().any(|c| {
+                c.isolation.is_none() && c.exit.md.policy.as_ref().is_some_and(|p| p.allows(port))
+            });
+            if !ready {
+                match me.build_with_retries(port).await {
+                    Ok((ch, circ, exit)) => me.state.lock().await.circuits.push(Circuit {
+                        isolation: None,
+                        ch,
+                        circ,
+                        exit,
+                        built: Instant::now(),
+                        failed: false,
+                    }),
+                    Err(e) => tracing::info!("spare circuit not built: {e}"),
+                }
+            }
+            me.building_spare.store(false, Ordering::Release);
+        });
     }
 
     async fn forget_circuit(&self, circ: u32) {
@@ -236,7 +308,7 @@ async fn read_until<T>(
     }
 }
 
-async fn handle_client(mut sock: TcpStream, proxy: &Proxy) -> Result<(), String> {
+async fn handle_client(mut sock: TcpStream, proxy: &Arc<Proxy>) -> Result<(), String> {
     let mut buf = Vec::new();
     let method = match read_until(&mut sock, &mut buf, socks::parse_greeting).await? {
         Ok(m) => m,

@@ -313,7 +313,7 @@ async fn circuits_through_c_tor_relays() {
         assert!(body == payload, "bytes through the proxy differ");
     }
     assert_eq!(
-        proxy.circuits_built(),
+        proxy.circuits_in_use().await,
         1,
         "the second request reuses the circuit"
     );
@@ -323,7 +323,7 @@ async fn circuits_through_c_tor_relays() {
         .expect("fetch with credentials");
     assert!(body == payload);
     assert_eq!(
-        proxy.circuits_built(),
+        proxy.circuits_in_use().await,
         2,
         "other credentials get another circuit"
     );
