@@ -276,6 +276,8 @@ pub fn reply_for_end_reason(reason: u8) -> u8 {
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<()> {
     loop {
         let (sock, peer) = listener.accept().await?;
+        // Small SOCKS replies and first bytes must not wait for Nagle.
+        let _ = sock.set_nodelay(true);
         let proxy = proxy.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_client(sock, &proxy).await {

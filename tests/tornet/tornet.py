@@ -122,8 +122,9 @@ def start(args):
     if args.client:
         c = make_node(root, "client", "client")
         c["socks_port"] = free_port()
-        write_torrc(c, auth_lines, "SocksPort 127.0.0.1:{}\nConfluxEnabled {}\n".format(
-            c["socks_port"], 1 if args.conflux else 0))
+        c["control_port"] = free_port()
+        write_torrc(c, auth_lines, "SocksPort 127.0.0.1:{}\nControlPort 127.0.0.1:{}\nConfluxEnabled {}\n".format(
+            c["socks_port"], c["control_port"], 1 if args.conflux else 0))
         nodes.append(c)
 
     procs = []
