@@ -23,6 +23,7 @@
     )
 )]
 
+pub mod bench;
 pub mod cell;
 pub mod channel;
 pub mod circuit;

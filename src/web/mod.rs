@@ -2,6 +2,7 @@
 //! a bridge, and the `Peer` JavaScript API. They move bytes and events
 //! between the browser and the sans-IO core; no protocol logic lives here.
 
+mod bench;
 mod bridge_link;
 pub mod identity;
 mod js;
