@@ -4,4 +4,5 @@
 
 pub mod bridge;
 pub mod proxy;
+pub mod relay;
 pub mod tor;

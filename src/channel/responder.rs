@@ -58,6 +58,8 @@ pub struct LinkResponder {
     link_version: u16,
     presented_key: Option<RsaIdentityKey>,
     authenticated: Option<AuthenticatedPeer>,
+    /// Our own certificates, for Tor relays (sent after VERSIONS).
+    our_certs: Option<Certs>,
     outbox: VecDeque<Vec<u8>>,
     events: VecDeque<ResponderEvent>,
 }
@@ -80,9 +82,16 @@ impl LinkResponder {
             link_version: 0,
             presented_key: None,
             authenticated: None,
+            our_certs: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Presents `certs` (a Tor relay's CERTS) in the handshake.
+    pub fn with_certs(mut self, certs: Certs) -> Self {
+        self.our_certs = Some(certs);
+        self
     }
 
     pub fn is_open(&self) -> bool {
@@ -133,11 +142,12 @@ impl LinkResponder {
             }
             (State::AwaitInitiatorNetinfo, command::VPADDING) => {}
             (State::AwaitInitiatorNetinfo, command::CERTS) if self.presented_key.is_none() => {
+                // Only a Peersm identity certificate matters here; a Tor
+                // relay's certificates are ignored and it stays anonymous.
                 let certs = Certs::from_cell(&cell)?;
-                let spki = certs
-                    .get(cert_type::PEERSM_RSA_SPKI)
-                    .ok_or(ChannelError::MissingIdentity)?;
-                self.presented_key = Some(RsaIdentityKey::from_spki(spki)?);
+                if let Some(spki) = certs.get(cert_type::PEERSM_RSA_SPKI) {
+                    self.presented_key = Some(RsaIdentityKey::from_spki(spki)?);
+                }
             }
             (State::AwaitInitiatorNetinfo, command::AUTHENTICATE)
                 if self.authenticated.is_none() =>
@@ -172,6 +182,9 @@ impl LinkResponder {
         let mut frame = Versions::new(LINK_VERSIONS)
             .to_cell()
             .to_bytes(CircIdLen::Two)?;
+        if let Some(certs) = &self.our_certs {
+            certs.to_cell()?.encode_into(CircIdLen::Four, &mut frame)?;
+        }
         let challenge = AuthChallenge {
             challenge: self.challenge,
             methods: vec![auth_method::PEERSM_RSA_SHA256],

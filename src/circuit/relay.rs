@@ -57,6 +57,8 @@ pub enum RelayEvent {
 struct ExitStream {
     window: StreamWindow,
     connected: bool,
+    /// END to send once the buffered data is out.
+    pending_end: Option<u8>,
     to_send: VecDeque<u8>,
     writable_reported: bool,
 }
@@ -233,6 +235,7 @@ impl RelayCircuit {
                     ExitStream {
                         window: StreamWindow::default(),
                         connected: false,
+                        pending_end: None,
                         to_send: VecDeque::new(),
                         writable_reported: true,
                     },
@@ -422,13 +425,15 @@ impl RelayCircuit {
         Ok(n)
     }
 
-    /// The exit connection closed: RELAY_END after the buffered data.
+    /// The exit connection closed: RELAY_END once the buffered data has
+    /// been sent (windows permitting).
     pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
-        // Buffered data not yet sent is lost; callers end after draining.
-        self.streams
-            .remove(&stream_id)
+        let stream = self
+            .streams
+            .get_mut(&stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        self.originate(RelayCell::new(relay_command::END, stream_id, vec![reason]))
+        stream.pending_end = Some(reason);
+        self.flush_stream(stream_id)
     }
 
     /// Bytes still waiting for window space on a stream.
@@ -494,6 +499,10 @@ impl RelayCircuit {
             self.window.on_data_sent(digest);
         }
         if let Some(stream) = self.streams.get_mut(&stream_id) {
+            if let (true, Some(reason)) = (stream.to_send.is_empty(), stream.pending_end) {
+                self.streams.remove(&stream_id);
+                return self.originate(RelayCell::new(relay_command::END, stream_id, vec![reason]));
+            }
             if !stream.writable_reported && stream.to_send.len() < STREAM_SEND_BUFFER / 2 {
                 stream.writable_reported = true;
                 self.events

@@ -187,11 +187,13 @@ pub async fn connect(
     let relay = loop {
         while let Some(frame) = link.poll_transmit() {
             writer.write_all(&frame).await.map_err(|e| e.to_string())?;
+            writer.flush().await.map_err(|e| e.to_string())?;
         }
         if let Some(event) = link.poll_event() {
             if let InitiatorEvent::Open { relay, .. } = event {
                 while let Some(frame) = link.poll_transmit() {
                     writer.write_all(&frame).await.map_err(|e| e.to_string())?;
+                    writer.flush().await.map_err(|e| e.to_string())?;
                 }
                 break relay.ok_or("relay proved no identity")?;
             }
@@ -284,11 +286,14 @@ impl Actor {
                 .collect();
             self.circuits.retain(|_, c| !c.is_destroyed());
             if !out.is_empty() {
+                tracing::trace!(cells = out.len(), "writing cells");
                 let bytes = match encode_cells(&out, CircIdLen::Four) {
                     Ok(b) => b,
                     Err(e) => break format!("encode: {e}"),
                 };
-                if let Err(e) = writer.write_all(&bytes).await {
+                let written = write_flush(&mut writer, &bytes).await;
+                tracing::trace!(ok = written.is_ok(), "cells written");
+                if let Err(e) = written {
                     break format!("write: {e}");
                 }
             }
@@ -482,4 +487,13 @@ impl Actor {
             }
         }
     }
+}
+
+/// TLS buffers records until flushed: every batch of cells goes out now.
+async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
 }

@@ -1,0 +1,160 @@
+//! Exit policies (dir-spec §2.1.3 syntax, simplified): a comma-separated
+//! list of `accept|reject ADDR[/BITS]:PORT[-PORT]` where ADDR may be `*`
+//! and `private` (loopback, RFC 1918, link-local, unique-local), PORT `*`.
+//! The first matching rule wins; no match rejects.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AddrPattern {
+    Any,
+    Private,
+    Net(IpAddr, u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    accept: bool,
+    addr: AddrPattern,
+    ports: (u16, u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitPolicy {
+    rules: Vec<Rule>,
+}
+
+/// Relays exit to public addresses only unless told otherwise.
+pub const DEFAULT_EXIT_POLICY: &str = "reject private:*, accept *:*";
+
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits.min(32)))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits.min(128)))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl ExitPolicy {
+    pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
+        for r in &self.rules {
+            let addr_ok = match &r.addr {
+                AddrPattern::Any => true,
+                AddrPattern::Private => is_private(ip),
+                AddrPattern::Net(net, bits) => in_net(ip, *net, *bits),
+            };
+            if addr_ok && (r.ports.0..=r.ports.1).contains(&port) {
+                return r.accept;
+            }
+        }
+        false
+    }
+}
+
+impl FromStr for ExitPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let err = || {
+                format!("exit policy rule {item:?}: expected accept|reject ADDR[/BITS]:PORT[-PORT]")
+            };
+            let (kind, target) = item.split_once(' ').ok_or_else(err)?;
+            let accept = match kind {
+                "accept" => true,
+                "reject" => false,
+                _ => return Err(err()),
+            };
+            let (addr, ports) = target.trim().rsplit_once(':').ok_or_else(err)?;
+            let addr = match addr {
+                "*" => AddrPattern::Any,
+                "private" => AddrPattern::Private,
+                a => {
+                    let (ip, bits) = match a.split_once('/') {
+                        Some((ip, b)) => (ip, Some(b.parse::<u8>().map_err(|_| err())?)),
+                        None => (a, None),
+                    };
+                    let ip: IpAddr = ip
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .parse()
+                        .map_err(|_| err())?;
+                    let max = if ip.is_ipv4() { 32 } else { 128 };
+                    AddrPattern::Net(ip, bits.unwrap_or(max).min(max))
+                }
+            };
+            let ports = match ports {
+                "*" => (1, 65535),
+                p => match p.split_once('-') {
+                    Some((a, b)) => (a.parse().map_err(|_| err())?, b.parse().map_err(|_| err())?),
+                    None => {
+                        let v = p.parse().map_err(|_| err())?;
+                        (v, v)
+                    }
+                },
+            };
+            rules.push(Rule {
+                accept,
+                addr,
+                ports,
+            });
+        }
+        Ok(ExitPolicy { rules })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rejects_private_and_first_match_wins() {
+        let p: ExitPolicy = DEFAULT_EXIT_POLICY.parse().unwrap();
+        assert!(!p.allows("127.0.0.1".parse().unwrap(), 80));
+        assert!(!p.allows("192.168.1.1".parse().unwrap(), 80));
+        assert!(p.allows("93.184.216.34".parse().unwrap(), 443));
+        let test: ExitPolicy = "accept 127.0.0.0/8:*, reject *:*".parse().unwrap();
+        assert!(test.allows("127.0.0.2".parse().unwrap(), 9));
+        assert!(!test.allows("10.0.0.1".parse().unwrap(), 9));
+        let ports: ExitPolicy = "accept *:80-81".parse().unwrap();
+        assert!(
+            ports.allows("1.1.1.1".parse().unwrap(), 81)
+                && !ports.allows("1.1.1.1".parse().unwrap(), 82)
+        );
+        assert!("allow *:*".parse::<ExitPolicy>().is_err());
+        assert!("accept 1.2.3.4/x:80".parse::<ExitPolicy>().is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! A relay's keys and the CERTS cell it presents (tor-spec §4.2,
+//! cert-spec): a 1024-bit RSA identity in a self-signed X.509 certificate,
+//! an Ed25519 identity certifying an Ed25519 signing key, the signing key
+//! certifying the SHA-256 of our TLS certificate, and the RSA identity
+//! cross-certifying the Ed25519 identity. Keys live for the process.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{Signer, SigningKey};
+use peersm::cell::{CertEntry, Certs};
+use peersm::channel::tor_certs::tor_cert_type;
+use peersm::crypto::ntor::NtorRelayKey;
+use rsa::pkcs1v15::Pkcs1v15Sign;
+use rsa::pkcs8::EncodePublicKey;
+use rsa::sha2::{Digest, Sha256};
+use rsa::PrivateKey;
+
+const CERT_LIFETIME_HOURS: u32 = 24 * 30;
+
+pub struct RelayKeys {
+    pub rsa_identity: PrivateKey,
+    pub rsa_id: [u8; 20],
+    pub ed_identity: SigningKey,
+    pub ed_signing: SigningKey,
+    pub ntor: NtorRelayKey,
+    /// DER of our TLS certificate and its private key (PKCS#8).
+    pub tls_cert: Vec<u8>,
+    pub tls_key: Vec<u8>,
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    let _ = getrandom::fill(&mut b);
+    b
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl RelayKeys {
+    pub fn generate() -> Result<RelayKeys, String> {
+        let rsa_identity =
+            PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(|e| e.to_string())?;
+        let spki = rsa_identity
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| e.to_string())?;
+        let public = peersm::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let rsa_id = public.tor_identity_digest().map_err(|e| e.to_string())?;
+        let tls = rcgen::generate_simple_self_signed(vec!["www.peersm.invalid".to_string()])
+            .map_err(|e| e.to_string())?;
+        Ok(RelayKeys {
+            rsa_identity,
+            rsa_id,
+            ed_identity: SigningKey::from_bytes(&random32()),
+            ed_signing: SigningKey::from_bytes(&random32()),
+            ntor: NtorRelayKey::new(rsa_id, random32()),
+            tls_cert: tls.cert.der().to_vec(),
+            tls_key: tls.signing_key.serialize_der(),
+        })
+    }
+
+    pub fn ed25519_id(&self) -> [u8; 32] {
+        self.ed_identity.verifying_key().to_bytes()
+    }
+
+    /// The CERTS cell body for link handshakes as responder.
+    pub fn certs(&self) -> Result<Certs, String> {
+        let now = unix_now();
+        let expires = u32::try_from(now / 3600)
+            .unwrap_or(u32::MAX)
+            .saturating_add(CERT_LIFETIME_HOURS);
+        let id_cert = self.rsa_identity_x509(now)?;
+        let id_signing = ed25519_cert(
+            tor_cert_type::ED_ID_SIGNING,
+            expires,
+            1,
+            self.ed_signing.verifying_key().to_bytes(),
+            &self.ed_identity,
+        );
+        let tls_digest: [u8; 32] = Sha256::digest(&self.tls_cert).into();
+        let signing_link = ed25519_cert(
+            tor_cert_type::ED_SIGNING_LINK,
+            expires,
+            3,
+            tls_digest,
+            &self.ed_signing,
+        );
+        let cross = self.cross_cert(expires)?;
+        Ok(Certs {
+            certs: vec![
+                CertEntry {
+                    cert_type: tor_cert_type::RSA_ID_X509,
+                    body: id_cert,
+                },
+                CertEntry {
+                    cert_type: tor_cert_type::ED_ID_SIGNING,
+                    body: id_signing,
+                },
+                CertEntry {
+                    cert_type: tor_cert_type::ED_SIGNING_LINK,
+                    body: signing_link,
+                },
+                CertEntry {
+                    cert_type: tor_cert_type::RSA_ED_CROSSCERT,
+                    body: cross,
+                },
+            ],
+        })
+    }
+
+    /// RSA→Ed25519 cross-certificate (cert-spec §2.3).
+    fn cross_cert(&self, expires: u32) -> Result<Vec<u8>, String> {
+        let mut body = self.ed25519_id().to_vec();
+        body.extend_from_slice(&expires.to_be_bytes());
+        let mut h = Sha256::new();
+        h.update(b"Tor TLS RSA/Ed25519 cross-certificate");
+        h.update(&body);
+        let sig = self
+            .rsa_identity
+            .sign(Pkcs1v15Sign::new_unprefixed(), &h.finalize())
+            .map_err(|e| e.to_string())?;
+        body.push(u8::try_from(sig.len()).map_err(|_| "signature too long")?);
+        body.extend_from_slice(&sig);
+        Ok(body)
+    }
+
+    /// The self-signed X.509 certificate of the RSA identity key, valid from
+    /// a day ago for a year, signed sha256WithRSAEncryption.
+    fn rsa_identity_x509(&self, now: i64) -> Result<Vec<u8>, String> {
+        let spki = self
+            .rsa_identity
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| e.to_string())?;
+        let alg = der(0x30, &[der(0x06, SHA256_WITH_RSA), der(0x05, &[])].concat());
+        let name = der(
+            0x30,
+            &der(
+                0x31,
+                &der(
+                    0x30,
+                    &[
+                        der(0x06, &[0x55, 0x04, 0x03]),
+                        der(0x0c, b"www.peersm.invalid"),
+                    ]
+                    .concat(),
+                ),
+            ),
+        );
+        let mut serial = random32()[..8].to_vec();
+        serial[0] &= 0x7f;
+        let validity = der(
+            0x30,
+            &[
+                der(0x17, utc_time(now - 86_400).as_bytes()),
+                der(0x17, utc_time(now + 365 * 86_400).as_bytes()),
+            ]
+            .concat(),
+        );
+        let tbs = der(
+            0x30,
+            &[
+                der(0xa0, &der(0x02, &[2])),
+                der(0x02, &serial),
+                alg.clone(),
+                name.clone(),
+                validity,
+                name,
+                spki.as_bytes().to_vec(),
+            ]
+            .concat(),
+        );
+        let digest = Sha256::digest(&tbs);
+        let sig = self
+            .rsa_identity
+            .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
+            .map_err(|e| e.to_string())?;
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(&sig);
+        Ok(der(0x30, &[tbs, alg, der(0x03, &bits)].concat()))
+    }
+}
+
+const SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+
+/// One DER TLV.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// UTCTime "YYMMDDHHMMSSZ".
+fn utc_time(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil from days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+        y % 100,
+        m,
+        d,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A cert-spec §2.1 Ed25519 certificate with the signed-with-key extension.
+fn ed25519_cert(
+    cert_type: u8,
+    expires_hours: u32,
+    key_type: u8,
+    certified: [u8; 32],
+    signer: &SigningKey,
+) -> Vec<u8> {
+    let mut b = vec![1, cert_type];
+    b.extend_from_slice(&expires_hours.to_be_bytes());
+    b.push(key_type);
+    b.extend_from_slice(&certified);
+    b.push(1);
+    b.extend_from_slice(&32u16.to_be_bytes());
+    b.extend_from_slice(&[4, 0]);
+    b.extend_from_slice(signer.verifying_key().as_bytes());
+    let sig = signer.sign(&b);
+    b.extend_from_slice(&sig.to_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peersm::channel::tor_certs::verify_relay_certs;
+
+    #[test]
+    fn our_certs_pass_our_own_checks() {
+        let keys = RelayKeys::generate().unwrap();
+        let certs = keys.certs().unwrap();
+        let id = verify_relay_certs(
+            &certs,
+            &keys.tls_cert,
+            unix_now(),
+            Some(&keys.rsa_id),
+            Some(&keys.ed25519_id()),
+        )
+        .unwrap();
+        assert_eq!(id.rsa_id, keys.rsa_id);
+        assert!(verify_relay_certs(&certs, b"another tls cert", unix_now(), None, None).is_err());
+    }
+
+    #[test]
+    fn utc_time_format() {
+        assert_eq!(utc_time(0), "700101000000Z");
+        assert_eq!(utc_time(1_795_613_608), "261125133328Z");
+    }
+}

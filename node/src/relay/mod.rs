@@ -1,0 +1,8 @@
+//! `peersm-node relay`: an onion router on a TLS ORPort: our certificates,
+//! inbound channels running relay circuits, outbound channels for EXTEND2,
+//! exit streams under an exit policy.
+
+pub mod exit_policy;
+pub mod keys;
+pub mod outbound;
+pub mod server;

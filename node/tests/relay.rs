@@ -1,0 +1,164 @@
+//! Our own relays only: a client circuit through three `peersm-node relay`
+//! instances (TLS, our CERTS, CREATE2/ntor, EXTEND2, an exit stream) carries
+//! a file; the exit policy and BEGIN_DIR refusals come back as END reasons.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use peersm::circuit::StreamTarget;
+use peersm_node::relay::exit_policy::ExitPolicy;
+use peersm_node::relay::keys::RelayKeys;
+use peersm_node::relay::server::{self, Relay};
+use peersm_node::tor::channel::{self, StreamEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start_relay(policy: &str) -> (Arc<Relay>, SocketAddr) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+    let relay = Relay::new(
+        RelayKeys::generate().unwrap(),
+        policy.parse::<ExitPolicy>().unwrap(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, relay.clone()));
+    (relay, addr)
+}
+
+async fn serve_file(body: Vec<u8>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 1024];
+                let _ = sock.read(&mut req).await;
+                let _ = sock
+                    .write_all(
+                        format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    )
+                    .await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_of_our_relays_carry_a_stream() {
+    let (r1, a1) = start_relay("reject *:*").await;
+    let (r2, a2) = start_relay("reject *:*").await;
+    let (r3, a3) = start_relay("accept 127.0.0.0/8:*, reject *:*").await;
+
+    let ch = channel::connect(a1, Some(r1.keys.rsa_id), Some(r1.keys.ed25519_id()))
+        .await
+        .expect("our relay's certificates verify");
+    let circ = ch
+        .create_ntor(r1.keys.ntor.public)
+        .await
+        .expect("CREATE2 to our relay");
+    ch.extend(
+        circ,
+        server::link_specs(&r2, a2),
+        r2.keys.rsa_id,
+        r2.keys.ntor.public,
+    )
+    .await
+    .expect("EXTEND2 to relay 2");
+    ch.extend(
+        circ,
+        server::link_specs(&r3, a3),
+        r3.keys.rsa_id,
+        r3.keys.ntor.public,
+    )
+    .await
+    .expect("EXTEND2 to relay 3");
+
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let web = serve_file(payload.clone()).await;
+    let (stream, mut events) = ch
+        .begin(
+            circ,
+            StreamTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: web.port(),
+            },
+        )
+        .await
+        .expect("exit connects");
+    ch.send(circ, stream, b"GET / HTTP/1.0\r\n\r\n".to_vec())
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(e) = events.recv().await {
+        match e {
+            StreamEvent::Data(d) => got.extend_from_slice(&d),
+            StreamEvent::Ended { .. } => break,
+            StreamEvent::Connected => {}
+        }
+    }
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        got[split + 4..] == payload[..],
+        "bytes through our relays differ ({} bytes)",
+        got.len() - split - 4
+    );
+
+    // The exit refuses what its policy rejects, and BEGIN_DIR.
+    let err = ch
+        .begin(
+            circ,
+            StreamTarget::Tcp {
+                host: "10.1.2.3".into(),
+                port: 80,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("reason 4"), "EXITPOLICY expected: {err}");
+    let err = ch.begin(circ, StreamTarget::Directory).await.unwrap_err();
+    assert!(err.contains("reason 14"), "NOTDIRECTORY expected: {err}");
+    // The circuit still works after refusals.
+    let (_, mut events) = ch
+        .begin(
+            circ,
+            StreamTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: web.port(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(events.recv().await, Some(StreamEvent::Connected)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_identity_in_extend2_is_refused() {
+    let (r1, a1) = start_relay("reject *:*").await;
+    let (r2, a2) = start_relay("reject *:*").await;
+    let ch = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        channel::connect(a1, Some(r1.keys.rsa_id), None),
+    )
+    .await
+    .expect("handshake in time")
+    .unwrap();
+    let circ = ch.create_ntor(r1.keys.ntor.public).await.unwrap();
+    let mut wrong = r2.keys.rsa_id;
+    wrong[3] ^= 0x40;
+    let specs = vec![
+        peersm::cell::LinkSpec::Addr(a2),
+        peersm::cell::LinkSpec::LegacyId(wrong),
+    ];
+    let err = ch
+        .extend(circ, specs, wrong, r2.keys.ntor.public)
+        .await
+        .unwrap_err();
+    assert!(err.contains("TRUNCATED"), "{err}");
+}
