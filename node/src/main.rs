@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use peersm_node::bridge::{self, BridgeConfig};
 use peersm_node::proxy::{self, Proxy};
+use peersm_node::relay::exit_policy::{ExitPolicy, DEFAULT_EXIT_POLICY};
+use peersm_node::relay::keys::RelayKeys;
+use peersm_node::relay::server::{self as relay_server, Relay};
 use peersm_node::tor::dirauth::{DirAuthority, PUBLIC_AUTHORITIES};
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +29,17 @@ enum Command {
         /// Folder with the page (index.html, pkg/ with the wasm bundle).
         #[arg(long, default_value = "www")]
         www: PathBuf,
+    },
+    /// An onion router on a TLS ORPort: answers CREATE2/CREATE_FAST, extends
+    /// circuits, and exits under its exit policy.
+    Relay {
+        /// ORPort listen address.
+        #[arg(long = "or-port", default_value = "127.0.0.1:9001")]
+        or_port: SocketAddr,
+        /// Comma-separated `accept|reject ADDR[/BITS]:PORT[-PORT]` rules;
+        /// ADDR may be `*` or `private`. First match wins.
+        #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY)]
+        exit_policy: String,
     },
     /// A SOCKS5 onion proxy over 3-hop Tor circuits.
     Proxy {
@@ -72,6 +86,35 @@ async fn main() -> anyhow::Result<()> {
             let server = bridge::serve(listener, BridgeConfig { www });
             tokio::select! {
                 r = server => r?,
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            }
+        }
+        Command::Relay {
+            or_port,
+            exit_policy,
+        } => {
+            let policy: ExitPolicy = exit_policy
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?;
+            let keys = RelayKeys::generate().map_err(|e| anyhow::anyhow!(e))?;
+            let relay = Relay::new(keys, policy).map_err(|e| anyhow::anyhow!(e))?;
+            let listener = tokio::net::TcpListener::bind(or_port)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {or_port}: {e}"))?;
+            let addr = listener.local_addr()?;
+            // What a client needs to name this relay in EXTEND2 (JSON, one line).
+            println!(
+                "{}",
+                serde_json::json!({
+                    "or_port": addr.to_string(),
+                    "fingerprint": hex::encode_upper(relay.keys.rsa_id),
+                    "ed25519_id": hex::encode(relay.keys.ed25519_id()),
+                    "ntor_onion_key": hex::encode(relay.keys.ntor.public),
+                    "exit_policy": exit_policy,
+                })
+            );
+            tokio::select! {
+                r = relay_server::serve(listener, relay) => r?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
             }
         }

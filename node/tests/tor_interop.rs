@@ -16,6 +16,8 @@ use peersm::dir::authority::{verify_consensus, AuthorityCert};
 use peersm::dir::consensus::{Consensus, RouterEntry};
 use peersm::dir::microdesc::{self, Microdesc};
 use peersm_node::proxy::Proxy;
+use peersm_node::relay::keys::RelayKeys;
+use peersm_node::relay::server::{self as relay_server, Relay};
 use peersm_node::tor::channel::{self, ChannelHandle, StreamEvent};
 use peersm_node::tor::dirauth::DirAuthority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -292,6 +294,61 @@ async fn circuits_through_c_tor_relays() {
         seen.recv().await.is_some(),
         "the server saw the exit's connection"
     );
+
+    // 4. C tor relay → our relay → C tor exit: C tor extends to our relay
+    // (named by address and identities) and our relay extends to C tor.
+    let relay = Relay::new(
+        RelayKeys::generate().unwrap(),
+        "reject *:*".parse().unwrap(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ours = listener.local_addr().unwrap();
+    tokio::spawn(relay_server::serve(listener, relay.clone()));
+    let mixed = ch
+        .create_ntor(md_of(&guard).ntor_onion_key)
+        .await
+        .expect("CREATE2 to C tor");
+    ch.extend(
+        mixed,
+        relay_server::link_specs(&relay, ours),
+        relay.keys.rsa_id,
+        relay.keys.ntor.public,
+    )
+    .await
+    .expect("the C tor relay extends to our relay and accepts its certificates");
+    let md = md_of(&exit);
+    let mut specs = vec![
+        LinkSpec::Addr(exit.or_addr),
+        LinkSpec::LegacyId(exit.rsa_id),
+    ];
+    if let Some(ed) = md.ed25519_id {
+        specs.push(LinkSpec::Ed25519Id(ed));
+    }
+    ch.extend(mixed, specs, exit.rsa_id, md.ntor_onion_key)
+        .await
+        .expect("our relay extends to the C tor exit");
+    // C tor exits only open exit streams for circuits arriving from relays
+    // in the consensus (no one-hop proxying), and ours is not listed: the
+    // exit answers BEGIN with END TORPROTOCOL. A BEGIN_DIR stream to the
+    // exit carries the directory through the mixed circuit instead.
+    let target = StreamTarget::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port(),
+    };
+    let refused = ch.begin(mixed, target).await.unwrap_err();
+    assert!(refused.contains("reason 13"), "{refused}");
+    let (status, body) = http_get(
+        &ch,
+        mixed,
+        StreamTarget::Directory,
+        "/tor/status-vote/current/consensus-microdesc",
+    )
+    .await;
+    assert!(status.contains("200"), "{status}");
+    let via_ours =
+        Consensus::parse(&String::from_utf8(body).unwrap()).expect("consensus through our relay");
+    assert_eq!(via_ours.routers.len(), consensus.routers.len());
 
     // 4. The SOCKS5 proxy, bootstrapped from the same authorities.
     let authorities: Vec<DirAuthority> = net.info["dir_authorities"]
