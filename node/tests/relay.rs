@@ -162,3 +162,52 @@ async fn a_wrong_identity_in_extend2_is_refused() {
         .unwrap_err();
     assert!(err.contains("TRUNCATED"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_cell_destroys_only_its_circuit() {
+    use peersm::cell::{command, RawCell};
+    let (r1, a1) = start_relay("accept 127.0.0.0/8:*, reject *:*").await;
+    let ch = channel::connect(a1, Some(r1.keys.rsa_id), None)
+        .await
+        .unwrap();
+    let victim = ch.create_ntor(r1.keys.ntor.public).await.unwrap();
+    let bystander = ch.create_fast().await.unwrap();
+    // A RELAY cell no layer recognizes, at the last (only) hop: the relay
+    // must destroy that circuit with reason PROTOCOL.
+    ch.send_raw(RawCell::new(victim, command::RELAY, vec![0x42; 509]))
+        .unwrap();
+    for _ in 0..100 {
+        if !ch.circuit_alive(victim).await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        !ch.circuit_alive(victim).await,
+        "the relay destroyed the circuit"
+    );
+    // The channel and its other circuit keep working.
+    assert!(ch.circuit_alive(bystander).await);
+    let web = serve_file(b"still here".to_vec()).await;
+    let (stream, mut events) = ch
+        .begin(
+            bystander,
+            StreamTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: web.port(),
+            },
+        )
+        .await
+        .expect("the other circuit still opens streams");
+    ch.send(bystander, stream, b"GET / HTTP/1.0\r\n\r\n".to_vec())
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(e) = events.recv().await {
+        match e {
+            StreamEvent::Data(d) => got.extend_from_slice(&d),
+            StreamEvent::Ended { .. } => break,
+            StreamEvent::Connected => {}
+        }
+    }
+    assert!(got.ends_with(b"still here"));
+}

@@ -64,6 +64,11 @@ enum Command {
     Destroy {
         circ: u32,
     },
+    Raw(RawCell),
+    Alive {
+        circ: u32,
+        reply: Reply<bool>,
+    },
 }
 
 /// Drives a channel task. Cloneable; the channel closes when all handles
@@ -155,6 +160,19 @@ impl ChannelHandle {
     pub fn is_closed(&self) -> bool {
         self.commands.is_closed()
     }
+
+    /// Sends a cell as is, bypassing every circuit (for probing a relay's
+    /// handling of malformed input).
+    pub fn send_raw(&self, cell: RawCell) -> Result<(), String> {
+        self.commands.send(Command::Raw(cell)).map_err(closed)
+    }
+
+    /// Whether circuit `circ` still exists on this channel.
+    pub async fn circuit_alive(&self, circ: u32) -> bool {
+        self.ask(|reply| Command::Alive { circ, reply })
+            .await
+            .unwrap_or(false)
+    }
 }
 
 fn unix_now() -> i64 {
@@ -184,6 +202,7 @@ pub async fn connect(
     let mut link = LinkInitiator::new(None, check).map_err(|e| e.to_string())?;
     let mut inbuf = Vec::new();
     let mut at_start = true;
+    let mut early = Vec::new();
     let relay = loop {
         while let Some(frame) = link.poll_transmit() {
             writer.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -194,6 +213,12 @@ pub async fn connect(
                 while let Some(frame) = link.poll_transmit() {
                     writer.write_all(&frame).await.map_err(|e| e.to_string())?;
                     writer.flush().await.map_err(|e| e.to_string())?;
+                }
+                // Cells the relay sent right after its handshake.
+                while let Some(event) = link.poll_event() {
+                    if let InitiatorEvent::Cell(cell) = event {
+                        early.push(cell);
+                    }
                 }
                 break relay.ok_or("relay proved no identity")?;
             }
@@ -218,7 +243,12 @@ pub async fn connect(
         pending_begin: HashMap::new(),
         streams: HashMap::new(),
         unsent: HashMap::new(),
+        direct: Vec::new(),
     };
+    let mut actor = actor;
+    for cell in early {
+        actor.on_cell(cell);
+    }
     tokio::spawn(actor.run(reader, writer, inbuf, rx, addr));
     Ok(ChannelHandle {
         commands,
@@ -242,6 +272,8 @@ struct Actor {
     streams: HashMap<(u32, u16), mpsc::UnboundedSender<StreamEvent>>,
     /// Bytes a stream's buffer had no room for yet.
     unsent: HashMap<(u32, u16), Vec<u8>>,
+    /// Cells sent as is with `send_raw`.
+    direct: Vec<RawCell>,
 }
 
 enum PendingHop {
@@ -279,11 +311,12 @@ impl Actor {
                 },
             }
             self.route_events();
-            let out: Vec<RawCell> = self
-                .circuits
-                .values_mut()
-                .flat_map(|c| std::iter::from_fn(|| c.poll_cell()))
-                .collect();
+            let mut out: Vec<RawCell> = std::mem::take(&mut self.direct);
+            out.extend(
+                self.circuits
+                    .values_mut()
+                    .flat_map(|c| std::iter::from_fn(|| c.poll_cell())),
+            );
             self.circuits.retain(|_, c| !c.is_destroyed());
             if !out.is_empty() {
                 tracing::trace!(cells = out.len(), "writing cells");
@@ -412,6 +445,11 @@ impl Actor {
                 if let Some(c) = self.circuits.get_mut(&circ) {
                     let _ = c.end_stream(stream, end_reason::DONE);
                 }
+            }
+            Command::Raw(cell) => self.direct.push(cell),
+            Command::Alive { circ, reply } => {
+                let alive = self.circuits.get(&circ).is_some_and(|c| !c.is_destroyed());
+                let _ = reply.send(Ok(alive));
             }
             Command::Destroy { circ } => {
                 if let Some(c) = self.circuits.get_mut(&circ) {
