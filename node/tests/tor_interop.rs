@@ -16,6 +16,7 @@ use peersm::dir::authority::{verify_consensus, AuthorityCert};
 use peersm::dir::consensus::{Consensus, RouterEntry};
 use peersm::dir::microdesc::{self, Microdesc};
 use peersm_node::proxy::Proxy;
+use peersm_node::relay::descriptor;
 use peersm_node::relay::keys::RelayKeys;
 use peersm_node::relay::server::{self as relay_server, Relay};
 use peersm_node::tor::channel::{self, ChannelHandle, StreamEvent};
@@ -178,15 +179,25 @@ async fn circuits_through_c_tor_relays() {
 
     // 2. CREATE_FAST + BEGIN_DIR: consensus and microdescriptors.
     let dir_circ = ch.create_fast().await.expect("CREATE_FAST");
-    let (status, body) = http_get(
-        &ch,
-        dir_circ,
-        StreamTarget::Directory,
-        "/tor/status-vote/current/consensus-microdesc",
-    )
-    .await;
-    assert!(status.contains("200"), "{status}");
-    let consensus_text = String::from_utf8(body).unwrap();
+    // A relay's directory cache gets the consensus a little after the
+    // authorities publish it: retry for a while (404 until then).
+    let mut fetched = None;
+    for _ in 0..60 {
+        let (status, body) = http_get(
+            &ch,
+            dir_circ,
+            StreamTarget::Directory,
+            "/tor/status-vote/current/consensus-microdesc",
+        )
+        .await;
+        if status.contains("200") {
+            fetched = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let consensus_text =
+        String::from_utf8(fetched.expect("the guard serves the consensus")).unwrap();
     let consensus = Consensus::parse(&consensus_text).expect("consensus parses");
     // The authorities' certificates and signatures check out.
     let trusted: Vec<[u8; 20]> = net.info["dir_authorities"]
@@ -394,6 +405,47 @@ async fn circuits_through_c_tor_relays() {
         .await
         .unwrap_err();
     assert!(err.starts_with("SOCKS reply"), "{err}");
+
+    // 5. Our relay publishes its descriptor; once the authorities vote it
+    // in, the C tor exit accepts exit streams arriving through it.
+    let policy_lines = relay.policy.descriptor_lines();
+    // A fresh nickname per run, so a consensus from an earlier run cannot pass.
+    let nickname = format!("peersm{}", &hex::encode(relay.keys.rsa_id)[..8]);
+    let descriptor =
+        descriptor::server_descriptor(&relay.keys, &nickname, ours, &policy_lines).unwrap();
+    for auth in net.info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "authority")
+    {
+        let dir_port: SocketAddr = format!("127.0.0.1:{}", auth["dir_port"]).parse().unwrap();
+        descriptor::upload(dir_port, &descriptor)
+            .await
+            .expect("an authority accepts our descriptor");
+    }
+    {
+        let listed = |text: &str| {
+            text.lines()
+                .any(|l| l.starts_with(&format!("r {nickname} ")))
+        };
+        let auth0: SocketAddr = format!("127.0.0.1:{}", net.info["nodes"][0]["dir_port"])
+            .parse()
+            .unwrap();
+        let mut found = false;
+        for _ in 0..90 {
+            if let Ok(text) =
+                plain_http_get(auth0, "/tor/status-vote/current/consensus-microdesc").await
+            {
+                if listed(&text) {
+                    found = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        assert!(found, "our relay appears in a consensus");
+    }
 }
 
 /// A minimal SOCKS5 client: CONNECT by domain name, HTTP/1.0 GET, body.
@@ -443,4 +495,17 @@ async fn socks_get_as(
         .position(|w| w == b"\r\n\r\n")
         .ok_or("no HTTP header")?;
     Ok(response[split + 4..].to_vec())
+}
+
+/// HTTP/1.0 GET straight to a DirPort.
+async fn plain_http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&resp).to_string())
 }

@@ -68,7 +68,47 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
+/// The networks `private` stands for, as descriptors spell them out.
+const PRIVATE_NETS: &[&str] = &[
+    "0.0.0.0/8",
+    "169.254.0.0/16",
+    "127.0.0.0/8",
+    "192.168.0.0/16",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+];
+
 impl ExitPolicy {
+    /// The policy as router-descriptor lines (dir-spec §2.1.1 "accept"/"reject").
+    pub fn descriptor_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            let kind = if r.accept { "accept" } else { "reject" };
+            let ports = match r.ports {
+                (1, 65535) => "*".to_string(),
+                (a, b) if a == b => a.to_string(),
+                (a, b) => format!("{a}-{b}"),
+            };
+            match &r.addr {
+                AddrPattern::Any => out.push(format!("{kind} *:{ports}")),
+                AddrPattern::Private => {
+                    out.extend(PRIVATE_NETS.iter().map(|n| format!("{kind} {n}:{ports}")))
+                }
+                AddrPattern::Net(IpAddr::V4(ip), bits) => {
+                    out.push(format!("{kind} {ip}/{bits}:{ports}"))
+                }
+                AddrPattern::Net(IpAddr::V6(ip), bits) => {
+                    out.push(format!("{kind}6 [{ip}]/{bits}:{ports}"))
+                }
+            }
+        }
+        // No match rejects: say so explicitly.
+        if out.last().is_none_or(|l| !l.ends_with("*:*")) {
+            out.push("reject *:*".into());
+        }
+        out
+    }
+
     pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
         for r in &self.rules {
             let addr_ok = match &r.addr {

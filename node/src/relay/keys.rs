@@ -23,6 +23,9 @@ pub struct RelayKeys {
     pub ed_identity: SigningKey,
     pub ed_signing: SigningKey,
     pub ntor: NtorRelayKey,
+    /// A TAP onion key: never used for handshakes (we speak ntor only), but
+    /// directory authorities still require one in descriptors.
+    pub tap_onion: PrivateKey,
     /// DER of our TLS certificate and its private key (PKCS#8).
     pub tls_cert: Vec<u8>,
     pub tls_key: Vec<u8>,
@@ -34,7 +37,7 @@ fn random32() -> [u8; 32] {
     b
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -60,6 +63,7 @@ impl RelayKeys {
             ed_identity: SigningKey::from_bytes(&random32()),
             ed_signing: SigningKey::from_bytes(&random32()),
             ntor: NtorRelayKey::new(rsa_id, random32()),
+            tap_onion: PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(|e| e.to_string())?,
             tls_cert: tls.cert.der().to_vec(),
             tls_key: tls.signing_key.serialize_der(),
         })
@@ -235,7 +239,7 @@ fn utc_time(unix: i64) -> String {
 }
 
 /// A cert-spec §2.1 Ed25519 certificate with the signed-with-key extension.
-fn ed25519_cert(
+pub(crate) fn ed25519_cert(
     cert_type: u8,
     expires_hours: u32,
     key_type: u8,

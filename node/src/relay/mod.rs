@@ -2,6 +2,7 @@
 //! inbound channels running relay circuits, outbound channels for EXTEND2,
 //! exit streams under an exit policy.
 
+pub mod descriptor;
 pub mod exit_policy;
 pub mod keys;
 pub mod outbound;
