@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use peersm_node::bridge::{self, BridgeConfig};
 use peersm_node::proxy::{self, Proxy};
+use peersm_node::relay::descriptor;
 use peersm_node::relay::exit_policy::{ExitPolicy, DEFAULT_EXIT_POLICY};
 use peersm_node::relay::keys::RelayKeys;
 use peersm_node::relay::server::{self as relay_server, Relay};
@@ -40,6 +41,14 @@ enum Command {
         /// ADDR may be `*` or `private`. First match wins.
         #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY)]
         exit_policy: String,
+        /// Publish our descriptor to this directory authority (torrc
+        /// DirAuthority syntax); repeat for each. Without it the relay is
+        /// unlisted: clients can still name it in EXTEND2.
+        #[arg(long = "publish-to", value_name = "LINE")]
+        publish_to: Vec<String>,
+        /// Nickname in the published descriptor (1–19 letters and digits).
+        #[arg(long, default_value = "peersm")]
+        nickname: String,
     },
     /// A SOCKS5 onion proxy over 3-hop Tor circuits.
     Proxy {
@@ -92,7 +101,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay {
             or_port,
             exit_policy,
+            publish_to,
+            nickname,
         } => {
+            if nickname.is_empty()
+                || nickname.len() > 19
+                || !nickname.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                anyhow::bail!("--nickname must be 1–19 ASCII letters and digits");
+            }
+            let authorities = publish_to
+                .iter()
+                .map(|l| l.parse::<DirAuthority>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!(e))?;
             let policy: ExitPolicy = exit_policy
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!(e))?;
@@ -113,6 +135,32 @@ async fn main() -> anyhow::Result<()> {
                     "exit_policy": exit_policy,
                 })
             );
+            if !authorities.is_empty() {
+                let (relay, nickname) = (relay.clone(), nickname.clone());
+                tokio::spawn(async move {
+                    // Authorities drop descriptors older than a day; republish hourly.
+                    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+                    loop {
+                        every.tick().await;
+                        let lines = relay.policy.descriptor_lines();
+                        match descriptor::server_descriptor(&relay.keys, &nickname, addr, &lines) {
+                            Ok(desc) => {
+                                for auth in &authorities {
+                                    match descriptor::upload(auth.dir_addr, &desc).await {
+                                        Ok(()) => {
+                                            tracing::info!(authority = %auth.nickname, "descriptor published")
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!(authority = %auth.nickname, "descriptor not published: {e}")
+                                        }
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::warn!("cannot build our descriptor: {e}"),
+                        }
+                    }
+                });
+            }
             tokio::select! {
                 r = relay_server::serve(listener, relay) => r?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),

@@ -23,6 +23,7 @@ DataDirectory {dir}
 PidFile {dir}/pid
 Log notice file {dir}/notice.log
 SafeLogging 0
+ProtocolWarnings 1
 ShutdownWaitLength 0
 Sandbox 0
 ConnLimit 64
