@@ -181,23 +181,13 @@ async fn circuits_through_c_tor_relays() {
     let dir_circ = ch.create_fast().await.expect("CREATE_FAST");
     // A relay's directory cache gets the consensus a little after the
     // authorities publish it: retry for a while (404 until then).
-    let mut fetched = None;
-    for _ in 0..60 {
-        let (status, body) = http_get(
-            &ch,
-            dir_circ,
-            StreamTarget::Directory,
-            "/tor/status-vote/current/consensus-microdesc",
-        )
-        .await;
-        if status.contains("200") {
-            fetched = Some(body);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-    let consensus_text =
-        String::from_utf8(fetched.expect("the guard serves the consensus")).unwrap();
+    let fetched = dir_get_retry(
+        &ch,
+        dir_circ,
+        "/tor/status-vote/current/consensus-microdesc",
+    )
+    .await;
+    let consensus_text = String::from_utf8(fetched).unwrap();
     let consensus = Consensus::parse(&consensus_text).expect("consensus parses");
     // The authorities' certificates and signatures check out.
     let trusted: Vec<[u8; 20]> = net.info["dir_authorities"]
@@ -214,8 +204,7 @@ async fn circuits_through_c_tor_relays() {
             hex::decode(v3).unwrap().try_into().unwrap()
         })
         .collect();
-    let (status, body) = http_get(&ch, dir_circ, StreamTarget::Directory, "/tor/keys/all").await;
-    assert!(status.contains("200"), "{status}");
+    let body = dir_get_retry(&ch, dir_circ, "/tor/keys/all").await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -244,14 +233,12 @@ async fn circuits_through_c_tor_relays() {
         .iter()
         .map(|r| b64(&r.microdesc_digest))
         .collect();
-    let (status, body) = http_get(
+    let body = dir_get_retry(
         &ch,
         dir_circ,
-        StreamTarget::Directory,
         &format!("/tor/micro/d/{}", digests.join("-")),
     )
     .await;
-    assert!(status.contains("200"), "{status}");
     let mds = microdesc::parse_all(&String::from_utf8(body).unwrap());
     assert_eq!(
         mds.len(),
@@ -349,14 +336,8 @@ async fn circuits_through_c_tor_relays() {
     };
     let refused = ch.begin(mixed, target).await.unwrap_err();
     assert!(refused.contains("reason 13"), "{refused}");
-    let (status, body) = http_get(
-        &ch,
-        mixed,
-        StreamTarget::Directory,
-        "/tor/status-vote/current/consensus-microdesc",
-    )
-    .await;
-    assert!(status.contains("200"), "{status}");
+    // The exit's directory cache may not hold the consensus yet: retry.
+    let body = dir_get_retry(&ch, mixed, "/tor/status-vote/current/consensus-microdesc").await;
     let via_ours =
         Consensus::parse(&String::from_utf8(body).unwrap()).expect("consensus through our relay");
     assert_eq!(via_ours.routers.len(), consensus.routers.len());
@@ -508,4 +489,19 @@ async fn plain_http_get(addr: SocketAddr, path: &str) -> Result<String, String> 
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).await.map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&resp).to_string())
+}
+
+/// A BEGIN_DIR GET that retries for up to a minute while the relay's
+/// directory cache answers 404 (a young network's caches fill late).
+async fn dir_get_retry(ch: &ChannelHandle, circ: u32, path: &str) -> Vec<u8> {
+    let mut last = String::new();
+    for _ in 0..60 {
+        let (status, body) = http_get(ch, circ, StreamTarget::Directory, path).await;
+        if status.contains("200") {
+            return body;
+        }
+        last = status;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    panic!("GET {path} never succeeded: {last}");
 }
