@@ -96,7 +96,17 @@ async fn http_get(
     target: StreamTarget,
     path: &str,
 ) -> (String, Vec<u8>) {
-    let (stream, mut events) = ch.begin(circ, target).await.expect("stream opens");
+    // A young network's exit may refuse the first streams (END MISC) until
+    // it has fetched the directory it needs: retry for a while.
+    let mut opened = Err(String::new());
+    for _ in 0..30 {
+        opened = ch.begin(circ, target.clone()).await;
+        if opened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let (stream, mut events) = opened.expect("stream opens");
     assert!(matches!(events.recv().await, Some(StreamEvent::Connected)));
     ch.send(
         circ,
@@ -180,14 +190,22 @@ async fn circuits_through_c_tor_relays() {
     // 2. CREATE_FAST + BEGIN_DIR: consensus and microdescriptors.
     let dir_circ = ch.create_fast().await.expect("CREATE_FAST");
     // A relay's directory cache gets the consensus a little after the
-    // authorities publish it: retry for a while (404 until then).
-    let fetched = dir_get_retry(
-        &ch,
-        dir_circ,
-        "/tor/status-vote/current/consensus-microdesc",
-    )
-    .await;
-    let consensus_text = String::from_utf8(fetched).unwrap();
+    // authorities publish it, and may first serve an older one that lists
+    // fewer relays: retry until it lists all six.
+    let mut consensus_text = String::new();
+    for _ in 0..60 {
+        let fetched = dir_get_retry(
+            &ch,
+            dir_circ,
+            "/tor/status-vote/current/consensus-microdesc",
+        )
+        .await;
+        consensus_text = String::from_utf8(fetched).unwrap();
+        if Consensus::parse(&consensus_text).is_ok_and(|c| c.routers.len() >= 6) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     let consensus = Consensus::parse(&consensus_text).expect("consensus parses");
     // The authorities' certificates and signatures check out.
     let trusted: Vec<[u8; 20]> = net.info["dir_authorities"]
