@@ -13,6 +13,7 @@ use std::process::Command;
 use peersm::cell::LinkSpec;
 use peersm::circuit::StreamTarget;
 use peersm::dir::authority::{verify_consensus, AuthorityCert};
+use peersm::dir::base64_encode;
 use peersm::dir::consensus::{Consensus, RouterEntry};
 use peersm::dir::microdesc::{self, Microdesc};
 use peersm_node::proxy::Proxy;
@@ -132,19 +133,6 @@ async fn http_get(
     (head.lines().next().unwrap_or_default().to_string(), body)
 }
 
-fn b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 /// A tiny HTTP server on 127.0.0.1 serving `body` for every request.
 async fn serve_file(
     body: Vec<u8>,
@@ -249,7 +237,7 @@ async fn circuits_through_c_tor_relays() {
     let digests: Vec<String> = consensus
         .routers
         .iter()
-        .map(|r| b64(&r.microdesc_digest))
+        .map(|r| base64_encode(&r.microdesc_digest, false))
         .collect();
     let body = dir_get_retry(
         &ch,

@@ -103,6 +103,23 @@ pub fn parse_time(tlv: &Tlv<'_>) -> Result<i64, DerError> {
     Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
+/// The UTC calendar date and time of Unix time `unix`:
+/// (year, month, day, hour, minute, second). Inverse of `days_from_civil`.
+pub fn civil_from_unix(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -138,6 +155,18 @@ mod tests {
             whole: &[],
         };
         assert!(parse_time(&bad).is_err());
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        assert_eq!(civil_from_unix(1_795_613_608), (2026, 11, 25, 13, 33, 28));
+        for unix in [0i64, 951_782_400, 4_102_444_799, 1_795_613_608] {
+            let (y, mo, d, h, mi, s) = civil_from_unix(unix);
+            assert_eq!(
+                days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s,
+                unix
+            );
+        }
     }
 
     #[test]

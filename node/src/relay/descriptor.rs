@@ -14,6 +14,9 @@ use rsa::sha2::{Digest, Sha256, Sha512};
 use sha1::Sha1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use peersm::crypto::der::civil_from_unix;
+use peersm::dir::base64_encode;
+
 use super::keys::{ed25519_cert, unix_now, RelayKeys};
 
 /// Ed25519 certificate type for the ntor key cross-certifying the identity
@@ -26,26 +29,8 @@ const CERT_TYPE_NTOR_CROSSCERT: u8 = 0x0a;
 pub const PROTOCOLS: &str =
     "Cons=2 Desc=2 DirCache=2 FlowCtrl=1 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2";
 
-fn b64(bytes: &[u8], pad: bool) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-        if pad {
-            for _ in chunk.len()..3 {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn pem(label: &str, der: &[u8]) -> String {
-    let body = b64(der, true);
+    let body = base64_encode(der, true);
     let lines: Vec<&str> = body
         .as_bytes()
         .chunks(64)
@@ -57,24 +42,10 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// "YYYY-MM-DD HH:MM:SS" (dir-spec time format).
 fn dir_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let (y, m, d, h, mi, s) = civil_from_unix(unix);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
 /// The ntor onion key as an Ed25519 key (C tor's
@@ -143,7 +114,10 @@ pub fn server_descriptor(
     );
     d += "identity-ed25519\n";
     d += &pem("ED25519 CERT", &id_signing);
-    d += &format!("master-key-ed25519 {}\n", b64(&keys.ed25519_id(), false));
+    d += &format!(
+        "master-key-ed25519 {}\n",
+        base64_encode(&keys.ed25519_id(), false)
+    );
     d += &format!("platform Peersm {} on Linux\n", env!("CARGO_PKG_VERSION"));
     d += &format!("proto {PROTOCOLS}\n");
     d += &format!("published {}\n", dir_time(now));
@@ -169,7 +143,10 @@ pub fn server_descriptor(
         .map_err(|e| e.to_string())?;
     d += "onion-key-crosscert\n";
     d += &pem("CROSSCERT", &tap_sig);
-    d += &format!("ntor-onion-key {}\n", b64(&keys.ntor.public, false));
+    d += &format!(
+        "ntor-onion-key {}\n",
+        base64_encode(&keys.ntor.public, false)
+    );
     d += &format!("ntor-onion-key-crosscert {sign_bit}\n");
     d += &pem("ED25519 CERT", &crosscert);
     for line in policy_lines {
@@ -182,7 +159,7 @@ pub fn server_descriptor(
     h.update(b"Tor router descriptor signature v1");
     h.update(d.as_bytes());
     let ed_sig = keys.ed_signing.sign(&h.finalize());
-    d += &format!("{}\n", b64(&ed_sig.to_bytes(), false));
+    d += &format!("{}\n", base64_encode(&ed_sig.to_bytes(), false));
     d += "router-signature\n";
     let digest = Sha1::digest(d.as_bytes());
     let rsa_sig = keys

@@ -215,27 +215,8 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 
 /// UTCTime "YYMMDDHHMMSSZ".
 fn utc_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil from days (H. Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-        y % 100,
-        m,
-        d,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let (y, m, d, h, mi, s) = peersm::crypto::der::civil_from_unix(unix);
+    format!("{:02}{m:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100)
 }
 
 /// A cert-spec §2.1 Ed25519 certificate with the signed-with-key extension.

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::server::ToInbound;
 use crate::tor::tls;
+use crate::tor::tls::write_flush;
 
 enum OutCmd {
     Open {
@@ -188,13 +189,4 @@ pub async fn connect(
         }
     });
     Ok(me)
-}
-
-/// TLS buffers records until flushed: every batch of cells goes out now.
-async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
 }

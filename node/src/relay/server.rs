@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use super::exit_policy::ExitPolicy;
 use super::keys::RelayKeys;
 use super::outbound::{self, OutboundLink};
+use crate::tor::tls::write_flush;
 
 const EXIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -542,13 +543,4 @@ pub fn link_specs(relay: &Relay, addr: SocketAddr) -> Vec<LinkSpec> {
         LinkSpec::LegacyId(relay.keys.rsa_id),
         LinkSpec::Ed25519Id(relay.keys.ed25519_id()),
     ]
-}
-
-/// TLS buffers records until flushed: every batch of cells goes out now.
-async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::client::TlsStream;
 
 use super::tls;
+use super::tls::write_flush;
 
 type Tls = TlsStream<TcpStream>;
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -525,13 +526,4 @@ impl Actor {
             }
         }
     }
-}
-
-/// TLS buffers records until flushed: every batch of cells goes out now.
-async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
 }

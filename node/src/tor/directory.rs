@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use peersm::circuit::StreamTarget;
 use peersm::dir::authority::{verify_consensus, AuthorityCert};
+use peersm::dir::base64_encode;
 use peersm::dir::consensus::Consensus;
 use peersm::dir::microdesc;
 use peersm::dir::path::NetDir;
@@ -14,19 +15,6 @@ use super::dirauth::DirAuthority;
 
 /// Microdescriptors per request, keeping URLs reasonably short.
 const MICRODESCS_PER_REQUEST: usize = 90;
-
-fn b64_unpadded(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
 
 /// An HTTP/1.0 GET over a BEGIN_DIR stream; returns the body of a 200.
 pub async fn dir_get(ch: &ChannelHandle, circ: u32, path: &str) -> Result<Vec<u8>, String> {
@@ -97,7 +85,7 @@ async fn bootstrap_from(auth: &DirAuthority, trusted: &[[u8; 20]]) -> Result<Net
     for batch in consensus.routers.chunks(MICRODESCS_PER_REQUEST) {
         let list: Vec<String> = batch
             .iter()
-            .map(|r| b64_unpadded(&r.microdesc_digest))
+            .map(|r| base64_encode(&r.microdesc_digest, false))
             .collect();
         let body = dir_get(&ch, circ, &format!("/tor/micro/d/{}", list.join("-"))).await?;
         mds.extend(microdesc::parse_all(&String::from_utf8_lossy(&body)));

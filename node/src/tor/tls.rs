@@ -92,3 +92,13 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<(TlsStream<TcpStream>,
         .ok_or_else(|| std::io::Error::other("relay presented no TLS certificate"))?;
     Ok((stream, cert))
 }
+
+/// TLS buffers records until flushed: every batch of cells goes out now.
+pub async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(bytes).await?;
+    w.flush().await
+}
