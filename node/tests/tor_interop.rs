@@ -107,7 +107,18 @@ async fn http_get(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    let (stream, mut events) = opened.expect("stream opens");
+    let (stream, events) = opened.expect("stream opens");
+    http_on_stream(ch, circ, stream, events, path).await
+}
+
+/// HTTP/1.0 GET on an opened stream: status line and body.
+async fn http_on_stream(
+    ch: &ChannelHandle,
+    circ: u32,
+    stream: u16,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>,
+    path: &str,
+) -> (String, Vec<u8>) {
     assert!(matches!(events.recv().await, Some(StreamEvent::Connected)));
     ch.send(
         circ,
@@ -332,17 +343,18 @@ async fn circuits_through_c_tor_relays() {
     ch.extend(mixed, specs, exit.rsa_id, md.ntor_onion_key)
         .await
         .expect("our relay extends to the C tor exit");
-    // C tor exits only open exit streams for circuits arriving from relays
-    // in the consensus (no one-hop proxying), and ours is not listed: the
-    // exit answers BEGIN with END TORPROTOCOL. A BEGIN_DIR stream to the
-    // exit carries the directory through the mixed circuit instead.
+    // Our relay's channel to the exit authenticated as a relay (AUTH0003),
+    // so the exit refuses BEGIN only because that relay is not in its
+    // consensus yet (END MISC); a client channel would get END TORPROTOCOL.
+    // Step 5 votes our relay in and then carries an exit stream.
     let target = StreamTarget::Tcp {
         host: "127.0.0.1".into(),
         port: server.port(),
     };
     let refused = ch.begin(mixed, target).await.unwrap_err();
-    assert!(refused.contains("reason 13"), "{refused}");
-    // The exit's directory cache may not hold the consensus yet: retry.
+    assert!(refused.contains("reason 1)"), "{refused}");
+    // A BEGIN_DIR stream to the exit works on the same circuit. The exit's
+    // directory cache may not hold the consensus yet: retry.
     let body = dir_get_retry(&ch, mixed, "/tor/status-vote/current/consensus-microdesc").await;
     let via_ours =
         Consensus::parse(&String::from_utf8(body).unwrap()).expect("consensus through our relay");
@@ -433,6 +445,24 @@ async fn circuits_through_c_tor_relays() {
         }
         assert!(found, "our relay appears in a consensus");
     }
+    // Once the exit has that consensus it serves exit streams arriving
+    // through our relay: C tor relay → our relay → C tor exit → the server.
+    let target = StreamTarget::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port(),
+    };
+    let mut opened = Err(String::new());
+    for _ in 0..60 {
+        opened = ch.begin(mixed, target.clone()).await;
+        if opened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let (stream, events) = opened.expect("the exit serves BEGIN through our relay");
+    let (status, body) = http_on_stream(&ch, mixed, stream, events, "/file").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body == payload, "bytes through the mixed circuit differ");
 }
 
 /// A minimal SOCKS5 client: CONNECT by domain name, HTTP/1.0 GET, body.

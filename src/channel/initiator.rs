@@ -1,7 +1,8 @@
 //! The initiator side of the link handshake (tor-spec §4): sends VERSIONS,
 //! reads the responder's VERSIONS, CERTS, AUTH_CHALLENGE and NETINFO, then
 //! (when the responder offers the Peersm method) proves its identity with
-//! CERTS + AUTHENTICATE before its own NETINFO.
+//! CERTS + AUTHENTICATE before its own NETINFO. A relay opening a channel to
+//! another relay proves its relay identities instead (`tor_auth`).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -11,7 +12,12 @@ use crate::cell::{
     Netinfo, RawCell, Versions,
 };
 use crate::crypto::PeerId;
+use sha2::{Digest, Sha256};
 
+use super::tor_auth::{
+    authenticate_body, RelayAuthConfig, ResponderFacts, Transcript,
+    AUTH_METHOD_ED25519_SHA256_RFC5705,
+};
 use super::tor_certs::{verify_relay_certs, RelayIdentity};
 use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_VERSIONS};
 
@@ -78,6 +84,13 @@ pub struct LinkInitiator {
     link_version: u16,
     challenge: Option<AuthChallenge>,
     responder_netinfo: Option<Netinfo>,
+    /// Set when we authenticate as a Tor relay (a relay's outbound channels).
+    relay_auth: Option<RelayAuthConfig>,
+    /// What the responder sent, and its digest once AUTH_CHALLENGE came
+    /// (AUTH0003's SLOG); what we sent (CLOG).
+    slog: Transcript,
+    slog_at_challenge: Option<[u8; 32]>,
+    clog: Transcript,
     /// Cells that arrived while we waited for our signature.
     held: Vec<RawCell>,
     outbox: VecDeque<Vec<u8>>,
@@ -95,6 +108,8 @@ impl LinkInitiator {
         let versions = Versions::new(LINK_VERSIONS)
             .to_cell()
             .to_bytes(CircIdLen::Two)?;
+        let mut clog = Transcript::default();
+        clog.record(&versions);
         Ok(LinkInitiator {
             state: State::AwaitVersions,
             identity_spki,
@@ -103,10 +118,21 @@ impl LinkInitiator {
             link_version: 0,
             challenge: None,
             responder_netinfo: None,
+            relay_auth: None,
+            slog: Transcript::default(),
+            slog_at_challenge: None,
+            clog,
             held: Vec::new(),
             outbox: VecDeque::from([versions]),
             events: VecDeque::new(),
         })
+    }
+
+    /// Authenticate as a Tor relay (AUTH0003) when the responder offers it;
+    /// needs `ResponderCheck::TorRelay`.
+    pub fn with_relay_auth(mut self, cfg: RelayAuthConfig) -> Self {
+        self.relay_auth = Some(cfg);
+        self
     }
 
     pub fn is_open(&self) -> bool {
@@ -145,8 +171,18 @@ impl LinkInitiator {
             CircIdLen::Four
         };
         let cells = decode_frame(frame, width, |_| CircIdLen::Four)?;
+        let mut cell_width = width;
         for cell in cells {
+            if self.slog_at_challenge.is_none() {
+                // A decoded cell re-encodes to its exact wire bytes.
+                self.slog.record(&cell.to_bytes(cell_width)?);
+            }
+            cell_width = CircIdLen::Four;
+            let is_challenge = cell.command == command::AUTH_CHALLENGE;
             self.process_cell(cell)?;
+            if is_challenge && self.slog_at_challenge.is_none() {
+                self.slog_at_challenge = Some(self.slog.digest());
+            }
         }
         Ok(())
     }
@@ -202,6 +238,15 @@ impl LinkInitiator {
     }
 
     fn after_responder_netinfo(&mut self) -> Result<(), ChannelError> {
+        let relay_auth_offered = self
+            .challenge
+            .as_ref()
+            .is_some_and(|c| c.methods.contains(&AUTH_METHOD_ED25519_SHA256_RFC5705));
+        if let (Some(cfg), Some(relay), true) =
+            (self.relay_auth.clone(), self.relay, relay_auth_offered)
+        {
+            return self.authenticate_as_relay(&cfg, &relay);
+        }
         let offered = self
             .challenge
             .as_ref()
@@ -216,6 +261,35 @@ impl LinkInitiator {
             }
             _ => self.finish(Vec::new(), false),
         }
+    }
+
+    /// tor-spec §4.4.2: CERTS, then AUTHENTICATE over both transcripts.
+    fn authenticate_as_relay(
+        &mut self,
+        cfg: &RelayAuthConfig,
+        relay: &RelayIdentity,
+    ) -> Result<(), ChannelError> {
+        let certs = cfg.certs.to_cell()?;
+        self.clog.record(&certs.to_bytes(CircIdLen::Four)?);
+        let ResponderCheck::TorRelay { tls_cert, .. } = &self.check else {
+            return Err(ChannelError::MissingIdentity);
+        };
+        let facts = ResponderFacts {
+            sid: relay.rsa_key_sha256,
+            sid_ed: relay.ed25519_id,
+            slog: self
+                .slog_at_challenge
+                .ok_or(ChannelError::MissingIdentity)?,
+            clog: self.clog.digest(),
+            scert: Sha256::digest(tls_cert).into(),
+        };
+        let mut rand = [0u8; 24];
+        getrandom::fill(&mut rand).map_err(|_| ChannelError::NoRandomness)?;
+        let auth = Authenticate {
+            method: AUTH_METHOD_ED25519_SHA256_RFC5705,
+            authentication: authenticate_body(cfg, &facts, rand),
+        };
+        self.finish(vec![certs, auth.to_cell()?], true)
     }
 
     /// Supplies the signature asked for by `SignatureNeeded`.

@@ -10,6 +10,7 @@ mod auth;
 mod frames;
 mod initiator;
 mod responder;
+pub mod tor_auth;
 pub mod tor_certs;
 
 pub use auth::peersm_auth_message;
@@ -47,6 +48,8 @@ pub enum ChannelError {
     RelayCerts(#[from] tor_certs::TorCertsError),
     #[error("link already failed or closed")]
     Closed,
+    #[error("the system random source failed")]
+    NoRandomness,
     #[error("no signature was requested")]
     NoSignaturePending,
 }

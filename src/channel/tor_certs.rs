@@ -17,6 +17,7 @@ pub mod tor_cert_type {
     pub const RSA_ID_X509: u8 = 2;
     pub const ED_ID_SIGNING: u8 = 4;
     pub const ED_SIGNING_LINK: u8 = 5;
+    pub const ED_SIGNING_AUTH: u8 = 6;
     pub const RSA_ED_CROSSCERT: u8 = 7;
 }
 
@@ -25,6 +26,8 @@ pub mod tor_cert_type {
 pub struct RelayIdentity {
     /// SHA-1 of the DER PKCS#1 RSA identity key: the relay's fingerprint.
     pub rsa_id: [u8; 20],
+    /// SHA-256 of the same DER key (AUTH0003's SID).
+    pub rsa_key_sha256: [u8; 32],
     pub ed25519_id: [u8; 32],
 }
 
@@ -126,5 +129,12 @@ pub fn verify_relay_certs(
     if expected_ed25519_id.is_some_and(|id| *id != ed25519_id) {
         return Err(TorCertsError::WrongIdentity("Ed25519"));
     }
-    Ok(RelayIdentity { rsa_id, ed25519_id })
+    let rsa_key_sha256 = rsa_key
+        .pkcs1_sha256()
+        .map_err(|_| TorCertsError::RsaIdentity("bad key"))?;
+    Ok(RelayIdentity {
+        rsa_id,
+        rsa_key_sha256,
+        ed25519_id,
+    })
 }

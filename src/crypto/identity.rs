@@ -132,6 +132,16 @@ impl RsaIdentityKey {
         Ok(Sha1::digest(der.as_bytes()).into())
     }
 
+    /// SHA-256 of the DER PKCS#1 RSAPublicKey: how AUTH0003 names the two
+    /// ends of a link (tor-spec §4.4.2, CID and SID).
+    pub fn pkcs1_sha256(&self) -> Result<[u8; 32], IdentityError> {
+        let der = self
+            .key
+            .to_pkcs1_der()
+            .map_err(|_| IdentityError::BadPublicKey)?;
+        Ok(Sha256::digest(der.as_bytes()).into())
+    }
+
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
         self.key.n().bit_width() as usize

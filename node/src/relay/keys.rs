@@ -3,6 +3,9 @@
 //! an Ed25519 identity certifying an Ed25519 signing key, the signing key
 //! certifying the SHA-256 of our TLS certificate, and the RSA identity
 //! cross-certifying the Ed25519 identity. Keys live for the process.
+//! As initiator (our outbound channels) the signing key certifies an
+//! Ed25519 authentication key instead of the TLS certificate, which signs
+//! AUTHENTICATE (tor-spec §4.4.2).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,6 +13,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use peersm::cell::{CertEntry, Certs};
 use peersm::channel::tor_certs::tor_cert_type;
 use peersm::crypto::ntor::NtorRelayKey;
+use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::sha2::{Digest, Sha256};
@@ -22,6 +26,8 @@ pub struct RelayKeys {
     pub rsa_id: [u8; 20],
     pub ed_identity: SigningKey,
     pub ed_signing: SigningKey,
+    /// Signs AUTH0003 bodies on channels we open (CERTS type 6).
+    pub ed_auth: SigningKey,
     pub ntor: NtorRelayKey,
     /// A TAP onion key: never used for handshakes (we speak ntor only), but
     /// directory authorities still require one in descriptors.
@@ -62,6 +68,7 @@ impl RelayKeys {
             rsa_id,
             ed_identity: SigningKey::from_bytes(&random32()),
             ed_signing: SigningKey::from_bytes(&random32()),
+            ed_auth: SigningKey::from_bytes(&random32()),
             ntor: NtorRelayKey::new(rsa_id, random32()),
             tap_onion: PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(|e| e.to_string())?,
             tls_cert: tls.cert.der().to_vec(),
@@ -73,8 +80,37 @@ impl RelayKeys {
         self.ed_identity.verifying_key().to_bytes()
     }
 
-    /// The CERTS cell body for link handshakes as responder.
+    /// SHA-256 of our DER PKCS#1 RSA identity key (AUTH0003's CID).
+    pub fn rsa_key_sha256(&self) -> Result<[u8; 32], String> {
+        let der = self
+            .rsa_identity
+            .to_public_key()
+            .to_pkcs1_der()
+            .map_err(|e| e.to_string())?;
+        Ok(Sha256::digest(der.as_bytes()).into())
+    }
+
+    /// The CERTS cell body for link handshakes as responder: the signing
+    /// key certifies our TLS certificate (type 5).
     pub fn certs(&self) -> Result<Certs, String> {
+        let tls_digest: [u8; 32] = Sha256::digest(&self.tls_cert).into();
+        self.certs_with(tor_cert_type::ED_SIGNING_LINK, 3, tls_digest)
+    }
+
+    /// The CERTS cell body as initiator: the signing key certifies the
+    /// authentication key (type 6) that signs AUTHENTICATE.
+    pub fn initiator_certs(&self) -> Result<Certs, String> {
+        let auth_key = self.ed_auth.verifying_key().to_bytes();
+        self.certs_with(tor_cert_type::ED_SIGNING_AUTH, 1, auth_key)
+    }
+
+    /// Types 2, 4, `signed_type` (by the signing key over `certified`) and 7.
+    fn certs_with(
+        &self,
+        signed_type: u8,
+        certified_key_type: u8,
+        certified: [u8; 32],
+    ) -> Result<Certs, String> {
         let now = unix_now();
         let expires = u32::try_from(now / 3600)
             .unwrap_or(u32::MAX)
@@ -87,12 +123,11 @@ impl RelayKeys {
             self.ed_signing.verifying_key().to_bytes(),
             &self.ed_identity,
         );
-        let tls_digest: [u8; 32] = Sha256::digest(&self.tls_cert).into();
-        let signing_link = ed25519_cert(
-            tor_cert_type::ED_SIGNING_LINK,
+        let by_signing_key = ed25519_cert(
+            signed_type,
             expires,
-            3,
-            tls_digest,
+            certified_key_type,
+            certified,
             &self.ed_signing,
         );
         let cross = self.cross_cert(expires)?;
@@ -107,8 +142,8 @@ impl RelayKeys {
                     body: id_signing,
                 },
                 CertEntry {
-                    cert_type: tor_cert_type::ED_SIGNING_LINK,
-                    body: signing_link,
+                    cert_type: signed_type,
+                    body: by_signing_key,
                 },
                 CertEntry {
                     cert_type: tor_cert_type::RSA_ED_CROSSCERT,
@@ -259,6 +294,119 @@ mod tests {
         .unwrap();
         assert_eq!(id.rsa_id, keys.rsa_id);
         assert!(verify_relay_certs(&certs, b"another tls cert", unix_now(), None, None).is_err());
+    }
+
+    /// Our initiator against a scripted responder (a relay offering
+    /// AUTH0003): every field of the AUTHENTICATE body is what the
+    /// responder computes from its side (tor-spec §4.4.2).
+    #[test]
+    fn relay_authenticate_fields() {
+        use peersm::cell::{command, AuthChallenge, Authenticate, CircIdLen, Netinfo, Versions};
+        use peersm::channel::tor_auth::{RelayAuthConfig, AUTH_METHOD_ED25519_SHA256_RFC5705};
+        use peersm::channel::ResponderCheck;
+        use peersm::channel::{decode_frame, encode_cells, InitiatorEvent, LinkInitiator};
+        use peersm::crypto::ed25519_cert::Ed25519Cert;
+
+        let us = RelayKeys::generate().unwrap();
+        let them = RelayKeys::generate().unwrap();
+        let cfg = RelayAuthConfig {
+            certs: us.initiator_certs().unwrap(),
+            cid: us.rsa_key_sha256().unwrap(),
+            cid_ed: us.ed25519_id(),
+            auth_key: us.ed_auth.clone(),
+            tls_secrets: [0x5a; 32],
+        };
+        let check = ResponderCheck::TorRelay {
+            tls_cert: them.tls_cert.clone(),
+            now: unix_now(),
+            rsa_id: Some(them.rsa_id),
+            ed25519_id: Some(them.ed25519_id()),
+        };
+        let mut link = LinkInitiator::new(None, check)
+            .unwrap()
+            .with_relay_auth(cfg);
+        let our_versions = link.poll_transmit().unwrap();
+
+        // The responder's side: VERSIONS (2-byte ids), CERTS, AUTH_CHALLENGE,
+        // NETINFO; SLOG covers all but NETINFO.
+        let mut server_bytes = Versions::new(&[3, 4, 5])
+            .to_cell()
+            .to_bytes(CircIdLen::Two)
+            .unwrap();
+        let challenge = AuthChallenge {
+            challenge: [9; 32],
+            methods: vec![1, AUTH_METHOD_ED25519_SHA256_RFC5705],
+        };
+        server_bytes.extend(
+            encode_cells(
+                &[
+                    them.certs().unwrap().to_cell().unwrap(),
+                    challenge.to_cell().unwrap(),
+                ],
+                CircIdLen::Four,
+            )
+            .unwrap(),
+        );
+        let slog: [u8; 32] = Sha256::digest(&server_bytes).into();
+        let netinfo = Netinfo {
+            timestamp: 0,
+            other_addr: None,
+            my_addrs: Vec::new(),
+        };
+        server_bytes.extend(
+            netinfo
+                .to_cell()
+                .unwrap()
+                .to_bytes(CircIdLen::Four)
+                .unwrap(),
+        );
+        link.handle_frame(&server_bytes).unwrap();
+        assert!(matches!(
+            link.poll_event(),
+            Some(InitiatorEvent::Open {
+                authenticated: true,
+                ..
+            })
+        ));
+
+        let sent = link.poll_transmit().unwrap();
+        let cells = decode_frame(&sent, CircIdLen::Four, |_| CircIdLen::Four).unwrap();
+        let commands: Vec<u8> = cells.iter().map(|c| c.command).collect();
+        assert_eq!(
+            commands,
+            [command::CERTS, command::AUTHENTICATE, command::NETINFO]
+        );
+        let certs = Certs::from_cell(&cells[0]).unwrap();
+        let types: Vec<u8> = certs.certs.iter().map(|c| c.cert_type).collect();
+        assert_eq!(types, [2, 4, 6, 7]);
+        let mut client_bytes = our_versions.clone();
+        client_bytes.extend(cells[0].to_bytes(CircIdLen::Four).unwrap());
+        let clog: [u8; 32] = Sha256::digest(&client_bytes).into();
+
+        let auth = Authenticate::from_cell(&cells[1]).unwrap();
+        assert_eq!(auth.method, AUTH_METHOD_ED25519_SHA256_RFC5705);
+        let body = &auth.authentication;
+        assert_eq!(body.len(), 8 + 8 * 32 + 24 + 64);
+        let field = |i: usize| &body[8 + 32 * i..8 + 32 * (i + 1)];
+        assert_eq!(&body[..8], b"AUTH0003");
+        assert_eq!(field(0), us.rsa_key_sha256().unwrap());
+        assert_eq!(field(1), them.rsa_key_sha256().unwrap());
+        assert_eq!(field(2), us.ed25519_id());
+        assert_eq!(field(3), them.ed25519_id());
+        assert_eq!(field(4), slog);
+        assert_eq!(field(5), clog);
+        assert_eq!(field(6), &Sha256::digest(&them.tls_cert)[..]);
+        assert_eq!(field(7), [0x5a; 32]);
+
+        // The type-6 certificate names the key that signed the body.
+        let auth_cert = Ed25519Cert::parse(certs.get(6).unwrap()).unwrap();
+        auth_cert
+            .verify(&us.ed_signing.verifying_key().to_bytes(), unix_now())
+            .unwrap();
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&auth_cert.certified_key).unwrap();
+        let (signed, sig) = body.split_at(body.len() - 64);
+        key.verify_strict(signed, &ed25519_dalek::Signature::from_slice(sig).unwrap())
+            .unwrap();
     }
 
     #[test]

@@ -13,9 +13,11 @@ use peersm::channel::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::keys::RelayKeys;
 use super::server::ToInbound;
 use crate::tor::tls;
 use crate::tor::tls::write_flush;
+use peersm::channel::tor_auth::{RelayAuthConfig, TLS_EXPORTER_LABEL};
 
 enum OutCmd {
     Open {
@@ -70,7 +72,11 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Opens a channel to the next hop and authenticates as `keys`' relay
+/// (AUTH0003) when the responder offers it, so that the next hop knows the
+/// circuits we extend come from a relay.
 pub async fn connect(
+    keys: &RelayKeys,
     addr: SocketAddr,
     rsa_id: [u8; 20],
     ed25519_id: Option<[u8; 32]>,
@@ -78,6 +84,19 @@ pub async fn connect(
     let (tls, cert) = tls::connect(addr)
         .await
         .map_err(|e| format!("TLS to {addr}: {e}"))?;
+    let cid = keys.rsa_key_sha256()?;
+    let mut tls_secrets = [0u8; 32];
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut tls_secrets, TLS_EXPORTER_LABEL, Some(&cid))
+        .map_err(|e| format!("TLS exporter: {e}"))?;
+    let auth = RelayAuthConfig {
+        certs: keys.initiator_certs()?,
+        cid,
+        cid_ed: keys.ed25519_id(),
+        auth_key: keys.ed_auth.clone(),
+        tls_secrets,
+    };
     let (mut reader, mut writer) = tokio::io::split(tls);
     let check = ResponderCheck::TorRelay {
         tls_cert: cert,
@@ -85,7 +104,9 @@ pub async fn connect(
         rsa_id: Some(rsa_id),
         ed25519_id,
     };
-    let mut link = LinkInitiator::new(None, check).map_err(|e| e.to_string())?;
+    let mut link = LinkInitiator::new(None, check)
+        .map_err(|e| e.to_string())?
+        .with_relay_auth(auth);
     let mut inbuf = Vec::new();
     let mut at_start = true;
     let mut chunk = vec![0u8; 16 * 1024];

@@ -101,7 +101,7 @@ impl Relay {
         if let Some(l) = map.get(&rsa_id) {
             return Ok(l.clone());
         }
-        let link = outbound::connect(addr, rsa_id, ed).await?;
+        let link = outbound::connect(&self.keys, addr, rsa_id, ed).await?;
         map.insert(rsa_id, link.clone());
         Ok(link)
     }
