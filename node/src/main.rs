@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use peersm_node::bridge::relays::{start_embedded_relays, JOIN_REFRESH};
 use peersm_node::bridge::{self, BridgeConfig};
 use peersm_node::proxy::{self, Proxy};
 use peersm_node::relay::descriptor;
 use peersm_node::relay::exit_policy::{ExitPolicy, DEFAULT_EXIT_POLICY};
 use peersm_node::relay::keys::RelayKeys;
-use peersm_node::relay::server::{self as relay_server, Relay};
+use peersm_node::relay::server::{self as relay_server, Relay, RelayOptions};
 use peersm_node::tor::dirauth::{DirAuthority, PUBLIC_AUTHORITIES};
 use tracing_subscriber::EnvFilter;
 
@@ -30,6 +31,16 @@ enum Command {
         /// Folder with the page (index.html, pkg/ with the wasm bundle).
         #[arg(long, default_value = "www")]
         www: PathBuf,
+        /// Relays to run inside this process behind the bridge; the last
+        /// one is an exit. 2 gives tabs a whole path: bridge → middle → exit.
+        #[arg(long, default_value_t = 2)]
+        relays: usize,
+        /// Exit policy of the embedded exit (same syntax as `relay`).
+        #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY)]
+        exit_policy: String,
+        /// Source address of the embedded exit's connections.
+        #[arg(long = "exit-bind")]
+        exit_bind: Option<std::net::IpAddr>,
     },
     /// An onion router on a TLS ORPort: answers CREATE2/CREATE_FAST, extends
     /// circuits, and exits under its exit policy.
@@ -49,6 +60,13 @@ enum Command {
         /// Nickname in the published descriptor (1–19 letters and digits).
         #[arg(long, default_value = "peersm")]
         nickname: String,
+        /// Join the bridge at this URL (http://HOST:PORT): it lists us to
+        /// its tabs once we prove our identity. Repeat for each bridge.
+        #[arg(long = "join", value_name = "URL")]
+        join: Vec<String>,
+        /// Source address of exit connections.
+        #[arg(long = "exit-bind")]
+        exit_bind: Option<std::net::IpAddr>,
     },
     /// A SOCKS5 onion proxy over 3-hop Tor circuits.
     Proxy {
@@ -73,7 +91,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, www } => {
+        Command::Serve {
+            listen,
+            www,
+            relays,
+            exit_policy,
+            exit_bind,
+        } => {
             if !www.join("index.html").is_file() {
                 anyhow::bail!(
                     "{} has no index.html: pass --www with the page folder",
@@ -92,7 +116,19 @@ async fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             // Tests and scripts read this line to learn the port.
             println!("Peersm bridge listening: open http://{addr}/ (WebSocket ws://{addr}/bridge, status http://{addr}/status)");
-            let server = bridge::serve(listener, BridgeConfig { www });
+            let policy: ExitPolicy = exit_policy
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?;
+            let embedded = start_embedded_relays(relays, &policy, exit_bind)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let config = BridgeConfig::new(www, embedded).map_err(|e| anyhow::anyhow!(e))?;
+            tracing::info!(
+                fingerprint = %hex::encode_upper(config.relay.keys.rsa_id),
+                relays,
+                "bridge identity; embedded relays listening"
+            );
+            let server = bridge::serve(listener, config);
             tokio::select! {
                 r = server => r?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
@@ -103,6 +139,8 @@ async fn main() -> anyhow::Result<()> {
             exit_policy,
             publish_to,
             nickname,
+            join,
+            exit_bind,
         } => {
             if nickname.is_empty()
                 || nickname.len() > 19
@@ -119,7 +157,12 @@ async fn main() -> anyhow::Result<()> {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!(e))?;
             let keys = RelayKeys::generate().map_err(|e| anyhow::anyhow!(e))?;
-            let relay = Relay::new(keys, policy).map_err(|e| anyhow::anyhow!(e))?;
+            let options = RelayOptions {
+                exit_bind,
+                relay_list: None,
+            };
+            let relay =
+                Relay::with_options(keys, policy, options).map_err(|e| anyhow::anyhow!(e))?;
             let listener = tokio::net::TcpListener::bind(or_port)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {or_port}: {e}"))?;
@@ -161,6 +204,10 @@ async fn main() -> anyhow::Result<()> {
                     }
                 });
             }
+            for url in join {
+                let line = relay.listing(&nickname, addr).to_line();
+                tokio::spawn(join_bridge(url, line));
+            }
             tokio::select! {
                 r = relay_server::serve(listener, relay) => r?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
@@ -197,4 +244,52 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keeps this relay listed at the bridge at `url`: POSTs our relay-list
+/// line now and every `JOIN_REFRESH`.
+async fn join_bridge(url: String, line: String) {
+    let endpoint = format!("{}/relays", url.trim_end_matches('/'));
+    let mut every = tokio::time::interval(JOIN_REFRESH);
+    loop {
+        every.tick().await;
+        match post_text(&endpoint, &line).await {
+            Ok(status) if status.contains(" 200 ") => {
+                tracing::info!(%endpoint, "listed by the bridge")
+            }
+            Ok(status) => tracing::warn!(%endpoint, "bridge refused us: {status}"),
+            Err(e) => tracing::warn!(%endpoint, "cannot reach the bridge: {e}"),
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST over plain TCP (bridges on loopback or a LAN);
+/// returns the status line.
+async fn post_text(url: &str, body: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("the bridge URL must start with http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let mut sock = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    sock.read_to_end(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    Ok(text.lines().next().unwrap_or_default().to_string())
 }

@@ -29,7 +29,10 @@ async fn start_bridge() -> SocketAddr {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(bridge::serve(listener, BridgeConfig { www }));
+    tokio::spawn(bridge::serve(
+        listener,
+        BridgeConfig::new(www, Vec::new()).unwrap(),
+    ));
     addr
 }
 

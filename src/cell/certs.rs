@@ -9,6 +9,14 @@ use super::{command, CellError, RawCell, Reader};
 pub mod cert_type {
     /// The DER SubjectPublicKeyInfo of a Peersm session identity key (RSA).
     pub const PEERSM_RSA_SPKI: u8 = 0x80;
+    /// A bridge's ntor onion key, certified by its Ed25519 signing key in
+    /// cert-spec's Ed25519 certificate format (key type
+    /// `PEERSM_NTOR_KEY_TYPE`): over a WebSocket there is no TLS
+    /// certificate to bind, so tabs authenticate the bridge through an
+    /// ntor handshake with this key instead.
+    pub const PEERSM_BRIDGE_NTOR: u8 = 0x81;
+    /// The certified-key type of `PEERSM_BRIDGE_NTOR`: a Curve25519 key.
+    pub const PEERSM_NTOR_KEY_TYPE: u8 = 0x81;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use super::tor_auth::{
     authenticate_body, RelayAuthConfig, ResponderFacts, Transcript,
     AUTH_METHOD_ED25519_SHA256_RFC5705,
 };
-use super::tor_certs::{verify_relay_certs, RelayIdentity};
+use super::tor_certs::{verify_bridge_certs, verify_relay_certs, BridgeIdentity, RelayIdentity};
 use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_VERSIONS};
 
 /// What the initiator requires of the responder's CERTS.
@@ -35,6 +35,10 @@ pub enum ResponderCheck {
         rsa_id: Option<[u8; 20]>,
         ed25519_id: Option<[u8; 32]>,
     },
+    /// A Peersm bridge over WebSocket: identity certificates plus its
+    /// certified ntor key (`verify_bridge_certs`), optionally a known RSA
+    /// identity.
+    Bridge { now: i64, rsa_id: Option<[u8; 20]> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,9 @@ pub enum InitiatorEvent {
         authenticated: bool,
         /// The responder's proven identities (with `ResponderCheck::TorRelay`).
         relay: Option<RelayIdentity>,
+        /// The bridge's proven identities and ntor key (with
+        /// `ResponderCheck::Bridge`).
+        bridge: Option<BridgeIdentity>,
     },
     /// A cell on the open link.
     Cell(RawCell),
@@ -81,6 +88,7 @@ pub struct LinkInitiator {
     identity_spki: Option<Vec<u8>>,
     check: ResponderCheck,
     relay: Option<RelayIdentity>,
+    bridge: Option<BridgeIdentity>,
     link_version: u16,
     challenge: Option<AuthChallenge>,
     responder_netinfo: Option<Netinfo>,
@@ -115,6 +123,7 @@ impl LinkInitiator {
             identity_spki,
             check,
             relay: None,
+            bridge: None,
             link_version: 0,
             challenge: None,
             responder_netinfo: None,
@@ -197,29 +206,41 @@ impl LinkInitiator {
                 self.state = State::AwaitResponderNetinfo;
             }
             (State::AwaitResponderNetinfo, command::VPADDING) => {}
-            (State::AwaitResponderNetinfo, command::CERTS) if self.relay.is_none() => {
+            (State::AwaitResponderNetinfo, command::CERTS)
+                if self.relay.is_none() && self.bridge.is_none() =>
+            {
                 let certs = Certs::from_cell(&cell)?;
-                if let ResponderCheck::TorRelay {
-                    tls_cert,
-                    now,
-                    rsa_id,
-                    ed25519_id,
-                } = &self.check
-                {
-                    self.relay = Some(verify_relay_certs(
-                        &certs,
+                match &self.check {
+                    ResponderCheck::TorRelay {
                         tls_cert,
-                        *now,
-                        rsa_id.as_ref(),
-                        ed25519_id.as_ref(),
-                    )?);
+                        now,
+                        rsa_id,
+                        ed25519_id,
+                    } => {
+                        self.relay = Some(verify_relay_certs(
+                            &certs,
+                            tls_cert,
+                            *now,
+                            rsa_id.as_ref(),
+                            ed25519_id.as_ref(),
+                        )?);
+                    }
+                    ResponderCheck::Bridge { now, rsa_id } => {
+                        self.bridge = Some(verify_bridge_certs(&certs, *now, rsa_id.as_ref())?);
+                    }
+                    ResponderCheck::None => {}
                 }
             }
             (State::AwaitResponderNetinfo, command::AUTH_CHALLENGE) => {
                 self.challenge = Some(AuthChallenge::from_cell(&cell)?);
             }
             (State::AwaitResponderNetinfo, command::NETINFO) => {
-                if matches!(self.check, ResponderCheck::TorRelay { .. }) && self.relay.is_none() {
+                let unproven = match self.check {
+                    ResponderCheck::TorRelay { .. } => self.relay.is_none(),
+                    ResponderCheck::Bridge { .. } => self.bridge.is_none(),
+                    ResponderCheck::None => false,
+                };
+                if unproven {
                     return Err(ChannelError::MissingIdentity);
                 }
                 self.responder_netinfo = Some(Netinfo::from_cell(&cell)?);
@@ -338,6 +359,7 @@ impl LinkInitiator {
             our_address,
             authenticated,
             relay: self.relay,
+            bridge: self.bridge,
         });
         for cell in std::mem::take(&mut self.held) {
             self.events.push_back(InitiatorEvent::Cell(cell));

@@ -56,6 +56,88 @@ pub fn verify_relay_certs(
     expected_ed25519_id: Option<&[u8; 32]>,
 ) -> Result<RelayIdentity, TorCertsError> {
     use tor_cert_type::*;
+    let (identity, signing_key) =
+        verify_identity_certs(certs, now, expected_rsa_id, expected_ed25519_id)?;
+    // Signing key → the SHA-256 of the TLS certificate of this connection.
+    let link = signed_by(
+        certs,
+        ED_SIGNING_LINK,
+        key_type::SHA256_OF_X509,
+        &signing_key,
+        now,
+    )?;
+    if link.certified_key[..] != Sha256::digest(tls_cert)[..] {
+        return Err(TorCertsError::TlsMismatch);
+    }
+    Ok(identity)
+}
+
+/// A Peersm bridge's identities and the ntor key it proved with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeIdentity {
+    pub relay: RelayIdentity,
+    pub ntor_key: [u8; 32],
+}
+
+/// Verifies a bridge's CERTS on a WebSocket link: the identity
+/// certificates of a relay (types 2, 4, 7) and, instead of the TLS link
+/// certificate, its ntor onion key certified by the signing key
+/// (`PEERSM_BRIDGE_NTOR`). A tab that then completes an ntor handshake
+/// with that key talks to the holder of these identities.
+pub fn verify_bridge_certs(
+    certs: &Certs,
+    now: i64,
+    expected_rsa_id: Option<&[u8; 20]>,
+) -> Result<BridgeIdentity, TorCertsError> {
+    use crate::cell::cert_type::{PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE};
+    let (relay, signing_key) = verify_identity_certs(certs, now, expected_rsa_id, None)?;
+    let ntor = signed_by(
+        certs,
+        PEERSM_BRIDGE_NTOR,
+        PEERSM_NTOR_KEY_TYPE,
+        &signing_key,
+        now,
+    )?;
+    Ok(BridgeIdentity {
+        relay,
+        ntor_key: ntor.certified_key,
+    })
+}
+
+/// Parses certificate `cert_type` and checks it is that type, certifies a
+/// key of `certified_type`, and carries `signer`'s valid signature.
+fn signed_by(
+    certs: &Certs,
+    cert_type: u8,
+    certified_type: u8,
+    signer: &[u8; 32],
+    now: i64,
+) -> Result<Ed25519Cert, TorCertsError> {
+    let ed_err = |error| TorCertsError::Ed25519 { cert_type, error };
+    let cert = Ed25519Cert::parse(
+        certs
+            .get(cert_type)
+            .ok_or(TorCertsError::Missing(cert_type))?,
+    )
+    .map_err(ed_err)?;
+    if cert.cert_type != cert_type || cert.key_type != certified_type {
+        return Err(ed_err(CertError::Malformed("wrong type")));
+    }
+    cert.verify(signer, now).map_err(ed_err)?;
+    Ok(cert)
+}
+
+/// The identity part shared by relays and bridges: the RSA identity
+/// certificate (type 2), Ed25519 identity → signing key (type 4) and the
+/// RSA → Ed25519 cross-certificate (type 7). Returns the identities and
+/// the certified signing key.
+fn verify_identity_certs(
+    certs: &Certs,
+    now: i64,
+    expected_rsa_id: Option<&[u8; 20]>,
+    expected_ed25519_id: Option<&[u8; 32]>,
+) -> Result<(RelayIdentity, [u8; 32]), TorCertsError> {
+    use tor_cert_type::*;
     let get = |t| certs.get(t).ok_or(TorCertsError::Missing(t));
     let ed_err = |cert_type| move |error| TorCertsError::Ed25519 { cert_type, error };
 
@@ -97,20 +179,6 @@ pub fn verify_relay_certs(
         .verify(&ed25519_id, now)
         .map_err(ed_err(ED_ID_SIGNING))?;
 
-    // Signing key → the SHA-256 of the TLS certificate of this connection.
-    let link = Ed25519Cert::parse(get(ED_SIGNING_LINK)?).map_err(ed_err(ED_SIGNING_LINK))?;
-    if link.cert_type != ED_SIGNING_LINK || link.key_type != key_type::SHA256_OF_X509 {
-        return Err(TorCertsError::Ed25519 {
-            cert_type: ED_SIGNING_LINK,
-            error: CertError::Malformed("wrong type"),
-        });
-    }
-    link.verify(&id_signing.certified_key, now)
-        .map_err(ed_err(ED_SIGNING_LINK))?;
-    if link.certified_key[..] != Sha256::digest(tls_cert)[..] {
-        return Err(TorCertsError::TlsMismatch);
-    }
-
     // The RSA identity vouches for the Ed25519 identity.
     let cross = RsaCrossCert::parse(get(RSA_ED_CROSSCERT)?).map_err(ed_err(RSA_ED_CROSSCERT))?;
     if cross.ed25519_key != ed25519_id {
@@ -132,9 +200,10 @@ pub fn verify_relay_certs(
     let rsa_key_sha256 = rsa_key
         .pkcs1_sha256()
         .map_err(|_| TorCertsError::RsaIdentity("bad key"))?;
-    Ok(RelayIdentity {
+    let identity = RelayIdentity {
         rsa_id,
         rsa_key_sha256,
         ed25519_id,
-    })
+    };
+    Ok((identity, id_signing.certified_key))
 }

@@ -5,6 +5,7 @@ pub mod authority;
 pub mod consensus;
 pub mod microdesc;
 pub mod path;
+pub mod relay_list;
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 

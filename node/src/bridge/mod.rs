@@ -1,9 +1,12 @@
 //! The bridge: serves the page (`--www`), accepts tabs' links on the
 //! WebSocket endpoint `/bridge` (link-protocol cells in binary frames,
 //! docs/PROTOCOL.md "Framing"), registers authenticated peers and reports
-//! them on `GET /status`.
+//! them on `GET /status`. The bridge is an onion router on that endpoint
+//! (tabs build circuits through it) and lists the relays behind it
+//! (`relays`): embedded ones and those that join with `POST /relays`.
 
 mod registry;
+pub mod relays;
 mod ws_link;
 
 use std::net::SocketAddr;
@@ -12,9 +15,14 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use peersm::dir::relay_list::ListedRelay;
+
+use crate::relay::keys::RelayKeys;
+use crate::relay::server::{Relay, RelayOptions};
 use axum::{Json, Router};
 use peersm::channel::MAX_FRAME_LEN;
 use tokio::net::TcpListener;
@@ -22,21 +30,47 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use registry::{PeerRegistry, RegisteredPeer};
+pub use relays::RelayDirectory;
 
 pub struct BridgeConfig {
     /// Folder served at `/`.
     pub www: PathBuf,
+    /// The bridge's own onion router (its keys are the bridge's identity);
+    /// its `relay_list` option must be `directory.list`.
+    pub relay: Arc<Relay>,
+    pub directory: Arc<RelayDirectory>,
+}
+
+impl BridgeConfig {
+    /// A bridge with fresh keys, serving `www`, listing `embedded` relays.
+    pub fn new(www: PathBuf, embedded: Vec<ListedRelay>) -> Result<BridgeConfig, String> {
+        let directory = RelayDirectory::new(embedded);
+        let options = RelayOptions {
+            exit_bind: None,
+            relay_list: Some(directory.list.clone()),
+        };
+        let relay = Relay::with_options(RelayKeys::generate()?, "reject *:*".parse()?, options)?;
+        Ok(BridgeConfig {
+            www,
+            relay,
+            directory,
+        })
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
     registry: Arc<PeerRegistry>,
+    relay: Arc<Relay>,
+    directory: Arc<RelayDirectory>,
 }
 
 /// Serves until the listener fails.
 pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Result<()> {
     let state = AppState {
         registry: Arc::new(PeerRegistry::default()),
+        relay: config.relay.clone(),
+        directory: config.directory.clone(),
     };
     axum::serve(
         listener,
@@ -61,6 +95,7 @@ fn router(state: AppState, config: BridgeConfig) -> Router {
     Router::new()
         .route("/bridge", get(accept_link))
         .route("/status", get(status))
+        .route("/relays", post(join_relay))
         .with_state(state)
         .merge(static_files)
 }
@@ -72,12 +107,36 @@ async fn accept_link(
 ) -> impl IntoResponse {
     ws.max_message_size(MAX_FRAME_LEN)
         .max_frame_size(MAX_FRAME_LEN)
-        .on_upgrade(move |socket| ws_link::run(socket, remote, state.registry))
+        .on_upgrade(move |socket| ws_link::run(socket, remote, state.registry, state.relay))
+}
+
+/// `POST /relays` with one relay-list line: a relay joins this bridge.
+async fn join_relay(State(state): State<AppState>, body: String) -> impl IntoResponse {
+    match state.directory.join(&state.relay, &body).await {
+        Ok(r) => {
+            tracing::info!(nickname = %r.nickname, addr = %r.addr, "relay joined");
+            (StatusCode::OK, "listed\n".to_string())
+        }
+        Err(e) => {
+            tracing::info!("relay refused: {e}");
+            (StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct BridgeInfo {
+    /// The bridge's RSA identity fingerprint (hex), which tabs check.
+    fingerprint: String,
+    ed25519_id: String,
 }
 
 #[derive(serde::Serialize)]
 struct StatusReport {
     version: &'static str,
+    bridge: BridgeInfo,
+    /// Relay-list lines of the relays behind this bridge.
+    relays: Vec<String>,
     /// Authenticated peers, by ID.
     peers: Vec<RegisteredPeer>,
     /// Open links, authenticated or not.
@@ -90,6 +149,16 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         Json(StatusReport {
             version: env!("CARGO_PKG_VERSION"),
+            bridge: BridgeInfo {
+                fingerprint: hex::encode_upper(state.relay.keys.rsa_id),
+                ed25519_id: hex::encode(state.relay.keys.ed25519_id()),
+            },
+            relays: state
+                .directory
+                .snapshot()
+                .iter()
+                .map(|r| r.to_line())
+                .collect(),
             peers,
             links,
         }),

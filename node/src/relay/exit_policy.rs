@@ -109,6 +109,11 @@ impl ExitPolicy {
         out
     }
 
+    /// True when no rule accepts anything: a relay with this policy is no exit.
+    pub fn rejects_everything(&self) -> bool {
+        self.rules.iter().all(|r| !r.accept)
+    }
+
     pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
         for r in &self.rules {
             let addr_ok = match &r.addr {

@@ -104,6 +104,14 @@ impl RelayKeys {
         self.certs_with(tor_cert_type::ED_SIGNING_AUTH, 1, auth_key)
     }
 
+    /// The CERTS cell body of a bridge on its WebSocket endpoint: no TLS
+    /// certificate to bind there, so the signing key certifies our ntor key
+    /// (Peersm type 0x81) and tabs authenticate us through ntor.
+    pub fn bridge_certs(&self) -> Result<Certs, String> {
+        use peersm::cell::cert_type::{PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE};
+        self.certs_with(PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE, self.ntor.public)
+    }
+
     /// Types 2, 4, `signed_type` (by the signing key over `certified`) and 7.
     fn certs_with(
         &self,
@@ -407,6 +415,19 @@ mod tests {
         let (signed, sig) = body.split_at(body.len() - 64);
         key.verify_strict(signed, &ed25519_dalek::Signature::from_slice(sig).unwrap())
             .unwrap();
+    }
+
+    #[test]
+    fn bridge_certs_prove_the_ntor_key() {
+        use peersm::channel::tor_certs::verify_bridge_certs;
+        let keys = RelayKeys::generate().unwrap();
+        let certs = keys.bridge_certs().unwrap();
+        let id = verify_bridge_certs(&certs, unix_now(), Some(&keys.rsa_id)).unwrap();
+        assert_eq!(id.ntor_key, keys.ntor.public);
+        assert_eq!(id.relay.ed25519_id, keys.ed25519_id());
+        assert!(verify_bridge_certs(&certs, unix_now(), Some(&[0; 20])).is_err());
+        // Relay CERTS (no ntor certificate) do not pass as a bridge's.
+        assert!(verify_bridge_certs(&keys.certs().unwrap(), unix_now(), None).is_err());
     }
 
     #[test]

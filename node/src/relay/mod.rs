@@ -3,7 +3,10 @@
 //! exit streams under an exit policy.
 
 pub mod descriptor;
+mod dir_service;
+mod exit;
 pub mod exit_policy;
+pub mod inbound;
 pub mod keys;
 pub mod outbound;
 pub mod server;

@@ -13,8 +13,8 @@ use peersm::channel::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::inbound::ToInbound;
 use super::keys::RelayKeys;
-use super::server::ToInbound;
 use crate::tor::tls;
 use crate::tor::tls::write_flush;
 use peersm::channel::tor_auth::{RelayAuthConfig, TLS_EXPORTER_LABEL};

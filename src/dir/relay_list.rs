@@ -1,0 +1,178 @@
+//! A bridge's relay list: the relays a tab may use behind that bridge
+//! (the bridge's embedded relays and those that joined it), served on the
+//! bridge's directory port at `RELAY_LIST_PATH` through BEGIN_DIR. Tabs
+//! reach a Peersm network without Tor directory authorities this way; the
+//! circuit it travels on is authenticated to the bridge by ntor. Layout in
+//! docs/PROTOCOL.md "Relay list".
+//!
+//! One line per relay:
+//! `relay NICKNAME IP:PORT RSA-ID-HEX ED25519-ID-B64 NTOR-KEY-B64 exit|middle`.
+//! Unknown lines are skipped, so later versions can add keywords.
+
+use std::net::SocketAddr;
+
+use super::{base64_decode, base64_encode};
+
+pub const RELAY_LIST_PATH: &str = "/peersm/relays";
+
+/// At most this many relays are read from one list.
+pub const MAX_LISTED_RELAYS: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRelay {
+    pub nickname: String,
+    pub addr: SocketAddr,
+    pub rsa_id: [u8; 20],
+    pub ed25519_id: [u8; 32],
+    pub ntor_key: [u8; 32],
+    /// Whether its exit policy lets it open streams to the Internet (or,
+    /// in tests, to 127.0.0.0/8).
+    pub exit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayListError {
+    #[error("line {line}: {what}")]
+    BadLine { line: usize, what: &'static str },
+    #[error("more than {MAX_LISTED_RELAYS} relays")]
+    TooMany,
+}
+
+impl ListedRelay {
+    pub fn to_line(&self) -> String {
+        format!(
+            "relay {} {} {} {} {} {}",
+            self.nickname,
+            self.addr,
+            hex::encode(self.rsa_id),
+            base64_encode(&self.ed25519_id, false),
+            base64_encode(&self.ntor_key, false),
+            if self.exit { "exit" } else { "middle" }
+        )
+    }
+}
+
+pub fn encode_relay_list(relays: &[ListedRelay]) -> String {
+    relays.iter().map(|r| r.to_line() + "\n").collect()
+}
+
+pub fn parse_relay_list(text: &str) -> Result<Vec<ListedRelay>, RelayListError> {
+    let mut relays = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = |what| RelayListError::BadLine { line: i + 1, what };
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let [keyword, rest @ ..] = fields.as_slice() else {
+            continue;
+        };
+        if *keyword != "relay" {
+            continue;
+        }
+        let [nickname, addr, rsa, ed, ntor, role] = rest else {
+            return Err(bad("expected 6 fields after `relay`"));
+        };
+        if nickname.is_empty() || nickname.len() > 19 {
+            return Err(bad("bad nickname"));
+        }
+        let addr: SocketAddr = addr.parse().map_err(|_| bad("bad address"))?;
+        let mut rsa_id = [0u8; 20];
+        hex::decode_to_slice(rsa, &mut rsa_id).map_err(|_| bad("bad RSA identity"))?;
+        let key32 = |s: &str, what| -> Result<[u8; 32], RelayListError> {
+            base64_decode(s)
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or(bad(what))
+        };
+        let exit = match *role {
+            "exit" => true,
+            "middle" => false,
+            _ => return Err(bad("role must be exit or middle")),
+        };
+        if relays.len() == MAX_LISTED_RELAYS {
+            return Err(RelayListError::TooMany);
+        }
+        relays.push(ListedRelay {
+            nickname: (*nickname).to_string(),
+            addr,
+            rsa_id,
+            ed25519_id: key32(ed, "bad Ed25519 identity")?,
+            ntor_key: key32(ntor, "bad ntor key")?,
+            exit,
+        });
+    }
+    Ok(relays)
+}
+
+/// Picks a middle and an exit for a circuit behind a bridge: distinct
+/// relays, neither in `avoid` (the bridge itself, relays that just
+/// failed); `random` drives the choice. `None` when the list cannot make
+/// such a path.
+pub fn choose_middle_and_exit<'a>(
+    relays: &'a [ListedRelay],
+    avoid: &[[u8; 20]],
+    random: u64,
+) -> Option<(&'a ListedRelay, &'a ListedRelay)> {
+    let usable: Vec<&ListedRelay> = relays
+        .iter()
+        .filter(|r| !avoid.contains(&r.rsa_id))
+        .collect();
+    let exits: Vec<&&ListedRelay> = usable.iter().filter(|r| r.exit).collect();
+    let exit = **exits.get(pick(random, exits.len())?)?;
+    let middles: Vec<&&ListedRelay> = usable.iter().filter(|r| r.rsa_id != exit.rsa_id).collect();
+    let middle = **middles.get(pick(random >> 32, middles.len())?)?;
+    Some((middle, exit))
+}
+
+fn pick(random: u64, len: usize) -> Option<usize> {
+    (len > 0).then(|| (random % len as u64) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(n: u8, exit: bool) -> ListedRelay {
+        ListedRelay {
+            nickname: format!("r{n}"),
+            addr: format!("127.0.0.1:{}", 9000 + u16::from(n))
+                .parse()
+                .unwrap(),
+            rsa_id: [n; 20],
+            ed25519_id: [n; 32],
+            ntor_key: [n.wrapping_add(1); 32],
+            exit,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_unknown_lines() {
+        let list = vec![relay(1, false), relay(2, true)];
+        let text = format!("# comment\nfuture-keyword x\n{}", encode_relay_list(&list));
+        assert_eq!(parse_relay_list(&text).unwrap(), list);
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        let good = relay(1, true).to_line();
+        for bad in [
+            good.replace(" exit", " gateway"),
+            good.replace("127.0.0.1:9001", "nowhere"),
+            good.replacen("relay r1", "relay", 1),
+            good.replace(&hex::encode([1u8; 20]), "zz"),
+        ] {
+            assert!(parse_relay_list(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_choice() {
+        let list = vec![relay(1, false), relay(2, true), relay(3, false)];
+        for random in 0..64u64 {
+            let (m, e) = choose_middle_and_exit(&list, &[[3; 20]], random * 0x1_0000_0001).unwrap();
+            assert!(e.exit);
+            assert_ne!(m.rsa_id, e.rsa_id);
+            assert_ne!(m.rsa_id, [3; 20]);
+        }
+        // Only one relay besides the avoided ones: no path.
+        assert!(choose_middle_and_exit(&list, &[[1; 20], [3; 20]], 0).is_none());
+        assert!(choose_middle_and_exit(&list[..1], &[], 0).is_none());
+    }
+}
