@@ -5,9 +5,11 @@
 
 pub mod client;
 pub mod flow;
+pub mod mux;
 pub mod relay;
 
 pub use client::{CircuitEvent, ClientCircuit, StreamTarget};
+pub use mux::{ClientMux, MuxEvent};
 pub use relay::{RelayCircuit, RelayEvent};
 
 use crate::cell::CellError;
