@@ -29,6 +29,7 @@ pub mod channel;
 pub mod circuit;
 pub mod crypto;
 pub mod dir;
+pub mod http;
 pub mod socks;
 
 #[cfg(target_arch = "wasm32")]
