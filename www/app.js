@@ -1,4 +1,5 @@
-// The Peersm page: starts the peer and shows its identity and link state.
+// The Peersm page: starts the peer, shows its identity and link state, and
+// fetches URLs anonymously with a progress bar and a link to save the file.
 import { startPeer } from './boot.js';
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +10,57 @@ function showStatus(status) {
   el.dataset.status = status;
 }
 
+function human(bytes) {
+  const units = ['B', 'KB', 'MB', 'GB'];
+  let i = 0;
+  while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i += 1; }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function fileNameOf(url) {
+  const last = new URL(url).pathname.split('/').filter(Boolean).pop();
+  return last || 'download';
+}
+
+let previousObjectUrl = null;
+
+async function download(peer, url) {
+  const bar = $('progress');
+  $('fetch-error').textContent = '';
+  $('result').textContent = '';
+  $('go').disabled = true;
+  bar.hidden = false;
+  bar.removeAttribute('value');
+  $('progress-text').textContent = 'Building a circuit…';
+  try {
+    const res = await peer.fetch(url, {
+      onProgress: ({ received, total, speed, attempt }) => {
+        if (total) { bar.max = total; bar.value = received; }
+        const of = total ? ` of ${human(total)}` : '';
+        const retry = attempt > 1 ? ` (circuit ${attempt})` : '';
+        $('progress-text').textContent = `${human(received)}${of} at ${human(speed)}/s${retry}`;
+      },
+    });
+    bar.max = 1; bar.value = 1;
+    $('progress-text').textContent = `${res.status} ${res.statusText}: ${human(res.size)} through ${res.circuits.join(', ')}`;
+    const blob = await res.blob();
+    if (previousObjectUrl) URL.revokeObjectURL(previousObjectUrl);
+    previousObjectUrl = URL.createObjectURL(blob);
+    const a = document.createElement('a');
+    a.href = previousObjectUrl;
+    a.download = fileNameOf(res.url);
+    a.id = 'save';
+    a.textContent = `Save ${a.download} (${human(res.size)})`;
+    $('result').replaceChildren(a);
+  } catch (err) {
+    bar.hidden = true;
+    $('progress-text').textContent = '';
+    $('fetch-error').textContent = err && err.message ? err.message : String(err);
+  } finally {
+    $('go').disabled = false;
+  }
+}
+
 try {
   showStatus('starting');
   const peer = await startPeer(location.origin);
@@ -16,6 +68,10 @@ try {
   $('bridge').textContent = peer.bridge;
   showStatus(peer.status);
   peer.on('status', showStatus);
+  $('fetch-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    download(peer, $('url').value);
+  });
 } catch (err) {
   showStatus('error');
   $('error').textContent = `Peersm could not start: ${err && err.message ? err.message : err}`;

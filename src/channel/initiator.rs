@@ -55,8 +55,8 @@ pub enum InitiatorEvent {
         /// The responder's proven identities (with `ResponderCheck::TorRelay`).
         relay: Option<RelayIdentity>,
         /// The bridge's proven identities and ntor key (with
-        /// `ResponderCheck::Bridge`).
-        bridge: Option<BridgeIdentity>,
+        /// `ResponderCheck::Bridge`), boxed to keep events small.
+        bridge: Option<Box<BridgeIdentity>>,
     },
     /// A cell on the open link.
     Cell(RawCell),
@@ -359,7 +359,7 @@ impl LinkInitiator {
             our_address,
             authenticated,
             relay: self.relay,
-            bridge: self.bridge,
+            bridge: self.bridge.map(Box::new),
         });
         for cell in std::mem::take(&mut self.held) {
             self.events.push_back(InitiatorEvent::Cell(cell));

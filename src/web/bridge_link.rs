@@ -1,10 +1,16 @@
 //! One WebSocket link to a bridge, driving the core's `LinkInitiator`:
 //! binary frames in, frames out, and signature requests answered through
-//! WebCrypto. The owner learns what happened through `LinkUpdate`s.
+//! WebCrypto; the bridge must prove its identity and ntor key (CERTS).
+//! Once open, the link carries the tab's circuits through the core's
+//! `ClientMux`; `TorLink` is the async handle circuits are built with.
+//! The owner learns what happened to the link through `LinkUpdate`s.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use std::collections::HashMap;
+
+use futures_channel::{mpsc, oneshot};
 use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -12,7 +18,14 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use super::identity::SessionIdentity;
 use super::log;
-use crate::channel::{InitiatorEvent, LinkInitiator, ResponderCheck};
+use crate::cell::{CircIdLen, LinkSpec};
+use crate::channel::tor_certs::BridgeIdentity;
+use crate::channel::{encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
+use crate::circuit::{ClientMux, MuxEvent, StreamTarget};
+use crate::dir::relay_list::ListedRelay;
+
+/// Cells per WebSocket frame: about 16 KiB (docs/PROTOCOL.md "Framing").
+const CELLS_PER_FRAME: usize = 31;
 
 /// Close code for protocol violations; browsers only let pages send 1000
 /// and 3000–4999.
@@ -24,12 +37,28 @@ pub(crate) enum LinkUpdate {
     Closed { reason: String },
 }
 
+/// What a stream's reader hears.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    Data(Vec<u8>),
+    /// END (reason), or the circuit or link died (reason DESTROY).
+    Ended {
+        reason: u8,
+    },
+}
+
 type UpdateSink = Rc<dyn Fn(LinkUpdate)>;
 
 struct LinkState {
     ws: WebSocket,
     handshake: Option<LinkInitiator>,
     closed: bool,
+    /// The bridge's proven identity and ntor key, once open.
+    bridge: Option<BridgeIdentity>,
+    mux: ClientMux,
+    hop_waiters: HashMap<u32, oneshot::Sender<Result<(), String>>>,
+    open_waiters: HashMap<(u32, u16), oneshot::Sender<Result<(), String>>>,
+    streams: HashMap<(u32, u16), mpsc::UnboundedSender<StreamEvent>>,
 }
 
 /// Keeps the WebSocket and its callbacks alive; dropping it closes the link.
@@ -41,8 +70,11 @@ pub(crate) struct BridgeLink {
 }
 
 impl BridgeLink {
+    /// Opens a link to the bridge at `url`; when `fingerprint` is given
+    /// the bridge must prove that RSA identity.
     pub(crate) fn connect(
         url: &str,
+        fingerprint: Option<[u8; 20]>,
         identity: Rc<SessionIdentity>,
         sink: UpdateSink,
     ) -> Result<BridgeLink, JsValue> {
@@ -52,12 +84,21 @@ impl BridgeLink {
             ws: ws.clone(),
             handshake: None,
             closed: false,
+            bridge: None,
+            mux: ClientMux::new(),
+            hop_waiters: HashMap::new(),
+            open_waiters: HashMap::new(),
+            streams: HashMap::new(),
         }));
 
         let on_open = {
             let (state, identity, sink) = (state.clone(), identity.clone(), sink.clone());
             Closure::<dyn FnMut()>::new(move || {
-                match LinkInitiator::new(Some(identity.spki().to_vec()), ResponderCheck::None) {
+                let check = ResponderCheck::Bridge {
+                    now: (js_sys::Date::now() / 1000.0) as i64,
+                    rsa_id: fingerprint,
+                };
+                match LinkInitiator::new(Some(identity.spki().to_vec()), check) {
                     Ok(h) => state.borrow_mut().handshake = Some(h),
                     Err(e) => return fail(&state, &sink, &format!("cannot start handshake: {e}")),
                 }
@@ -96,6 +137,16 @@ impl BridgeLink {
             _on_open: on_open,
             _on_message: on_message,
             _on_close: on_close,
+        })
+    }
+
+    /// The handle circuits are built with; `None` until the link is open.
+    pub(crate) fn tor(&self) -> Option<TorLink> {
+        let s = self.state.borrow();
+        let bridge = s.bridge?;
+        (!s.closed).then(|| TorLink {
+            state: self.state.clone(),
+            bridge,
         })
     }
 
@@ -152,20 +203,20 @@ fn pump(state: &Rc<RefCell<LinkState>>, identity: &Rc<SessionIdentity>, sink: &U
             Some(InitiatorEvent::Open {
                 link_version,
                 our_address,
+                bridge,
                 ..
             }) => {
                 log::info(&format!(
                     "link to bridge open (link protocol v{link_version}, bridge sees us as {our_address:?})"
                 ));
+                state.borrow_mut().bridge = bridge.map(|b| *b);
                 sink(LinkUpdate::Open);
             }
-            // Circuits arrive with the Tor protocol layer; until then an open
-            // link to a bridge carries nothing else.
             Some(InitiatorEvent::Cell(cell)) => {
-                log::info(&format!(
-                    "ignoring cell {} on circuit {}",
-                    cell.command, cell.circ_id
-                ));
+                state.borrow_mut().mux.handle_cell(cell);
+                if let Err(e) = flush(state) {
+                    return fail(state, sink, &e);
+                }
             }
         }
     }
@@ -187,6 +238,173 @@ fn report_closed(state: &Rc<RefCell<LinkState>>, sink: &UpdateSink, reason: Stri
             return;
         }
         s.closed = true;
+        s.mux.link_closed();
     }
+    let _ = flush(state);
     sink(LinkUpdate::Closed { reason });
+}
+
+/// Sends the cells the circuits queued and routes their events to the
+/// futures waiting on them.
+fn flush(state: &Rc<RefCell<LinkState>>) -> Result<(), String> {
+    let mut s = state.borrow_mut();
+    let cells = s.mux.poll_cells();
+    if !s.closed {
+        for batch in cells.chunks(CELLS_PER_FRAME) {
+            let frame = encode_cells(batch, CircIdLen::Four).map_err(|e| e.to_string())?;
+            s.ws.send_with_u8_array(&frame)
+                .map_err(|e| format!("send failed: {e:?}"))?;
+        }
+    }
+    while let Some(event) = s.mux.poll_event() {
+        match event {
+            MuxEvent::HopAdded { circ, .. } => {
+                if let Some(w) = s.hop_waiters.remove(&circ) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            MuxEvent::HopFailed { circ, why } => {
+                if let Some(w) = s.hop_waiters.remove(&circ) {
+                    let _ = w.send(Err(why));
+                }
+            }
+            MuxEvent::StreamOpened { circ, stream } => {
+                if let Some(w) = s.open_waiters.remove(&(circ, stream)) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            MuxEvent::StreamData { circ, stream, data } => {
+                if let Some(tx) = s.streams.get(&(circ, stream)) {
+                    let _ = tx.unbounded_send(StreamEvent::Data(data));
+                }
+            }
+            MuxEvent::StreamEnded {
+                circ,
+                stream,
+                reason,
+                ..
+            } => {
+                if let Some(w) = s.open_waiters.remove(&(circ, stream)) {
+                    let _ = w.send(Err(format!("stream refused (END reason {reason})")));
+                }
+                if let Some(tx) = s.streams.remove(&(circ, stream)) {
+                    let _ = tx.unbounded_send(StreamEvent::Ended { reason });
+                }
+            }
+            MuxEvent::CircuitClosed { circ, reason } => {
+                if let Some(w) = s.hop_waiters.remove(&circ) {
+                    let _ = w.send(Err(format!("circuit closed (reason {reason})")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds circuits and streams on an open bridge link.
+#[derive(Clone)]
+pub(crate) struct TorLink {
+    state: Rc<RefCell<LinkState>>,
+    pub(crate) bridge: BridgeIdentity,
+}
+
+fn closed<T>(_: T) -> String {
+    "the bridge link closed".to_string()
+}
+
+impl TorLink {
+    fn run<T>(
+        &self,
+        op: impl FnOnce(&mut ClientMux) -> Result<T, crate::circuit::CircuitError>,
+    ) -> Result<T, String> {
+        let result = {
+            let mut s = self.state.borrow_mut();
+            if s.closed {
+                return Err(closed(()));
+            }
+            op(&mut s.mux).map_err(|e| e.to_string())
+        };
+        flush(&self.state)?;
+        result
+    }
+
+    /// A one-hop circuit to the bridge with CREATE2/ntor: completing it
+    /// proves the bridge holds the ntor key its identity certified.
+    pub(crate) async fn create(&self) -> Result<u32, String> {
+        let (rsa_id, key) = (self.bridge.relay.rsa_id, self.bridge.ntor_key);
+        let (tx, rx) = oneshot::channel();
+        let circ = {
+            let circ = self.run(|m| m.create_ntor(rsa_id, key))?;
+            self.state.borrow_mut().hop_waiters.insert(circ, tx);
+            circ
+        };
+        // The CREATE2 went out before the waiter existed; flush routes any
+        // answer that already arrived.
+        flush(&self.state)?;
+        rx.await.map_err(closed)??;
+        Ok(circ)
+    }
+
+    /// Extends `circ` to `relay` (EXTEND2/ntor, named by address and both
+    /// identities).
+    pub(crate) async fn extend(&self, circ: u32, relay: &ListedRelay) -> Result<(), String> {
+        let specs = vec![
+            LinkSpec::Addr(relay.addr),
+            LinkSpec::LegacyId(relay.rsa_id),
+            LinkSpec::Ed25519Id(relay.ed25519_id),
+        ];
+        let (tx, rx) = oneshot::channel();
+        self.state.borrow_mut().hop_waiters.insert(circ, tx);
+        if let Err(e) = self.run(|m| m.extend(circ, specs, relay.rsa_id, relay.ntor_key)) {
+            self.state.borrow_mut().hop_waiters.remove(&circ);
+            return Err(e);
+        }
+        rx.await.map_err(closed)?
+    }
+
+    /// Opens a stream at the circuit's last hop; resolves once CONNECTED.
+    pub(crate) async fn begin(
+        &self,
+        circ: u32,
+        target: StreamTarget,
+    ) -> Result<(u16, mpsc::UnboundedReceiver<StreamEvent>), String> {
+        let stream = self.run(|m| m.begin(circ, target))?;
+        let (open_tx, open_rx) = oneshot::channel();
+        let (events_tx, events_rx) = mpsc::unbounded();
+        {
+            let mut s = self.state.borrow_mut();
+            s.open_waiters.insert((circ, stream), open_tx);
+            s.streams.insert((circ, stream), events_tx);
+        }
+        flush(&self.state)?;
+        open_rx.await.map_err(closed)??;
+        Ok((stream, events_rx))
+    }
+
+    pub(crate) fn send(&self, circ: u32, stream: u16, data: &[u8]) -> Result<(), String> {
+        self.run(|m| {
+            m.send(circ, stream, data);
+            Ok(())
+        })
+    }
+
+    pub(crate) fn end(&self, circ: u32, stream: u16) {
+        self.state.borrow_mut().streams.remove(&(circ, stream));
+        let _ = self.run(|m| {
+            m.end(circ, stream);
+            Ok(())
+        });
+    }
+
+    pub(crate) fn destroy(&self, circ: u32) {
+        let _ = self.run(|m| {
+            m.destroy(circ);
+            Ok(())
+        });
+    }
+
+    pub(crate) fn is_alive(&self, circ: u32) -> bool {
+        let s = self.state.borrow();
+        !s.closed && s.mux.is_alive(circ)
+    }
 }

@@ -38,3 +38,11 @@ pub(crate) fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsValu
 pub(crate) fn get(obj: &JsValue, key: &str) -> Result<JsValue, JsValue> {
     Reflect::get(obj, &JsValue::from_str(key))
 }
+
+/// Resolves after `ms` milliseconds.
+pub(crate) async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = set_timeout(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}

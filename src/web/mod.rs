@@ -4,10 +4,13 @@
 
 mod bench;
 mod bridge_link;
+mod circuits;
+mod fetch;
 pub mod identity;
 mod js;
 mod log;
 mod peer;
+mod store;
 
 pub use identity::SessionIdentity;
 pub use peer::{Peer, PeerStatus};

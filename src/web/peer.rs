@@ -1,5 +1,6 @@
 //! The `Peer` JavaScript API: `await Peer.start({ bridges })`, `peer.id`,
-//! `peer.status`, `peer.on('status', cb)`. It owns the session identity and
+//! `peer.status`, `peer.on('status', cb)`, `peer.fetch(url, options)`,
+//! `peer.buildCircuit()`, `peer.relays()`. It owns the session identity and
 //! keeps one link to a bridge up, reconnecting with backoff.
 
 use std::cell::RefCell;
@@ -9,9 +10,11 @@ use js_sys::Function;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
-use super::bridge_link::{BridgeLink, LinkUpdate};
+use super::bridge_link::{BridgeLink, LinkUpdate, TorLink};
+use super::circuits::{build_circuit, fetch_relay_list};
+use super::fetch::{self, FetchOptions, FetchResponse};
 use super::identity::SessionIdentity;
-use super::js::{js_error, set_timeout};
+use super::js::{get, js_error, set, set_timeout};
 use super::log;
 
 /// First reconnection delay; doubles each failed attempt up to the maximum.
@@ -35,10 +38,27 @@ impl PeerStatus {
     }
 }
 
+/// A bridge: its WebSocket URL, optionally with the RSA fingerprint (hex)
+/// it must prove.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum BridgeSpec {
+    Url(String),
+    Pinned { url: String, fingerprint: String },
+}
+
+impl BridgeSpec {
+    fn url(&self) -> &str {
+        match self {
+            BridgeSpec::Url(u) | BridgeSpec::Pinned { url: u, .. } => u,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StartOptions {
-    bridges: Vec<String>,
+    bridges: Vec<BridgeSpec>,
     #[serde(default = "default_true")]
     reconnect: bool,
 }
@@ -49,7 +69,7 @@ fn default_true() -> bool {
 
 struct Inner {
     identity: Rc<SessionIdentity>,
-    bridges: Vec<String>,
+    bridges: Vec<(String, Option<[u8; 20]>)>,
     reconnect: bool,
     next_bridge: usize,
     failed_attempts: u32,
@@ -78,20 +98,33 @@ impl Peer {
                 "Peer.start: `bridges` must list at least one ws:// or wss:// URL",
             ));
         }
-        if let Some(bad) = options
-            .bridges
-            .iter()
-            .find(|b| !(b.starts_with("ws://") || b.starts_with("wss://")))
-        {
-            return Err(js_error(&format!(
-                "Peer.start: bridge URL {bad:?} is not ws:// or wss://"
-            )));
+        let mut bridges = Vec::new();
+        for b in &options.bridges {
+            let url = b.url();
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(js_error(&format!(
+                    "Peer.start: bridge URL {url:?} is not ws:// or wss://"
+                )));
+            }
+            let fingerprint = match b {
+                BridgeSpec::Url(_) => None,
+                BridgeSpec::Pinned { fingerprint, .. } => {
+                    let mut id = [0u8; 20];
+                    hex::decode_to_slice(fingerprint.trim(), &mut id).map_err(|_| {
+                        js_error(&format!(
+                            "Peer.start: bridge fingerprint {fingerprint:?} is not 40 hex characters"
+                        ))
+                    })?;
+                    Some(id)
+                }
+            };
+            bridges.push((url.to_string(), fingerprint));
         }
         let identity = Rc::new(SessionIdentity::generate().await?);
         log::info(&format!("session peer ID {}", identity.id()));
         let inner = Rc::new(RefCell::new(Inner {
             identity,
-            bridges: options.bridges,
+            bridges,
             reconnect: options.reconnect,
             next_bridge: 0,
             failed_attempts: 0,
@@ -131,8 +164,74 @@ impl Peer {
         inner
             .bridges
             .get((inner.next_bridge + n - 1) % n)
-            .cloned()
+            .map(|(url, _)| url.clone())
             .unwrap_or_default()
+    }
+
+    /// The RSA fingerprint (hex) the connected bridge proved, or null.
+    #[wasm_bindgen(getter, js_name = bridgeFingerprint)]
+    pub fn bridge_fingerprint(&self) -> Option<String> {
+        current_tor(&self.inner).map(|t| hex::encode_upper(t.bridge.relay.rsa_id))
+    }
+
+    /// The relays behind the bridge: `[{ nickname, address, fingerprint,
+    /// exit }]`, fetched through the bridge's directory (BEGIN_DIR).
+    pub async fn relays(&self) -> Result<js_sys::Array, JsValue> {
+        let tor = current_tor(&self.inner).ok_or_else(|| js_error("relays: not connected"))?;
+        let relays = fetch_relay_list(&tor).await.map_err(|e| js_error(&e))?;
+        let out = js_sys::Array::new();
+        for r in relays {
+            let o = js_sys::Object::new();
+            set(&o, "nickname", &JsValue::from_str(&r.nickname))?;
+            set(&o, "address", &JsValue::from_str(&r.addr.to_string()))?;
+            set(
+                &o,
+                "fingerprint",
+                &JsValue::from_str(&hex::encode_upper(r.rsa_id)),
+            )?;
+            set(&o, "exit", &JsValue::from_bool(r.exit))?;
+            out.push(&o);
+        }
+        Ok(out)
+    }
+
+    /// Builds a 3-hop circuit (bridge → middle → exit), then closes it:
+    /// `{ ms, middle, exit }` (how long the build took). For diagnostics
+    /// and benchmarks.
+    #[wasm_bindgen(js_name = buildCircuit)]
+    pub async fn build_circuit(&self) -> Result<JsValue, JsValue> {
+        let tor =
+            current_tor(&self.inner).ok_or_else(|| js_error("buildCircuit: not connected"))?;
+        let relays = fetch_relay_list(&tor).await.map_err(|e| js_error(&e))?;
+        let started = js_sys::Date::now();
+        let c = build_circuit(&tor, &relays, &[])
+            .await
+            .map_err(|e| js_error(&e))?;
+        let ms = js_sys::Date::now() - started;
+        tor.destroy(c.id);
+        let o = js_sys::Object::new();
+        set(&o, "ms", &JsValue::from(ms))?;
+        set(&o, "middle", &JsValue::from_str(&c.middle.nickname))?;
+        set(&o, "exit", &JsValue::from_str(&c.exit.nickname))?;
+        Ok(o.into())
+    }
+
+    /// HTTP GET of `url` through a 3-hop circuit. Options: `onProgress`
+    /// (called with `{ received, total, speed, attempt }`), `path`
+    /// (`[middleFingerprint, exitFingerprint]` for the first circuit),
+    /// `maxAttempts` (circuits to try, default 5). Resolves to a
+    /// `FetchResponse` whose body is in IndexedDB.
+    pub async fn fetch(&self, url: String, options: JsValue) -> Result<FetchResponse, JsValue> {
+        let (on_progress, rest) = split_progress(&options)?;
+        let options: FetchOptions = if rest.is_undefined() || rest.is_null() {
+            FetchOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(rest)
+                .map_err(|e| js_error(&format!("fetch: bad options: {e}")))?
+        };
+        let weak = Rc::downgrade(&self.inner);
+        let tor = move || weak.upgrade().and_then(|inner| current_tor(&inner));
+        fetch::fetch(tor, &url, options, on_progress).await
     }
 
     /// Registers `callback` for `event`; 'status' calls it with the new status.
@@ -172,20 +271,20 @@ impl Peer {
 }
 
 fn connect(inner: &Rc<RefCell<Inner>>) {
-    let (url, identity) = {
+    let (url, fingerprint, identity) = {
         let mut i = inner.borrow_mut();
         if i.stopped {
             return;
         }
         i.retired = None;
         let n = i.bridges.len();
-        let url = i
+        let (url, fingerprint) = i
             .bridges
             .get(i.next_bridge % n)
             .cloned()
             .unwrap_or_default();
         i.next_bridge = (i.next_bridge + 1) % n;
-        (url, i.identity.clone())
+        (url, fingerprint, i.identity.clone())
     };
     set_status(inner, PeerStatus::Connecting);
     let weak = Rc::downgrade(inner);
@@ -194,7 +293,7 @@ fn connect(inner: &Rc<RefCell<Inner>>) {
             on_link_update(&inner, update);
         }
     });
-    match BridgeLink::connect(&url, identity, sink) {
+    match BridgeLink::connect(&url, fingerprint, identity, sink) {
         Ok(link) => inner.borrow_mut().link = Some(link),
         Err(e) => {
             log::warn(&format!("cannot open WebSocket to {url}: {e:?}"));
@@ -265,4 +364,30 @@ fn set_status(inner: &Rc<RefCell<Inner>>, status: PeerStatus) {
             log::warn(&format!("status listener threw: {e:?}"));
         }
     }
+}
+
+/// The open link's circuit handle, if the peer is connected.
+fn current_tor(inner: &Rc<RefCell<Inner>>) -> Option<TorLink> {
+    inner.borrow().link.as_ref().and_then(|l| l.tor())
+}
+
+/// Takes `onProgress` (a function, which serde cannot carry) out of the
+/// fetch options; returns it and the other options.
+fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok((None, JsValue::UNDEFINED));
+    }
+    let callback = get(options, "onProgress")?;
+    let callback = if callback.is_undefined() {
+        None
+    } else {
+        Some(
+            callback
+                .dyn_into::<Function>()
+                .map_err(|_| js_error("fetch: onProgress must be a function"))?,
+        )
+    };
+    let rest = js_sys::Object::assign(&js_sys::Object::new(), &options.clone().into());
+    js_sys::Reflect::delete_property(&rest, &JsValue::from_str("onProgress"))?;
+    Ok((callback, rest.into()))
 }

@@ -79,3 +79,75 @@ export async function eventually(fn, ms = 10000, what = 'condition') {
 }
 
 export const HEX40 = /^[0-9a-f]{40}$/;
+
+/** Starts `peersm-node relay` on a free port, joined to the bridge at
+ *  `join`; resolves with its fingerprint once it printed it. */
+export async function startRelay({ join, nickname, args = [] }) {
+  const child = spawn(NODE_BIN, ['relay', '--or-port', '127.0.0.1:0', '--nickname', nickname,
+    '--exit-policy', 'reject *:*', '--join', join, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
+  const logs = [];
+  child.stderr.on('data', (d) => logs.push(d.toString()));
+  const info = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`relay did not start:\n${logs.join('')}`)), 15000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) { clearTimeout(timer); resolve(JSON.parse(line)); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`relay exited ${code}:\n${logs.join('')}`)); });
+  });
+  return {
+    ...info,
+    logs,
+    kill() { child.kill('SIGKILL'); },
+  };
+}
+
+/** A deterministic body of `size` bytes. */
+export function makeBody(size) {
+  const body = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 4) body.writeUInt32LE((i * 2654435761) >>> 0, i);
+  return body;
+}
+
+/** An HTTP server for one file with Content-Length and Range support. It
+ *  records each connection's remote address and each request's Range;
+ *  `bytesPerSecond` throttles it. */
+export async function startFileServer(body, { bytesPerSecond = 0 } = {}) {
+  const connections = [];
+  const requests = [];
+  const server = createServer(async (req, res) => {
+    requests.push({ url: req.url, range: req.headers.range ?? null, from: req.socket.remoteAddress });
+    if (req.url === '/moved') {
+      res.writeHead(302, { location: '/file.bin', 'content-length': 0 });
+      return res.end();
+    }
+    if (req.url !== '/file.bin') { res.writeHead(404); return res.end(); }
+    let start = 0;
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    if (m) start = Number(m[1]);
+    const headers = { 'content-type': 'application/octet-stream', 'content-length': body.length - start };
+    if (m) headers['content-range'] = `bytes ${start}-${body.length - 1}/${body.length}`;
+    res.writeHead(m ? 206 : 200, headers);
+    const piece = 64 * 1024;
+    for (let at = start; at < body.length; at += piece) {
+      if (res.destroyed) return;
+      const ok = res.write(body.subarray(at, Math.min(at + piece, body.length)));
+      if (bytesPerSecond) await new Promise((r) => setTimeout(r, (piece / bytesPerSecond) * 1000));
+      else if (!ok) await new Promise((r) => res.once('drain', r));
+    }
+    res.end();
+  });
+  server.on('connection', (sock) => connections.push(sock.remoteAddress));
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    connections,
+    requests,
+    close: () => { server.closeAllConnections?.(); server.close(); },
+  };
+}

@@ -1,0 +1,147 @@
+// Anonymous download from the tab: a 20 MB file from a local HTTP server
+// through bridge → relay → exit, bytes checked, the server seeing only the
+// exit; the page's URL box and save link; a relay killed mid-download and
+// the download finishing over a new circuit from where it stopped.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import {
+  startNode, startRelay, launchBrowser, eventually, makeBody, startFileServer,
+} from './helpers.mjs';
+
+// The embedded exit connects from 127.0.0.2, so the server's log tells the
+// exit's connections from anything else on the machine.
+const EXIT_ARGS = ['--exit-policy', 'accept 127.0.0.0/8:*', '--exit-bind', '127.0.0.2'];
+const SIZE = 20 * 1000 * 1000;
+const body = makeBody(SIZE);
+const sha256 = (b) => createHash('sha256').update(b).digest('hex');
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+async function openPage(node) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log('[page]', m.text()); });
+  await page.goto(`${node.origin}/`);
+  await page.waitForSelector('#status[data-status="connected"]', { timeout: 15000 });
+  assert.deepEqual(errors, []);
+  return page;
+}
+
+/** Runs peer.fetch in the page; returns status, size, attempts and the
+ *  body's SHA-256 computed in the page. */
+function fetchInPage(page, url, options = {}) {
+  return page.evaluate(async ({ url, options }) => {
+    window.progress = { received: 0, calls: 0 };
+    const res = await window.peersm.fetch(url, {
+      ...options,
+      onProgress: (p) => { window.progress = { ...p, calls: window.progress.calls + 1 }; },
+    });
+    const bytes = await res.bytes();
+    const digest = await crypto.subtle.digest('SHA-256', bytes);
+    const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+    await res.remove();
+    return {
+      status: res.status, size: res.size, attempts: res.attempts, sha256: hex,
+      circuits: res.circuits, contentType: res.headers['content-type'], progress: window.progress,
+    };
+  }, { url, options });
+}
+
+test('20 MB through bridge + 2 relays: bytes equal, the server sees only the exit', async () => {
+  const node = await startNode({ args: ['--relays', '2', ...EXIT_ARGS] });
+  const server = await startFileServer(body);
+  try {
+    const page = await openPage(node);
+    assert.match(await page.evaluate(() => window.peersm.bridgeFingerprint), /^[0-9A-F]{40}$/);
+    const relays = await page.evaluate(() => window.peersm.relays());
+    assert.equal(relays.length, 2);
+    assert.equal(relays.filter((r) => r.exit).length, 1);
+
+    const got = await fetchInPage(page, `${server.url}/file.bin`);
+    assert.equal(got.status, 200);
+    assert.equal(got.size, SIZE);
+    assert.equal(got.sha256, sha256(body));
+    assert.equal(got.attempts, 1);
+    assert.equal(got.contentType, 'application/octet-stream');
+    assert.ok(got.progress.calls > 1 && got.progress.total === SIZE, JSON.stringify(got.progress));
+    assert.ok(server.connections.length >= 1);
+    assert.deepEqual([...new Set(server.connections)], ['127.0.0.2'], 'only the exit connected');
+
+    // A redirect is followed; a refused port is a clear error, not a hang.
+    const moved = await fetchInPage(page, `${server.url}/moved`);
+    assert.equal(moved.sha256, sha256(body));
+    const closedPort = await page.evaluate(async () => {
+      try { await window.peersm.fetch('http://127.0.0.1:1/x', { maxAttempts: 1 }); return 'no error'; }
+      catch (e) { return e.message; }
+    });
+    assert.match(closedPort, /refused/);
+    const https = await page.evaluate(async () => {
+      try { await window.peersm.fetch('https://example.org/'); return 'no error'; }
+      catch (e) { return e.message; }
+    });
+    assert.match(https, /https is not supported/);
+    await page.close();
+  } finally {
+    server.close();
+    await node.stop();
+  }
+});
+
+test('the page: URL box, progress bar, save link', async () => {
+  const node = await startNode({ args: ['--relays', '2', ...EXIT_ARGS] });
+  const small = makeBody(300 * 1000);
+  const server = await startFileServer(small);
+  try {
+    const page = await openPage(node);
+    await page.fill('#url', `${server.url}/file.bin`);
+    await page.click('#go');
+    const save = await page.waitForSelector('#save', { timeout: 30000 });
+    assert.equal(await save.getAttribute('download'), 'file.bin');
+    assert.match(await page.textContent('#progress-text'), /^200 OK: 300\.0 KB through /);
+    const saved = await page.evaluate(async () => {
+      const buf = await (await fetch(document.getElementById('save').href)).arrayBuffer();
+      return buf.byteLength;
+    });
+    assert.equal(saved, small.length);
+    await page.close();
+  } finally {
+    server.close();
+    await node.stop();
+  }
+});
+
+test('a relay killed mid-download: a new circuit resumes where it stopped', async () => {
+  // One embedded relay (the exit) and two joined middles.
+  const node = await startNode({ args: ['--relays', '1', ...EXIT_ARGS] });
+  const m1 = await startRelay({ join: node.origin, nickname: 'middle1' });
+  const m2 = await startRelay({ join: node.origin, nickname: 'middle2' });
+  const server = await startFileServer(body, { bytesPerSecond: 4 * 1000 * 1000 });
+  try {
+    await eventually(async () => (await node.status()).relays.length === 3, 15000, 'both middles listed');
+    const page = await openPage(node);
+    const relays = await page.evaluate(() => window.peersm.relays());
+    const exit = relays.find((r) => r.exit);
+    const pending = fetchInPage(page, `${server.url}/file.bin`, { path: [m1.fingerprint, exit.fingerprint] });
+    await eventually(() => page.evaluate(() => window.progress && window.progress.received > 3e6), 30000, '3 MB through middle1');
+    m1.kill();
+    const got = await pending;
+    assert.equal(got.size, SIZE);
+    assert.equal(got.sha256, sha256(body));
+    assert.ok(got.attempts >= 2, `attempts ${got.attempts}`);
+    assert.match(got.circuits[0], /^middle1 → /);
+    assert.match(got.circuits.at(-1), /^middle2 → /);
+    const resumed = server.requests.filter((r) => r.range);
+    assert.ok(resumed.length >= 1, 'a Range request resumed the download');
+    assert.ok(Number(/bytes=(\d+)-/.exec(resumed[0].range)[1]) > 3e6, resumed[0].range);
+    await page.close();
+  } finally {
+    m2.kill();
+    m1.kill();
+    server.close();
+    await node.stop();
+  }
+});
