@@ -157,11 +157,16 @@ impl ClientMux {
     /// A cell from the channel. Cells for unknown circuits are dropped;
     /// a bad cell closes only its circuit.
     pub fn handle_cell(&mut self, cell: RawCell) {
-        if let Some(c) = self.circuits.get_mut(&cell.circ_id) {
-            // An error has already destroyed the circuit; events say so.
-            let _ = c.handle_cell(cell);
+        let circ = cell.circ_id;
+        let Some(c) = self.circuits.get_mut(&circ) else {
+            return;
+        };
+        // An error has already destroyed the circuit; events say so.
+        let _ = c.handle_cell(cell);
+        let events: Vec<CircuitEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+        for e in events {
+            self.route(circ, e);
         }
-        self.route_events();
     }
 
     /// The link is gone: every circuit and stream ends.

@@ -169,6 +169,8 @@ impl Drop for BridgeLink {
 
 /// Sends what the handshake queued and acts on its events.
 fn pump(state: &Rc<RefCell<LinkState>>, identity: &Rc<SessionIdentity>, sink: &UpdateSink) {
+    // Circuit cells are all taken in before one flush answers them.
+    let mut cells_in = false;
     loop {
         let (frames, event) = {
             let mut s = state.borrow_mut();
@@ -184,7 +186,14 @@ fn pump(state: &Rc<RefCell<LinkState>>, identity: &Rc<SessionIdentity>, sink: &U
             }
         }
         match event {
-            None => return,
+            None => {
+                if cells_in {
+                    if let Err(e) = flush(state) {
+                        fail(state, sink, &e);
+                    }
+                }
+                return;
+            }
             Some(InitiatorEvent::SignatureNeeded(message)) => {
                 let (state, identity, sink) = (state.clone(), identity.clone(), sink.clone());
                 wasm_bindgen_futures::spawn_local(async move {
@@ -214,9 +223,7 @@ fn pump(state: &Rc<RefCell<LinkState>>, identity: &Rc<SessionIdentity>, sink: &U
             }
             Some(InitiatorEvent::Cell(cell)) => {
                 state.borrow_mut().mux.handle_cell(cell);
-                if let Err(e) = flush(state) {
-                    return fail(state, sink, &e);
-                }
+                cells_in = true;
             }
         }
     }

@@ -130,7 +130,11 @@ export async function startFileServer(body, { bytesPerSecond = 0 } = {}) {
     let start = 0;
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (m) start = Number(m[1]);
-    const headers = { 'content-type': 'application/octet-stream', 'content-length': body.length - start };
+    // CORS lets the page's own fetch() read it too (the benchmark's baseline).
+    const headers = {
+      'content-type': 'application/octet-stream', 'content-length': body.length - start,
+      'access-control-allow-origin': '*',
+    };
     if (m) headers['content-range'] = `bytes ${start}-${body.length - 1}/${body.length}`;
     res.writeHead(m ? 206 : 200, headers);
     const piece = 64 * 1024;

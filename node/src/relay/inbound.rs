@@ -18,6 +18,9 @@ use super::exit::open_exit_stream;
 use super::outbound::OutboundLink;
 use super::server::Relay;
 
+/// Messages handled before the channel writes what they produced.
+const MAX_MESSAGES_PER_BATCH: usize = 64;
+
 /// Moves batches of cells for an open channel.
 pub trait CellTransport {
     /// The next cells from the previous hop; `Ok(None)` once it closed.
@@ -105,6 +108,14 @@ pub async fn run_channel<T: CellTransport>(
                 Ok(Some(cells)) => for cell in cells { actor.on_cell(cell) },
             },
             msg = rx.recv() => if let Some(msg) = msg { actor.on_message(msg) },
+        }
+        // Take what else is waiting before writing, so cells from the next
+        // hop leave in batches (one frame or TLS write for many cells).
+        for _ in 0..MAX_MESSAGES_PER_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => actor.on_message(msg),
+                Err(_) => break,
+            }
         }
     };
     // The channel is gone: every circuit on it dies (tor-spec §5.4).
