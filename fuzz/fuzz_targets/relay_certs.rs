@@ -1,9 +1,9 @@
-//! Fuzz target: a relay's CERTS cell as the initiator checks it, plus each certificate parser (Ed25519, RSA cross-cert, X.509).
+//! Fuzz target: a relay's or a bridge's CERTS cell as the initiator checks it, plus each certificate parser (Ed25519, RSA cross-cert, X.509).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use peersm::cell::{command, Certs, RawCell};
-use peersm::channel::tor_certs::verify_relay_certs;
+use peersm::channel::tor_certs::{verify_bridge_certs, verify_relay_certs};
 use peersm::crypto::ed25519_cert::{Ed25519Cert, RsaCrossCert};
 use peersm::crypto::x509::RsaCertificate;
 
@@ -15,5 +15,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(certs) = Certs::from_cell(&RawCell::new(0, command::CERTS, data.to_vec())) {
         assert!(verify_relay_certs(&certs, b"tls", 1_800_000_000, None, None).is_err() || !certs.certs.is_empty());
+        assert!(verify_bridge_certs(&certs, 1_800_000_000, None).is_err() || !certs.certs.is_empty());
     }
 });

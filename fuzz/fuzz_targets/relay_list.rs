@@ -1,0 +1,14 @@
+//! Fuzz target: a bridge's relay list; whatever parses re-encodes to a
+//! list that parses to the same relays.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use peersm::dir::relay_list::{encode_relay_list, parse_relay_list};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(relays) = parse_relay_list(&text) {
+        let again = parse_relay_list(&encode_relay_list(&relays)).expect("our own encoding parses");
+        assert_eq!(again, relays);
+    }
+});
