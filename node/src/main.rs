@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             let options = RelayOptions {
                 exit_bind,
                 relay_list: None,
+                mesh: None,
             };
             let relay =
                 Relay::with_options(keys, policy, options).map_err(|e| anyhow::anyhow!(e))?;

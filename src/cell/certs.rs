@@ -17,6 +17,9 @@ pub mod cert_type {
     pub const PEERSM_BRIDGE_NTOR: u8 = 0x81;
     /// The certified-key type of `PEERSM_BRIDGE_NTOR`: a Curve25519 key.
     pub const PEERSM_NTOR_KEY_TYPE: u8 = 0x81;
+    /// A tab's DTLS certificate fingerprint on a WebRTC link, signed by
+    /// its identity key (`crate::channel::dtls_binding`).
+    pub const PEERSM_DTLS_BINDING: u8 = 0x82;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,17 @@ pub mod relay_command {
     pub const BEGIN_DIR: u8 = 13;
     pub const EXTEND2: u8 = 14;
     pub const EXTENDED2: u8 = 15;
+    // Peersm control messages, from 86 up (docs/PROTOCOL.md "Mesh"): sent
+    // on stream 0 of a circuit, one message possibly in several cells.
+    pub const DB_FIND_PEER: u8 = 86;
+    pub const DB_FOUND_PEER: u8 = 87;
+    pub const INTRODUCE: u8 = 88;
+    pub const INTRODUCED: u8 = 89;
+
+    /// Commands carried as `ControlMessage`s.
+    pub fn is_peersm_control(command: u8) -> bool {
+        (DB_FIND_PEER..=INTRODUCED).contains(&command)
+    }
 }
 
 /// A decrypted relay cell addressed to us.

@@ -4,6 +4,49 @@
 use crate::crypto::PeerId;
 
 const CONTEXT: &[u8] = b"peersm link auth v1\0";
+const DTLS_CONTEXT: &[u8] = b"peersm dtls binding v1\0";
+
+/// What a tab signs to bind its identity to its DTLS certificate on a
+/// WebRTC link: `"peersm dtls binding v1\0" || FINGERPRINT`, FINGERPRINT
+/// as in the SDP's `a=fingerprint:` line (e.g. `sha-256 AB:CD:…`).
+pub fn dtls_binding_message(fingerprint: &str) -> Vec<u8> {
+    let mut m = DTLS_CONTEXT.to_vec();
+    m.extend_from_slice(fingerprint.as_bytes());
+    m
+}
+
+/// The body of a `PEERSM_DTLS_BINDING` certificate:
+/// `FP_LEN (1) | FINGERPRINT | SIGNATURE`.
+pub fn dtls_binding_cert(fingerprint: &str, signature: &[u8]) -> Option<Vec<u8>> {
+    let len = u8::try_from(fingerprint.len()).ok()?;
+    let mut body = vec![len];
+    body.extend_from_slice(fingerprint.as_bytes());
+    body.extend_from_slice(signature);
+    Some(body)
+}
+
+/// Checks a `PEERSM_DTLS_BINDING` body: it names `fingerprint` (the one
+/// the remote SDP gave, which the browser's DTLS enforces) and `key`
+/// signed it.
+pub fn verify_dtls_binding(
+    body: &[u8],
+    fingerprint: &str,
+    key: &crate::crypto::RsaIdentityKey,
+) -> Result<(), super::ChannelError> {
+    let (len, rest) = body
+        .split_first()
+        .ok_or(super::ChannelError::DtlsBinding("empty"))?;
+    let (named, signature) = rest
+        .split_at_checked(usize::from(*len))
+        .ok_or(super::ChannelError::DtlsBinding("truncated"))?;
+    if !named.eq_ignore_ascii_case(fingerprint.as_bytes()) {
+        return Err(super::ChannelError::DtlsBinding(
+            "names another DTLS certificate than this connection's",
+        ));
+    }
+    key.verify_pkcs1v15_sha256(&dtls_binding_message(fingerprint), signature)
+        .map_err(|_| super::ChannelError::DtlsBinding("bad signature"))
+}
 
 /// `"peersm link auth v1\0" || CHALLENGE (32) || PEER_ID (20)`, signed with
 /// RSASSA-PKCS1-v1_5 / SHA-256. The fresh challenge stops replays; the

@@ -24,7 +24,7 @@ use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_
 /// What the initiator requires of the responder's CERTS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponderCheck {
-    /// Nothing (a Peersm bridge over WebSocket, until bridges send CERTS).
+    /// Nothing: the responder stays unverified.
     None,
     /// A Tor relay over TLS: its certificates must prove its identities and
     /// certify `tls_cert` (DER), the certificate of this TLS connection.
@@ -39,6 +39,13 @@ pub enum ResponderCheck {
     /// certified ntor key (`verify_bridge_certs`), optionally a known RSA
     /// identity.
     Bridge { now: i64, rsa_id: Option<[u8; 20]> },
+    /// Another tab over WebRTC: its CERTS must hold the identity `id`
+    /// (PEERSM_RSA_SPKI) and bind it to `dtls_fingerprint`, the remote
+    /// fingerprint of this connection's SDP (PEERSM_DTLS_BINDING).
+    Peer {
+        id: PeerId,
+        dtls_fingerprint: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +106,11 @@ pub struct LinkInitiator {
     slog: Transcript,
     slog_at_challenge: Option<[u8; 32]>,
     clog: Transcript,
+    /// Certificates sent along with ours when we authenticate (a tab's DTLS
+    /// binding on WebRTC links).
+    extra_certs: Vec<CertEntry>,
+    /// The responder's proven identity (`ResponderCheck::Peer`).
+    peer_key: Option<crate::crypto::RsaIdentityKey>,
     /// Cells that arrived while we waited for our signature.
     held: Vec<RawCell>,
     outbox: VecDeque<Vec<u8>>,
@@ -128,6 +140,8 @@ impl LinkInitiator {
             challenge: None,
             responder_netinfo: None,
             relay_auth: None,
+            extra_certs: Vec::new(),
+            peer_key: None,
             slog: Transcript::default(),
             slog_at_challenge: None,
             clog,
@@ -135,6 +149,17 @@ impl LinkInitiator {
             outbox: VecDeque::from([versions]),
             events: VecDeque::new(),
         })
+    }
+
+    /// Sends `certs` with our identity certificate when we authenticate.
+    pub fn with_extra_certs(mut self, certs: Vec<CertEntry>) -> Self {
+        self.extra_certs = certs;
+        self
+    }
+
+    /// The responder's identity key, once proven (`ResponderCheck::Peer`).
+    pub fn peer_key(&self) -> Option<&crate::crypto::RsaIdentityKey> {
+        self.peer_key.as_ref()
     }
 
     /// Authenticate as a Tor relay (AUTH0003) when the responder offers it;
@@ -228,6 +253,23 @@ impl LinkInitiator {
                     ResponderCheck::Bridge { now, rsa_id } => {
                         self.bridge = Some(verify_bridge_certs(&certs, *now, rsa_id.as_ref())?);
                     }
+                    ResponderCheck::Peer {
+                        id,
+                        dtls_fingerprint,
+                    } => {
+                        let spki = certs
+                            .get(cert_type::PEERSM_RSA_SPKI)
+                            .ok_or(ChannelError::MissingIdentity)?;
+                        let key = crate::crypto::RsaIdentityKey::from_spki(spki)?;
+                        if key.id() != *id {
+                            return Err(ChannelError::WrongPeer(key.id().to_hex()));
+                        }
+                        let binding = certs
+                            .get(cert_type::PEERSM_DTLS_BINDING)
+                            .ok_or(ChannelError::DtlsBinding("missing"))?;
+                        super::verify_dtls_binding(binding, dtls_fingerprint, &key)?;
+                        self.peer_key = Some(key);
+                    }
                     ResponderCheck::None => {}
                 }
             }
@@ -238,6 +280,7 @@ impl LinkInitiator {
                 let unproven = match self.check {
                     ResponderCheck::TorRelay { .. } => self.relay.is_none(),
                     ResponderCheck::Bridge { .. } => self.bridge.is_none(),
+                    ResponderCheck::Peer { .. } => self.peer_key.is_none(),
                     ResponderCheck::None => false,
                 };
                 if unproven {
@@ -322,12 +365,13 @@ impl LinkInitiator {
             .identity_spki
             .clone()
             .ok_or(ChannelError::MissingIdentity)?;
-        let certs = Certs {
+        let mut certs = Certs {
             certs: vec![CertEntry {
                 cert_type: cert_type::PEERSM_RSA_SPKI,
                 body: spki,
             }],
         };
+        certs.certs.extend(self.extra_certs.iter().cloned());
         let auth = Authenticate {
             method: auth_method::PEERSM_RSA_SHA256,
             authentication: signature,

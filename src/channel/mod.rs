@@ -13,7 +13,7 @@ mod responder;
 pub mod tor_auth;
 pub mod tor_certs;
 
-pub use auth::peersm_auth_message;
+pub use auth::{dtls_binding_cert, dtls_binding_message, peersm_auth_message, verify_dtls_binding};
 pub use frames::{decode_frame, encode_cells, whole_cells_len};
 pub use initiator::{InitiatorEvent, LinkInitiator, ResponderCheck};
 pub use responder::{AuthenticatedPeer, LinkResponder, ResponderEvent};
@@ -46,6 +46,10 @@ pub enum ChannelError {
     FrameTooLarge(usize),
     #[error("relay certificates: {0}")]
     RelayCerts(#[from] tor_certs::TorCertsError),
+    #[error("DTLS binding: {0}")]
+    DtlsBinding(&'static str),
+    #[error("the peer proved identity {0}, not the one asked for")]
+    WrongPeer(String),
     #[error("link already failed or closed")]
     Closed,
     #[error("the system random source failed")]

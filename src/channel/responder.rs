@@ -60,6 +60,11 @@ pub struct LinkResponder {
     authenticated: Option<AuthenticatedPeer>,
     /// Our own certificates, for Tor relays (sent after VERSIONS).
     our_certs: Option<Certs>,
+    /// On a WebRTC link: the initiator must be this peer and bind its
+    /// identity to this DTLS fingerprint (from the remote SDP).
+    expected_peer: Option<(PeerId, String)>,
+    /// The initiator's PEERSM_DTLS_BINDING, checked at AUTHENTICATE.
+    presented_binding: Option<Vec<u8>>,
     outbox: VecDeque<Vec<u8>>,
     events: VecDeque<ResponderEvent>,
 }
@@ -83,6 +88,8 @@ impl LinkResponder {
             presented_key: None,
             authenticated: None,
             our_certs: None,
+            expected_peer: None,
+            presented_binding: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -91,6 +98,13 @@ impl LinkResponder {
     /// Presents `certs` (a Tor relay's CERTS) in the handshake.
     pub fn with_certs(mut self, certs: Certs) -> Self {
         self.our_certs = Some(certs);
+        self
+    }
+
+    /// Requires the initiator to authenticate as `peer` and to bind that
+    /// identity to `dtls_fingerprint` (WebRTC links between tabs).
+    pub fn expect_peer(mut self, peer: PeerId, dtls_fingerprint: String) -> Self {
+        self.expected_peer = Some((peer, dtls_fingerprint));
         self
     }
 
@@ -148,6 +162,9 @@ impl LinkResponder {
                 if let Some(spki) = certs.get(cert_type::PEERSM_RSA_SPKI) {
                     self.presented_key = Some(RsaIdentityKey::from_spki(spki)?);
                 }
+                self.presented_binding = certs
+                    .get(cert_type::PEERSM_DTLS_BINDING)
+                    .map(<[u8]>::to_vec);
             }
             (State::AwaitInitiatorNetinfo, command::AUTHENTICATE)
                 if self.authenticated.is_none() =>
@@ -159,6 +176,9 @@ impl LinkResponder {
                 Netinfo::from_cell(&cell)?;
                 if self.presented_key.is_some() && self.authenticated.is_none() {
                     // CERTS without AUTHENTICATE proves nothing (tor-spec §4.4).
+                    return Err(ChannelError::MissingIdentity);
+                }
+                if self.expected_peer.is_some() && self.authenticated.is_none() {
                     return Err(ChannelError::MissingIdentity);
                 }
                 self.state = State::Open;
@@ -213,6 +233,16 @@ impl LinkResponder {
             .ok_or(ChannelError::MissingIdentity)?;
         let message = peersm_auth_message(&self.challenge, &key.id());
         key.verify_pkcs1v15_sha256(&message, &auth.authentication)?;
+        if let Some((peer, fingerprint)) = &self.expected_peer {
+            if key.id() != *peer {
+                return Err(ChannelError::WrongPeer(key.id().to_hex()));
+            }
+            let binding = self
+                .presented_binding
+                .as_deref()
+                .ok_or(ChannelError::DtlsBinding("missing"))?;
+            super::verify_dtls_binding(binding, fingerprint, &key)?;
+        }
         self.authenticated = Some(AuthenticatedPeer { id: key.id(), key });
         Ok(())
     }

@@ -243,3 +243,128 @@ fn garbage_never_panics_either_side() {
             .handle_frame(&frame);
     }
 }
+
+/// A tab's WebRTC link: both ends prove their IDs and bind them to the
+/// DTLS fingerprints of the SDPs (PEERSM_DTLS_BINDING).
+mod webrtc_links {
+    use super::*;
+    use crate::crypto::PeerId;
+
+    const FP_A: &str = "sha-256 AA:AA:AA";
+    const FP_B: &str = "sha-256 BB:BB:BB";
+
+    fn binding(private: &PrivateKey, fp: &str) -> CertEntry {
+        let sig = private
+            .pkcs1v15_sign::<Sha256>(&dtls_binding_message(fp))
+            .unwrap();
+        CertEntry {
+            cert_type: cert_type::PEERSM_DTLS_BINDING,
+            body: dtls_binding_cert(fp, &sig).unwrap(),
+        }
+    }
+
+    struct Tab {
+        private: PrivateKey,
+        spki: Vec<u8>,
+        id: PeerId,
+    }
+
+    fn tab() -> Tab {
+        let (private, spki) = key();
+        Tab {
+            id: PeerId::from_spki(&spki),
+            private,
+            spki,
+        }
+    }
+
+    /// `a` offers to the peer it believes is `expected_b`; `b` answers
+    /// believing it talks to `expected_a`. Returns both sides' outcome.
+    fn link(
+        a: &Tab,
+        b: &Tab,
+        expected_b: PeerId,
+        expected_a: PeerId,
+        b_binds: &str,
+    ) -> (
+        Result<(), ChannelError>,
+        Result<Option<PeerId>, ChannelError>,
+    ) {
+        let check = ResponderCheck::Peer {
+            id: expected_b,
+            dtls_fingerprint: FP_B.into(),
+        };
+        let mut init = LinkInitiator::new(Some(a.spki.clone()), check)
+            .unwrap()
+            .with_extra_certs(vec![binding(&a.private, FP_A)]);
+        let certs = Certs {
+            certs: vec![
+                CertEntry {
+                    cert_type: cert_type::PEERSM_RSA_SPKI,
+                    body: b.spki.clone(),
+                },
+                binding(&b.private, b_binds),
+            ],
+        };
+        let mut resp = responder()
+            .with_certs(certs)
+            .expect_peer(expected_a, FP_A.into());
+        let mut init_result = Ok(());
+        let mut resp_result = Ok(None);
+        for _ in 0..10 {
+            while let Some(f) = init.poll_transmit() {
+                if let Err(e) = resp.handle_frame(&f) {
+                    resp_result = Err(e);
+                }
+            }
+            while let Some(f) = resp.poll_transmit() {
+                if let Err(e) = init.handle_frame(&f) {
+                    init_result = Err(e);
+                }
+            }
+            while let Some(e) = init.poll_event() {
+                if let InitiatorEvent::SignatureNeeded(m) = e {
+                    let sig = a.private.pkcs1v15_sign::<Sha256>(&m).unwrap();
+                    if let Err(e) = init.handle_signature(sig) {
+                        init_result = Err(e);
+                    }
+                }
+            }
+            while let Some(e) = resp.poll_event() {
+                if let ResponderEvent::Open { peer, .. } = e {
+                    resp_result = Ok(peer.map(|p| p.id));
+                }
+            }
+        }
+        (init_result, resp_result)
+    }
+
+    #[test]
+    fn both_ends_prove_their_ids_bound_to_dtls() {
+        let (a, b) = (tab(), tab());
+        let (init, resp) = link(&a, &b, b.id, a.id, FP_B);
+        init.unwrap();
+        assert_eq!(resp.unwrap(), Some(a.id));
+    }
+
+    #[test]
+    fn a_forged_introduction_cannot_link_another_id() {
+        let (a, b, c) = (tab(), tab(), tab());
+        // a asked for c; whoever answers proves b: a refuses.
+        let (init, _) = link(&a, &b, c.id, a.id, FP_B);
+        assert!(matches!(init, Err(ChannelError::WrongPeer(_))), "{init:?}");
+        // b was told a wants it, but c offers: b refuses.
+        let (_, resp) = link(&c, &b, b.id, a.id, FP_B);
+        assert!(matches!(resp, Err(ChannelError::WrongPeer(_))), "{resp:?}");
+    }
+
+    #[test]
+    fn a_binding_to_another_dtls_certificate_is_refused() {
+        let (a, b) = (tab(), tab());
+        let (init, _) = link(&a, &b, b.id, a.id, "sha-256 CC:CC:CC");
+        assert!(
+            matches!(init, Err(ChannelError::DtlsBinding(_))),
+            "{init:?}"
+        );
+    }
+}

@@ -58,6 +58,11 @@ pub enum CircuitEvent {
     StreamWritable {
         stream_id: u16,
     },
+    /// A Peersm control message from hop `hop` (docs/PROTOCOL.md "Mesh").
+    Control {
+        hop: usize,
+        message: crate::cell::ControlMessage,
+    },
     /// The circuit is gone. `by_us` when we sent the DESTROY.
     Destroyed {
         reason: u8,
@@ -97,6 +102,8 @@ pub struct ClientCircuit {
     next_stream_id: u16,
     outbox: VecDeque<RawCell>,
     events: VecDeque<CircuitEvent>,
+    /// Control messages being reassembled, by hop.
+    control: BTreeMap<usize, crate::cell::ControlReassembler>,
 }
 
 impl ClientCircuit {
@@ -112,6 +119,7 @@ impl ClientCircuit {
             next_stream_id: 1,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            control: BTreeMap::new(),
         }
     }
 
@@ -212,6 +220,19 @@ impl ClientCircuit {
             true,
         )?;
         self.pending = Pending::Ntor { client };
+        Ok(())
+    }
+
+    /// Sends a Peersm control message to the last hop.
+    pub fn send_control(
+        &mut self,
+        message: &crate::cell::ControlMessage,
+    ) -> Result<(), CircuitError> {
+        self.check_usable()?;
+        let hop = self.hop_count() - 1;
+        for fragment in message.fragments()? {
+            self.send_relay(hop, RelayCell::new(message.command(), 0, fragment), false)?;
+        }
         Ok(())
     }
 
@@ -569,6 +590,12 @@ impl ClientCircuit {
                     stream_id,
                     reason: end_reason_of(&msg.data),
                 });
+            }
+            c if relay_command::is_peersm_control(c) && stream_id == 0 => {
+                if let Some(message) = self.control.entry(hop).or_default().push(c, &msg.data)? {
+                    self.events
+                        .push_back(CircuitEvent::Control { hop, message });
+                }
             }
             // Padding and commands we do not use are dropped (tor-spec §6.1).
             _ => {}

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::cell::{destroy_reason, end_reason, LinkSpec, RawCell};
+use crate::cell::{destroy_reason, end_reason, ControlMessage, LinkSpec, RawCell};
 
 use super::client::{CircuitEvent, ClientCircuit, StreamTarget};
 use super::CircuitError;
@@ -35,6 +35,8 @@ pub enum MuxEvent {
     },
     /// The circuit died (DESTROY either way, or the link closed).
     CircuitClosed { circ: u32, reason: u8 },
+    /// A Peersm control message from the circuit's last hop.
+    Control { circ: u32, message: ControlMessage },
 }
 
 #[derive(Default)]
@@ -127,6 +129,19 @@ impl ClientMux {
             .or_default()
             .extend_from_slice(data);
         self.push_unsent(circ, stream);
+    }
+
+    /// Sends a Peersm control message to the circuit's last hop.
+    pub fn send_control(
+        &mut self,
+        circ: u32,
+        message: &ControlMessage,
+    ) -> Result<(), CircuitError> {
+        let c = self
+            .circuits
+            .get_mut(&circ)
+            .ok_or(CircuitError::Destroyed)?;
+        c.send_control(message)
     }
 
     /// Closes a stream from our side (END DONE); no event follows.
@@ -275,6 +290,9 @@ impl ClientMux {
                 self.stream_over((circ, stream_id), reason)
             }
             CircuitEvent::StreamWritable { stream_id } => self.push_unsent(circ, stream_id),
+            CircuitEvent::Control { message, .. } => {
+                self.events.push_back(MuxEvent::Control { circ, message })
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! next hop out of `poll_cell_forward`; what needs the platform (opening a
 //! channel, connecting a socket) is a `RelayEvent`.
 
+use crate::cell::{ControlMessage, ControlReassembler};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
@@ -47,6 +48,8 @@ pub enum RelayEvent {
     StreamWritable {
         stream_id: u16,
     },
+    /// A Peersm control message from the client (docs/PROTOCOL.md "Mesh").
+    Control(ControlMessage),
     /// The circuit is gone; the adapter drops it and, if it was extended,
     /// tells the next hop (a DESTROY is already in `poll_cell_forward`).
     Destroyed {
@@ -76,6 +79,7 @@ pub struct RelayCircuit {
     back: VecDeque<RawCell>,
     forward: VecDeque<RawCell>,
     events: VecDeque<RelayEvent>,
+    control: ControlReassembler,
 }
 
 impl RelayCircuit {
@@ -88,6 +92,7 @@ impl RelayCircuit {
             extending: false,
             relay_early_seen: 0,
             streams: BTreeMap::new(),
+            control: ControlReassembler::default(),
             destroyed: false,
             back: VecDeque::new(),
             forward: VecDeque::new(),
@@ -312,6 +317,11 @@ impl RelayCircuit {
                 ))?;
             }
             relay_command::DROP => {}
+            c if relay_command::is_peersm_control(c) && stream_id == 0 => {
+                if let Some(message) = self.control.push(c, &msg.data)? {
+                    self.events.push_back(RelayEvent::Control(message));
+                }
+            }
             // Commands we do not serve get an END on their stream, or are dropped.
             _ if stream_id != 0 => {
                 self.originate(RelayCell::new(
@@ -462,6 +472,17 @@ impl RelayCircuit {
             });
         }
         self.events.push_back(RelayEvent::Destroyed { reason });
+    }
+
+    /// Sends a Peersm control message back to the client.
+    pub fn send_control(&mut self, message: &ControlMessage) -> Result<(), CircuitError> {
+        if self.destroyed {
+            return Err(CircuitError::Destroyed);
+        }
+        for fragment in message.fragments()? {
+            self.originate(RelayCell::new(message.command(), 0, fragment))?;
+        }
+        Ok(())
     }
 
     fn originate(&mut self, cell: RelayCell) -> Result<(), CircuitError> {

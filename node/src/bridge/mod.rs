@@ -5,6 +5,7 @@
 //! (tabs build circuits through it) and lists the relays behind it
 //! (`relays`): embedded ones and those that join with `POST /relays`.
 
+pub mod mesh;
 mod registry;
 pub mod relays;
 mod ws_link;
@@ -48,6 +49,7 @@ impl BridgeConfig {
         let options = RelayOptions {
             exit_bind: None,
             relay_list: Some(directory.list.clone()),
+            mesh: Some(Arc::new(mesh::MeshService::default())),
         };
         let relay = Relay::with_options(RelayKeys::generate()?, "reject *:*".parse()?, options)?;
         Ok(BridgeConfig {

@@ -115,6 +115,7 @@ pub async fn start_embedded_relays(
         let options = RelayOptions {
             exit_bind: if is_exit { exit_bind } else { None },
             relay_list: None,
+            mesh: None,
         };
         let relay = Relay::with_options(RelayKeys::generate()?, policy, options)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -104,6 +104,7 @@ async fn drive(
     let mut link =
         LinkResponder::new(challenge, unix_time, Some(remote.ip()), Vec::new()).with_certs(certs);
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut peer_key = None;
     let (evict_tx, mut evict_rx) = oneshot::channel::<()>();
     let mut evict_tx = Some(evict_tx);
 
@@ -144,6 +145,7 @@ async fn drive(
                     Some(p) => {
                         tracing::info!(%remote, peer = %p.id, link_version, "peer linked and authenticated");
                         *peer_id = Some(p.id);
+                        peer_key = Some((p.id, p.key.modulus()));
                         if let Some(tx) = evict_tx.take() {
                             registry.register(p.id, remote, link_no, tx);
                         }
@@ -164,7 +166,8 @@ async fn drive(
                 evict: peer_id.is_some().then_some(&mut evict_rx),
                 closed_by_peer: false,
             };
-            let result = run_channel(relay.clone(), &mut transport, early_cells).await;
+            let result =
+                run_channel(relay.clone(), &mut transport, early_cells, peer_key.take()).await;
             return match result {
                 Ok(()) if transport.closed_by_peer => {
                     Closing::new(close_code::NORMAL, "closed by peer")

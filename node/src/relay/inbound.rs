@@ -9,8 +9,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use peersm::cell::{command, create::destroy_cell, destroy_reason, end_reason, Created2, RawCell};
+use peersm::cell::{
+    command, create::destroy_cell, destroy_reason, end_reason, ControlMessage, Created2, RawCell,
+};
 use peersm::circuit::{RelayCircuit, RelayEvent, StreamTarget};
+use peersm::crypto::PeerId;
 use tokio::sync::mpsc;
 
 use super::dir_service::DirRequest;
@@ -70,6 +73,12 @@ pub enum ToInbound {
         back_circ: u32,
         stream: u16,
     },
+    /// A control message for the client of circuit `back_circ` (the mesh
+    /// service forwarding an introduction).
+    Control {
+        back_circ: u32,
+        message: ControlMessage,
+    },
 }
 
 /// Runs an open channel until it closes; `early_cells` arrived with the
@@ -78,10 +87,12 @@ pub async fn run_channel<T: CellTransport>(
     relay: Arc<Relay>,
     transport: &mut T,
     early_cells: Vec<RawCell>,
+    peer: Option<(PeerId, Vec<u8>)>,
 ) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut actor = Inbound {
         relay,
+        peer,
         tx,
         circuits: HashMap::new(),
         next: HashMap::new(),
@@ -127,6 +138,8 @@ pub async fn run_channel<T: CellTransport>(
 
 struct Inbound {
     relay: Arc<Relay>,
+    /// The peer that authenticated this link (tabs) and its key's modulus.
+    peer: Option<(PeerId, Vec<u8>)>,
     tx: mpsc::UnboundedSender<ToInbound>,
     circuits: HashMap<u32, RelayCircuit>,
     /// back circuit id → the next hop's channel and circuit id there.
@@ -246,6 +259,11 @@ impl Inbound {
                     .or_default()
                     .extend_from_slice(&data);
                 self.push_unsent(back_circ, stream);
+            }
+            ToInbound::Control { back_circ, message } => {
+                if let Some(c) = self.circuits.get_mut(&back_circ) {
+                    let _ = c.send_control(&message);
+                }
             }
             ToInbound::ExitClosed { back_circ, stream } => {
                 // END only after every byte the server sent is in the circuit.
@@ -385,7 +403,21 @@ impl Inbound {
                 self.closing.remove(&(back_circ, stream_id));
             }
             RelayEvent::StreamWritable { stream_id } => self.push_unsent(back_circ, stream_id),
+            RelayEvent::Control(message) => {
+                let Some(mesh) = self.relay.options.mesh.clone() else {
+                    return;
+                };
+                let from = self.peer.as_ref().map(|(id, m)| (*id, m.as_slice()));
+                if let Some(reply) = mesh.handle(from, &self.tx, back_circ, message) {
+                    if let Some(c) = self.circuits.get_mut(&back_circ) {
+                        let _ = c.send_control(&reply);
+                    }
+                }
+            }
             RelayEvent::Destroyed { .. } => {
+                if let Some(mesh) = &self.relay.options.mesh {
+                    mesh.circuit_closed(&self.tx, back_circ);
+                }
                 self.next.remove(&back_circ);
                 self.exits.retain(|(c, _), _| *c != back_circ);
                 self.dir_requests.retain(|(c, _), _| *c != back_circ);

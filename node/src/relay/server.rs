@@ -32,6 +32,8 @@ pub struct RelayOptions {
     /// Served at `RELAY_LIST_PATH` through BEGIN_DIR (bridges); without
     /// it BEGIN_DIR is refused.
     pub relay_list: Option<Arc<RwLock<Vec<ListedRelay>>>>,
+    /// Registrations and introductions between tabs (bridges).
+    pub mesh: Option<Arc<crate::bridge::mesh::MeshService>>,
 }
 
 pub struct Relay {
@@ -168,7 +170,7 @@ async fn handle_channel(tcp: TcpStream, peer: SocketAddr, relay: Arc<Relay>) -> 
         inbuf,
         chunk,
     };
-    run_channel(relay, &mut transport, early_cells).await
+    run_channel(relay, &mut transport, early_cells, None).await
 }
 
 /// Cells over the TLS byte stream: whole cells are cut from what arrives.

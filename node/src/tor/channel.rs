@@ -523,6 +523,8 @@ impl Actor {
                     self.unsent.remove(&(circ, stream_id));
                 }
                 CircuitEvent::StreamWritable { stream_id } => self.push_unsent(circ, stream_id),
+                // Peersm control messages come from bridges, not Tor relays.
+                CircuitEvent::Control { .. } => {}
             }
         }
     }

@@ -1,0 +1,267 @@
+//! Peersm's control messages between a tab and its bridge (docs/PROTOCOL.md
+//! "Mesh"): finding peers close to an ID and introducing two tabs to each
+//! other (an SDP offer one way, the answer back). They ride relay cells on
+//! stream 0 of a one-hop circuit; a message longer than one relay cell
+//! (SDPs are) is cut into fragments: `MORE (1) | DATA`, MORE = 1 while
+//! more fragments follow.
+
+use super::{relay_command, CellError, Reader, RELAY_DATA_LEN};
+use crate::crypto::PeerId;
+
+/// Largest control message once reassembled.
+pub const MAX_CONTROL_LEN: usize = 16 * 1024;
+/// Most peers one DB_FOUND_PEER lists.
+pub const MAX_FOUND_PEERS: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlMessage {
+    /// `TARGET (20) | MODULUS_LEN (2) | MODULUS`: find peers close to
+    /// TARGET; the sender's identity modulus comes along so that the
+    /// answerer can register it (a bridge checks it against the link's
+    /// authenticated key). Also registers this circuit as the sender's
+    /// control circuit, on which introductions reach it.
+    FindPeer { target: PeerId, modulus: Vec<u8> },
+    /// `N (1) | N × (ID (20) | BRIDGE_LEN (1) | BRIDGE)`: peers close to the
+    /// target and the bridge that can introduce each (empty: this bridge).
+    FoundPeer { peers: Vec<(PeerId, String)> },
+    /// `PEER (20) | SDP_LEN (2) | SDP`: to the bridge, PEER is whom to
+    /// introduce us to; from the bridge, PEER is who wants to link. The
+    /// SDP offer carries every ICE candidate (no trickle).
+    Introduce { peer: PeerId, sdp: String },
+    /// `PEER (20) | SDP_LEN (2) | SDP`: the answer, PEER as above. An empty
+    /// SDP means the introduction failed (unknown peer, refused).
+    Introduced { peer: PeerId, sdp: String },
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) -> Result<(), CellError> {
+    let len = u16::try_from(s.len()).map_err(|_| CellError::TooLong(s.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn utf8(bytes: &[u8], what: &'static str) -> Result<String, CellError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| CellError::Malformed {
+        what,
+        why: "not UTF-8",
+    })
+}
+
+impl ControlMessage {
+    pub fn command(&self) -> u8 {
+        match self {
+            ControlMessage::FindPeer { .. } => relay_command::DB_FIND_PEER,
+            ControlMessage::FoundPeer { .. } => relay_command::DB_FOUND_PEER,
+            ControlMessage::Introduce { .. } => relay_command::INTRODUCE,
+            ControlMessage::Introduced { .. } => relay_command::INTRODUCED,
+        }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, CellError> {
+        let mut out = Vec::new();
+        match self {
+            ControlMessage::FindPeer { target, modulus } => {
+                out.extend_from_slice(&target.0);
+                let len =
+                    u16::try_from(modulus.len()).map_err(|_| CellError::TooLong(modulus.len()))?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(modulus);
+            }
+            ControlMessage::FoundPeer { peers } => {
+                if peers.len() > MAX_FOUND_PEERS {
+                    return Err(CellError::TooLong(peers.len()));
+                }
+                out.push(peers.len() as u8);
+                for (id, bridge) in peers {
+                    out.extend_from_slice(&id.0);
+                    let len =
+                        u8::try_from(bridge.len()).map_err(|_| CellError::TooLong(bridge.len()))?;
+                    out.push(len);
+                    out.extend_from_slice(bridge.as_bytes());
+                }
+            }
+            ControlMessage::Introduce { peer, sdp } | ControlMessage::Introduced { peer, sdp } => {
+                out.extend_from_slice(&peer.0);
+                put_str16(&mut out, sdp)?;
+            }
+        }
+        if out.len() > MAX_CONTROL_LEN {
+            return Err(CellError::TooLong(out.len()));
+        }
+        Ok(out)
+    }
+
+    pub fn decode(command: u8, body: &[u8]) -> Result<ControlMessage, CellError> {
+        let mut r = Reader::new(body);
+        let msg = match command {
+            relay_command::DB_FIND_PEER => {
+                let target = PeerId(r.array::<20>()?);
+                let len = usize::from(r.u16()?);
+                ControlMessage::FindPeer {
+                    target,
+                    modulus: r.take(len)?.to_vec(),
+                }
+            }
+            relay_command::DB_FOUND_PEER => {
+                let n = usize::from(r.u8()?);
+                if n > MAX_FOUND_PEERS {
+                    return Err(CellError::Malformed {
+                        what: "DB_FOUND_PEER",
+                        why: "too many peers",
+                    });
+                }
+                let mut peers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = PeerId(r.array::<20>()?);
+                    let len = usize::from(r.u8()?);
+                    peers.push((id, utf8(r.take(len)?, "DB_FOUND_PEER bridge")?));
+                }
+                ControlMessage::FoundPeer { peers }
+            }
+            relay_command::INTRODUCE | relay_command::INTRODUCED => {
+                let peer = PeerId(r.array::<20>()?);
+                let len = usize::from(r.u16()?);
+                let sdp = utf8(r.take(len)?, "SDP")?;
+                if command == relay_command::INTRODUCE {
+                    ControlMessage::Introduce { peer, sdp }
+                } else {
+                    ControlMessage::Introduced { peer, sdp }
+                }
+            }
+            _ => {
+                return Err(CellError::Malformed {
+                    what: "relay command",
+                    why: "not a Peersm control message",
+                })
+            }
+        };
+        Ok(msg)
+    }
+
+    /// The relay cell bodies (stream 0) that carry this message.
+    pub fn fragments(&self) -> Result<Vec<Vec<u8>>, CellError> {
+        let body = self.encode()?;
+        let chunk = RELAY_DATA_LEN - 1;
+        let pieces: Vec<&[u8]> = if body.is_empty() {
+            vec![&[]]
+        } else {
+            body.chunks(chunk).collect()
+        };
+        let last = pieces.len() - 1;
+        Ok(pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut f = vec![u8::from(i != last)];
+                f.extend_from_slice(p);
+                f
+            })
+            .collect())
+    }
+}
+
+/// Reassembles fragments of control messages on one circuit.
+#[derive(Debug, Default)]
+pub struct ControlReassembler {
+    command: Option<u8>,
+    buf: Vec<u8>,
+}
+
+impl ControlReassembler {
+    /// Takes one fragment; returns the message once complete. A fragment
+    /// of another command mid-message, or a message over
+    /// `MAX_CONTROL_LEN`, is an error (the circuit should close).
+    pub fn push(
+        &mut self,
+        command: u8,
+        fragment: &[u8],
+    ) -> Result<Option<ControlMessage>, CellError> {
+        let bad = |why| CellError::Malformed {
+            what: "control message fragment",
+            why,
+        };
+        let (more, data) = fragment.split_first().ok_or(bad("empty"))?;
+        if self.command.is_some_and(|c| c != command) {
+            return Err(bad("interleaved with another message"));
+        }
+        self.command = Some(command);
+        if self.buf.len() + data.len() > MAX_CONTROL_LEN {
+            return Err(bad("message too long"));
+        }
+        self.buf.extend_from_slice(data);
+        match more {
+            0 => {
+                self.command = None;
+                let body = std::mem::take(&mut self.buf);
+                ControlMessage::decode(command, &body).map(Some)
+            }
+            1 => Ok(None),
+            _ => Err(bad("MORE must be 0 or 1")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(msg: ControlMessage) {
+        let mut r = ControlReassembler::default();
+        let frags = msg.fragments().unwrap();
+        let mut out = None;
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= RELAY_DATA_LEN);
+            let got = r.push(msg.command(), f).unwrap();
+            assert_eq!(got.is_some(), i + 1 == frags.len());
+            out = got;
+        }
+        assert_eq!(out.unwrap(), msg);
+    }
+
+    #[test]
+    fn messages_round_trip_through_fragments() {
+        round_trip(ControlMessage::FindPeer {
+            target: PeerId([7; 20]),
+            modulus: vec![0xab; 256],
+        });
+        round_trip(ControlMessage::FoundPeer {
+            peers: vec![
+                (PeerId([1; 20]), String::new()),
+                (PeerId([2; 20]), "ws://b/bridge".into()),
+            ],
+        });
+        let sdp = "v=0\r\na=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n".repeat(40);
+        assert!(sdp.len() > 2 * RELAY_DATA_LEN);
+        round_trip(ControlMessage::Introduce {
+            peer: PeerId([3; 20]),
+            sdp: sdp.clone(),
+        });
+        round_trip(ControlMessage::Introduced {
+            peer: PeerId([4; 20]),
+            sdp: String::new(),
+        });
+    }
+
+    #[test]
+    fn bad_fragments_are_errors() {
+        let mut r = ControlReassembler::default();
+        assert!(r.push(relay_command::INTRODUCE, &[]).is_err());
+        let mut r = ControlReassembler::default();
+        r.push(relay_command::INTRODUCE, &[1, 0, 0]).unwrap();
+        assert!(r.push(relay_command::INTRODUCED, &[0]).is_err());
+        let mut r = ControlReassembler::default();
+        assert!(r.push(relay_command::INTRODUCE, &[2]).is_err());
+        let mut r = ControlReassembler::default();
+        let big = vec![1u8; RELAY_DATA_LEN];
+        let mut failed = false;
+        for _ in 0..40 {
+            if r.push(relay_command::INTRODUCE, &big).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "an endless message is refused");
+        assert!(ControlMessage::decode(relay_command::DB_FOUND_PEER, &[21]).is_err());
+        assert!(ControlMessage::decode(relay_command::INTRODUCE, &[0; 21]).is_err());
+    }
+}
