@@ -68,6 +68,17 @@ try {
   $('bridge').textContent = peer.bridge;
   showStatus(peer.status);
   peer.on('status', showStatus);
+  // The bridge's proven identity and this tab's WebRTC links to other tabs.
+  setInterval(() => {
+    $('bridge-id').textContent = peer.bridgeFingerprint ?? '…';
+    const items = peer.peers().map((p) => {
+      const li = document.createElement('li');
+      li.textContent = `${p.id} — ${p.state}`;
+      li.dataset.state = p.state;
+      return li;
+    });
+    $('peers').replaceChildren(...items);
+  }, 1000);
   $('fetch-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     download(peer, $('url').value);

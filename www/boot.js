@@ -9,23 +9,12 @@ export function bridgeUrlFor(origin) {
   return url.href;
 }
 
-// The bridge's identity as it reports it: the tab then requires the bridge
-// to prove that identity in the link handshake (CERTS).
-async function bridgeFingerprint(origin) {
-  try {
-    const status = await (await fetch(new URL('/status', origin))).json();
-    return status.bridge && status.bridge.fingerprint;
-  } catch (err) {
-    console.warn('Peersm: no bridge fingerprint from /status, not pinning', err);
-    return undefined;
-  }
-}
-
 export async function startPeer(origin) {
   await init({ module_or_path: new URL('./pkg/peersm_bg.wasm', import.meta.url) });
-  const url = bridgeUrlFor(origin);
-  const fingerprint = await bridgeFingerprint(origin);
-  const peer = await Peer.start({ bridges: [fingerprint ? { url, fingerprint } : url] });
+  // Not pinned to a fingerprint: the bridge serving this page may restart
+  // with a new identity. The link still makes the bridge prove the identity
+  // it claims (CERTS, then ntor); peer.bridgeFingerprint tells which.
+  const peer = await Peer.start({ bridges: [bridgeUrlFor(origin)] });
   window.peersm = peer;
   window.dispatchEvent(new CustomEvent('peersm:ready', { detail: peer }));
   return peer;

@@ -18,7 +18,7 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use super::identity::SessionIdentity;
 use super::log;
-use crate::cell::{CircIdLen, LinkSpec};
+use crate::cell::{CircIdLen, ControlMessage, LinkSpec};
 use crate::channel::tor_certs::BridgeIdentity;
 use crate::channel::{encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
 use crate::circuit::{ClientMux, MuxEvent, StreamTarget};
@@ -59,6 +59,8 @@ struct LinkState {
     hop_waiters: HashMap<u32, oneshot::Sender<Result<(), String>>>,
     open_waiters: HashMap<(u32, u16), oneshot::Sender<Result<(), String>>>,
     streams: HashMap<(u32, u16), mpsc::UnboundedSender<StreamEvent>>,
+    /// Where control messages arriving on each circuit go.
+    control: HashMap<u32, mpsc::UnboundedSender<ControlMessage>>,
 }
 
 /// Keeps the WebSocket and its callbacks alive; dropping it closes the link.
@@ -89,6 +91,7 @@ impl BridgeLink {
             hop_waiters: HashMap::new(),
             open_waiters: HashMap::new(),
             streams: HashMap::new(),
+            control: HashMap::new(),
         }));
 
         let on_open = {
@@ -246,6 +249,7 @@ fn report_closed(state: &Rc<RefCell<LinkState>>, sink: &UpdateSink, reason: Stri
         }
         s.closed = true;
         s.mux.link_closed();
+        s.control.clear();
     }
     let _ = flush(state);
     sink(LinkUpdate::Closed { reason });
@@ -298,7 +302,14 @@ fn flush(state: &Rc<RefCell<LinkState>>) -> Result<(), String> {
                     let _ = tx.unbounded_send(StreamEvent::Ended { reason });
                 }
             }
+            MuxEvent::Control { circ, message } => {
+                if let Some(tx) = s.control.get(&circ) {
+                    let _ = tx.unbounded_send(message);
+                }
+            }
             MuxEvent::CircuitClosed { circ, reason } => {
+                // Dropping the sender ends the control receiver's stream.
+                s.control.remove(&circ);
                 if let Some(w) = s.hop_waiters.remove(&circ) {
                     let _ = w.send(Err(format!("circuit closed (reason {reason})")));
                 }
@@ -408,6 +419,17 @@ impl TorLink {
             m.destroy(circ);
             Ok(())
         });
+    }
+
+    /// Control messages that arrive on `circ` from now on.
+    pub(crate) fn control_messages(&self, circ: u32) -> mpsc::UnboundedReceiver<ControlMessage> {
+        let (tx, rx) = mpsc::unbounded();
+        self.state.borrow_mut().control.insert(circ, tx);
+        rx
+    }
+
+    pub(crate) fn send_control(&self, circ: u32, message: &ControlMessage) -> Result<(), String> {
+        self.run(|m| m.send_control(circ, message))
     }
 
     pub(crate) fn is_alive(&self, circ: u32) -> bool {

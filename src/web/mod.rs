@@ -9,6 +9,7 @@ mod fetch;
 pub mod identity;
 mod js;
 mod log;
+mod mesh;
 mod peer;
 mod store;
 

@@ -16,6 +16,7 @@ use super::fetch::{self, FetchOptions, FetchResponse};
 use super::identity::SessionIdentity;
 use super::js::{get, js_error, set, set_timeout};
 use super::log;
+use super::mesh::{self, SharedMesh};
 
 /// First reconnection delay; doubles each failed attempt up to the maximum.
 const RECONNECT_BASE_MS: i32 = 500;
@@ -61,6 +62,9 @@ struct StartOptions {
     bridges: Vec<BridgeSpec>,
     #[serde(default = "default_true")]
     reconnect: bool,
+    /// Link to other tabs over WebRTC (introduced by the bridge).
+    #[serde(default = "default_true")]
+    mesh: bool,
 }
 
 fn default_true() -> bool {
@@ -79,6 +83,10 @@ struct Inner {
     retired: Option<BridgeLink>,
     stopped: bool,
     listeners: Vec<(String, Function)>,
+    /// Links to other tabs.
+    mesh: SharedMesh,
+    /// Whether to join the mesh through the bridge (default true).
+    join_mesh: bool,
 }
 
 #[wasm_bindgen]
@@ -133,6 +141,8 @@ impl Peer {
             retired: None,
             stopped: false,
             listeners: Vec::new(),
+            mesh: SharedMesh::default(),
+            join_mesh: options.mesh,
         }));
         connect(&inner);
         Ok(Peer { inner })
@@ -172,6 +182,21 @@ impl Peer {
     #[wasm_bindgen(getter, js_name = bridgeFingerprint)]
     pub fn bridge_fingerprint(&self) -> Option<String> {
         current_tor(&self.inner).map(|t| hex::encode_upper(t.bridge.relay.rsa_id))
+    }
+
+    /// This tab's links to other tabs: `[{ id, state, bridge }]`, state
+    /// 'introducing' | 'connecting' | 'open'.
+    pub fn peers(&self) -> Result<js_sys::Array, JsValue> {
+        let bridge = self.bridge();
+        let out = js_sys::Array::new();
+        for (id, state) in mesh::snapshot(&self.inner.borrow().mesh) {
+            let o = js_sys::Object::new();
+            set(&o, "id", &JsValue::from_str(&id.to_hex()))?;
+            set(&o, "state", &JsValue::from_str(state))?;
+            set(&o, "bridge", &JsValue::from_str(&bridge))?;
+            out.push(&o);
+        }
+        Ok(out)
     }
 
     /// The relays behind the bridge: `[{ nickname, address, fingerprint,
@@ -266,6 +291,8 @@ impl Peer {
         if let Some(link) = link {
             link.close();
         }
+        let mesh = self.inner.borrow().mesh.clone();
+        mesh::close_all(&mesh);
         set_status(&self.inner, PeerStatus::Disconnected);
     }
 }
@@ -308,6 +335,18 @@ fn on_link_update(inner: &Rc<RefCell<Inner>>, update: LinkUpdate) {
         LinkUpdate::Open => {
             inner.borrow_mut().failed_attempts = 0;
             set_status(inner, PeerStatus::Connected);
+            let (join, tor, mesh, identity) = {
+                let i = inner.borrow();
+                (
+                    i.join_mesh,
+                    current_tor(inner),
+                    i.mesh.clone(),
+                    i.identity.clone(),
+                )
+            };
+            if let (true, Some(tor)) = (join, tor) {
+                wasm_bindgen_futures::spawn_local(mesh::run(mesh, tor, identity));
+            }
         }
         LinkUpdate::Closed { reason } => {
             log::warn(&format!("bridge link lost: {reason}"));

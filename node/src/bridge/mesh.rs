@@ -112,3 +112,96 @@ fn send(to: &ControlCircuit, message: ControlMessage) {
         message,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox() -> (
+        mpsc::UnboundedSender<ToInbound>,
+        mpsc::UnboundedReceiver<ToInbound>,
+    ) {
+        mpsc::unbounded_channel()
+    }
+
+    fn control(rx: &mut mpsc::UnboundedReceiver<ToInbound>) -> Option<(u32, ControlMessage)> {
+        match rx.try_recv().ok()? {
+            ToInbound::Control { back_circ, message } => Some((back_circ, message)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn registration_lookup_and_introductions() {
+        let mesh = MeshService::default();
+        let (a, b, c) = (PeerId([1; 20]), PeerId([2; 20]), PeerId([3; 20]));
+        let (tx_a, mut rx_a) = inbox();
+        let (tx_b, mut rx_b) = inbox();
+        let find = |target| ControlMessage::FindPeer {
+            target,
+            modulus: vec![9; 4],
+        };
+        // Anonymous links and other keys' moduli register nothing.
+        assert_eq!(mesh.handle(None, &tx_a, 5, find(a)), None);
+        assert_eq!(mesh.handle(Some((a, &[8; 4])), &tx_a, 5, find(a)), None);
+        assert_eq!(mesh.registered(), 0);
+
+        let found = mesh.handle(Some((a, &[9; 4])), &tx_a, 5, find(a));
+        assert_eq!(found, Some(ControlMessage::FoundPeer { peers: vec![] }));
+        let found = mesh.handle(Some((b, &[9; 4])), &tx_b, 7, find(b));
+        assert_eq!(
+            found,
+            Some(ControlMessage::FoundPeer {
+                peers: vec![(a, String::new())]
+            })
+        );
+
+        // b introduces itself to a: a's control circuit gets it, from b.
+        let offer = ControlMessage::Introduce {
+            peer: a,
+            sdp: "offer".into(),
+        };
+        assert_eq!(mesh.handle(Some((b, &[9; 4])), &tx_b, 7, offer), None);
+        assert_eq!(
+            control(&mut rx_a),
+            Some((
+                5,
+                ControlMessage::Introduce {
+                    peer: b,
+                    sdp: "offer".into()
+                }
+            ))
+        );
+        // a answers: b's control circuit gets it, from a.
+        let answer = ControlMessage::Introduced {
+            peer: b,
+            sdp: "answer".into(),
+        };
+        assert_eq!(mesh.handle(Some((a, &[9; 4])), &tx_a, 5, answer), None);
+        assert_eq!(
+            control(&mut rx_b),
+            Some((
+                7,
+                ControlMessage::Introduced {
+                    peer: a,
+                    sdp: "answer".into()
+                }
+            ))
+        );
+        // An unknown peer: the introduction fails at once.
+        let to_c = ControlMessage::Introduce {
+            peer: c,
+            sdp: "offer".into(),
+        };
+        assert_eq!(
+            mesh.handle(Some((a, &[9; 4])), &tx_a, 5, to_c),
+            Some(ControlMessage::Introduced {
+                peer: c,
+                sdp: String::new()
+            })
+        );
+        // A closed control circuit unregisters.
+        mesh.circuit_closed(&tx_a, 5);
+        assert_eq!(mesh.registered(), 1);
+    }
+}

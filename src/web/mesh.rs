@@ -1,0 +1,491 @@
+//! The tab's links to other tabs (docs/PROTOCOL.md "Mesh"): through a
+//! control circuit to its bridge it registers (DB_FIND_PEER), learns peers
+//! (DB_FOUND_PEER) and is introduced to them (INTRODUCE / INTRODUCED carry
+//! an SDP offer and answer, every ICE candidate inside). Each link is one
+//! RTCPeerConnection with one reliable data channel carrying the link
+//! protocol: both tabs prove their IDs and bind them to the DTLS
+//! fingerprints of the SDPs, so a forged introduction cannot link a tab to
+//! any ID other than the one it asked for.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use futures_util::StreamExt;
+use js_sys::{ArrayBuffer, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelInit, RtcDataChannelType,
+    RtcIceGatheringState, RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit,
+};
+
+use super::bridge_link::TorLink;
+use super::identity::SessionIdentity;
+use super::js::sleep_ms;
+use super::log;
+use crate::cell::{cert_type, CertEntry, Certs, ControlMessage};
+use crate::channel::{
+    dtls_binding_cert, dtls_binding_message, InitiatorEvent, LinkInitiator, LinkResponder,
+    ResponderCheck, ResponderEvent,
+};
+use crate::crypto::PeerId;
+
+/// How long an introduction may take before the link is dropped.
+const INTRODUCTION_TIMEOUT_MS: i32 = 20_000;
+/// How long ICE gathering may take (loopback and LAN candidates only).
+const GATHER_TIMEOUT_MS: i32 = 5_000;
+/// Links a tab opens by itself when it joins.
+const MAX_INITIAL_LINKS: usize = 8;
+
+/// One link's handshake, whichever side we are.
+enum Handshake {
+    Initiator(Box<LinkInitiator>),
+    Responder(Box<LinkResponder>),
+}
+
+struct PeerLink {
+    state: &'static str,
+    pc: RtcPeerConnection,
+    dc: Option<RtcDataChannel>,
+    handshake: Option<Handshake>,
+    /// Kept alive as long as the link.
+    closures: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        if let Some(dc) = &self.dc {
+            dc.set_onmessage(None);
+            dc.set_onopen(None);
+            dc.set_onclose(None);
+            dc.close();
+        }
+        self.pc.set_ondatachannel(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.close();
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Mesh {
+    links: HashMap<PeerId, PeerLink>,
+    /// Introductions we asked for, waiting for the answer SDP.
+    answers: HashMap<PeerId, oneshot::Sender<String>>,
+}
+
+pub(crate) type SharedMesh = Rc<RefCell<Mesh>>;
+
+/// Closes every link (the peer stops).
+pub(crate) fn close_all(mesh: &SharedMesh) {
+    let links = std::mem::take(&mut mesh.borrow_mut().links);
+    drop(links);
+}
+
+/// `(id, state)` of every link, for `peer.peers()`.
+pub(crate) fn snapshot(mesh: &SharedMesh) -> Vec<(PeerId, &'static str)> {
+    let m = mesh.borrow();
+    let mut out: Vec<(PeerId, &'static str)> =
+        m.links.iter().map(|(id, l)| (*id, l.state)).collect();
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+fn set_state(mesh: &SharedMesh, peer: &PeerId, state: &'static str) {
+    if let Some(l) = mesh.borrow_mut().links.get_mut(peer) {
+        if l.state != state {
+            log::info(&format!("link to {peer}: {state}"));
+        }
+        l.state = state;
+    }
+}
+
+fn drop_link(mesh: &SharedMesh, peer: &PeerId, why: &str) {
+    log::warn(&format!("link to {peer} closed: {why}"));
+    // Dropped later, outside the borrow and outside the link's own
+    // callbacks (which may be the caller): closing may call back.
+    let link = mesh.borrow_mut().links.remove(peer);
+    if let Some(link) = link {
+        wasm_bindgen_futures::spawn_local(async move { drop(link) });
+    }
+}
+
+/// Registers with the bridge through a control circuit, links to the peers
+/// it names, and answers introductions, until the bridge link closes.
+pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIdentity>) {
+    let circ = match tor.create().await {
+        Ok(c) => c,
+        Err(e) => return log::warn(&format!("mesh: no control circuit: {e}")),
+    };
+    let mut messages = tor.control_messages(circ);
+    let find = ControlMessage::FindPeer {
+        target: identity.id(),
+        modulus: identity.modulus(),
+    };
+    if let Err(e) = tor.send_control(circ, &find) {
+        return log::warn(&format!("mesh: cannot register: {e}"));
+    }
+    while let Some(message) = messages.next().await {
+        match message {
+            ControlMessage::FoundPeer { peers } => {
+                let known: Vec<PeerId> = mesh.borrow().links.keys().copied().collect();
+                for (id, _bridge) in peers
+                    .into_iter()
+                    .filter(|(id, _)| !known.contains(id))
+                    .take(MAX_INITIAL_LINKS)
+                {
+                    let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if let Err(e) = offer(&mesh, &tor, circ, &identity, id).await {
+                            drop_link(&mesh, &id, &e);
+                        }
+                    });
+                }
+            }
+            ControlMessage::Introduce { peer, sdp } => {
+                let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = answer(&mesh, &tor, circ, &identity, peer, &sdp).await {
+                        drop_link(&mesh, &peer, &e);
+                    }
+                });
+            }
+            ControlMessage::Introduced { peer, sdp } => {
+                if let Some(tx) = mesh.borrow_mut().answers.remove(&peer) {
+                    let _ = tx.send(sdp);
+                }
+            }
+            ControlMessage::FindPeer { .. } => {}
+        }
+    }
+    log::info("mesh: control circuit closed");
+}
+
+fn js_err(e: JsValue) -> String {
+    format!("{e:?}")
+}
+
+/// The `a=fingerprint:` value of an SDP (`sha-256 AB:CD:…`).
+fn fingerprint_of(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_string())
+}
+
+async fn gathered(pc: &RtcPeerConnection) {
+    for _ in 0..(GATHER_TIMEOUT_MS / 50) {
+        if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+            return;
+        }
+        sleep_ms(50).await;
+    }
+}
+
+/// Our DTLS binding certificate for the SDP we send.
+async fn binding(identity: &SessionIdentity, our_sdp: &str) -> Result<CertEntry, String> {
+    let fp = fingerprint_of(our_sdp).ok_or("our SDP has no fingerprint")?;
+    let sig = identity
+        .sign(&dtls_binding_message(&fp))
+        .await
+        .map_err(js_err)?;
+    Ok(CertEntry {
+        cert_type: cert_type::PEERSM_DTLS_BINDING,
+        body: dtls_binding_cert(&fp, &sig).ok_or("fingerprint too long")?,
+    })
+}
+
+fn new_link(mesh: &SharedMesh, peer: PeerId) -> Result<RtcPeerConnection, String> {
+    let pc = RtcPeerConnection::new().map_err(js_err)?;
+    // A vanished peer stops answering ICE consent checks: the connection
+    // turns "disconnected" within seconds (its data channel would take
+    // about half a minute to notice).
+    let on_state = {
+        let (mesh, pc) = (mesh.clone(), pc.clone());
+        Closure::<dyn FnMut()>::new(move || {
+            use web_sys::RtcPeerConnectionState as S;
+            let state = pc.connection_state();
+            if matches!(state, S::Disconnected | S::Failed | S::Closed) {
+                drop_link(&mesh, &peer, &format!("connection {state:?}"));
+            }
+        })
+    };
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+    let old = mesh.borrow_mut().links.insert(
+        peer,
+        PeerLink {
+            state: "introducing",
+            pc: pc.clone(),
+            dc: None,
+            handshake: None,
+            closures: vec![Box::new(on_state)],
+        },
+    );
+    drop(old);
+    Ok(pc)
+}
+
+/// We link to `peer`: offer, introduction through the bridge, answer,
+/// then the link handshake as initiator over the data channel.
+async fn offer(
+    mesh: &SharedMesh,
+    tor: &TorLink,
+    circ: u32,
+    identity: &Rc<SessionIdentity>,
+    peer: PeerId,
+) -> Result<(), String> {
+    let pc = new_link(mesh, peer)?;
+    let init = RtcDataChannelInit::new();
+    init.set_ordered(true);
+    let dc = pc.create_data_channel_with_data_channel_dict("peersm", &init);
+    let offer: RtcSessionDescriptionInit = JsFuture::from(pc.create_offer())
+        .await
+        .map_err(js_err)?
+        .unchecked_into();
+    JsFuture::from(pc.set_local_description(&offer))
+        .await
+        .map_err(js_err)?;
+    gathered(&pc).await;
+    let sdp = pc.local_description().ok_or("no local description")?.sdp();
+    let ours = binding(identity, &sdp).await?;
+    let (tx, rx) = oneshot::channel();
+    mesh.borrow_mut().answers.insert(peer, tx);
+    tor.send_control(circ, &ControlMessage::Introduce { peer, sdp })?;
+    let answer_sdp = {
+        let timeout = sleep_ms(INTRODUCTION_TIMEOUT_MS);
+        futures_util::pin_mut!(timeout);
+        match futures_util::future::select(rx, timeout).await {
+            futures_util::future::Either::Left((Ok(sdp), _)) => sdp,
+            _ => return Err("no answer to the introduction".into()),
+        }
+    };
+    if answer_sdp.is_empty() {
+        return Err("the bridge could not introduce us".into());
+    }
+    let remote_fp = fingerprint_of(&answer_sdp).ok_or("the answer has no fingerprint")?;
+    let desc = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+    desc.set_sdp(&answer_sdp);
+    JsFuture::from(pc.set_remote_description(&desc))
+        .await
+        .map_err(js_err)?;
+    let check = ResponderCheck::Peer {
+        id: peer,
+        dtls_fingerprint: remote_fp,
+    };
+    let handshake = LinkInitiator::new(Some(identity.spki().to_vec()), check)
+        .map_err(|e| e.to_string())?
+        .with_extra_certs(vec![ours]);
+    set_state(mesh, &peer, "connecting");
+    attach_channel(
+        mesh,
+        identity,
+        peer,
+        dc,
+        Handshake::Initiator(Box::new(handshake)),
+    );
+    Ok(())
+}
+
+/// `peer` wants to link: answer its offer, then the link handshake as
+/// responder, requiring that very ID.
+async fn answer(
+    mesh: &SharedMesh,
+    tor: &TorLink,
+    circ: u32,
+    identity: &Rc<SessionIdentity>,
+    peer: PeerId,
+    offer_sdp: &str,
+) -> Result<(), String> {
+    let remote_fp = fingerprint_of(offer_sdp).ok_or("the offer has no fingerprint")?;
+    let pc = new_link(mesh, peer)?;
+    let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    desc.set_sdp(offer_sdp);
+    JsFuture::from(pc.set_remote_description(&desc))
+        .await
+        .map_err(js_err)?;
+    let answer: RtcSessionDescriptionInit = JsFuture::from(pc.create_answer())
+        .await
+        .map_err(js_err)?
+        .unchecked_into();
+    JsFuture::from(pc.set_local_description(&answer))
+        .await
+        .map_err(js_err)?;
+    gathered(&pc).await;
+    let sdp = pc.local_description().ok_or("no local description")?.sdp();
+    let ours = binding(identity, &sdp).await?;
+    let mut challenge = [0u8; 32];
+    getrandom::fill(&mut challenge).map_err(|e| e.to_string())?;
+    let certs = Certs {
+        certs: vec![
+            CertEntry {
+                cert_type: cert_type::PEERSM_RSA_SPKI,
+                body: identity.spki().to_vec(),
+            },
+            ours,
+        ],
+    };
+    let now = (js_sys::Date::now() / 1000.0) as u32;
+    let handshake = LinkResponder::new(challenge, now, None, Vec::new())
+        .with_certs(certs)
+        .expect_peer(peer, remote_fp);
+    // The data channel arrives once DTLS is up.
+    let on_channel = {
+        let (mesh, identity) = (mesh.clone(), identity.clone());
+        let handshake = RefCell::new(Some(Handshake::Responder(Box::new(handshake))));
+        Closure::<dyn FnMut(RtcDataChannelEvent)>::new(move |ev: RtcDataChannelEvent| {
+            if let Some(h) = handshake.borrow_mut().take() {
+                attach_channel(&mesh, &identity, peer, ev.channel(), h);
+            }
+        })
+    };
+    pc.set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
+    if let Some(l) = mesh.borrow_mut().links.get_mut(&peer) {
+        l.closures.push(Box::new(on_channel));
+        l.state = "connecting";
+    }
+    tor.send_control(circ, &ControlMessage::Introduced { peer, sdp })
+}
+
+/// Runs the link handshake over `dc` and keeps the link's callbacks.
+fn attach_channel(
+    mesh: &SharedMesh,
+    identity: &Rc<SessionIdentity>,
+    peer: PeerId,
+    dc: RtcDataChannel,
+    handshake: Handshake,
+) {
+    dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+    let on_open = {
+        let (mesh, identity) = (mesh.clone(), identity.clone());
+        Closure::<dyn FnMut()>::new(move || pump(&mesh, &identity, peer))
+    };
+    let on_message = {
+        let (mesh, identity) = (mesh.clone(), identity.clone());
+        Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Ok(buf) = ev.data().dyn_into::<ArrayBuffer>() else {
+                return drop_link(&mesh, &peer, "non-binary message");
+            };
+            let frame = Uint8Array::new(&buf).to_vec();
+            let result = {
+                let mut m = mesh.borrow_mut();
+                match m.links.get_mut(&peer).and_then(|l| l.handshake.as_mut()) {
+                    Some(Handshake::Initiator(h)) => h.handle_frame(&frame),
+                    Some(Handshake::Responder(h)) => h.handle_frame(&frame),
+                    None => return,
+                }
+            };
+            match result {
+                Ok(()) => pump(&mesh, &identity, peer),
+                Err(e) => drop_link(&mesh, &peer, &format!("protocol error: {e}")),
+            }
+        })
+    };
+    let on_close = {
+        let mesh = mesh.clone();
+        Closure::<dyn FnMut()>::new(move || drop_link(&mesh, &peer, "data channel closed"))
+    };
+    dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let open_now = dc.ready_state() == web_sys::RtcDataChannelState::Open;
+    if let Some(l) = mesh.borrow_mut().links.get_mut(&peer) {
+        l.dc = Some(dc);
+        l.handshake = Some(handshake);
+        l.closures.push(Box::new(on_open));
+        l.closures.push(Box::new(on_message));
+        l.closures.push(Box::new(on_close));
+    }
+    if open_now {
+        pump(mesh, identity, peer);
+    }
+}
+
+/// Sends what the handshake queued and acts on its events.
+fn pump(mesh: &SharedMesh, identity: &Rc<SessionIdentity>, peer: PeerId) {
+    loop {
+        let (frames, event) = {
+            let mut m = mesh.borrow_mut();
+            let Some(link) = m.links.get_mut(&peer) else {
+                return;
+            };
+            let (frames, event): (Vec<Vec<u8>>, Option<LinkEvent>) = match link.handshake.as_mut() {
+                Some(Handshake::Initiator(h)) => (
+                    std::iter::from_fn(|| h.poll_transmit()).collect(),
+                    h.poll_event().map(LinkEvent::Initiator),
+                ),
+                Some(Handshake::Responder(h)) => (
+                    std::iter::from_fn(|| h.poll_transmit()).collect(),
+                    h.poll_event().map(LinkEvent::Responder),
+                ),
+                None => return,
+            };
+            if let Some(dc) = &link.dc {
+                if dc.ready_state() == web_sys::RtcDataChannelState::Open {
+                    for f in &frames {
+                        if let Err(e) = dc.send_with_u8_array(f) {
+                            log::warn(&format!("send to {peer} failed: {e:?}"));
+                        }
+                    }
+                }
+            }
+            (frames, event)
+        };
+        drop(frames);
+        match event {
+            None => return,
+            Some(LinkEvent::Initiator(InitiatorEvent::SignatureNeeded(message))) => {
+                let (mesh, identity) = (mesh.clone(), identity.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    let signed = identity.sign(&message).await;
+                    let result = {
+                        let mut m = mesh.borrow_mut();
+                        match (
+                            signed,
+                            m.links.get_mut(&peer).and_then(|l| l.handshake.as_mut()),
+                        ) {
+                            (Ok(sig), Some(Handshake::Initiator(h))) => {
+                                h.handle_signature(sig).map_err(|e| e.to_string())
+                            }
+                            (Err(e), _) => Err(format!("signing failed: {e:?}")),
+                            _ => return,
+                        }
+                    };
+                    match result {
+                        Ok(()) => pump(&mesh, &identity, peer),
+                        Err(e) => drop_link(&mesh, &peer, &e),
+                    }
+                });
+                return;
+            }
+            Some(LinkEvent::Initiator(InitiatorEvent::Open { .. })) => {
+                set_state(mesh, &peer, "open")
+            }
+            Some(LinkEvent::Responder(ResponderEvent::Open { peer: Some(p), .. }))
+                if p.id == peer =>
+            {
+                set_state(mesh, &peer, "open")
+            }
+            Some(LinkEvent::Responder(ResponderEvent::Open { .. })) => {
+                return drop_link(mesh, &peer, "the peer did not prove the ID introduced");
+            }
+            // Circuits over tab links come with the tab as onion router.
+            Some(LinkEvent::Initiator(InitiatorEvent::Cell(_)))
+            | Some(LinkEvent::Responder(ResponderEvent::Cell(_))) => {}
+        }
+    }
+}
+
+enum LinkEvent {
+    Initiator(InitiatorEvent),
+    Responder(ResponderEvent),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprint_line() {
+        let sdp = "v=0\r\na=ice-ufrag:x\r\na=fingerprint:sha-256 AB:CD\r\n";
+        assert_eq!(super::fingerprint_of(sdp).as_deref(), Some("sha-256 AB:CD"));
+    }
+}

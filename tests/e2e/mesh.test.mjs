@@ -1,0 +1,61 @@
+// The mesh: tabs (in separate browser processes) register with their
+// bridge, learn each other through DB_FOUND_PEER, are introduced
+// (INTRODUCE/INTRODUCED carrying SDPs) and open WebRTC links on which both
+// ends prove their IDs bound to the DTLS fingerprints. Runs in a
+// loopback-only network namespace (scripts/test), so WebRTC stays on
+// 127.0.0.1.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startNode, launchBrowser, eventually } from './helpers.mjs';
+
+let node;
+const browsers = [];
+before(async () => { node = await startNode({ args: ['--relays', '0'] }); });
+after(async () => {
+  for (const b of browsers) await b.close();
+  await node?.stop();
+});
+
+async function openTab() {
+  const browser = await launchBrowser();
+  browsers.push(browser);
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log('[page]', m.text()); });
+  await page.goto(`${node.origin}/`);
+  await page.waitForSelector('#status[data-status="connected"]', { timeout: 15000 });
+  assert.deepEqual(errors, []);
+  const id = await page.evaluate(() => window.peersm.id);
+  return { browser, page, id };
+}
+
+const openLinks = (tab) => tab.page.evaluate(
+  () => window.peersm.peers().filter((p) => p.state === 'open').map((p) => p.id).sort(),
+);
+
+test('three tabs in three browsers link to each other over WebRTC', async () => {
+  const tabs = [];
+  for (let i = 0; i < 3; i += 1) tabs.push(await openTab());
+  for (const tab of tabs) {
+    const others = tabs.filter((t) => t !== tab).map((t) => t.id).sort();
+    await eventually(async () => {
+      const open = await openLinks(tab);
+      return JSON.stringify(open) === JSON.stringify(others) && open;
+    }, 30000, `tab ${tab.id.slice(0, 8)} linked to the two others`);
+  }
+  // The page lists the open links.
+  await tabs[0].page.waitForFunction(
+    () => document.querySelectorAll('#peers li[data-state="open"]').length === 2, null, { timeout: 5000 },
+  );
+  // A tab that goes away: the others drop its link, and keep theirs.
+  await tabs[2].browser.close();
+  browsers.splice(browsers.indexOf(tabs[2].browser), 1);
+  for (const tab of tabs.slice(0, 2)) {
+    const other = tabs.find((t) => t !== tab && t !== tabs[2]).id;
+    await eventually(async () => {
+      const open = await openLinks(tab);
+      return JSON.stringify(open) === JSON.stringify([other]);
+    }, 30000, 'the closed tab dropped, the other link kept');
+  }
+});
