@@ -20,6 +20,10 @@ pub mod cert_type {
     /// A tab's DTLS certificate fingerprint on a WebRTC link, signed by
     /// its identity key (`crate::channel::dtls_binding`).
     pub const PEERSM_DTLS_BINDING: u8 = 0x82;
+    /// A tab's ntor onion key, signed by its identity key
+    /// (`crate::channel::ntor_key_cert`): other tabs build circuits
+    /// through it with ntor.
+    pub const PEERSM_NTOR_KEY: u8 = 0x83;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,13 +31,44 @@ pub enum ControlMessage {
     /// `PEER (20) | SDP_LEN (2) | SDP`: the answer, PEER as above. An empty
     /// SDP means the introduction failed (unknown peer, refused).
     Introduced { peer: PeerId, sdp: String },
+    /// `TARGET (20)`: Kademlia FIND_NODE asked of a hop (a tab): which
+    /// peers it is linked to closest to TARGET.
+    FindNode { target: PeerId },
+    /// `N (1) | N × (SPKI_LEN (2) | SPKI | NTOR (32) | SIG_LEN (2) | SIG)`:
+    /// the hop's linked peers closest to the target, each with its
+    /// identity key and its ntor key signed by it (so a client can extend
+    /// to it and check it is who it claims).
+    FoundNode { nodes: Vec<NodeInfo> },
+}
+
+/// A peer as FOUND_NODE describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub spki: Vec<u8>,
+    pub ntor_key: [u8; 32],
+    /// The identity key's signature over `ntor_key_message(ntor_key)`.
+    pub signature: Vec<u8>,
+}
+
+impl NodeInfo {
+    /// The peer's ID, once its ntor key signature checks out.
+    pub fn verify(&self) -> Result<PeerId, crate::channel::ChannelError> {
+        let key = crate::crypto::RsaIdentityKey::from_spki(&self.spki)?;
+        let body = crate::channel::ntor_key_cert(&self.ntor_key, &self.signature);
+        crate::channel::verify_ntor_key_cert(&body, &key)?;
+        Ok(key.id())
+    }
+}
+
+fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) -> Result<(), CellError> {
+    let len = u16::try_from(b.len()).map_err(|_| CellError::TooLong(b.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &str) -> Result<(), CellError> {
-    let len = u16::try_from(s.len()).map_err(|_| CellError::TooLong(s.len()))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
+    put_bytes16(out, s.as_bytes())
 }
 
 fn utf8(bytes: &[u8], what: &'static str) -> Result<String, CellError> {
@@ -54,6 +85,8 @@ impl ControlMessage {
             ControlMessage::FoundPeer { .. } => relay_command::DB_FOUND_PEER,
             ControlMessage::Introduce { .. } => relay_command::INTRODUCE,
             ControlMessage::Introduced { .. } => relay_command::INTRODUCED,
+            ControlMessage::FindNode { .. } => relay_command::FIND_NODE,
+            ControlMessage::FoundNode { .. } => relay_command::FOUND_NODE,
         }
     }
 
@@ -83,6 +116,18 @@ impl ControlMessage {
             ControlMessage::Introduce { peer, sdp } | ControlMessage::Introduced { peer, sdp } => {
                 out.extend_from_slice(&peer.0);
                 put_str16(&mut out, sdp)?;
+            }
+            ControlMessage::FindNode { target } => out.extend_from_slice(&target.0),
+            ControlMessage::FoundNode { nodes } => {
+                if nodes.len() > MAX_FOUND_PEERS {
+                    return Err(CellError::TooLong(nodes.len()));
+                }
+                out.push(nodes.len() as u8);
+                for n in nodes {
+                    put_bytes16(&mut out, &n.spki)?;
+                    out.extend_from_slice(&n.ntor_key);
+                    put_bytes16(&mut out, &n.signature)?;
+                }
             }
         }
         if out.len() > MAX_CONTROL_LEN {
@@ -127,6 +172,32 @@ impl ControlMessage {
                 } else {
                     ControlMessage::Introduced { peer, sdp }
                 }
+            }
+            relay_command::FIND_NODE => ControlMessage::FindNode {
+                target: PeerId(r.array::<20>()?),
+            },
+            relay_command::FOUND_NODE => {
+                let n = usize::from(r.u8()?);
+                if n > MAX_FOUND_PEERS {
+                    return Err(CellError::Malformed {
+                        what: "FOUND_NODE",
+                        why: "too many nodes",
+                    });
+                }
+                let mut nodes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = usize::from(r.u16()?);
+                    let spki = r.take(len)?.to_vec();
+                    let ntor_key = r.array::<32>()?;
+                    let len = usize::from(r.u16()?);
+                    let signature = r.take(len)?.to_vec();
+                    nodes.push(NodeInfo {
+                        spki,
+                        ntor_key,
+                        signature,
+                    });
+                }
+                ControlMessage::FoundNode { nodes }
             }
             _ => {
                 return Err(CellError::Malformed {
@@ -239,6 +310,18 @@ mod tests {
         round_trip(ControlMessage::Introduced {
             peer: PeerId([4; 20]),
             sdp: String::new(),
+        });
+        round_trip(ControlMessage::FindNode {
+            target: PeerId([5; 20]),
+        });
+        round_trip(ControlMessage::FoundNode {
+            nodes: (0..8u8)
+                .map(|i| NodeInfo {
+                    spki: vec![i; 294],
+                    ntor_key: [i; 32],
+                    signature: vec![i; 256],
+                })
+                .collect(),
         });
     }
 

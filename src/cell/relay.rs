@@ -36,10 +36,12 @@ pub mod relay_command {
     pub const DB_FOUND_PEER: u8 = 87;
     pub const INTRODUCE: u8 = 88;
     pub const INTRODUCED: u8 = 89;
+    pub const FIND_NODE: u8 = 90;
+    pub const FOUND_NODE: u8 = 91;
 
     /// Commands carried as `ControlMessage`s.
     pub fn is_peersm_control(command: u8) -> bool {
-        (DB_FIND_PEER..=INTRODUCED).contains(&command)
+        (DB_FIND_PEER..=FOUND_NODE).contains(&command)
     }
 }
 

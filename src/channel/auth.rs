@@ -5,6 +5,36 @@ use crate::crypto::PeerId;
 
 const CONTEXT: &[u8] = b"peersm link auth v1\0";
 const DTLS_CONTEXT: &[u8] = b"peersm dtls binding v1\0";
+const NTOR_CONTEXT: &[u8] = b"peersm ntor key v1\0";
+
+/// What a tab signs to publish its ntor onion key:
+/// `"peersm ntor key v1\0" || KEY (32)`.
+pub fn ntor_key_message(key: &[u8; 32]) -> Vec<u8> {
+    let mut m = NTOR_CONTEXT.to_vec();
+    m.extend_from_slice(key);
+    m
+}
+
+/// The body of a `PEERSM_NTOR_KEY` certificate: `KEY (32) | SIGNATURE`.
+pub fn ntor_key_cert(key: &[u8; 32], signature: &[u8]) -> Vec<u8> {
+    let mut body = key.to_vec();
+    body.extend_from_slice(signature);
+    body
+}
+
+/// Checks a `PEERSM_NTOR_KEY` body against the tab's identity key and
+/// returns the ntor key.
+pub fn verify_ntor_key_cert(
+    body: &[u8],
+    key: &crate::crypto::RsaIdentityKey,
+) -> Result<[u8; 32], super::ChannelError> {
+    let (ntor, signature) = body
+        .split_first_chunk::<32>()
+        .ok_or(super::ChannelError::NtorKey("truncated"))?;
+    key.verify_pkcs1v15_sha256(&ntor_key_message(ntor), signature)
+        .map_err(|_| super::ChannelError::NtorKey("bad signature"))?;
+    Ok(*ntor)
+}
 
 /// What a tab signs to bind its identity to its DTLS certificate on a
 /// WebRTC link: `"peersm dtls binding v1\0" || FINGERPRINT`, FINGERPRINT

@@ -111,6 +111,8 @@ pub struct LinkInitiator {
     extra_certs: Vec<CertEntry>,
     /// The responder's proven identity (`ResponderCheck::Peer`).
     peer_key: Option<crate::crypto::RsaIdentityKey>,
+    /// The responder's ntor key, when its CERTS published one (tabs).
+    peer_ntor: Option<[u8; 32]>,
     /// Cells that arrived while we waited for our signature.
     held: Vec<RawCell>,
     outbox: VecDeque<Vec<u8>>,
@@ -142,6 +144,7 @@ impl LinkInitiator {
             relay_auth: None,
             extra_certs: Vec::new(),
             peer_key: None,
+            peer_ntor: None,
             slog: Transcript::default(),
             slog_at_challenge: None,
             clog,
@@ -155,6 +158,11 @@ impl LinkInitiator {
     pub fn with_extra_certs(mut self, certs: Vec<CertEntry>) -> Self {
         self.extra_certs = certs;
         self
+    }
+
+    /// The responder's ntor key (`PEERSM_NTOR_KEY`), once verified.
+    pub fn peer_ntor_key(&self) -> Option<[u8; 32]> {
+        self.peer_ntor
     }
 
     /// The responder's identity key, once proven (`ResponderCheck::Peer`).
@@ -268,6 +276,9 @@ impl LinkInitiator {
                             .get(cert_type::PEERSM_DTLS_BINDING)
                             .ok_or(ChannelError::DtlsBinding("missing"))?;
                         super::verify_dtls_binding(binding, dtls_fingerprint, &key)?;
+                        if let Some(body) = certs.get(cert_type::PEERSM_NTOR_KEY) {
+                            self.peer_ntor = Some(super::verify_ntor_key_cert(body, &key)?);
+                        }
                         self.peer_key = Some(key);
                     }
                     ResponderCheck::None => {}

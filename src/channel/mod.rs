@@ -13,7 +13,10 @@ mod responder;
 pub mod tor_auth;
 pub mod tor_certs;
 
-pub use auth::{dtls_binding_cert, dtls_binding_message, peersm_auth_message, verify_dtls_binding};
+pub use auth::{
+    dtls_binding_cert, dtls_binding_message, ntor_key_cert, ntor_key_message, peersm_auth_message,
+    verify_dtls_binding, verify_ntor_key_cert,
+};
 pub use frames::{decode_frame, encode_cells, whole_cells_len};
 pub use initiator::{InitiatorEvent, LinkInitiator, ResponderCheck};
 pub use responder::{AuthenticatedPeer, LinkResponder, ResponderEvent};
@@ -46,6 +49,8 @@ pub enum ChannelError {
     FrameTooLarge(usize),
     #[error("relay certificates: {0}")]
     RelayCerts(#[from] tor_certs::TorCertsError),
+    #[error("ntor key certificate: {0}")]
+    NtorKey(&'static str),
     #[error("DTLS binding: {0}")]
     DtlsBinding(&'static str),
     #[error("the peer proved identity {0}, not the one asked for")]

@@ -18,6 +18,8 @@ use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_
 pub struct AuthenticatedPeer {
     pub id: PeerId,
     pub key: RsaIdentityKey,
+    /// Its ntor key, when its CERTS published one (`PEERSM_NTOR_KEY`).
+    pub ntor_key: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +67,7 @@ pub struct LinkResponder {
     expected_peer: Option<(PeerId, String)>,
     /// The initiator's PEERSM_DTLS_BINDING, checked at AUTHENTICATE.
     presented_binding: Option<Vec<u8>>,
+    presented_ntor: Option<Vec<u8>>,
     outbox: VecDeque<Vec<u8>>,
     events: VecDeque<ResponderEvent>,
 }
@@ -90,6 +93,7 @@ impl LinkResponder {
             our_certs: None,
             expected_peer: None,
             presented_binding: None,
+            presented_ntor: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -165,6 +169,7 @@ impl LinkResponder {
                 self.presented_binding = certs
                     .get(cert_type::PEERSM_DTLS_BINDING)
                     .map(<[u8]>::to_vec);
+                self.presented_ntor = certs.get(cert_type::PEERSM_NTOR_KEY).map(<[u8]>::to_vec);
             }
             (State::AwaitInitiatorNetinfo, command::AUTHENTICATE)
                 if self.authenticated.is_none() =>
@@ -243,7 +248,15 @@ impl LinkResponder {
                 .ok_or(ChannelError::DtlsBinding("missing"))?;
             super::verify_dtls_binding(binding, fingerprint, &key)?;
         }
-        self.authenticated = Some(AuthenticatedPeer { id: key.id(), key });
+        let ntor_key = match &self.presented_ntor {
+            Some(body) => Some(super::verify_ntor_key_cert(body, &key)?),
+            None => None,
+        };
+        self.authenticated = Some(AuthenticatedPeer {
+            id: key.id(),
+            key,
+            ntor_key,
+        });
         Ok(())
     }
 

@@ -41,6 +41,9 @@ pub enum MuxEvent {
 
 #[derive(Default)]
 pub struct ClientMux {
+    /// We did not initiate the link: our circuit ids have the high bit
+    /// clear, so they never collide with the other side's.
+    link_responder: bool,
     circuits: BTreeMap<u32, ClientCircuit>,
     /// Circuits waiting for a CREATED or EXTENDED.
     hop_pending: HashMap<u32, ()>,
@@ -56,12 +59,26 @@ impl ClientMux {
         Self::default()
     }
 
+    /// For a link both ends build circuits on (tab links): the side that
+    /// did not initiate the link uses ids with the high bit clear
+    /// (tor-spec §5.1.1).
+    pub fn for_link_responder() -> Self {
+        ClientMux {
+            link_responder: true,
+            ..Self::default()
+        }
+    }
+
     fn new_circ_id(&self) -> Result<u32, CircuitError> {
         loop {
             let bytes = super::random_bytes::<4>()?;
-            // Initiators set the high bit on v4+ links (tor-spec §5.1.1).
-            let id = u32::from_be_bytes(bytes) | 0x8000_0000;
-            if !self.circuits.contains_key(&id) {
+            // Link initiators set the high bit on v4+ links (tor-spec §5.1.1).
+            let id = if self.link_responder {
+                u32::from_be_bytes(bytes) & 0x7fff_ffff
+            } else {
+                u32::from_be_bytes(bytes) | 0x8000_0000
+            };
+            if id != 0 && !self.circuits.contains_key(&id) {
                 return Ok(id);
             }
         }

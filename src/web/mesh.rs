@@ -157,7 +157,9 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
                     let _ = tx.send(sdp);
                 }
             }
-            ControlMessage::FindPeer { .. } => {}
+            ControlMessage::FindPeer { .. }
+            | ControlMessage::FindNode { .. }
+            | ControlMessage::FoundNode { .. } => {}
         }
     }
     log::info("mesh: control circuit closed");

@@ -89,8 +89,11 @@ impl MeshService {
                 }
                 None
             }
-            // Answers are the bridge's to give, not to receive.
-            ControlMessage::FoundPeer { .. } => None,
+            // Answers are the bridge's to give, not to receive; FIND_NODE
+            // is for tabs (their linked peers).
+            ControlMessage::FoundPeer { .. }
+            | ControlMessage::FindNode { .. }
+            | ControlMessage::FoundNode { .. } => None,
         }
     }
 
