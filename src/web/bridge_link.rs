@@ -8,20 +8,20 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use std::collections::HashMap;
-
-use futures_channel::{mpsc, oneshot};
+use futures_channel::mpsc;
 use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
+use super::circuit_host::{self as host, CircuitHost, MuxDriver};
+pub(crate) use super::circuit_host::StreamEvent;
 use super::identity::SessionIdentity;
 use super::log;
 use crate::cell::{CircIdLen, ControlMessage, LinkSpec};
 use crate::channel::tor_certs::BridgeIdentity;
 use crate::channel::{encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
-use crate::circuit::{ClientMux, MuxEvent, StreamTarget};
+use crate::circuit::{ClientMux, StreamTarget};
 use crate::dir::relay_list::ListedRelay;
 
 /// Cells per WebSocket frame: about 16 KiB (docs/PROTOCOL.md "Framing").
@@ -37,15 +37,6 @@ pub(crate) enum LinkUpdate {
     Closed { reason: String },
 }
 
-/// What a stream's reader hears.
-#[derive(Debug)]
-pub(crate) enum StreamEvent {
-    Data(Vec<u8>),
-    /// END (reason), or the circuit or link died (reason DESTROY).
-    Ended {
-        reason: u8,
-    },
-}
 
 type UpdateSink = Rc<dyn Fn(LinkUpdate)>;
 
@@ -55,12 +46,7 @@ struct LinkState {
     closed: bool,
     /// The bridge's proven identity and ntor key, once open.
     bridge: Option<BridgeIdentity>,
-    mux: ClientMux,
-    hop_waiters: HashMap<u32, oneshot::Sender<Result<(), String>>>,
-    open_waiters: HashMap<(u32, u16), oneshot::Sender<Result<(), String>>>,
-    streams: HashMap<(u32, u16), mpsc::UnboundedSender<StreamEvent>>,
-    /// Where control messages arriving on each circuit go.
-    control: HashMap<u32, mpsc::UnboundedSender<ControlMessage>>,
+    circuits: MuxDriver,
 }
 
 /// Keeps the WebSocket and its callbacks alive; dropping it closes the link.
@@ -87,11 +73,7 @@ impl BridgeLink {
             handshake: None,
             closed: false,
             bridge: None,
-            mux: ClientMux::new(),
-            hop_waiters: HashMap::new(),
-            open_waiters: HashMap::new(),
-            streams: HashMap::new(),
-            control: HashMap::new(),
+            circuits: MuxDriver::new(ClientMux::new()),
         }));
 
         let on_open = {
@@ -225,7 +207,7 @@ fn pump(state: &Rc<RefCell<LinkState>>, identity: &Rc<SessionIdentity>, sink: &U
                 sink(LinkUpdate::Open);
             }
             Some(InitiatorEvent::Cell(cell)) => {
-                state.borrow_mut().mux.handle_cell(cell);
+                state.borrow_mut().circuits.mux.handle_cell(cell);
                 cells_in = true;
             }
         }
@@ -248,8 +230,7 @@ fn report_closed(state: &Rc<RefCell<LinkState>>, sink: &UpdateSink, reason: Stri
             return;
         }
         s.closed = true;
-        s.mux.link_closed();
-        s.control.clear();
+        s.circuits.link_closed();
     }
     let _ = flush(state);
     sink(LinkUpdate::Closed { reason });
@@ -259,61 +240,12 @@ fn report_closed(state: &Rc<RefCell<LinkState>>, sink: &UpdateSink, reason: Stri
 /// futures waiting on them.
 fn flush(state: &Rc<RefCell<LinkState>>) -> Result<(), String> {
     let mut s = state.borrow_mut();
-    let cells = s.mux.poll_cells();
+    let cells = s.circuits.drive();
     if !s.closed {
         for batch in cells.chunks(CELLS_PER_FRAME) {
             let frame = encode_cells(batch, CircIdLen::Four).map_err(|e| e.to_string())?;
             s.ws.send_with_u8_array(&frame)
                 .map_err(|e| format!("send failed: {e:?}"))?;
-        }
-    }
-    while let Some(event) = s.mux.poll_event() {
-        match event {
-            MuxEvent::HopAdded { circ, .. } => {
-                if let Some(w) = s.hop_waiters.remove(&circ) {
-                    let _ = w.send(Ok(()));
-                }
-            }
-            MuxEvent::HopFailed { circ, why } => {
-                if let Some(w) = s.hop_waiters.remove(&circ) {
-                    let _ = w.send(Err(why));
-                }
-            }
-            MuxEvent::StreamOpened { circ, stream } => {
-                if let Some(w) = s.open_waiters.remove(&(circ, stream)) {
-                    let _ = w.send(Ok(()));
-                }
-            }
-            MuxEvent::StreamData { circ, stream, data } => {
-                if let Some(tx) = s.streams.get(&(circ, stream)) {
-                    let _ = tx.unbounded_send(StreamEvent::Data(data));
-                }
-            }
-            MuxEvent::StreamEnded {
-                circ,
-                stream,
-                reason,
-                ..
-            } => {
-                if let Some(w) = s.open_waiters.remove(&(circ, stream)) {
-                    let _ = w.send(Err(format!("stream refused (END reason {reason})")));
-                }
-                if let Some(tx) = s.streams.remove(&(circ, stream)) {
-                    let _ = tx.unbounded_send(StreamEvent::Ended { reason });
-                }
-            }
-            MuxEvent::Control { circ, message } => {
-                if let Some(tx) = s.control.get(&circ) {
-                    let _ = tx.unbounded_send(message);
-                }
-            }
-            MuxEvent::CircuitClosed { circ, reason } => {
-                // Dropping the sender ends the control receiver's stream.
-                s.control.remove(&circ);
-                if let Some(w) = s.hop_waiters.remove(&circ) {
-                    let _ = w.send(Err(format!("circuit closed (reason {reason})")));
-                }
-            }
         }
     }
     Ok(())
@@ -326,41 +258,25 @@ pub(crate) struct TorLink {
     pub(crate) bridge: BridgeIdentity,
 }
 
-fn closed<T>(_: T) -> String {
-    "the bridge link closed".to_string()
+impl CircuitHost for TorLink {
+    fn with_driver<R>(&self, f: impl FnOnce(&mut MuxDriver) -> R) -> Result<R, String> {
+        let mut s = self.state.borrow_mut();
+        if s.closed {
+            return Err("the bridge link closed".into());
+        }
+        Ok(f(&mut s.circuits))
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        flush(&self.state)
+    }
 }
 
 impl TorLink {
-    fn run<T>(
-        &self,
-        op: impl FnOnce(&mut ClientMux) -> Result<T, crate::circuit::CircuitError>,
-    ) -> Result<T, String> {
-        let result = {
-            let mut s = self.state.borrow_mut();
-            if s.closed {
-                return Err(closed(()));
-            }
-            op(&mut s.mux).map_err(|e| e.to_string())
-        };
-        flush(&self.state)?;
-        result
-    }
-
     /// A one-hop circuit to the bridge with CREATE2/ntor: completing it
     /// proves the bridge holds the ntor key its identity certified.
     pub(crate) async fn create(&self) -> Result<u32, String> {
-        let (rsa_id, key) = (self.bridge.relay.rsa_id, self.bridge.ntor_key);
-        let (tx, rx) = oneshot::channel();
-        let circ = {
-            let circ = self.run(|m| m.create_ntor(rsa_id, key))?;
-            self.state.borrow_mut().hop_waiters.insert(circ, tx);
-            circ
-        };
-        // The CREATE2 went out before the waiter existed; flush routes any
-        // answer that already arrived.
-        flush(&self.state)?;
-        rx.await.map_err(closed)??;
-        Ok(circ)
+        host::create(self, self.bridge.relay.rsa_id, self.bridge.ntor_key).await
     }
 
     /// Extends `circ` to `relay` (EXTEND2/ntor, named by address and both
@@ -371,13 +287,7 @@ impl TorLink {
             LinkSpec::LegacyId(relay.rsa_id),
             LinkSpec::Ed25519Id(relay.ed25519_id),
         ];
-        let (tx, rx) = oneshot::channel();
-        self.state.borrow_mut().hop_waiters.insert(circ, tx);
-        if let Err(e) = self.run(|m| m.extend(circ, specs, relay.rsa_id, relay.ntor_key)) {
-            self.state.borrow_mut().hop_waiters.remove(&circ);
-            return Err(e);
-        }
-        rx.await.map_err(closed)?
+        host::extend(self, circ, specs, relay.rsa_id, relay.ntor_key).await
     }
 
     /// Opens a stream at the circuit's last hop; resolves once CONNECTED.
@@ -386,54 +296,31 @@ impl TorLink {
         circ: u32,
         target: StreamTarget,
     ) -> Result<(u16, mpsc::UnboundedReceiver<StreamEvent>), String> {
-        let stream = self.run(|m| m.begin(circ, target))?;
-        let (open_tx, open_rx) = oneshot::channel();
-        let (events_tx, events_rx) = mpsc::unbounded();
-        {
-            let mut s = self.state.borrow_mut();
-            s.open_waiters.insert((circ, stream), open_tx);
-            s.streams.insert((circ, stream), events_tx);
-        }
-        flush(&self.state)?;
-        open_rx.await.map_err(closed)??;
-        Ok((stream, events_rx))
+        host::begin(self, circ, target).await
     }
 
     pub(crate) fn send(&self, circ: u32, stream: u16, data: &[u8]) -> Result<(), String> {
-        self.run(|m| {
-            m.send(circ, stream, data);
-            Ok(())
-        })
+        host::send(self, circ, stream, data)
     }
 
     pub(crate) fn end(&self, circ: u32, stream: u16) {
-        self.state.borrow_mut().streams.remove(&(circ, stream));
-        let _ = self.run(|m| {
-            m.end(circ, stream);
-            Ok(())
-        });
+        host::end(self, circ, stream)
     }
 
     pub(crate) fn destroy(&self, circ: u32) {
-        let _ = self.run(|m| {
-            m.destroy(circ);
-            Ok(())
-        });
+        host::destroy(self, circ)
     }
 
     /// Control messages that arrive on `circ` from now on.
     pub(crate) fn control_messages(&self, circ: u32) -> mpsc::UnboundedReceiver<ControlMessage> {
-        let (tx, rx) = mpsc::unbounded();
-        self.state.borrow_mut().control.insert(circ, tx);
-        rx
+        host::control_messages(self, circ).unwrap_or_else(|_| mpsc::unbounded().1)
     }
 
     pub(crate) fn send_control(&self, circ: u32, message: &ControlMessage) -> Result<(), String> {
-        self.run(|m| m.send_control(circ, message))
+        host::send_control(self, circ, message)
     }
 
     pub(crate) fn is_alive(&self, circ: u32) -> bool {
-        let s = self.state.borrow();
-        !s.closed && s.mux.is_alive(circ)
+        host::is_alive(self, circ)
     }
 }

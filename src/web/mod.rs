@@ -4,6 +4,7 @@
 
 mod bench;
 mod bridge_link;
+mod circuit_host;
 mod circuits;
 mod fetch;
 pub mod identity;
