@@ -111,8 +111,9 @@ pub struct LinkInitiator {
     extra_certs: Vec<CertEntry>,
     /// The responder's proven identity (`ResponderCheck::Peer`).
     peer_key: Option<crate::crypto::RsaIdentityKey>,
-    /// The responder's ntor key, when its CERTS published one (tabs).
-    peer_ntor: Option<[u8; 32]>,
+    /// The responder's ntor key and its signature, when its CERTS
+    /// published one (tabs).
+    peer_ntor: Option<([u8; 32], Vec<u8>)>,
     /// Cells that arrived while we waited for our signature.
     held: Vec<RawCell>,
     outbox: VecDeque<Vec<u8>>,
@@ -161,8 +162,8 @@ impl LinkInitiator {
     }
 
     /// The responder's ntor key (`PEERSM_NTOR_KEY`), once verified.
-    pub fn peer_ntor_key(&self) -> Option<[u8; 32]> {
-        self.peer_ntor
+    pub fn peer_ntor_key(&self) -> Option<([u8; 32], Vec<u8>)> {
+        self.peer_ntor.clone()
     }
 
     /// The responder's identity key, once proven (`ResponderCheck::Peer`).
@@ -277,7 +278,9 @@ impl LinkInitiator {
                             .ok_or(ChannelError::DtlsBinding("missing"))?;
                         super::verify_dtls_binding(binding, dtls_fingerprint, &key)?;
                         if let Some(body) = certs.get(cert_type::PEERSM_NTOR_KEY) {
-                            self.peer_ntor = Some(super::verify_ntor_key_cert(body, &key)?);
+                            let ntor = super::verify_ntor_key_cert(body, &key)?;
+                            let sig = body.get(32..).unwrap_or_default().to_vec();
+                            self.peer_ntor = Some((ntor, sig));
                         }
                         self.peer_key = Some(key);
                     }

@@ -18,8 +18,9 @@ use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_
 pub struct AuthenticatedPeer {
     pub id: PeerId,
     pub key: RsaIdentityKey,
-    /// Its ntor key, when its CERTS published one (`PEERSM_NTOR_KEY`).
-    pub ntor_key: Option<[u8; 32]>,
+    /// Its ntor key and the identity's signature over it, when its CERTS
+    /// published one (`PEERSM_NTOR_KEY`).
+    pub ntor_key: Option<([u8; 32], Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +250,10 @@ impl LinkResponder {
             super::verify_dtls_binding(binding, fingerprint, &key)?;
         }
         let ntor_key = match &self.presented_ntor {
-            Some(body) => Some(super::verify_ntor_key_cert(body, &key)?),
+            Some(body) => Some((
+                super::verify_ntor_key_cert(body, &key)?,
+                body.get(32..).unwrap_or_default().to_vec(),
+            )),
             None => None,
         };
         self.authenticated = Some(AuthenticatedPeer {

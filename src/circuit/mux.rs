@@ -182,6 +182,10 @@ impl ClientMux {
         self.circuits.get(&circ).is_some_and(|c| !c.is_destroyed())
     }
 
+    pub fn has_circuit(&self, circ: u32) -> bool {
+        self.circuits.contains_key(&circ)
+    }
+
     pub fn circuit_count(&self) -> usize {
         self.circuits.len()
     }

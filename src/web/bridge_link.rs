@@ -14,8 +14,8 @@ use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use super::circuit_host::{self as host, CircuitHost, MuxDriver};
 pub(crate) use super::circuit_host::StreamEvent;
+use super::circuit_host::{self as host, CircuitHost, MuxDriver};
 use super::identity::SessionIdentity;
 use super::log;
 use crate::cell::{CircIdLen, ControlMessage, LinkSpec};
@@ -36,7 +36,6 @@ pub(crate) enum LinkUpdate {
     Open,
     Closed { reason: String },
 }
-
 
 type UpdateSink = Rc<dyn Fn(LinkUpdate)>;
 

@@ -15,7 +15,9 @@ use crate::circuit::{CircuitError, ClientMux, MuxEvent, StreamTarget};
 pub(crate) enum StreamEvent {
     Data(Vec<u8>),
     /// END (reason), or the circuit or link died (reason DESTROY).
-    Ended { reason: u8 },
+    Ended {
+        reason: u8,
+    },
 }
 
 pub(crate) struct MuxDriver {
@@ -133,7 +135,10 @@ pub(crate) async fn create<H: CircuitHost>(
 ) -> Result<u32, String> {
     let (tx, rx) = oneshot::channel();
     let circ = host.with_driver(|d| {
-        let circ = d.mux.create_ntor(relay_id, key).map_err(|e| e.to_string())?;
+        let circ = d
+            .mux
+            .create_ntor(relay_id, key)
+            .map_err(|e| e.to_string())?;
         d.hop_waiters.insert(circ, tx);
         Ok::<_, String>(circ)
     })??;
@@ -180,7 +185,12 @@ pub(crate) async fn begin<H: CircuitHost>(
     Ok((stream, events_rx))
 }
 
-pub(crate) fn send<H: CircuitHost>(host: &H, circ: u32, stream: u16, data: &[u8]) -> Result<(), String> {
+pub(crate) fn send<H: CircuitHost>(
+    host: &H,
+    circ: u32,
+    stream: u16,
+    data: &[u8],
+) -> Result<(), String> {
     run(host, |m| {
         m.send(circ, stream, data);
         Ok(())

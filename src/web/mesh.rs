@@ -23,14 +23,17 @@ use web_sys::{
 };
 
 use super::bridge_link::TorLink;
+use super::circuit_host::MuxDriver;
 use super::identity::SessionIdentity;
 use super::js::sleep_ms;
 use super::log;
 use crate::cell::{cert_type, CertEntry, Certs, ControlMessage};
 use crate::channel::{
-    dtls_binding_cert, dtls_binding_message, InitiatorEvent, LinkInitiator, LinkResponder,
-    ResponderCheck, ResponderEvent,
+    dtls_binding_cert, dtls_binding_message, ntor_key_cert, ntor_key_message, InitiatorEvent,
+    LinkInitiator, LinkResponder, ResponderCheck, ResponderEvent,
 };
+use crate::circuit::ClientMux;
+use crate::crypto::ntor::NtorRelayKey;
 use crate::crypto::PeerId;
 
 /// How long an introduction may take before the link is dropped.
@@ -46,13 +49,22 @@ enum Handshake {
     Responder(Box<LinkResponder>),
 }
 
-struct PeerLink {
-    state: &'static str,
+pub(super) struct PeerLink {
+    pub(super) state: &'static str,
     pc: RtcPeerConnection,
-    dc: Option<RtcDataChannel>,
+    pub(super) dc: Option<RtcDataChannel>,
     handshake: Option<Handshake>,
     /// Kept alive as long as the link.
     closures: Vec<Box<dyn std::any::Any>>,
+    /// We offered (initiated the link): our circuit ids have the high bit.
+    pub(super) we_initiated: bool,
+    /// The peer's identity key (SPKI) and its signed ntor key, once open.
+    pub(super) spki: Option<Vec<u8>>,
+    pub(super) ntor: Option<([u8; 32], Vec<u8>)>,
+    /// Circuits we build with this peer as first hop.
+    pub(super) circuits: MuxDriver,
+    /// The peer's circuits through us.
+    pub(super) relay: super::tab_relay::LinkRelay,
 }
 
 impl Drop for PeerLink {
@@ -71,9 +83,48 @@ impl Drop for PeerLink {
 
 #[derive(Default)]
 pub(crate) struct Mesh {
-    links: HashMap<PeerId, PeerLink>,
+    pub(super) links: HashMap<PeerId, PeerLink>,
     /// Introductions we asked for, waiting for the answer SDP.
     answers: HashMap<PeerId, oneshot::Sender<String>>,
+    /// Our ntor key as an onion router for other tabs, and its certificate.
+    pub(super) me: Option<OnionKey>,
+    /// Circuits we extended for others: (back link, circuit) ⇄ (next link,
+    /// circuit).
+    pub(super) forward: HashMap<(PeerId, u32), (PeerId, u32)>,
+    pub(super) backward: HashMap<(PeerId, u32), (PeerId, u32)>,
+    /// Circuits this tab built through other tabs (`peer.circuits()`).
+    pub(super) own_circuits: Vec<super::tab_circuits::OwnCircuit>,
+}
+
+pub(super) struct OnionKey {
+    pub(super) id: PeerId,
+    pub(super) ntor: NtorRelayKey,
+    /// `PEERSM_NTOR_KEY` body: the key signed by our identity.
+    pub(super) cert: Vec<u8>,
+}
+
+impl OnionKey {
+    async fn generate(identity: &SessionIdentity) -> Result<OnionKey, String> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+        let ntor = NtorRelayKey::new(identity.id().0, secret);
+        let sig = identity
+            .sign(&ntor_key_message(&ntor.public))
+            .await
+            .map_err(js_err)?;
+        Ok(OnionKey {
+            id: identity.id(),
+            cert: ntor_key_cert(&ntor.public, &sig),
+            ntor,
+        })
+    }
+
+    fn cert_entry(&self) -> CertEntry {
+        CertEntry {
+            cert_type: cert_type::PEERSM_NTOR_KEY,
+            body: self.cert.clone(),
+        }
+    }
 }
 
 pub(crate) type SharedMesh = Rc<RefCell<Mesh>>;
@@ -102,19 +153,32 @@ fn set_state(mesh: &SharedMesh, peer: &PeerId, state: &'static str) {
     }
 }
 
-fn drop_link(mesh: &SharedMesh, peer: &PeerId, why: &str) {
+pub(super) fn drop_link(mesh: &SharedMesh, peer: &PeerId, why: &str) {
     log::warn(&format!("link to {peer} closed: {why}"));
     // Dropped later, outside the borrow and outside the link's own
     // callbacks (which may be the caller): closing may call back.
-    let link = mesh.borrow_mut().links.remove(peer);
-    if let Some(link) = link {
+    let link = {
+        let mut m = mesh.borrow_mut();
+        let link = m.links.remove(peer);
+        super::tab_relay::link_gone(&mut m, peer);
+        link
+    };
+    if let Some(mut link) = link {
+        link.circuits.link_closed();
         wasm_bindgen_futures::spawn_local(async move { drop(link) });
     }
+    super::tab_relay::send_all(mesh);
 }
 
 /// Registers with the bridge through a control circuit, links to the peers
 /// it names, and answers introductions, until the bridge link closes.
 pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIdentity>) {
+    if mesh.borrow().me.is_none() {
+        match OnionKey::generate(&identity).await {
+            Ok(k) => mesh.borrow_mut().me = Some(k),
+            Err(e) => return log::warn(&format!("mesh: no onion key: {e}")),
+        }
+    }
     let circ = match tor.create().await {
         Ok(c) => c,
         Err(e) => return log::warn(&format!("mesh: no control circuit: {e}")),
@@ -198,7 +262,11 @@ async fn binding(identity: &SessionIdentity, our_sdp: &str) -> Result<CertEntry,
     })
 }
 
-fn new_link(mesh: &SharedMesh, peer: PeerId) -> Result<RtcPeerConnection, String> {
+fn new_link(
+    mesh: &SharedMesh,
+    peer: PeerId,
+    we_initiated: bool,
+) -> Result<RtcPeerConnection, String> {
     let pc = RtcPeerConnection::new().map_err(js_err)?;
     // A vanished peer stops answering ICE consent checks: the connection
     // turns "disconnected" within seconds (its data channel would take
@@ -222,6 +290,15 @@ fn new_link(mesh: &SharedMesh, peer: PeerId) -> Result<RtcPeerConnection, String
             dc: None,
             handshake: None,
             closures: vec![Box::new(on_state)],
+            we_initiated,
+            spki: None,
+            ntor: None,
+            circuits: MuxDriver::new(if we_initiated {
+                ClientMux::new()
+            } else {
+                ClientMux::for_link_responder()
+            }),
+            relay: Default::default(),
         },
     );
     drop(old);
@@ -237,7 +314,7 @@ async fn offer(
     identity: &Rc<SessionIdentity>,
     peer: PeerId,
 ) -> Result<(), String> {
-    let pc = new_link(mesh, peer)?;
+    let pc = new_link(mesh, peer, true)?;
     let init = RtcDataChannelInit::new();
     init.set_ordered(true);
     let dc = pc.create_data_channel_with_data_channel_dict("peersm", &init);
@@ -275,9 +352,15 @@ async fn offer(
         id: peer,
         dtls_fingerprint: remote_fp,
     };
+    let onion = mesh
+        .borrow()
+        .me
+        .as_ref()
+        .map(OnionKey::cert_entry)
+        .ok_or("no onion key")?;
     let handshake = LinkInitiator::new(Some(identity.spki().to_vec()), check)
         .map_err(|e| e.to_string())?
-        .with_extra_certs(vec![ours]);
+        .with_extra_certs(vec![ours, onion]);
     set_state(mesh, &peer, "connecting");
     attach_channel(
         mesh,
@@ -300,7 +383,7 @@ async fn answer(
     offer_sdp: &str,
 ) -> Result<(), String> {
     let remote_fp = fingerprint_of(offer_sdp).ok_or("the offer has no fingerprint")?;
-    let pc = new_link(mesh, peer)?;
+    let pc = new_link(mesh, peer, false)?;
     let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
     desc.set_sdp(offer_sdp);
     JsFuture::from(pc.set_remote_description(&desc))
@@ -325,6 +408,11 @@ async fn answer(
                 body: identity.spki().to_vec(),
             },
             ours,
+            mesh.borrow()
+                .me
+                .as_ref()
+                .map(OnionKey::cert_entry)
+                .ok_or("no onion key")?,
         ],
     };
     let now = (js_sys::Date::now() / 1000.0) as u32;
@@ -405,6 +493,8 @@ fn attach_channel(
 
 /// Sends what the handshake queued and acts on its events.
 fn pump(mesh: &SharedMesh, identity: &Rc<SessionIdentity>, peer: PeerId) {
+    // A frame's cells are all taken in before one send answers them.
+    let mut cells_in = false;
     loop {
         let (frames, event) = {
             let mut m = mesh.borrow_mut();
@@ -435,7 +525,12 @@ fn pump(mesh: &SharedMesh, identity: &Rc<SessionIdentity>, peer: PeerId) {
         };
         drop(frames);
         match event {
-            None => return,
+            None => {
+                if cells_in {
+                    super::tab_relay::send_all(mesh);
+                }
+                return;
+            }
             Some(LinkEvent::Initiator(InitiatorEvent::SignatureNeeded(message))) => {
                 let (mesh, identity) = (mesh.clone(), identity.clone());
                 wasm_bindgen_futures::spawn_local(async move {
@@ -461,19 +556,31 @@ fn pump(mesh: &SharedMesh, identity: &Rc<SessionIdentity>, peer: PeerId) {
                 return;
             }
             Some(LinkEvent::Initiator(InitiatorEvent::Open { .. })) => {
+                if let Some(l) = mesh.borrow_mut().links.get_mut(&peer) {
+                    if let Some(Handshake::Initiator(h)) = &l.handshake {
+                        l.spki = h.peer_key().map(|k| k.spki_der().to_vec());
+                        l.ntor = h.peer_ntor_key();
+                    }
+                }
                 set_state(mesh, &peer, "open")
             }
             Some(LinkEvent::Responder(ResponderEvent::Open { peer: Some(p), .. }))
                 if p.id == peer =>
             {
+                if let Some(l) = mesh.borrow_mut().links.get_mut(&peer) {
+                    l.spki = Some(p.key.spki_der().to_vec());
+                    l.ntor = p.ntor_key.clone();
+                }
                 set_state(mesh, &peer, "open")
             }
             Some(LinkEvent::Responder(ResponderEvent::Open { .. })) => {
                 return drop_link(mesh, &peer, "the peer did not prove the ID introduced");
             }
-            // Circuits over tab links come with the tab as onion router.
-            Some(LinkEvent::Initiator(InitiatorEvent::Cell(_)))
-            | Some(LinkEvent::Responder(ResponderEvent::Cell(_))) => {}
+            Some(LinkEvent::Initiator(InitiatorEvent::Cell(cell)))
+            | Some(LinkEvent::Responder(ResponderEvent::Cell(cell))) => {
+                super::tab_relay::on_cell(&mut mesh.borrow_mut(), peer, cell);
+                cells_in = true;
+            }
         }
     }
 }

@@ -13,6 +13,8 @@ mod log;
 mod mesh;
 mod peer;
 mod store;
+mod tab_circuits;
+mod tab_relay;
 
 pub use identity::SessionIdentity;
 pub use peer::{Peer, PeerStatus};

@@ -17,6 +17,7 @@ use super::identity::SessionIdentity;
 use super::js::{get, js_error, set, set_timeout};
 use super::log;
 use super::mesh::{self, SharedMesh};
+use super::tab_circuits;
 
 /// First reconnection delay; doubles each failed attempt up to the maximum.
 const RECONNECT_BASE_MS: i32 = 500;
@@ -194,6 +195,76 @@ impl Peer {
             set(&o, "id", &JsValue::from_str(&id.to_hex()))?;
             set(&o, "state", &JsValue::from_str(state))?;
             set(&o, "bridge", &JsValue::from_str(&bridge))?;
+            out.push(&o);
+        }
+        Ok(out)
+    }
+
+    /// Builds a circuit through `hops` other tabs (default 3) over WebRTC
+    /// links: `{ id, hops: [peer IDs], ms }`. It stays open until
+    /// `closeTabCircuit(id)` or until a tab on it goes away.
+    #[wasm_bindgen(js_name = buildTabCircuit)]
+    pub async fn build_tab_circuit(&self, hops: Option<u32>) -> Result<JsValue, JsValue> {
+        let (mesh, me) = {
+            let i = self.inner.borrow();
+            (i.mesh.clone(), i.identity.id())
+        };
+        let hops = hops.unwrap_or(3).clamp(1, 8) as usize;
+        let started = js_sys::Date::now();
+        let c = tab_circuits::build(&mesh, me, hops)
+            .await
+            .map_err(|e| js_error(&format!("buildTabCircuit: {e}")))?;
+        let o = js_sys::Object::new();
+        set(&o, "id", &JsValue::from(c.circ))?;
+        set(&o, "hops", &hops_array(&c.hops))?;
+        set(&o, "ms", &JsValue::from(js_sys::Date::now() - started))?;
+        Ok(o.into())
+    }
+
+    /// GET `path` from the directory of the circuit's last tab
+    /// (`/peersm/info`, `/peersm/bytes?n=N`): `{ status, size, ms, text }`
+    /// (`text` for bodies under 4 KB).
+    #[wasm_bindgen(js_name = tabCircuitGet)]
+    pub async fn tab_circuit_get(&self, id: u32, path: String) -> Result<JsValue, JsValue> {
+        let mesh = self.inner.borrow().mesh.clone();
+        let started = js_sys::Date::now();
+        let (status, body) = tab_circuits::get(&mesh, id, &path)
+            .await
+            .map_err(|e| js_error(&format!("tabCircuitGet: {e}")))?;
+        let o = js_sys::Object::new();
+        set(&o, "status", &JsValue::from(status))?;
+        set(&o, "size", &JsValue::from(body.len() as f64))?;
+        set(&o, "ms", &JsValue::from(js_sys::Date::now() - started))?;
+        if body.len() < 4096 {
+            set(
+                &o,
+                "text",
+                &JsValue::from_str(&String::from_utf8_lossy(&body)),
+            )?;
+        }
+        Ok(o.into())
+    }
+
+    #[wasm_bindgen(js_name = closeTabCircuit)]
+    pub fn close_tab_circuit(&self, id: u32) {
+        let mesh = self.inner.borrow().mesh.clone();
+        tab_circuits::close(&mesh, id);
+    }
+
+    /// Circuits this tab built through tabs: `[{ id, hops, state }]`,
+    /// state 'open' | 'closed'.
+    pub fn circuits(&self) -> Result<js_sys::Array, JsValue> {
+        let mesh = self.inner.borrow().mesh.clone();
+        let out = js_sys::Array::new();
+        for (c, alive) in tab_circuits::list(&mesh) {
+            let o = js_sys::Object::new();
+            set(&o, "id", &JsValue::from(c.circ))?;
+            set(&o, "hops", &hops_array(&c.hops))?;
+            set(
+                &o,
+                "state",
+                &JsValue::from_str(if alive { "open" } else { "closed" }),
+            )?;
             out.push(&o);
         }
         Ok(out)
@@ -429,4 +500,10 @@ fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsVa
     let rest = js_sys::Object::assign(&js_sys::Object::new(), &options.clone().into());
     js_sys::Reflect::delete_property(&rest, &JsValue::from_str("onProgress"))?;
     Ok((callback, rest.into()))
+}
+
+fn hops_array(hops: &[crate::crypto::PeerId]) -> js_sys::Array {
+    hops.iter()
+        .map(|h| JsValue::from_str(&h.to_hex()))
+        .collect()
 }

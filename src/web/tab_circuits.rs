@@ -1,0 +1,207 @@
+//! Circuits a tab builds through other tabs: the first hop is a linked
+//! peer (CREATE2 with the ntor key its link CERTS published); each next
+//! hop is chosen from the FOUND_NODE answer of the current last hop (its
+//! linked peers, each with an ntor key signed by its identity) and reached
+//! with EXTEND2 naming it by ID.
+
+use futures_util::StreamExt;
+
+use super::circuit_host::{self as host, CircuitHost, MuxDriver, StreamEvent};
+use super::js::sleep_ms;
+use super::mesh::SharedMesh;
+use super::tab_relay::send_all;
+use crate::cell::{ControlMessage, LinkSpec};
+use crate::circuit::StreamTarget;
+use crate::crypto::PeerId;
+use crate::http::{get_request, HttpUrl, ResponseReader};
+
+const FOUND_NODE_TIMEOUT_MS: i32 = 10_000;
+
+/// A circuit this tab built through tabs.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnCircuit {
+    pub(crate) circ: u32,
+    pub(crate) hops: Vec<PeerId>,
+}
+
+/// Our circuits whose first hop is `peer`.
+#[derive(Clone)]
+pub(crate) struct TabHost {
+    mesh: SharedMesh,
+    peer: PeerId,
+}
+
+impl CircuitHost for TabHost {
+    fn with_driver<R>(&self, f: impl FnOnce(&mut MuxDriver) -> R) -> Result<R, String> {
+        let mut m = self.mesh.borrow_mut();
+        let link = m
+            .links
+            .get_mut(&self.peer)
+            .filter(|l| l.state == "open")
+            .ok_or("the link to the first hop closed")?;
+        Ok(f(&mut link.circuits))
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        send_all(&self.mesh);
+        Ok(())
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+fn random_id() -> PeerId {
+    let mut b = [0u8; 20];
+    let _ = getrandom::fill(&mut b);
+    PeerId(b)
+}
+
+/// Builds a circuit of `hops` tabs; `me` is never one of them.
+pub(crate) async fn build(
+    mesh: &SharedMesh,
+    me: PeerId,
+    hops: usize,
+) -> Result<OwnCircuit, String> {
+    let firsts: Vec<(PeerId, [u8; 32])> = mesh
+        .borrow()
+        .links
+        .iter()
+        .filter(|(_, l)| l.state == "open")
+        .filter_map(|(id, l)| Some((*id, l.ntor.as_ref()?.0)))
+        .collect();
+    let pick = (random_u64() % firsts.len().max(1) as u64) as usize;
+    let (first, ntor) = *firsts.get(pick).ok_or("no open link to another tab")?;
+    let link = TabHost {
+        mesh: mesh.clone(),
+        peer: first,
+    };
+    let circ = host::create(&link, first.0, ntor).await?;
+    let mut path = vec![first];
+    while path.len() < hops {
+        match next_hop(&link, circ, me, &path).await {
+            Ok((id, key)) => {
+                host::extend(&link, circ, vec![LinkSpec::LegacyId(id.0)], id.0, key).await?;
+                path.push(id);
+            }
+            Err(e) => {
+                host::destroy(&link, circ);
+                return Err(format!("after {} hops: {e}", path.len()));
+            }
+        }
+    }
+    let own = OwnCircuit { circ, hops: path };
+    mesh.borrow_mut().own_circuits.push(own.clone());
+    Ok(own)
+}
+
+/// Asks the circuit's last hop for its linked peers and picks one not
+/// already on the path, whose ntor key its identity signed.
+async fn next_hop(
+    link: &TabHost,
+    circ: u32,
+    me: PeerId,
+    path: &[PeerId],
+) -> Result<(PeerId, [u8; 32]), String> {
+    let mut answers = host::control_messages(link, circ)?;
+    host::send_control(
+        link,
+        circ,
+        &ControlMessage::FindNode {
+            target: random_id(),
+        },
+    )?;
+    let answer = {
+        let timeout = sleep_ms(FOUND_NODE_TIMEOUT_MS);
+        futures_util::pin_mut!(timeout);
+        match futures_util::future::select(answers.next(), timeout).await {
+            futures_util::future::Either::Left((Some(m), _)) => m,
+            _ => return Err("no FOUND_NODE answer".into()),
+        }
+    };
+    let ControlMessage::FoundNode { nodes } = answer else {
+        return Err("unexpected answer to FIND_NODE".into());
+    };
+    let candidates: Vec<(PeerId, [u8; 32])> = nodes
+        .iter()
+        .filter_map(|n| Some((n.verify().ok()?, n.ntor_key)))
+        .filter(|(id, _)| *id != me && !path.contains(id))
+        .collect();
+    let pick = (random_u64() % candidates.len().max(1) as u64) as usize;
+    candidates
+        .get(pick)
+        .copied()
+        .ok_or_else(|| format!("the last hop knows no new peer ({} offered)", nodes.len()))
+}
+
+fn host_for(mesh: &SharedMesh, circ: u32) -> Result<(TabHost, OwnCircuit), String> {
+    let own = mesh
+        .borrow()
+        .own_circuits
+        .iter()
+        .find(|c| c.circ == circ)
+        .cloned()
+        .ok_or("no such circuit")?;
+    let first = *own.hops.first().ok_or("empty circuit")?;
+    Ok((
+        TabHost {
+            mesh: mesh.clone(),
+            peer: first,
+        },
+        own,
+    ))
+}
+
+/// GET `path` from the last hop's directory (BEGIN_DIR); returns the
+/// status and the body.
+pub(crate) async fn get(
+    mesh: &SharedMesh,
+    circ: u32,
+    path: &str,
+) -> Result<(u16, Vec<u8>), String> {
+    let (link, _) = host_for(mesh, circ)?;
+    let (stream, mut events) = host::begin(&link, circ, StreamTarget::Directory).await?;
+    let url = HttpUrl {
+        host: "peer".into(),
+        port: 80,
+        path_and_query: path.to_string(),
+    };
+    host::send(&link, circ, stream, &get_request(&url, 0))?;
+    let mut reader = ResponseReader::new();
+    let mut body = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            StreamEvent::Data(d) => body.extend(reader.feed(&d).map_err(|e| e.to_string())?),
+            StreamEvent::Ended { .. } => break,
+        }
+        if reader.is_done() {
+            host::end(&link, circ, stream);
+            break;
+        }
+    }
+    reader.finish().map_err(|e| e.to_string())?;
+    Ok((reader.head().map_or(0, |h| h.status), body))
+}
+
+pub(crate) fn close(mesh: &SharedMesh, circ: u32) {
+    if let Ok((link, _)) = host_for(mesh, circ) {
+        host::destroy(&link, circ);
+    }
+    mesh.borrow_mut().own_circuits.retain(|c| c.circ != circ);
+}
+
+/// `(circuit, hops, alive)` of our circuits through tabs.
+pub(crate) fn list(mesh: &SharedMesh) -> Vec<(OwnCircuit, bool)> {
+    let own = mesh.borrow().own_circuits.clone();
+    own.into_iter()
+        .map(|c| {
+            let alive = host_for(mesh, c.circ)
+                .map(|(link, _)| host::is_alive(&link, c.circ))
+                .unwrap_or(false);
+            (c, alive)
+        })
+        .collect()
+}

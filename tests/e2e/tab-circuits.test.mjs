@@ -1,0 +1,71 @@
+// Tabs as onion routers: tabs in separate browser processes link over
+// WebRTC; one builds a circuit through three other tabs (tab → tab → tab
+// → tab), fetches from the last tab's directory through it, and when a
+// tab on the circuit goes away the circuit dies while other circuits keep
+// working. Runs in a loopback-only network namespace (scripts/test).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startNode, launchBrowser, eventually } from './helpers.mjs';
+
+const TABS = Number(process.env.PEERSM_E2E_TABS ?? 8);
+let node;
+const browsers = [];
+before(async () => { node = await startNode({ args: ['--relays', '0'] }); });
+after(async () => {
+  for (const b of browsers) await b.close().catch(() => {});
+  await node?.stop();
+});
+
+async function openTab() {
+  const browser = await launchBrowser();
+  browsers.push(browser);
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log('[page]', m.text()); });
+  await page.goto(`${node.origin}/`);
+  await page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
+  return { browser, page, id: await page.evaluate(() => window.peersm.id) };
+}
+
+const openLinks = (tab) => tab.page.evaluate(
+  () => window.peersm.peers().filter((p) => p.state === 'open').length,
+);
+
+test(`${TABS} tabs: a circuit through three tabs carries data; a tab leaving kills only its circuits`, async () => {
+  const tabs = [];
+  for (let i = 0; i < TABS; i += 1) tabs.push(await openTab());
+  for (const tab of tabs) {
+    await eventually(async () => (await openLinks(tab)) >= Math.min(TABS - 1, 3), 60000, 'links up');
+  }
+  const origin = tabs[0];
+  const ids = new Set(tabs.map((t) => t.id));
+
+  const circuit = await origin.page.evaluate(() => window.peersm.buildTabCircuit(3));
+  assert.equal(circuit.hops.length, 3);
+  assert.equal(new Set(circuit.hops).size, 3, 'three different tabs');
+  assert.ok(!circuit.hops.includes(origin.id), 'not through itself');
+  for (const h of circuit.hops) assert.ok(ids.has(h), `hop ${h} is one of our tabs`);
+
+  const info = await origin.page.evaluate((id) => window.peersm.tabCircuitGet(id, '/peersm/info'), circuit.id);
+  assert.equal(info.status, 200);
+  assert.equal(info.text, `peersm tab ${circuit.hops[2]}\n`, 'the answer comes from the last hop');
+  const bulk = await origin.page.evaluate((id) => window.peersm.tabCircuitGet(id, '/peersm/bytes?n=2000000'), circuit.id);
+  assert.equal(bulk.size, 2000000);
+
+  const listed = await origin.page.evaluate(() => window.peersm.circuits());
+  assert.deepEqual(listed.map((c) => [c.id, c.state]), [[circuit.id, 'open']]);
+
+  // The middle tab goes away: that circuit dies, others still work.
+  const middle = tabs.find((t) => t.id === circuit.hops[1]);
+  await middle.browser.close();
+  browsers.splice(browsers.indexOf(middle.browser), 1);
+  await eventually(async () => {
+    const cs = await origin.page.evaluate(() => window.peersm.circuits());
+    return cs.find((c) => c.id === circuit.id)?.state === 'closed';
+  }, 30000, 'the circuit through the closed tab is destroyed');
+  const again = await eventually(async () => {
+    const c = await origin.page.evaluate(() => window.peersm.buildTabCircuit(3));
+    return !c.hops.includes(middle.id) && c;
+  }, 30000, 'a new circuit around the closed tab');
+  const info2 = await origin.page.evaluate((id) => window.peersm.tabCircuitGet(id, '/peersm/info'), again.id);
+  assert.equal(info2.text, `peersm tab ${again.hops[2]}\n`);
+});
