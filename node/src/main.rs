@@ -41,6 +41,15 @@ enum Command {
         /// Source address of the embedded exit's connections.
         #[arg(long = "exit-bind")]
         exit_bind: Option<std::net::IpAddr>,
+        /// Federate with the bridge at this WebSocket URL (ws://HOST:PORT/bridge):
+        /// tabs of both bridges learn of each other and are introduced.
+        /// Repeat for each.
+        #[arg(long = "peer-bridge", value_name = "URL")]
+        peer_bridges: Vec<String>,
+        /// Where tabs reach this bridge, as told to federated bridges
+        /// (default ws://LISTEN/bridge).
+        #[arg(long = "public-url", value_name = "URL")]
+        public_url: Option<String>,
     },
     /// An onion router on a TLS ORPort: answers CREATE2/CREATE_FAST, extends
     /// circuits, and exits under its exit policy.
@@ -97,6 +106,8 @@ async fn main() -> anyhow::Result<()> {
             relays,
             exit_policy,
             exit_bind,
+            peer_bridges,
+            public_url,
         } => {
             if !www.join("index.html").is_file() {
                 anyhow::bail!(
@@ -122,7 +133,9 @@ async fn main() -> anyhow::Result<()> {
             let embedded = start_embedded_relays(relays, &policy, exit_bind)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let config = BridgeConfig::new(www, embedded).map_err(|e| anyhow::anyhow!(e))?;
+            let mut config = BridgeConfig::new(www, embedded).map_err(|e| anyhow::anyhow!(e))?;
+            config.peer_bridges = peer_bridges;
+            config.public_url = public_url;
             tracing::info!(
                 fingerprint = %hex::encode_upper(config.relay.keys.rsa_id),
                 relays,

@@ -39,7 +39,30 @@ pub enum ControlMessage {
     /// identity key and its ntor key signed by it (so a client can extend
     /// to it and check it is who it claims).
     FoundNode { nodes: Vec<NodeInfo> },
+    /// `URL_LEN (1) | URL`: between bridges: "I am a bridge, tabs reach me
+    /// at URL"; the link's authenticated identity is the bridge's.
+    BridgeHello { url: String },
+    /// `N (2) | N × ID (20)`: between bridges: every tab registered with
+    /// the sender (replaces the previous list).
+    BridgePeers { peers: Vec<PeerId> },
+    /// `FROM (20) | TO (20) | SDP_LEN (2) | SDP`: between bridges: tab FROM
+    /// (at the sender) asks to be introduced to tab TO (at the receiver).
+    RelayIntroduce {
+        from: PeerId,
+        to: PeerId,
+        sdp: String,
+    },
+    /// Same layout: TO's answer going back to FROM's bridge (empty SDP:
+    /// failed).
+    RelayIntroduced {
+        from: PeerId,
+        to: PeerId,
+        sdp: String,
+    },
 }
+
+/// Most tabs one BRIDGE_PEERS lists (16 KiB message limit).
+pub const MAX_BRIDGE_PEERS: usize = 800;
 
 /// A peer as FOUND_NODE describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +110,10 @@ impl ControlMessage {
             ControlMessage::Introduced { .. } => relay_command::INTRODUCED,
             ControlMessage::FindNode { .. } => relay_command::FIND_NODE,
             ControlMessage::FoundNode { .. } => relay_command::FOUND_NODE,
+            ControlMessage::BridgeHello { .. } => relay_command::BRIDGE_HELLO,
+            ControlMessage::BridgePeers { .. } => relay_command::BRIDGE_PEERS,
+            ControlMessage::RelayIntroduce { .. } => relay_command::RELAY_INTRODUCE,
+            ControlMessage::RelayIntroduced { .. } => relay_command::RELAY_INTRODUCED,
         }
     }
 
@@ -118,6 +145,26 @@ impl ControlMessage {
                 put_str16(&mut out, sdp)?;
             }
             ControlMessage::FindNode { target } => out.extend_from_slice(&target.0),
+            ControlMessage::BridgeHello { url } => {
+                let len = u8::try_from(url.len()).map_err(|_| CellError::TooLong(url.len()))?;
+                out.push(len);
+                out.extend_from_slice(url.as_bytes());
+            }
+            ControlMessage::BridgePeers { peers } => {
+                if peers.len() > MAX_BRIDGE_PEERS {
+                    return Err(CellError::TooLong(peers.len()));
+                }
+                out.extend_from_slice(&(peers.len() as u16).to_be_bytes());
+                for p in peers {
+                    out.extend_from_slice(&p.0);
+                }
+            }
+            ControlMessage::RelayIntroduce { from, to, sdp }
+            | ControlMessage::RelayIntroduced { from, to, sdp } => {
+                out.extend_from_slice(&from.0);
+                out.extend_from_slice(&to.0);
+                put_str16(&mut out, sdp)?;
+            }
             ControlMessage::FoundNode { nodes } => {
                 if nodes.len() > MAX_FOUND_PEERS {
                     return Err(CellError::TooLong(nodes.len()));
@@ -176,6 +223,37 @@ impl ControlMessage {
             relay_command::FIND_NODE => ControlMessage::FindNode {
                 target: PeerId(r.array::<20>()?),
             },
+            relay_command::BRIDGE_HELLO => {
+                let len = usize::from(r.u8()?);
+                ControlMessage::BridgeHello {
+                    url: utf8(r.take(len)?, "bridge URL")?,
+                }
+            }
+            relay_command::BRIDGE_PEERS => {
+                let n = usize::from(r.u16()?);
+                if n > MAX_BRIDGE_PEERS {
+                    return Err(CellError::Malformed {
+                        what: "BRIDGE_PEERS",
+                        why: "too many peers",
+                    });
+                }
+                let mut peers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    peers.push(PeerId(r.array::<20>()?));
+                }
+                ControlMessage::BridgePeers { peers }
+            }
+            relay_command::RELAY_INTRODUCE | relay_command::RELAY_INTRODUCED => {
+                let from = PeerId(r.array::<20>()?);
+                let to = PeerId(r.array::<20>()?);
+                let len = usize::from(r.u16()?);
+                let sdp = utf8(r.take(len)?, "SDP")?;
+                if command == relay_command::RELAY_INTRODUCE {
+                    ControlMessage::RelayIntroduce { from, to, sdp }
+                } else {
+                    ControlMessage::RelayIntroduced { from, to, sdp }
+                }
+            }
             relay_command::FOUND_NODE => {
                 let n = usize::from(r.u8()?);
                 if n > MAX_FOUND_PEERS {
@@ -313,6 +391,22 @@ mod tests {
         });
         round_trip(ControlMessage::FindNode {
             target: PeerId([5; 20]),
+        });
+        round_trip(ControlMessage::BridgeHello {
+            url: "ws://127.0.0.1:8081/bridge".into(),
+        });
+        round_trip(ControlMessage::BridgePeers {
+            peers: (0..300u16).map(|i| PeerId([(i % 256) as u8; 20])).collect(),
+        });
+        round_trip(ControlMessage::RelayIntroduce {
+            from: PeerId([6; 20]),
+            to: PeerId([7; 20]),
+            sdp: "v=0\r\n".repeat(200),
+        });
+        round_trip(ControlMessage::RelayIntroduced {
+            from: PeerId([7; 20]),
+            to: PeerId([6; 20]),
+            sdp: String::new(),
         });
         round_trip(ControlMessage::FoundNode {
             nodes: (0..8u8)

@@ -38,10 +38,14 @@ pub mod relay_command {
     pub const INTRODUCED: u8 = 89;
     pub const FIND_NODE: u8 = 90;
     pub const FOUND_NODE: u8 = 91;
+    pub const BRIDGE_HELLO: u8 = 92;
+    pub const BRIDGE_PEERS: u8 = 93;
+    pub const RELAY_INTRODUCE: u8 = 94;
+    pub const RELAY_INTRODUCED: u8 = 95;
 
     /// Commands carried as `ControlMessage`s.
     pub fn is_peersm_control(command: u8) -> bool {
-        (DB_FIND_PEER..=FOUND_NODE).contains(&command)
+        (DB_FIND_PEER..=RELAY_INTRODUCED).contains(&command)
     }
 }
 

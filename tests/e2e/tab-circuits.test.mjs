@@ -1,22 +1,31 @@
-// Tabs as onion routers: tabs in separate browser processes link over
-// WebRTC; one builds a circuit through three other tabs (tab → tab → tab
-// → tab), fetches from the last tab's directory through it, and when a
-// tab on the circuit goes away the circuit dies while other circuits keep
-// working. Runs in a loopback-only network namespace (scripts/test).
+// Tabs as onion routers: tabs in separate browser processes, half on each
+// of two federated bridges, link over WebRTC (introduced across bridges);
+// one builds a circuit through three other tabs (tab → tab → tab → tab),
+// fetches from the last tab's directory through it, and when a tab on the
+// circuit goes away the circuit dies while other circuits keep working.
+// Runs in a loopback-only network namespace (scripts/test).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, launchBrowser, eventually } from './helpers.mjs';
 
 const TABS = Number(process.env.PEERSM_E2E_TABS ?? 8);
-let node;
+const bridges = [];
 const browsers = [];
-before(async () => { node = await startNode({ args: ['--relays', '0'] }); });
+before(async () => {
+  const b = await startNode({ args: ['--relays', '0'] });
+  bridges.push(b);
+  const wsOf = (n) => `${n.origin.replace('http:', 'ws:')}/bridge`;
+  bridges.push(await startNode({ args: ['--relays', '0', '--peer-bridge', wsOf(b)] }));
+  for (const n of bridges) {
+    await eventually(async () => (await n.status()).federation.length === 1, 15000, 'bridges federated');
+  }
+});
 after(async () => {
   for (const b of browsers) await b.close().catch(() => {});
-  await node?.stop();
+  for (const n of bridges) await n.stop();
 });
 
-async function openTab() {
+async function openTab(node) {
   const browser = await launchBrowser();
   browsers.push(browser);
   const page = await browser.newPage();
@@ -32,9 +41,15 @@ const openLinks = (tab) => tab.page.evaluate(
 
 test(`${TABS} tabs: a circuit through three tabs carries data; a tab leaving kills only its circuits`, async () => {
   const tabs = [];
-  for (let i = 0; i < TABS; i += 1) tabs.push(await openTab());
+  for (let i = 0; i < TABS; i += 1) tabs.push(await openTab(bridges[i % 2]));
+  // Every tab links to every other, across the two bridges.
   for (const tab of tabs) {
-    await eventually(async () => (await openLinks(tab)) >= Math.min(TABS - 1, 3), 60000, 'links up');
+    await eventually(async () => (await openLinks(tab)) === TABS - 1, 60000, `tab ${tab.id.slice(0, 8)} linked to all`);
+  }
+  for (const n of bridges) {
+    const s = await n.status();
+    assert.equal(s.mesh_peers, TABS / 2);
+    assert.equal(s.federation[0].peers, TABS / 2, 'each bridge knows the other\'s tabs');
   }
   const origin = tabs[0];
   const ids = new Set(tabs.map((t) => t.id));

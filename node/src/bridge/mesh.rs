@@ -5,11 +5,17 @@
 //! a WebRTC link. Only tabs that authenticated their link (and send the
 //! modulus of that key) can register; introductions name peers by ID, and
 //! the bridge forwards them only to the control circuit of that ID.
+//!
+//! Federation: bridges linked with `--peer-bridge` announce themselves
+//! (BRIDGE_HELLO), keep each other told of their tabs (BRIDGE_PEERS), and
+//! carry introductions between a tab here and a tab there
+//! (RELAY_INTRODUCE / RELAY_INTRODUCED). A tab learns peers of every
+//! federated bridge, each with the URL of the bridge that hosts it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use peersm::cell::peersm::MAX_FOUND_PEERS;
+use peersm::cell::peersm::{MAX_BRIDGE_PEERS, MAX_FOUND_PEERS};
 use peersm::cell::ControlMessage;
 use peersm::crypto::PeerId;
 use peersm::dht::Distance;
@@ -17,16 +23,46 @@ use tokio::sync::mpsc;
 
 use crate::relay::inbound::ToInbound;
 
-/// Where a registered peer's control messages go.
+/// Where a peer's (or a federated bridge's) control messages go: a circuit
+/// on some channel, through that channel's actor.
 #[derive(Clone)]
-struct ControlCircuit {
-    tx: mpsc::UnboundedSender<ToInbound>,
-    circ: u32,
+pub struct ControlCircuit {
+    pub tx: mpsc::UnboundedSender<ToInbound>,
+    pub circ: u32,
+}
+
+impl ControlCircuit {
+    fn send(&self, message: ControlMessage) {
+        let _ = self.tx.send(ToInbound::Control {
+            back_circ: self.circ,
+            message,
+        });
+    }
+
+    fn is(&self, tx: &mpsc::UnboundedSender<ToInbound>, circ: u32) -> bool {
+        self.circ == circ && self.tx.same_channel(tx)
+    }
+}
+
+struct FederatedBridge {
+    url: String,
+    route: ControlCircuit,
+    /// The tabs it hosts.
+    peers: Vec<PeerId>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<PeerId, ControlCircuit>,
+    bridges: HashMap<PeerId, FederatedBridge>,
+    /// Introductions from a federated bridge's tab to one of ours, waiting
+    /// for our tab's answer: (our tab, their tab) → their bridge.
+    remote_origins: HashMap<(PeerId, PeerId), PeerId>,
 }
 
 #[derive(Default)]
 pub struct MeshService {
-    peers: Mutex<HashMap<PeerId, ControlCircuit>>,
+    state: Mutex<State>,
 }
 
 /// What the channel that received a control message must send back on
@@ -48,72 +84,168 @@ impl MeshService {
             tracing::debug!("control message on an anonymous link: ignored");
             return None;
         };
-        let Ok(mut peers) = self.peers.lock() else {
+        let route = ControlCircuit {
+            tx: tx.clone(),
+            circ,
+        };
+        let Ok(mut st) = self.state.lock() else {
             return None;
         };
-        peers.retain(|_, c| !c.tx.is_closed());
+        st.peers.retain(|_, c| !c.tx.is_closed());
+        st.bridges.retain(|_, b| !b.route.tx.is_closed());
+        let from_bridge = st.bridges.get(&me).is_some_and(|b| b.route.is(tx, circ));
         match message {
             ControlMessage::FindPeer { target, modulus } => {
                 if modulus != my_modulus {
                     tracing::info!(peer = %me, "DB_FIND_PEER with another key's modulus: ignored");
                     return None;
                 }
-                peers.insert(
-                    me,
-                    ControlCircuit {
-                        tx: tx.clone(),
-                        circ,
-                    },
-                );
-                let mut close: Vec<PeerId> = peers.keys().filter(|p| **p != me).copied().collect();
-                close.sort_by_key(|p| Distance::between(p, &target));
-                close.truncate(MAX_FOUND_PEERS);
-                Some(ControlMessage::FoundPeer {
-                    peers: close.into_iter().map(|p| (p, String::new())).collect(),
-                })
+                st.peers.insert(me, route);
+                let reply = found_peers(&st, me, &target);
+                announce_peers(&st);
+                Some(reply)
             }
-            ControlMessage::Introduce { peer, sdp } => match peers.get(&peer) {
-                Some(target) if peer != me => {
-                    let forwarded = ControlMessage::Introduce { peer: me, sdp };
-                    send(target, forwarded);
-                    None
+            ControlMessage::Introduce { peer, sdp } => {
+                if peer != me {
+                    if let Some(target) = st.peers.get(&peer) {
+                        target.send(ControlMessage::Introduce { peer: me, sdp });
+                        return None;
+                    }
+                    if let Some(bridge) = st.bridges.values().find(|b| b.peers.contains(&peer)) {
+                        bridge.route.send(ControlMessage::RelayIntroduce {
+                            from: me,
+                            to: peer,
+                            sdp,
+                        });
+                        return None;
+                    }
                 }
-                _ => Some(ControlMessage::Introduced {
+                Some(ControlMessage::Introduced {
                     peer,
                     sdp: String::new(),
-                }),
-            },
+                })
+            }
             ControlMessage::Introduced { peer, sdp } => {
-                if let Some(origin) = peers.get(&peer) {
-                    send(origin, ControlMessage::Introduced { peer: me, sdp });
+                if let Some(origin) = st.peers.get(&peer) {
+                    origin.send(ControlMessage::Introduced { peer: me, sdp });
+                } else if let Some(bridge) = st.remote_origins.remove(&(me, peer)) {
+                    if let Some(b) = st.bridges.get(&bridge) {
+                        b.route.send(ControlMessage::RelayIntroduced {
+                            from: me,
+                            to: peer,
+                            sdp,
+                        });
+                    }
+                }
+                None
+            }
+            ControlMessage::BridgeHello { url } => {
+                tracing::info!(bridge = %me, %url, "federated bridge");
+                st.bridges.insert(
+                    me,
+                    FederatedBridge {
+                        url,
+                        route: route.clone(),
+                        peers: Vec::new(),
+                    },
+                );
+                route.send(ControlMessage::BridgePeers {
+                    peers: local_peers(&st),
+                });
+                None
+            }
+            ControlMessage::BridgePeers { peers } if from_bridge => {
+                if let Some(b) = st.bridges.get_mut(&me) {
+                    b.peers = peers;
+                }
+                None
+            }
+            ControlMessage::RelayIntroduce { from, to, sdp } if from_bridge => {
+                match st.peers.get(&to) {
+                    Some(target) => {
+                        target.send(ControlMessage::Introduce { peer: from, sdp });
+                        st.remote_origins.insert((to, from), me);
+                    }
+                    None => route.send(ControlMessage::RelayIntroduced {
+                        from: to,
+                        to: from,
+                        sdp: String::new(),
+                    }),
+                }
+                None
+            }
+            ControlMessage::RelayIntroduced { from, to, sdp } if from_bridge => {
+                if let Some(origin) = st.peers.get(&to) {
+                    origin.send(ControlMessage::Introduced { peer: from, sdp });
                 }
                 None
             }
             // Answers are the bridge's to give, not to receive; FIND_NODE
-            // is for tabs (their linked peers).
-            ControlMessage::FoundPeer { .. }
-            | ControlMessage::FindNode { .. }
-            | ControlMessage::FoundNode { .. } => None,
+            // is for tabs (their linked peers); bridge messages only count
+            // from a bridge that said hello on that circuit.
+            _ => None,
         }
     }
 
     /// Circuit `circ` of the channel on `tx` is gone.
     pub fn circuit_closed(&self, tx: &mpsc::UnboundedSender<ToInbound>, circ: u32) {
-        if let Ok(mut peers) = self.peers.lock() {
-            peers.retain(|_, c| !(c.circ == circ && c.tx.same_channel(tx)));
+        if let Ok(mut st) = self.state.lock() {
+            let before = st.peers.len();
+            st.peers.retain(|_, c| !c.is(tx, circ));
+            st.bridges.retain(|_, b| !b.route.is(tx, circ));
+            if st.peers.len() != before {
+                announce_peers(&st);
+            }
         }
     }
 
     pub fn registered(&self) -> usize {
-        self.peers.lock().map(|p| p.len()).unwrap_or(0)
+        self.state.lock().map(|s| s.peers.len()).unwrap_or(0)
+    }
+
+    /// Federated bridges and how many tabs each hosts.
+    pub fn federation(&self) -> Vec<(String, usize)> {
+        self.state
+            .lock()
+            .map(|s| {
+                s.bridges
+                    .values()
+                    .map(|b| (b.url.clone(), b.peers.len()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
-fn send(to: &ControlCircuit, message: ControlMessage) {
-    let _ = to.tx.send(ToInbound::Control {
-        back_circ: to.circ,
-        message,
-    });
+fn local_peers(st: &State) -> Vec<PeerId> {
+    let mut ids: Vec<PeerId> = st.peers.keys().copied().collect();
+    ids.sort();
+    ids.truncate(MAX_BRIDGE_PEERS);
+    ids
+}
+
+/// Tells every federated bridge our current tabs.
+fn announce_peers(st: &State) {
+    let peers = local_peers(st);
+    for b in st.bridges.values() {
+        b.route.send(ControlMessage::BridgePeers {
+            peers: peers.clone(),
+        });
+    }
+}
+
+/// Our tabs and the federated bridges' tabs closest to `target`, not
+/// `me`; ours with an empty bridge (this one), theirs with their URL.
+fn found_peers(st: &State, me: PeerId, target: &PeerId) -> ControlMessage {
+    let mut all: Vec<(PeerId, String)> = st.peers.keys().map(|p| (*p, String::new())).collect();
+    for b in st.bridges.values() {
+        all.extend(b.peers.iter().map(|p| (*p, b.url.clone())));
+    }
+    all.retain(|(p, _)| *p != me);
+    all.sort_by_key(|(p, _)| Distance::between(p, target));
+    all.dedup_by_key(|(p, _)| *p);
+    all.truncate(MAX_FOUND_PEERS);
+    ControlMessage::FoundPeer { peers: all }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! (tabs build circuits through it) and lists the relays behind it
 //! (`relays`): embedded ones and those that join with `POST /relays`.
 
+pub mod federation;
 pub mod mesh;
 mod registry;
 pub mod relays;
@@ -40,6 +41,9 @@ pub struct BridgeConfig {
     /// its `relay_list` option must be `directory.list`.
     pub relay: Arc<Relay>,
     pub directory: Arc<RelayDirectory>,
+    /// Bridges to federate with (`ws://…/bridge`), and where tabs reach us.
+    pub peer_bridges: Vec<String>,
+    pub public_url: Option<String>,
 }
 
 impl BridgeConfig {
@@ -56,6 +60,8 @@ impl BridgeConfig {
             www,
             relay,
             directory,
+            peer_bridges: Vec::new(),
+            public_url: None,
         })
     }
 }
@@ -74,6 +80,20 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
         relay: config.relay.clone(),
         directory: config.directory.clone(),
     };
+    if let Some(mesh) = config.relay.options.mesh.clone() {
+        let my_url = match &config.public_url {
+            Some(u) => u.clone(),
+            None => format!("ws://{}/bridge", listener.local_addr()?),
+        };
+        for peer in &config.peer_bridges {
+            tokio::spawn(federation::federate(
+                peer.clone(),
+                my_url.clone(),
+                config.relay.clone(),
+                mesh.clone(),
+            ));
+        }
+    }
     axum::serve(
         listener,
         router(state, config).into_make_service_with_connect_info::<SocketAddr>(),
@@ -134,11 +154,21 @@ struct BridgeInfo {
 }
 
 #[derive(serde::Serialize)]
+struct FederatedInfo {
+    url: String,
+    peers: usize,
+}
+
+#[derive(serde::Serialize)]
 struct StatusReport {
     version: &'static str,
     bridge: BridgeInfo,
     /// Relay-list lines of the relays behind this bridge.
     relays: Vec<String>,
+    /// Federated bridges: their URL and how many tabs each hosts.
+    federation: Vec<FederatedInfo>,
+    /// Tabs registered in the mesh here.
+    mesh_peers: usize,
     /// Authenticated peers, by ID.
     peers: Vec<RegisteredPeer>,
     /// Open links, authenticated or not.
@@ -147,6 +177,7 @@ struct StatusReport {
 
 async fn status(State(state): State<AppState>) -> impl IntoResponse {
     let (peers, links) = state.registry.snapshot();
+    let mesh = state.relay.options.mesh.as_ref();
     (
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         Json(StatusReport {
@@ -161,6 +192,18 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
                 .iter()
                 .map(|r| r.to_line())
                 .collect(),
+            federation: mesh
+                .map(|m| m.federation())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(url, peers)| FederatedInfo { url, peers })
+                .collect(),
+            mesh_peers: state
+                .relay
+                .options
+                .mesh
+                .as_ref()
+                .map_or(0, |m| m.registered()),
             peers,
             links,
         }),

@@ -129,7 +129,13 @@ pub async fn run_channel<T: CellTransport>(
             }
         }
     };
-    // The channel is gone: every circuit on it dies (tor-spec §5.4).
+    // The channel is gone: every circuit on it dies (tor-spec §5.4), and a
+    // tab's registration with the mesh goes with its control circuit.
+    if let Some(mesh) = &actor.relay.options.mesh {
+        for circ in actor.circuits.keys() {
+            mesh.circuit_closed(&actor.tx, *circ);
+        }
+    }
     for (_, (link, next_circ)) in actor.next.drain() {
         link.send(destroy_cell(next_circ, destroy_reason::CHANNEL_CLOSED));
     }
