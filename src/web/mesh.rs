@@ -221,9 +221,8 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
                     let _ = tx.send(sdp);
                 }
             }
-            ControlMessage::FindPeer { .. }
-            | ControlMessage::FindNode { .. }
-            | ControlMessage::FoundNode { .. } => {}
+            // Requests and bridge-to-bridge messages are not for tabs here.
+            _ => {}
         }
     }
     log::info("mesh: control circuit closed");
