@@ -35,6 +35,7 @@ use crate::channel::{
 use crate::circuit::ClientMux;
 use crate::crypto::ntor::NtorRelayKey;
 use crate::crypto::PeerId;
+use crate::dht::{Insert, RoutingTable};
 
 /// How long an introduction may take before the link is dropped.
 const INTRODUCTION_TIMEOUT_MS: i32 = 20_000;
@@ -94,6 +95,9 @@ pub(crate) struct Mesh {
     pub(super) backward: HashMap<(PeerId, u32), (PeerId, u32)>,
     /// Circuits this tab built through other tabs (`peer.circuits()`).
     pub(super) own_circuits: Vec<super::tab_circuits::OwnCircuit>,
+    /// Kademlia routing table: the peers we are linked to, by XOR
+    /// distance; a link that dies evicts its peer.
+    pub(super) routing: Option<RoutingTable<()>>,
 }
 
 pub(super) struct OnionKey {
@@ -145,16 +149,49 @@ pub(crate) fn snapshot(mesh: &SharedMesh) -> Vec<(PeerId, &'static str)> {
 }
 
 fn set_state(mesh: &SharedMesh, peer: &PeerId, state: &'static str) {
-    if let Some(l) = mesh.borrow_mut().links.get_mut(peer) {
+    let mut m = mesh.borrow_mut();
+    if let Some(l) = m.links.get_mut(peer) {
         if l.state != state {
             log::info(&format!("link to {peer}: {state}"));
         }
         l.state = state;
     }
+    if state == "open" {
+        let now = js_sys::Date::now() as u64;
+        if let Some(t) = m.routing.as_mut() {
+            if let Insert::Full { ping } = t.insert(*peer, (), now) {
+                // A full bucket keeps its live peers: the oldest is still
+                // linked, so it stays (a dead one was evicted on close).
+                if m.links.get(&ping).is_some_and(|l| l.state == "open") {
+                    if let Some(t) = m.routing.as_mut() {
+                        t.insert(ping, (), now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The routing table's size and its non-empty buckets (index → peers).
+pub(crate) fn routing_summary(mesh: &SharedMesh) -> (usize, Vec<(usize, usize)>) {
+    let m = mesh.borrow();
+    let Some(t) = m.routing.as_ref() else {
+        return (0, Vec::new());
+    };
+    let mut buckets: std::collections::BTreeMap<usize, usize> = Default::default();
+    for e in t.entries() {
+        if let Some(b) = crate::dht::Distance::between(t.me(), &e.id).bucket() {
+            *buckets.entry(b).or_default() += 1;
+        }
+    }
+    (t.len(), buckets.into_iter().collect())
 }
 
 pub(super) fn drop_link(mesh: &SharedMesh, peer: &PeerId, why: &str) {
     log::warn(&format!("link to {peer} closed: {why}"));
+    if let Some(t) = mesh.borrow_mut().routing.as_mut() {
+        t.remove_dead(peer);
+    }
     // Dropped later, outside the borrow and outside the link's own
     // callbacks (which may be the caller): closing may call back.
     let link = {
@@ -175,7 +212,11 @@ pub(super) fn drop_link(mesh: &SharedMesh, peer: &PeerId, why: &str) {
 pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIdentity>) {
     if mesh.borrow().me.is_none() {
         match OnionKey::generate(&identity).await {
-            Ok(k) => mesh.borrow_mut().me = Some(k),
+            Ok(k) => {
+                let mut m = mesh.borrow_mut();
+                m.routing = Some(RoutingTable::new(k.id));
+                m.me = Some(k);
+            }
             Err(e) => return log::warn(&format!("mesh: no onion key: {e}")),
         }
     }

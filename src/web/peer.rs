@@ -251,6 +251,24 @@ impl Peer {
         tab_circuits::close(&mesh, id);
     }
 
+    /// The Kademlia routing table: `{ size, buckets: [[index, peers]] }`
+    /// (bucket i holds peers at XOR distance in [2^i, 2^(i+1))).
+    #[wasm_bindgen(js_name = routingTable)]
+    pub fn routing_table(&self) -> Result<JsValue, JsValue> {
+        let mesh = self.inner.borrow().mesh.clone();
+        let (size, buckets) = mesh::routing_summary(&mesh);
+        let o = js_sys::Object::new();
+        set(&o, "size", &JsValue::from(size as u32))?;
+        let list: js_sys::Array = buckets
+            .into_iter()
+            .map(|(i, n)| -> JsValue {
+                js_sys::Array::of2(&JsValue::from(i as u32), &JsValue::from(n as u32)).into()
+            })
+            .collect();
+        set(&o, "buckets", &list)?;
+        Ok(o.into())
+    }
+
     /// Circuits this tab built through tabs: `[{ id, hops, state }]`,
     /// state 'open' | 'closed'.
     pub fn circuits(&self) -> Result<js_sys::Array, JsValue> {

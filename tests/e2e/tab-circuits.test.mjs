@@ -46,6 +46,12 @@ test(`${TABS} tabs: a circuit through three tabs carries data; a tab leaving kil
   for (const tab of tabs) {
     await eventually(async () => (await openLinks(tab)) === TABS - 1, 60000, `tab ${tab.id.slice(0, 8)} linked to all`);
   }
+  // Routing tables fill: every other tab, in buckets by XOR distance.
+  for (const tab of tabs) {
+    const rt = await tab.page.evaluate(() => window.peersm.routingTable());
+    assert.equal(rt.size, TABS - 1);
+    assert.equal(rt.buckets.reduce((a, [, n]) => a + n, 0), TABS - 1);
+  }
   for (const n of bridges) {
     const s = await n.status();
     assert.equal(s.mesh_peers, TABS / 2);
@@ -77,6 +83,8 @@ test(`${TABS} tabs: a circuit through three tabs carries data; a tab leaving kil
     const cs = await origin.page.evaluate(() => window.peersm.circuits());
     return cs.find((c) => c.id === circuit.id)?.state === 'closed';
   }, 30000, 'the circuit through the closed tab is destroyed');
+  await eventually(async () => (await origin.page.evaluate(() => window.peersm.routingTable())).size === TABS - 2,
+    30000, 'the closed tab evicted from the routing table');
   const again = await eventually(async () => {
     const c = await origin.page.evaluate(() => window.peersm.buildTabCircuit(3));
     return !c.hops.includes(middle.id) && c;
