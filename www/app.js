@@ -78,7 +78,21 @@ try {
       return li;
     });
     $('peers').replaceChildren(...items);
+    const circuits = peer.circuits().map((c) => {
+      const li = document.createElement('li');
+      li.textContent = `#${c.id}: ${c.hops.map((h) => h.slice(0, 8)).join(' → ')} — ${c.state}`;
+      li.dataset.state = c.state;
+      return li;
+    });
+    $('circuits').replaceChildren(...circuits);
   }, 1000);
+  $('build-circuit').addEventListener('click', async () => {
+    try {
+      await peer.buildTabCircuit(3);
+    } catch (err) {
+      $('error').textContent = err && err.message ? err.message : String(err);
+    }
+  });
   $('fetch-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     download(peer, $('url').value);

@@ -72,6 +72,7 @@ test(`${TABS} tabs: a circuit through three tabs carries data; a tab leaving kil
   const bulk = await origin.page.evaluate((id) => window.peersm.tabCircuitGet(id, '/peersm/bytes?n=2000000'), circuit.id);
   assert.equal(bulk.size, 2000000);
 
+  await origin.page.waitForSelector('#circuits li[data-state="open"]', { timeout: 5000 });
   const listed = await origin.page.evaluate(() => window.peersm.circuits());
   assert.deepEqual(listed.map((c) => [c.id, c.state]), [[circuit.id, 'open']]);
 
