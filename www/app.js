@@ -63,7 +63,10 @@ async function download(peer, url) {
 
 try {
   showStatus('starting');
-  const peer = await startPeer(location.origin);
+  // `?joinLinks=N`: how many peers to link to when joining (tests use few,
+  // so that lookups must go through other tabs).
+  const joinLinks = new URLSearchParams(location.search).get('joinLinks');
+  const peer = await startPeer(location.origin, joinLinks ? { joinLinks: Number(joinLinks) } : {});
   $('peer-id').textContent = peer.id;
   $('bridge').textContent = peer.bridge;
   showStatus(peer.status);

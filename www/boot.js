@@ -9,12 +9,12 @@ export function bridgeUrlFor(origin) {
   return url.href;
 }
 
-export async function startPeer(origin) {
+export async function startPeer(origin, options = {}) {
   await init({ module_or_path: new URL('./pkg/peersm_bg.wasm', import.meta.url) });
   // Not pinned to a fingerprint: the bridge serving this page may restart
   // with a new identity. The link still makes the bridge prove the identity
   // it claims (CERTS, then ntor); peer.bridgeFingerprint tells which.
-  const peer = await Peer.start({ bridges: [bridgeUrlFor(origin)] });
+  const peer = await Peer.start({ bridges: [bridgeUrlFor(origin)], ...options });
   window.peersm = peer;
   window.dispatchEvent(new CustomEvent('peersm:ready', { detail: peer }));
   return peer;

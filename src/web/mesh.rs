@@ -41,8 +41,8 @@ use crate::dht::{Insert, RoutingTable};
 const INTRODUCTION_TIMEOUT_MS: i32 = 20_000;
 /// How long ICE gathering may take (loopback and LAN candidates only).
 const GATHER_TIMEOUT_MS: i32 = 5_000;
-/// Links a tab opens by itself when it joins.
-const MAX_INITIAL_LINKS: usize = 8;
+/// Links a tab opens by itself when it joins, unless told otherwise.
+pub(crate) const DEFAULT_JOIN_LINKS: usize = 8;
 
 /// One link's handshake, whichever side we are.
 enum Handshake {
@@ -98,6 +98,8 @@ pub(crate) struct Mesh {
     /// Kademlia routing table: the peers we are linked to, by XOR
     /// distance; a link that dies evicts its peer.
     pub(super) routing: Option<RoutingTable<()>>,
+    /// How many of the peers its bridge names a joining tab links to.
+    pub(crate) join_links: usize,
 }
 
 pub(super) struct OnionKey {
@@ -132,6 +134,13 @@ impl OnionKey {
 }
 
 pub(crate) type SharedMesh = Rc<RefCell<Mesh>>;
+
+pub(crate) fn new(join_links: usize) -> SharedMesh {
+    Rc::new(RefCell::new(Mesh {
+        join_links,
+        ..Default::default()
+    }))
+}
 
 /// Closes every link (the peer stops).
 pub(crate) fn close_all(mesh: &SharedMesh) {
@@ -236,10 +245,11 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
         match message {
             ControlMessage::FoundPeer { peers } => {
                 let known: Vec<PeerId> = mesh.borrow().links.keys().copied().collect();
+                let join_links = mesh.borrow().join_links;
                 for (id, _bridge) in peers
                     .into_iter()
                     .filter(|(id, _)| !known.contains(id))
-                    .take(MAX_INITIAL_LINKS)
+                    .take(join_links)
                 {
                     let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
                     wasm_bindgen_futures::spawn_local(async move {

@@ -66,10 +66,17 @@ struct StartOptions {
     /// Link to other tabs over WebRTC (introduced by the bridge).
     #[serde(default = "default_true")]
     mesh: bool,
+    /// How many of the peers the bridge names to link to when joining.
+    #[serde(default = "default_join_links")]
+    join_links: usize,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn default_join_links() -> usize {
+    mesh::DEFAULT_JOIN_LINKS
 }
 
 struct Inner {
@@ -142,7 +149,7 @@ impl Peer {
             retired: None,
             stopped: false,
             listeners: Vec::new(),
-            mesh: SharedMesh::default(),
+            mesh: mesh::new(options.join_links),
             join_mesh: options.mesh,
         }));
         connect(&inner);
@@ -242,6 +249,28 @@ impl Peer {
                 &JsValue::from_str(&String::from_utf8_lossy(&body)),
             )?;
         }
+        Ok(o.into())
+    }
+
+    /// A Kademlia lookup through tabs (FIND_NODE over circuits, peers as
+    /// introducers): `{ closest: [IDs], rounds, queries, ms }`.
+    #[wasm_bindgen(js_name = findNode)]
+    pub async fn find_node(&self, target: String) -> Result<JsValue, JsValue> {
+        let target = crate::crypto::PeerId::from_hex(&target)
+            .map_err(|_| js_error("findNode: the target must be 40 hex characters"))?;
+        let (mesh, me) = {
+            let i = self.inner.borrow();
+            (i.mesh.clone(), i.identity.id())
+        };
+        let started = js_sys::Date::now();
+        let found = tab_circuits::find_node(&mesh, me, target)
+            .await
+            .map_err(|e| js_error(&format!("findNode: {e}")))?;
+        let o = js_sys::Object::new();
+        set(&o, "closest", &hops_array(&found.closest))?;
+        set(&o, "rounds", &JsValue::from(found.rounds))?;
+        set(&o, "queries", &JsValue::from(found.queries as u32))?;
+        set(&o, "ms", &JsValue::from(js_sys::Date::now() - started))?;
         Ok(o.into())
     }
 

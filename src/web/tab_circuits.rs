@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 
 use super::circuit_host::{self as host, CircuitHost, MuxDriver, StreamEvent};
 use super::js::sleep_ms;
+use super::log;
 use super::mesh::SharedMesh;
 use super::tab_relay::send_all;
 use crate::cell::{ControlMessage, LinkSpec};
@@ -204,4 +205,127 @@ pub(crate) fn list(mesh: &SharedMesh) -> Vec<(OwnCircuit, bool)> {
             (c, alive)
         })
         .collect()
+}
+
+/// Longest route a lookup query takes through tabs.
+const MAX_QUERY_ROUTE: usize = 5;
+
+/// A lookup's outcome: the closest peers found, closest first.
+pub(crate) struct LookupOutcome {
+    pub(crate) closest: Vec<PeerId>,
+    pub(crate) rounds: u32,
+    pub(crate) queries: usize,
+}
+
+/// A circuit along `route` (each hop with its ntor key); the first hop
+/// must be linked to us.
+async fn build_route(
+    mesh: &SharedMesh,
+    route: &[(PeerId, [u8; 32])],
+) -> Result<(TabHost, u32), String> {
+    let (first, key) = *route.first().ok_or("empty route")?;
+    let link = TabHost {
+        mesh: mesh.clone(),
+        peer: first,
+    };
+    let circ = host::create(&link, first.0, key).await?;
+    for (id, key) in route.iter().skip(1) {
+        if let Err(e) = host::extend(&link, circ, vec![LinkSpec::LegacyId(id.0)], id.0, *key).await
+        {
+            host::destroy(&link, circ);
+            return Err(e);
+        }
+    }
+    Ok((link, circ))
+}
+
+/// FIND_NODE at the end of `route`: the verified peers it names.
+async fn query(
+    mesh: &SharedMesh,
+    route: &[(PeerId, [u8; 32])],
+    target: PeerId,
+) -> Result<Vec<(PeerId, [u8; 32])>, String> {
+    let (link, circ) = build_route(mesh, route).await?;
+    let result = async {
+        let mut answers = host::control_messages(&link, circ)?;
+        host::send_control(&link, circ, &ControlMessage::FindNode { target })?;
+        let timeout = sleep_ms(FOUND_NODE_TIMEOUT_MS);
+        futures_util::pin_mut!(timeout);
+        match futures_util::future::select(answers.next(), timeout).await {
+            futures_util::future::Either::Left((Some(ControlMessage::FoundNode { nodes }), _)) => {
+                Ok(nodes
+                    .iter()
+                    .filter_map(|n| Some((n.verify().ok()?, n.ntor_key)))
+                    .collect())
+            }
+            _ => Err("no FOUND_NODE answer".to_string()),
+        }
+    }
+    .await;
+    host::destroy(&link, circ);
+    result
+}
+
+/// A Kademlia lookup of `target` through tabs: our linked peers are asked
+/// first (one-hop circuits); a peer learned from another's answer is
+/// asked through a circuit via the peer that named it (its introducer,
+/// which is linked to it).
+pub(crate) async fn find_node(
+    mesh: &SharedMesh,
+    me: PeerId,
+    target: PeerId,
+) -> Result<LookupOutcome, String> {
+    use crate::dht::{Lookup, LookupAction, K};
+    use std::collections::HashMap;
+    let mut routes: HashMap<PeerId, Vec<(PeerId, [u8; 32])>> = HashMap::new();
+    let seeds: Vec<PeerId> = {
+        let m = mesh.borrow();
+        for (id, l) in m.links.iter().filter(|(_, l)| l.state == "open") {
+            if let Some((key, _)) = &l.ntor {
+                routes.insert(*id, vec![(*id, *key)]);
+            }
+        }
+        m.routing
+            .as_ref()
+            .map(|t| t.closest(&target, K).into_iter().map(|e| e.id).collect())
+            .unwrap_or_default()
+    };
+    let mut lookup = Lookup::new(me, target, seeds);
+    let mut pending = Vec::new();
+    loop {
+        match lookup.next_action() {
+            LookupAction::Query(p) => pending.push(p),
+            LookupAction::Wait => {
+                for p in std::mem::take(&mut pending) {
+                    let Some(route) = routes.get(&p).cloned() else {
+                        lookup.on_failure(&p);
+                        continue;
+                    };
+                    match query(mesh, &route, target).await {
+                        Ok(nodes) => {
+                            for (id, key) in &nodes {
+                                let fresh = *id != me && !route.iter().any(|(r, _)| r == id);
+                                if fresh && route.len() < MAX_QUERY_ROUTE {
+                                    let mut via = route.clone();
+                                    via.push((*id, *key));
+                                    routes.entry(*id).or_insert(via);
+                                }
+                            }
+                            lookup.on_answer(&p, nodes.into_iter().map(|(id, _)| id));
+                        }
+                        Err(e) => {
+                            log::info(&format!("lookup: {p} did not answer: {e}"));
+                            lookup.on_failure(&p);
+                        }
+                    }
+                }
+            }
+            LookupAction::Done => break,
+        }
+    }
+    Ok(LookupOutcome {
+        closest: lookup.result(),
+        rounds: lookup.rounds(),
+        queries: lookup.queries(),
+    })
 }

@@ -16,14 +16,14 @@ after(async () => {
   await node?.stop();
 });
 
-async function openTab() {
+async function openTab(query = '') {
   const browser = await launchBrowser();
   browsers.push(browser);
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
   page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log('[page]', m.text()); });
-  await page.goto(`${node.origin}/`);
+  await page.goto(`${node.origin}/${query}`);
   await page.waitForSelector('#status[data-status="connected"]', { timeout: 15000 });
   assert.deepEqual(errors, []);
   const id = await page.evaluate(() => window.peersm.id);
@@ -58,4 +58,27 @@ test('three tabs in three browsers link to each other over WebRTC', async () => 
       return JSON.stringify(open) === JSON.stringify([other]);
     }, 30000, 'the closed tab dropped, the other link kept');
   }
+});
+
+/** XOR distance between two hex IDs, as a BigInt. */
+const xor = (a, b) => BigInt(`0x${a}`) ^ BigInt(`0x${b}`);
+
+test('a Kademlia lookup goes through other tabs to peers it is not linked to', async () => {
+  for (const b of browsers.splice(0)) await b.close();
+  // Each tab links to one peer when joining: a tree, so most peers are
+  // reachable only through others.
+  const tabs = [];
+  for (let i = 0; i < 6; i += 1) {
+    tabs.push(await openTab('?joinLinks=1'));
+    if (i > 0) await eventually(async () => (await openLinks(tabs[i])).length >= 1, 30000, 'joined');
+  }
+  const ids = tabs.map((t) => t.id);
+  const origin = tabs[0];
+  const target = 'f'.repeat(8) + ids[5].slice(8);
+  const found = await origin.page.evaluate((t) => window.peersm.findNode(t), target);
+  const expected = ids.slice(1).sort((a, b) => (xor(a, target) < xor(b, target) ? -1 : 1));
+  assert.deepEqual(found.closest, expected, 'the true closest peers, in order');
+  const direct = (await openLinks(origin)).length;
+  console.log(`lookup: ${direct} direct links, ${found.queries} queries, ${found.rounds} rounds, ${found.ms.toFixed(0)} ms`);
+  if (direct < expected.length) assert.ok(found.rounds >= 2, 'peers beyond the links were reached through others');
 });
