@@ -65,8 +65,12 @@ try {
   showStatus('starting');
   // `?joinLinks=N`: how many peers to link to when joining (tests use few,
   // so that lookups must go through other tabs).
-  const joinLinks = new URLSearchParams(location.search).get('joinLinks');
-  const peer = await startPeer(location.origin, joinLinks ? { joinLinks: Number(joinLinks) } : {});
+  // `?refreshMs=N`: the routing table's bucket refresh period.
+  const params = new URLSearchParams(location.search);
+  const options = {};
+  if (params.get('joinLinks')) options.joinLinks = Number(params.get('joinLinks'));
+  if (params.get('refreshMs')) options.refreshMs = Number(params.get('refreshMs'));
+  const peer = await startPeer(location.origin, options);
   $('peer-id').textContent = peer.id;
   $('bridge').textContent = peer.bridge;
   showStatus(peer.status);

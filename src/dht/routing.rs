@@ -125,6 +125,14 @@ impl<C: Clone> RoutingTable<C> {
         }
     }
 
+    /// Whether `id` would be added without waiting for a slot.
+    pub fn has_room_for(&self, id: &PeerId) -> bool {
+        Distance::between(&self.me, id)
+            .bucket()
+            .and_then(|i| self.buckets.get(i))
+            .is_some_and(|b| b.entries.len() < K && !b.entries.iter().any(|e| e.id == *id))
+    }
+
     pub fn contains(&self, id: &PeerId) -> bool {
         Distance::between(&self.me, id)
             .bucket()

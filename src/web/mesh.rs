@@ -100,7 +100,15 @@ pub(crate) struct Mesh {
     pub(super) routing: Option<RoutingTable<()>>,
     /// How many of the peers its bridge names a joining tab links to.
     pub(crate) join_links: usize,
+    /// Bucket refresh period (ms): stale buckets get a lookup, and found
+    /// peers that fit the table are linked to (Kademlia §2.3).
+    pub(crate) refresh_ms: i32,
 }
+
+/// Default bucket refresh period.
+pub(crate) const DEFAULT_REFRESH_MS: i32 = 60_000;
+/// Buckets refreshed per period (the farthest stale ones first).
+const REFRESH_BUCKETS: usize = 3;
 
 pub(super) struct OnionKey {
     pub(super) id: PeerId,
@@ -135,9 +143,10 @@ impl OnionKey {
 
 pub(crate) type SharedMesh = Rc<RefCell<Mesh>>;
 
-pub(crate) fn new(join_links: usize) -> SharedMesh {
+pub(crate) fn new(join_links: usize, refresh_ms: i32) -> SharedMesh {
     Rc::new(RefCell::new(Mesh {
         join_links,
+        refresh_ms,
         ..Default::default()
     }))
 }
@@ -241,6 +250,7 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
     if let Err(e) = tor.send_control(circ, &find) {
         return log::warn(&format!("mesh: cannot register: {e}"));
     }
+    wasm_bindgen_futures::spawn_local(refresh(mesh.clone(), tor.clone(), circ, identity.clone()));
     while let Some(message) = messages.next().await {
         match message {
             ControlMessage::FoundPeer { peers } => {
@@ -253,18 +263,14 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
                 {
                     let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
                     wasm_bindgen_futures::spawn_local(async move {
-                        if let Err(e) = offer(&mesh, &tor, circ, &identity, id).await {
-                            drop_link(&mesh, &id, &e);
-                        }
+                        offer(&mesh, &tor, circ, &identity, id).await;
                     });
                 }
             }
             ControlMessage::Introduce { peer, sdp } => {
                 let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
                 wasm_bindgen_futures::spawn_local(async move {
-                    if let Err(e) = answer(&mesh, &tor, circ, &identity, peer, &sdp).await {
-                        drop_link(&mesh, &peer, &e);
-                    }
+                    answer(&mesh, &tor, circ, &identity, peer, &sdp).await;
                 });
             }
             ControlMessage::Introduced { peer, sdp } => {
@@ -277,6 +283,55 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
         }
     }
     log::info("mesh: control circuit closed");
+}
+
+/// Bucket refresh while the control circuit lives: look up a random ID in
+/// each stale bucket (farthest first) and link to the peers found whose
+/// bucket has room, introduced by the bridge.
+async fn refresh(mesh: SharedMesh, tor: TorLink, circ: u32, identity: Rc<SessionIdentity>) {
+    let me = identity.id();
+    loop {
+        let period = mesh.borrow().refresh_ms.max(1000);
+        sleep_ms(period).await;
+        if !tor.is_alive(circ) {
+            return;
+        }
+        let targets: Vec<PeerId> = {
+            let mut m = mesh.borrow_mut();
+            let Some(t) = m.routing.as_mut() else {
+                continue;
+            };
+            let now = js_sys::Date::now() as u64;
+            let mut all = t.refresh_targets(now, period as u64, || {
+                let mut b = [0u8; 20];
+                let _ = getrandom::fill(&mut b);
+                b
+            });
+            all.reverse();
+            all.truncate(REFRESH_BUCKETS);
+            all
+        };
+        for target in targets {
+            let found = match super::tab_circuits::find_node(&mesh, me, target).await {
+                Ok(f) => f.closest,
+                Err(e) => {
+                    log::info(&format!("refresh lookup failed: {e}"));
+                    continue;
+                }
+            };
+            for id in found {
+                let fits = {
+                    let m = mesh.borrow();
+                    !m.links.contains_key(&id)
+                        && m.routing.as_ref().is_some_and(|t| t.has_room_for(&id))
+                };
+                if fits {
+                    log::info(&format!("refresh: linking to {id}"));
+                    offer(&mesh, &tor, circ, &identity, id).await;
+                }
+            }
+        }
+    }
 }
 
 fn js_err(e: JsValue) -> String {
@@ -355,6 +410,21 @@ fn new_link(
     Ok(pc)
 }
 
+/// Drops `peer`'s link if it is still the attempt on `pc`: a failed
+/// attempt must not take down a link that replaced it meanwhile.
+fn drop_attempt(mesh: &SharedMesh, peer: &PeerId, pc: &RtcPeerConnection, why: &str) {
+    let same = mesh
+        .borrow()
+        .links
+        .get(peer)
+        .is_some_and(|l| JsValue::from(l.pc.clone()) == JsValue::from(pc.clone()));
+    if same {
+        drop_link(mesh, peer, why);
+    } else {
+        log::info(&format!("attempt to link {peer} superseded: {why}"));
+    }
+}
+
 /// We link to `peer`: offer, introduction through the bridge, answer,
 /// then the link handshake as initiator over the data channel.
 async fn offer(
@@ -363,8 +433,24 @@ async fn offer(
     circ: u32,
     identity: &Rc<SessionIdentity>,
     peer: PeerId,
+) {
+    let pc = match new_link(mesh, peer, true) {
+        Ok(pc) => pc,
+        Err(e) => return log::warn(&format!("cannot link to {peer}: {e}")),
+    };
+    if let Err(e) = offer_on(mesh, tor, circ, identity, peer, &pc).await {
+        drop_attempt(mesh, &peer, &pc, &e);
+    }
+}
+
+async fn offer_on(
+    mesh: &SharedMesh,
+    tor: &TorLink,
+    circ: u32,
+    identity: &Rc<SessionIdentity>,
+    peer: PeerId,
+    pc: &RtcPeerConnection,
 ) -> Result<(), String> {
-    let pc = new_link(mesh, peer, true)?;
     let init = RtcDataChannelInit::new();
     init.set_ordered(true);
     let dc = pc.create_data_channel_with_data_channel_dict("peersm", &init);
@@ -375,7 +461,7 @@ async fn offer(
     JsFuture::from(pc.set_local_description(&offer))
         .await
         .map_err(js_err)?;
-    gathered(&pc).await;
+    gathered(pc).await;
     let sdp = pc.local_description().ok_or("no local description")?.sdp();
     let ours = binding(identity, &sdp).await?;
     let (tx, rx) = oneshot::channel();
@@ -423,7 +509,9 @@ async fn offer(
 }
 
 /// `peer` wants to link: answer its offer, then the link handshake as
-/// responder, requiring that very ID.
+/// responder, requiring that very ID. When both tabs offer to each other
+/// at once, the offer of the tab with the smaller ID wins: that tab
+/// refuses the other's (empty INTRODUCED), the other answers it.
 async fn answer(
     mesh: &SharedMesh,
     tor: &TorLink,
@@ -431,9 +519,41 @@ async fn answer(
     identity: &Rc<SessionIdentity>,
     peer: PeerId,
     offer_sdp: &str,
+) {
+    let refuse = {
+        let m = mesh.borrow();
+        m.links
+            .get(&peer)
+            .is_some_and(|l| l.state == "open" || (l.we_initiated && identity.id() < peer))
+    };
+    if refuse {
+        let no = ControlMessage::Introduced {
+            peer,
+            sdp: String::new(),
+        };
+        let _ = tor.send_control(circ, &no);
+        return;
+    }
+    let pc = match new_link(mesh, peer, false) {
+        Ok(pc) => pc,
+        Err(e) => return log::warn(&format!("cannot answer {peer}: {e}")),
+    };
+    if let Err(e) = answer_on(mesh, tor, circ, identity, peer, offer_sdp, &pc).await {
+        drop_attempt(mesh, &peer, &pc, &e);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn answer_on(
+    mesh: &SharedMesh,
+    tor: &TorLink,
+    circ: u32,
+    identity: &Rc<SessionIdentity>,
+    peer: PeerId,
+    offer_sdp: &str,
+    pc: &RtcPeerConnection,
 ) -> Result<(), String> {
     let remote_fp = fingerprint_of(offer_sdp).ok_or("the offer has no fingerprint")?;
-    let pc = new_link(mesh, peer, false)?;
     let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
     desc.set_sdp(offer_sdp);
     JsFuture::from(pc.set_remote_description(&desc))
@@ -446,7 +566,7 @@ async fn answer(
     JsFuture::from(pc.set_local_description(&answer))
         .await
         .map_err(js_err)?;
-    gathered(&pc).await;
+    gathered(pc).await;
     let sdp = pc.local_description().ok_or("no local description")?.sdp();
     let ours = binding(identity, &sdp).await?;
     let mut challenge = [0u8; 32];

@@ -69,6 +69,9 @@ struct StartOptions {
     /// How many of the peers the bridge names to link to when joining.
     #[serde(default = "default_join_links")]
     join_links: usize,
+    /// Routing-table bucket refresh period, ms.
+    #[serde(default = "default_refresh_ms")]
+    refresh_ms: i32,
 }
 
 fn default_true() -> bool {
@@ -77,6 +80,10 @@ fn default_true() -> bool {
 
 fn default_join_links() -> usize {
     mesh::DEFAULT_JOIN_LINKS
+}
+
+fn default_refresh_ms() -> i32 {
+    mesh::DEFAULT_REFRESH_MS
 }
 
 struct Inner {
@@ -149,7 +156,7 @@ impl Peer {
             retired: None,
             stopped: false,
             listeners: Vec::new(),
-            mesh: mesh::new(options.join_links),
+            mesh: mesh::new(options.join_links, options.refresh_ms),
             join_mesh: options.mesh,
         }));
         connect(&inner);

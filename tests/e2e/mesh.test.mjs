@@ -82,3 +82,19 @@ test('a Kademlia lookup goes through other tabs to peers it is not linked to', a
   console.log(`lookup: ${direct} direct links, ${found.queries} queries, ${found.rounds} rounds, ${found.ms.toFixed(0)} ms`);
   if (direct < expected.length) assert.ok(found.rounds >= 2, 'peers beyond the links were reached through others');
 });
+
+test('bucket refresh: lookups find the peers a tab is not linked to, and it links to them', async () => {
+  for (const b of browsers.splice(0)) await b.close();
+  const tabs = [];
+  for (let i = 0; i < 5; i += 1) {
+    tabs.push(await openTab('?joinLinks=1&refreshMs=2000'));
+    if (i > 0) await eventually(async () => (await openLinks(tabs[i])).length >= 1, 30000, 'joined');
+  }
+  for (const tab of tabs) {
+    await eventually(async () => (await openLinks(tab)).length === 4, 60000,
+      `tab ${tab.id.slice(0, 8)} linked to all through refreshes`);
+  }
+  for (const tab of tabs) {
+    assert.equal((await tab.page.evaluate(() => window.peersm.routingTable())).size, 4);
+  }
+});
