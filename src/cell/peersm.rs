@@ -59,6 +59,11 @@ pub enum ControlMessage {
         to: PeerId,
         sdp: String,
     },
+    /// `N (1, ≤ 20) | N × (ID (20) | URL_LEN (1) | URL)`: between bridges,
+    /// the answer to BRIDGE_HELLO: the bridges the answerer knows closest
+    /// to the newcomer (IDs are bridges' RSA fingerprints), so that it
+    /// federates with them too.
+    BridgeNodes { bridges: Vec<(PeerId, String)> },
 }
 
 /// Most tabs one BRIDGE_PEERS lists (16 KiB message limit).
@@ -114,6 +119,7 @@ impl ControlMessage {
             ControlMessage::BridgePeers { .. } => relay_command::BRIDGE_PEERS,
             ControlMessage::RelayIntroduce { .. } => relay_command::RELAY_INTRODUCE,
             ControlMessage::RelayIntroduced { .. } => relay_command::RELAY_INTRODUCED,
+            ControlMessage::BridgeNodes { .. } => relay_command::BRIDGE_NODES,
         }
     }
 
@@ -127,7 +133,8 @@ impl ControlMessage {
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(modulus);
             }
-            ControlMessage::FoundPeer { peers } => {
+            ControlMessage::FoundPeer { peers }
+            | ControlMessage::BridgeNodes { bridges: peers } => {
                 if peers.len() > MAX_FOUND_PEERS {
                     return Err(CellError::TooLong(peers.len()));
                 }
@@ -194,7 +201,7 @@ impl ControlMessage {
                     modulus: r.take(len)?.to_vec(),
                 }
             }
-            relay_command::DB_FOUND_PEER => {
+            relay_command::DB_FOUND_PEER | relay_command::BRIDGE_NODES => {
                 let n = usize::from(r.u8()?);
                 if n > MAX_FOUND_PEERS {
                     return Err(CellError::Malformed {
@@ -208,7 +215,11 @@ impl ControlMessage {
                     let len = usize::from(r.u8()?);
                     peers.push((id, utf8(r.take(len)?, "DB_FOUND_PEER bridge")?));
                 }
-                ControlMessage::FoundPeer { peers }
+                if command == relay_command::BRIDGE_NODES {
+                    ControlMessage::BridgeNodes { bridges: peers }
+                } else {
+                    ControlMessage::FoundPeer { peers }
+                }
             }
             relay_command::INTRODUCE | relay_command::INTRODUCED => {
                 let peer = PeerId(r.array::<20>()?);
@@ -391,6 +402,9 @@ mod tests {
         });
         round_trip(ControlMessage::FindNode {
             target: PeerId([5; 20]),
+        });
+        round_trip(ControlMessage::BridgeNodes {
+            bridges: vec![(PeerId([8; 20]), "ws://127.0.0.1:1/bridge".into())],
         });
         round_trip(ControlMessage::BridgeHello {
             url: "ws://127.0.0.1:8081/bridge".into(),

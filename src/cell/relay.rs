@@ -42,10 +42,11 @@ pub mod relay_command {
     pub const BRIDGE_PEERS: u8 = 93;
     pub const RELAY_INTRODUCE: u8 = 94;
     pub const RELAY_INTRODUCED: u8 = 95;
+    pub const BRIDGE_NODES: u8 = 96;
 
     /// Commands carried as `ControlMessage`s.
     pub fn is_peersm_control(command: u8) -> bool {
-        (DB_FIND_PEER..=RELAY_INTRODUCED).contains(&command)
+        (DB_FIND_PEER..=BRIDGE_NODES).contains(&command)
     }
 }
 

@@ -18,7 +18,7 @@ use rsa::sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::mesh::MeshService;
+use super::mesh::{LinkPeer, MeshService};
 use crate::relay::inbound::ToInbound;
 use crate::relay::server::Relay;
 
@@ -109,7 +109,11 @@ async fn link_once(
             Some(Err(e)) => return Err(e.to_string()),
         }
     };
-    let their_id = PeerId(bridge.relay.rsa_id);
+    let their = LinkPeer {
+        id: PeerId(bridge.relay.rsa_id),
+        modulus: Vec::new(),
+        fingerprint: bridge.relay.rsa_id,
+    };
     let mut mux = ClientMux::new();
     let circ = mux
         .create_ntor(bridge.relay.rsa_id, bridge.ntor_key)
@@ -137,10 +141,14 @@ async fn link_once(
                     let hello = ControlMessage::BridgeHello {
                         url: peer_url.to_string(),
                     };
-                    mesh.handle(Some((their_id, &[])), &tx, circ, hello);
+                    if let Some(ControlMessage::BridgeNodes { .. }) =
+                        mesh.handle(Some(&their), &tx, circ, hello)
+                    {
+                        // Our own answer to ourselves: nothing to send.
+                    }
                 }
                 MuxEvent::Control { message, .. } => {
-                    if let Some(reply) = mesh.handle(Some((their_id, &[])), &tx, circ, message) {
+                    if let Some(reply) = mesh.handle(Some(&their), &tx, circ, message) {
                         let _ = mux.send_control(circ, &reply);
                     }
                 }

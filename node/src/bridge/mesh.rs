@@ -11,14 +11,19 @@
 //! carry introductions between a tab here and a tab there
 //! (RELAY_INTRODUCE / RELAY_INTRODUCED). A tab learns peers of every
 //! federated bridge, each with the URL of the bridge that hosts it.
+//! Bridges keep a Kademlia routing table of bridges (by RSA fingerprint,
+//! the core's `RoutingTable`); a bridge that says hello is answered with
+//! the known bridges closest to it (BRIDGE_NODES), and federates with
+//! those it has room for, so a bridge needs one `--peer-bridge` to find
+//! the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use peersm::cell::peersm::{MAX_BRIDGE_PEERS, MAX_FOUND_PEERS};
 use peersm::cell::ControlMessage;
 use peersm::crypto::PeerId;
-use peersm::dht::Distance;
+use peersm::dht::{Distance, RoutingTable, K};
 use tokio::sync::mpsc;
 
 use crate::relay::inbound::ToInbound;
@@ -51,18 +56,65 @@ struct FederatedBridge {
     peers: Vec<PeerId>,
 }
 
-#[derive(Default)]
+/// Who is on the other end of a link: a tab's peer ID and key modulus,
+/// and the RSA fingerprint of that key (how bridges are named).
+#[derive(Clone, Debug)]
+pub struct LinkPeer {
+    pub id: PeerId,
+    pub modulus: Vec<u8>,
+    pub fingerprint: [u8; 20],
+}
+
 struct State {
     peers: HashMap<PeerId, ControlCircuit>,
+    /// Federated bridges, by fingerprint.
     bridges: HashMap<PeerId, FederatedBridge>,
+    /// The bridges' DHT, by fingerprint, with their URLs.
+    routing: RoutingTable<String>,
+    /// URLs we are federating with or trying to.
+    discovering: HashSet<String>,
     /// Introductions from a federated bridge's tab to one of ours, waiting
     /// for our tab's answer: (our tab, their tab) → their bridge.
     remote_origins: HashMap<(PeerId, PeerId), PeerId>,
 }
 
-#[derive(Default)]
+/// Called with the URL of a bridge to federate with.
+pub type DiscoverFn = Box<dyn Fn(String) + Send + Sync>;
+
 pub struct MeshService {
     state: Mutex<State>,
+    /// Starts federating with a bridge found through BRIDGE_NODES.
+    discover: Mutex<Option<DiscoverFn>>,
+}
+
+impl MeshService {
+    /// The mesh service of the bridge whose RSA fingerprint is `me`.
+    pub fn new(me: [u8; 20]) -> Self {
+        MeshService {
+            state: Mutex::new(State {
+                peers: HashMap::new(),
+                bridges: HashMap::new(),
+                routing: RoutingTable::new(PeerId(me)),
+                discovering: HashSet::new(),
+                remote_origins: HashMap::new(),
+            }),
+            discover: Mutex::new(None),
+        }
+    }
+
+    /// What to do with a bridge URL learned from BRIDGE_NODES.
+    pub fn on_discover(&self, f: DiscoverFn) {
+        if let Ok(mut d) = self.discover.lock() {
+            *d = Some(f);
+        }
+    }
+
+    /// A federation link to `url` is being set up (or retried).
+    pub fn federating_with(&self, url: &str) {
+        if let Ok(mut st) = self.state.lock() {
+            st.discovering.insert(url.to_string());
+        }
+    }
 }
 
 /// What the channel that received a control message must send back on
@@ -75,15 +127,51 @@ impl MeshService {
     /// listens on `tx`.
     pub fn handle(
         &self,
-        from: Option<(PeerId, &[u8])>,
+        from: Option<&LinkPeer>,
         tx: &mpsc::UnboundedSender<ToInbound>,
         circ: u32,
         message: ControlMessage,
     ) -> Reply {
-        let Some((me, my_modulus)) = from else {
+        let Some(link_peer) = from else {
             tracing::debug!("control message on an anonymous link: ignored");
             return None;
         };
+        let (me, my_modulus) = (link_peer.id, link_peer.modulus.as_slice());
+        // Bridges are named by fingerprint.
+        let bridge_id = PeerId(link_peer.fingerprint);
+        let mut discovered = Vec::new();
+        let reply = self.handle_locked(
+            me,
+            my_modulus,
+            bridge_id,
+            tx,
+            circ,
+            message,
+            &mut discovered,
+        );
+        if !discovered.is_empty() {
+            if let Ok(d) = self.discover.lock() {
+                if let Some(f) = d.as_ref() {
+                    for url in discovered {
+                        f(url);
+                    }
+                }
+            }
+        }
+        reply
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_locked(
+        &self,
+        me: PeerId,
+        my_modulus: &[u8],
+        bridge_id: PeerId,
+        tx: &mpsc::UnboundedSender<ToInbound>,
+        circ: u32,
+        message: ControlMessage,
+        discovered: &mut Vec<String>,
+    ) -> Reply {
         let route = ControlCircuit {
             tx: tx.clone(),
             circ,
@@ -93,7 +181,10 @@ impl MeshService {
         };
         st.peers.retain(|_, c| !c.tx.is_closed());
         st.bridges.retain(|_, b| !b.route.tx.is_closed());
-        let from_bridge = st.bridges.get(&me).is_some_and(|b| b.route.is(tx, circ));
+        let from_bridge = st
+            .bridges
+            .get(&bridge_id)
+            .is_some_and(|b| b.route.is(tx, circ));
         match message {
             ControlMessage::FindPeer { target, modulus } => {
                 if modulus != my_modulus {
@@ -140,9 +231,15 @@ impl MeshService {
                 None
             }
             ControlMessage::BridgeHello { url } => {
-                tracing::info!(bridge = %me, %url, "federated bridge");
+                tracing::info!(bridge = %bridge_id, %url, "federated bridge");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                st.routing.insert(bridge_id, url.clone(), now);
+                st.discovering.insert(url.clone());
                 st.bridges.insert(
-                    me,
+                    bridge_id,
                     FederatedBridge {
                         url,
                         route: route.clone(),
@@ -152,10 +249,33 @@ impl MeshService {
                 route.send(ControlMessage::BridgePeers {
                     peers: local_peers(&st),
                 });
+                let known = st
+                    .routing
+                    .closest(&bridge_id, K + 1)
+                    .into_iter()
+                    .filter(|e| e.id != bridge_id)
+                    .take(K)
+                    .map(|e| (e.id, e.contact))
+                    .collect();
+                Some(ControlMessage::BridgeNodes { bridges: known })
+            }
+            ControlMessage::BridgeNodes { bridges } if from_bridge => {
+                let me_fp = *st.routing.me();
+                for (id, url) in bridges {
+                    let new = id != me_fp
+                        && !st.bridges.contains_key(&id)
+                        && !st.discovering.contains(&url)
+                        && st.routing.has_room_for(&id);
+                    if new {
+                        tracing::info!(bridge = %id, %url, "bridge found through the DHT");
+                        st.discovering.insert(url.clone());
+                        discovered.push(url);
+                    }
+                }
                 None
             }
             ControlMessage::BridgePeers { peers } if from_bridge => {
-                if let Some(b) = st.bridges.get_mut(&me) {
+                if let Some(b) = st.bridges.get_mut(&bridge_id) {
                     b.peers = peers;
                 }
                 None
@@ -164,7 +284,7 @@ impl MeshService {
                 match st.peers.get(&to) {
                     Some(target) => {
                         target.send(ControlMessage::Introduce { peer: from, sdp });
-                        st.remote_origins.insert((to, from), me);
+                        st.remote_origins.insert((to, from), bridge_id);
                     }
                     None => route.send(ControlMessage::RelayIntroduced {
                         from: to,
@@ -192,7 +312,18 @@ impl MeshService {
         if let Ok(mut st) = self.state.lock() {
             let before = st.peers.len();
             st.peers.retain(|_, c| !c.is(tx, circ));
-            st.bridges.retain(|_, b| !b.route.is(tx, circ));
+            let gone: Vec<PeerId> = st
+                .bridges
+                .iter()
+                .filter(|(_, b)| b.route.is(tx, circ))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                if let Some(b) = st.bridges.remove(&id) {
+                    st.discovering.remove(&b.url);
+                }
+                st.routing.remove_dead(&id);
+            }
             if st.peers.len() != before {
                 announce_peers(&st);
             }
@@ -266,9 +397,17 @@ mod tests {
         }
     }
 
+    fn lp(id: PeerId, modulus: [u8; 4]) -> LinkPeer {
+        LinkPeer {
+            id,
+            modulus: modulus.to_vec(),
+            fingerprint: id.0,
+        }
+    }
+
     #[test]
     fn registration_lookup_and_introductions() {
-        let mesh = MeshService::default();
+        let mesh = MeshService::new([0xee; 20]);
         let (a, b, c) = (PeerId([1; 20]), PeerId([2; 20]), PeerId([3; 20]));
         let (tx_a, mut rx_a) = inbox();
         let (tx_b, mut rx_b) = inbox();
@@ -278,12 +417,12 @@ mod tests {
         };
         // Anonymous links and other keys' moduli register nothing.
         assert_eq!(mesh.handle(None, &tx_a, 5, find(a)), None);
-        assert_eq!(mesh.handle(Some((a, &[8; 4])), &tx_a, 5, find(a)), None);
+        assert_eq!(mesh.handle(Some(&lp(a, [8; 4])), &tx_a, 5, find(a)), None);
         assert_eq!(mesh.registered(), 0);
 
-        let found = mesh.handle(Some((a, &[9; 4])), &tx_a, 5, find(a));
+        let found = mesh.handle(Some(&lp(a, [9; 4])), &tx_a, 5, find(a));
         assert_eq!(found, Some(ControlMessage::FoundPeer { peers: vec![] }));
-        let found = mesh.handle(Some((b, &[9; 4])), &tx_b, 7, find(b));
+        let found = mesh.handle(Some(&lp(b, [9; 4])), &tx_b, 7, find(b));
         assert_eq!(
             found,
             Some(ControlMessage::FoundPeer {
@@ -296,7 +435,7 @@ mod tests {
             peer: a,
             sdp: "offer".into(),
         };
-        assert_eq!(mesh.handle(Some((b, &[9; 4])), &tx_b, 7, offer), None);
+        assert_eq!(mesh.handle(Some(&lp(b, [9; 4])), &tx_b, 7, offer), None);
         assert_eq!(
             control(&mut rx_a),
             Some((
@@ -312,7 +451,7 @@ mod tests {
             peer: b,
             sdp: "answer".into(),
         };
-        assert_eq!(mesh.handle(Some((a, &[9; 4])), &tx_a, 5, answer), None);
+        assert_eq!(mesh.handle(Some(&lp(a, [9; 4])), &tx_a, 5, answer), None);
         assert_eq!(
             control(&mut rx_b),
             Some((
@@ -329,7 +468,7 @@ mod tests {
             sdp: "offer".into(),
         };
         assert_eq!(
-            mesh.handle(Some((a, &[9; 4])), &tx_a, 5, to_c),
+            mesh.handle(Some(&lp(a, [9; 4])), &tx_a, 5, to_c),
             Some(ControlMessage::Introduced {
                 peer: c,
                 sdp: String::new()

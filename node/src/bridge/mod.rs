@@ -53,9 +53,14 @@ impl BridgeConfig {
         let options = RelayOptions {
             exit_bind: None,
             relay_list: Some(directory.list.clone()),
-            mesh: Some(Arc::new(mesh::MeshService::default())),
+            mesh: None,
         };
-        let relay = Relay::with_options(RelayKeys::generate()?, "reject *:*".parse()?, options)?;
+        let keys = RelayKeys::generate()?;
+        let options = RelayOptions {
+            mesh: Some(Arc::new(mesh::MeshService::new(keys.rsa_id))),
+            ..options
+        };
+        let relay = Relay::with_options(keys, "reject *:*".parse()?, options)?;
         Ok(BridgeConfig {
             www,
             relay,
@@ -85,7 +90,15 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
             Some(u) => u.clone(),
             None => format!("ws://{}/bridge", listener.local_addr()?),
         };
+        // Bridges found through the bridges' DHT are federated with too.
+        let (weak, relay, url) = (Arc::downgrade(&mesh), config.relay.clone(), my_url.clone());
+        mesh.on_discover(Box::new(move |peer: String| {
+            if let Some(mesh) = weak.upgrade() {
+                tokio::spawn(federation::federate(peer, url.clone(), relay.clone(), mesh));
+            }
+        }));
         for peer in &config.peer_bridges {
+            mesh.federating_with(peer);
             tokio::spawn(federation::federate(
                 peer.clone(),
                 my_url.clone(),

@@ -15,6 +15,7 @@ use peersm::crypto::PeerId;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::mesh::LinkPeer;
 use super::registry::PeerRegistry;
 use crate::relay::inbound::{run_channel, CellTransport};
 use crate::relay::server::Relay;
@@ -145,7 +146,11 @@ async fn drive(
                     Some(p) => {
                         tracing::info!(%remote, peer = %p.id, link_version, "peer linked and authenticated");
                         *peer_id = Some(p.id);
-                        peer_key = Some((p.id, p.key.modulus()));
+                        peer_key = Some(LinkPeer {
+                            id: p.id,
+                            modulus: p.key.modulus(),
+                            fingerprint: p.key.tor_identity_digest().unwrap_or_default(),
+                        });
                         if let Some(tx) = evict_tx.take() {
                             registry.register(p.id, remote, link_no, tx);
                         }

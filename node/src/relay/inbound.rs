@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::bridge::mesh::LinkPeer;
 use peersm::cell::{
     command, create::destroy_cell, destroy_reason, end_reason, ControlMessage, Created2, RawCell,
 };
 use peersm::circuit::{RelayCircuit, RelayEvent, StreamTarget};
-use peersm::crypto::PeerId;
 use tokio::sync::mpsc;
 
 use super::dir_service::DirRequest;
@@ -87,7 +87,7 @@ pub async fn run_channel<T: CellTransport>(
     relay: Arc<Relay>,
     transport: &mut T,
     early_cells: Vec<RawCell>,
-    peer: Option<(PeerId, Vec<u8>)>,
+    peer: Option<LinkPeer>,
 ) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut actor = Inbound {
@@ -145,7 +145,7 @@ pub async fn run_channel<T: CellTransport>(
 struct Inbound {
     relay: Arc<Relay>,
     /// The peer that authenticated this link (tabs) and its key's modulus.
-    peer: Option<(PeerId, Vec<u8>)>,
+    peer: Option<LinkPeer>,
     tx: mpsc::UnboundedSender<ToInbound>,
     circuits: HashMap<u32, RelayCircuit>,
     /// back circuit id → the next hop's channel and circuit id there.
@@ -413,8 +413,7 @@ impl Inbound {
                 let Some(mesh) = self.relay.options.mesh.clone() else {
                     return;
                 };
-                let from = self.peer.as_ref().map(|(id, m)| (*id, m.as_slice()));
-                if let Some(reply) = mesh.handle(from, &self.tx, back_circ, message) {
+                if let Some(reply) = mesh.handle(self.peer.as_ref(), &self.tx, back_circ, message) {
                     if let Some(c) = self.circuits.get_mut(&back_circ) {
                         let _ = c.send_control(&reply);
                     }
