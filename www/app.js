@@ -70,6 +70,7 @@ try {
   const options = {};
   if (params.get('joinLinks')) options.joinLinks = Number(params.get('joinLinks'));
   if (params.get('refreshMs')) options.refreshMs = Number(params.get('refreshMs'));
+  if (params.get('introducer')) options.introducer = params.get('introducer');
   const peer = await startPeer(location.origin, options);
   $('peer-id').textContent = peer.id;
   $('bridge').textContent = peer.bridge;

@@ -89,6 +89,8 @@ pub(crate) struct Mesh {
     answers: HashMap<PeerId, oneshot::Sender<String>>,
     /// Our ntor key as an onion router for other tabs, and its certificate.
     pub(super) me: Option<OnionKey>,
+    /// Our identity, for work started from relay events.
+    identity: Option<Rc<SessionIdentity>>,
     /// Circuits we extended for others: (back link, circuit) ⇄ (next link,
     /// circuit).
     pub(super) forward: HashMap<(PeerId, u32), (PeerId, u32)>,
@@ -103,6 +105,72 @@ pub(crate) struct Mesh {
     /// Bucket refresh period (ms): stale buckets get a lookup, and found
     /// peers that fit the table are linked to (Kademlia §2.3).
     pub(crate) refresh_ms: i32,
+    /// Link to found peers through the peer that named them rather than
+    /// through the bridge.
+    pub(crate) introduce_via_peers: bool,
+    /// Introduction work the relay code queued (it runs without the
+    /// shared handle): forwards as introducer, answers as target.
+    pub(super) intro_jobs: Vec<IntroJob>,
+}
+
+/// Introductions carried by tabs (docs/PROTOCOL.md "Mesh").
+pub(super) enum IntroJob {
+    /// `asker` (on its circuit `circ` through us) wants to link to our
+    /// linked peer `target`.
+    Forward {
+        asker_link: PeerId,
+        circ: u32,
+        asker: PeerId,
+        target: PeerId,
+        sdp: String,
+    },
+    /// Our linked peer `via` (circuit `circ` to us) brings `asker`'s offer.
+    Answer {
+        via: PeerId,
+        circ: u32,
+        asker: PeerId,
+        sdp: String,
+    },
+}
+
+/// Where the answer to an introduction we received goes.
+#[derive(Clone)]
+enum IntroReply {
+    Bridge {
+        tor: TorLink,
+        circ: u32,
+    },
+    /// Back on the relay circuit `circ` that peer `via` built to us.
+    Peer {
+        via: PeerId,
+        circ: u32,
+    },
+}
+
+impl IntroReply {
+    fn send(&self, mesh: &SharedMesh, peer: PeerId, sdp: String) -> Result<(), String> {
+        match self {
+            IntroReply::Bridge { tor, circ } => {
+                tor.send_control(*circ, &ControlMessage::Introduced { peer, sdp })
+            }
+            IntroReply::Peer { via, circ } => {
+                let me = mesh
+                    .borrow()
+                    .me
+                    .as_ref()
+                    .map(|k| k.id)
+                    .ok_or("no identity")?;
+                let message = ControlMessage::RelayIntroduced {
+                    from: me,
+                    to: peer,
+                    sdp,
+                };
+                super::tab_relay::reply_on(&mut mesh.borrow_mut(), *via, *circ, &message)?;
+                super::tab_relay::send_all(mesh);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Default bucket refresh period.
@@ -143,12 +211,61 @@ impl OnionKey {
 
 pub(crate) type SharedMesh = Rc<RefCell<Mesh>>;
 
-pub(crate) fn new(join_links: usize, refresh_ms: i32) -> SharedMesh {
+pub(crate) fn new(join_links: usize, refresh_ms: i32, introduce_via_peers: bool) -> SharedMesh {
     Rc::new(RefCell::new(Mesh {
         join_links,
         refresh_ms,
+        introduce_via_peers,
         ..Default::default()
     }))
+}
+
+/// Runs the introduction work the relay code queued.
+pub(super) fn run_intro_jobs(mesh: &SharedMesh) {
+    let jobs = std::mem::take(&mut mesh.borrow_mut().intro_jobs);
+    for job in jobs {
+        let mesh = mesh.clone();
+        match job {
+            IntroJob::Forward {
+                asker_link,
+                circ,
+                asker,
+                target,
+                sdp,
+            } => wasm_bindgen_futures::spawn_local(async move {
+                let answer = super::tab_circuits::introduce(&mesh, asker, target, sdp)
+                    .await
+                    .unwrap_or_else(|e| {
+                        log::info(&format!("introducing {asker} to {target}: {e}"));
+                        String::new()
+                    });
+                let reply = ControlMessage::RelayIntroduced {
+                    from: target,
+                    to: asker,
+                    sdp: answer,
+                };
+                let sent =
+                    super::tab_relay::reply_on(&mut mesh.borrow_mut(), asker_link, circ, &reply);
+                if sent.is_ok() {
+                    super::tab_relay::send_all(&mesh);
+                }
+            }),
+            IntroJob::Answer {
+                via,
+                circ,
+                asker,
+                sdp,
+            } => {
+                let identity = mesh.borrow().identity.clone();
+                if let Some(identity) = identity {
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let reply = IntroReply::Peer { via, circ };
+                        answer(&mesh, reply, &identity, asker, &sdp).await;
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Closes every link (the peer stops).
@@ -234,6 +351,7 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
                 let mut m = mesh.borrow_mut();
                 m.routing = Some(RoutingTable::new(k.id));
                 m.me = Some(k);
+                m.identity = Some(identity.clone());
             }
             Err(e) => return log::warn(&format!("mesh: no onion key: {e}")),
         }
@@ -263,14 +381,15 @@ pub(crate) async fn run(mesh: SharedMesh, tor: TorLink, identity: Rc<SessionIden
                 {
                     let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
                     wasm_bindgen_futures::spawn_local(async move {
-                        offer(&mesh, &tor, circ, &identity, id).await;
+                        offer(&mesh, Introducer::Bridge { tor, circ }, &identity, id).await;
                     });
                 }
             }
             ControlMessage::Introduce { peer, sdp } => {
                 let (mesh, tor, identity) = (mesh.clone(), tor.clone(), identity.clone());
                 wasm_bindgen_futures::spawn_local(async move {
-                    answer(&mesh, &tor, circ, &identity, peer, &sdp).await;
+                    let reply = IntroReply::Bridge { tor, circ };
+                    answer(&mesh, reply, &identity, peer, &sdp).await;
                 });
             }
             ControlMessage::Introduced { peer, sdp } => {
@@ -313,13 +432,13 @@ async fn refresh(mesh: SharedMesh, tor: TorLink, circ: u32, identity: Rc<Session
         };
         for target in targets {
             let found = match super::tab_circuits::find_node(&mesh, me, target).await {
-                Ok(f) => f.closest,
+                Ok(f) => f,
                 Err(e) => {
                     log::info(&format!("refresh lookup failed: {e}"));
                     continue;
                 }
             };
-            for id in found {
+            for id in found.closest.iter().copied() {
                 let fits = {
                     let m = mesh.borrow();
                     !m.links.contains_key(&id)
@@ -327,7 +446,23 @@ async fn refresh(mesh: SharedMesh, tor: TorLink, circ: u32, identity: Rc<Session
                 };
                 if fits {
                     log::info(&format!("refresh: linking to {id}"));
-                    offer(&mesh, &tor, circ, &identity, id).await;
+                    let via_peers = mesh.borrow().introduce_via_peers;
+                    // The route to the peer without its last hop ends at
+                    // the tab that named it.
+                    let introducer_route = found
+                        .routes
+                        .get(&id)
+                        .and_then(|r| r.split_last())
+                        .map(|(_, before)| before.to_vec())
+                        .filter(|before| !before.is_empty());
+                    let via = match introducer_route {
+                        Some(route) if via_peers => Introducer::Route(route),
+                        _ => Introducer::Bridge {
+                            tor: tor.clone(),
+                            circ,
+                        },
+                    };
+                    offer(&mesh, via, &identity, id).await;
                 }
             }
         }
@@ -425,28 +560,30 @@ fn drop_attempt(mesh: &SharedMesh, peer: &PeerId, pc: &RtcPeerConnection, why: &
     }
 }
 
-/// We link to `peer`: offer, introduction through the bridge, answer,
-/// then the link handshake as initiator over the data channel.
-async fn offer(
-    mesh: &SharedMesh,
-    tor: &TorLink,
-    circ: u32,
-    identity: &Rc<SessionIdentity>,
-    peer: PeerId,
-) {
+/// Who carries our offer to a peer we want to link to.
+pub(super) enum Introducer {
+    /// Our bridge, on our control circuit.
+    Bridge { tor: TorLink, circ: u32 },
+    /// The last tab of this route, which is linked to the peer (it named
+    /// it in a lookup).
+    Route(Vec<(PeerId, [u8; 32])>),
+}
+
+/// We link to `peer`: offer, introduction, answer, then the link
+/// handshake as initiator over the data channel.
+async fn offer(mesh: &SharedMesh, via: Introducer, identity: &Rc<SessionIdentity>, peer: PeerId) {
     let pc = match new_link(mesh, peer, true) {
         Ok(pc) => pc,
         Err(e) => return log::warn(&format!("cannot link to {peer}: {e}")),
     };
-    if let Err(e) = offer_on(mesh, tor, circ, identity, peer, &pc).await {
+    if let Err(e) = offer_on(mesh, via, identity, peer, &pc).await {
         drop_attempt(mesh, &peer, &pc, &e);
     }
 }
 
 async fn offer_on(
     mesh: &SharedMesh,
-    tor: &TorLink,
-    circ: u32,
+    via: Introducer,
     identity: &Rc<SessionIdentity>,
     peer: PeerId,
     pc: &RtcPeerConnection,
@@ -464,15 +601,21 @@ async fn offer_on(
     gathered(pc).await;
     let sdp = pc.local_description().ok_or("no local description")?.sdp();
     let ours = binding(identity, &sdp).await?;
-    let (tx, rx) = oneshot::channel();
-    mesh.borrow_mut().answers.insert(peer, tx);
-    tor.send_control(circ, &ControlMessage::Introduce { peer, sdp })?;
-    let answer_sdp = {
-        let timeout = sleep_ms(INTRODUCTION_TIMEOUT_MS);
-        futures_util::pin_mut!(timeout);
-        match futures_util::future::select(rx, timeout).await {
-            futures_util::future::Either::Left((Ok(sdp), _)) => sdp,
-            _ => return Err("no answer to the introduction".into()),
+    let answer_sdp = match via {
+        Introducer::Bridge { tor, circ } => {
+            let (tx, rx) = oneshot::channel();
+            mesh.borrow_mut().answers.insert(peer, tx);
+            tor.send_control(circ, &ControlMessage::Introduce { peer, sdp })?;
+            let timeout = sleep_ms(INTRODUCTION_TIMEOUT_MS);
+            futures_util::pin_mut!(timeout);
+            match futures_util::future::select(rx, timeout).await {
+                futures_util::future::Either::Left((Ok(sdp), _)) => sdp,
+                _ => return Err("no answer to the introduction".into()),
+            }
+        }
+        Introducer::Route(route) => {
+            let me = identity.id();
+            super::tab_circuits::ask_introduction(mesh, &route, me, peer, sdp).await?
         }
     };
     if answer_sdp.is_empty() {
@@ -514,8 +657,7 @@ async fn offer_on(
 /// refuses the other's (empty INTRODUCED), the other answers it.
 async fn answer(
     mesh: &SharedMesh,
-    tor: &TorLink,
-    circ: u32,
+    reply: IntroReply,
     identity: &Rc<SessionIdentity>,
     peer: PeerId,
     offer_sdp: &str,
@@ -527,27 +669,21 @@ async fn answer(
             .is_some_and(|l| l.state == "open" || (l.we_initiated && identity.id() < peer))
     };
     if refuse {
-        let no = ControlMessage::Introduced {
-            peer,
-            sdp: String::new(),
-        };
-        let _ = tor.send_control(circ, &no);
+        let _ = reply.send(mesh, peer, String::new());
         return;
     }
     let pc = match new_link(mesh, peer, false) {
         Ok(pc) => pc,
         Err(e) => return log::warn(&format!("cannot answer {peer}: {e}")),
     };
-    if let Err(e) = answer_on(mesh, tor, circ, identity, peer, offer_sdp, &pc).await {
+    if let Err(e) = answer_on(mesh, &reply, identity, peer, offer_sdp, &pc).await {
         drop_attempt(mesh, &peer, &pc, &e);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn answer_on(
     mesh: &SharedMesh,
-    tor: &TorLink,
-    circ: u32,
+    reply: &IntroReply,
     identity: &Rc<SessionIdentity>,
     peer: PeerId,
     offer_sdp: &str,
@@ -604,7 +740,7 @@ async fn answer_on(
         l.closures.push(Box::new(on_channel));
         l.state = "connecting";
     }
-    tor.send_control(circ, &ControlMessage::Introduced { peer, sdp })
+    reply.send(mesh, peer, sdp)
 }
 
 /// Runs the link handshake over `dc` and keeps the link's callbacks.

@@ -72,6 +72,10 @@ struct StartOptions {
     /// Routing-table bucket refresh period, ms.
     #[serde(default = "default_refresh_ms")]
     refresh_ms: i32,
+    /// Who introduces us to peers found by lookups: 'bridge' (default) or
+    /// 'peers' (the tab that named the peer).
+    #[serde(default)]
+    introducer: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -156,7 +160,11 @@ impl Peer {
             retired: None,
             stopped: false,
             listeners: Vec::new(),
-            mesh: mesh::new(options.join_links, options.refresh_ms),
+            mesh: mesh::new(
+                options.join_links,
+                options.refresh_ms,
+                options.introducer.as_deref() == Some("peers"),
+            ),
             join_mesh: options.mesh,
         }));
         connect(&inner);

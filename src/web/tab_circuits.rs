@@ -215,6 +215,9 @@ pub(crate) struct LookupOutcome {
     pub(crate) closest: Vec<PeerId>,
     pub(crate) rounds: u32,
     pub(crate) queries: usize,
+    /// How each peer was reached: the route ending at it, through the
+    /// peers that named it (its introducers).
+    pub(crate) routes: std::collections::HashMap<PeerId, Vec<(PeerId, [u8; 32])>>,
 }
 
 /// A circuit along `route` (each hop with its ntor key); the first hop
@@ -327,5 +330,88 @@ pub(crate) async fn find_node(
         closest: lookup.result(),
         rounds: lookup.rounds(),
         queries: lookup.queries(),
+        routes,
     })
+}
+
+/// Waits for a RELAY_INTRODUCED from `target` on a control receiver.
+async fn introduced_by(
+    answers: &mut futures_channel::mpsc::UnboundedReceiver<ControlMessage>,
+    target: PeerId,
+) -> Result<String, String> {
+    let timeout = sleep_ms(FOUND_NODE_TIMEOUT_MS * 2);
+    futures_util::pin_mut!(timeout);
+    loop {
+        let next = answers.next();
+        futures_util::pin_mut!(next);
+        match futures_util::future::select(next, timeout.as_mut()).await {
+            futures_util::future::Either::Left((
+                Some(ControlMessage::RelayIntroduced { from, sdp, .. }),
+                _,
+            )) if from == target => {
+                return if sdp.is_empty() {
+                    Err("the introducer could not introduce us".into())
+                } else {
+                    Ok(sdp)
+                };
+            }
+            futures_util::future::Either::Left((Some(_), _)) => continue,
+            _ => return Err("no answer to the introduction".into()),
+        }
+    }
+}
+
+/// As asker: our offer to `target` through the last tab of `route` (which
+/// is linked to it); returns the answer SDP.
+pub(crate) async fn ask_introduction(
+    mesh: &SharedMesh,
+    route: &[(PeerId, [u8; 32])],
+    me: PeerId,
+    target: PeerId,
+    sdp: String,
+) -> Result<String, String> {
+    let (link, circ) = build_route(mesh, route).await?;
+    let result = async {
+        let mut answers = host::control_messages(&link, circ)?;
+        let ask = ControlMessage::RelayIntroduce {
+            from: me,
+            to: target,
+            sdp,
+        };
+        host::send_control(&link, circ, &ask)?;
+        introduced_by(&mut answers, target).await
+    }
+    .await;
+    host::destroy(&link, circ);
+    result
+}
+
+/// As introducer: carries `asker`'s offer to `target`, a tab we are linked
+/// to, on a one-hop circuit; returns its answer.
+pub(crate) async fn introduce(
+    mesh: &SharedMesh,
+    asker: PeerId,
+    target: PeerId,
+    sdp: String,
+) -> Result<String, String> {
+    let key = mesh
+        .borrow()
+        .links
+        .get(&target)
+        .and_then(|l| l.ntor.as_ref().map(|(k, _)| *k))
+        .ok_or("not linked to the target")?;
+    let (link, circ) = build_route(mesh, &[(target, key)]).await?;
+    let result = async {
+        let mut answers = host::control_messages(&link, circ)?;
+        let forward = ControlMessage::RelayIntroduce {
+            from: asker,
+            to: target,
+            sdp,
+        };
+        host::send_control(&link, circ, &forward)?;
+        introduced_by(&mut answers, target).await
+    }
+    .await;
+    host::destroy(&link, circ);
+    result
 }

@@ -19,7 +19,7 @@ use crate::crypto::PeerId;
 use crate::dht::Distance;
 
 use super::log;
-use super::mesh::{Mesh, SharedMesh};
+use super::mesh::{IntroJob, Mesh, SharedMesh};
 
 /// Cells per data-channel message: about 16 KiB (docs/PROTOCOL.md "Framing").
 const CELLS_PER_FRAME: usize = 31;
@@ -200,6 +200,31 @@ fn on_relay_event(m: &mut Mesh, peer: PeerId, circ: u32, event: RelayEvent) {
                 let _ = rc.send_control(&reply);
             }
         }
+        RelayEvent::Control(ControlMessage::RelayIntroduce { from, to, sdp }) => {
+            let me = m.me.as_ref().map(|k| k.id);
+            if Some(to) == me {
+                m.intro_jobs.push(IntroJob::Answer {
+                    via: peer,
+                    circ,
+                    asker: from,
+                    sdp,
+                });
+            } else if m.links.get(&to).is_some_and(|l| l.state == "open") && to != peer {
+                m.intro_jobs.push(IntroJob::Forward {
+                    asker_link: peer,
+                    circ,
+                    asker: from,
+                    target: to,
+                    sdp,
+                });
+            } else if let Some(rc) = relay_circuit(m, &peer, circ) {
+                let _ = rc.send_control(&ControlMessage::RelayIntroduced {
+                    from: to,
+                    to: from,
+                    sdp: String::new(),
+                });
+            }
+        }
         RelayEvent::Control(_) => {}
         RelayEvent::Destroyed { .. } => {
             if let Some((next, next_circ)) = m.forward.remove(&(peer, circ)) {
@@ -357,8 +382,25 @@ pub(super) fn link_gone(m: &mut Mesh, peer: &PeerId) {
     after_relay(m);
 }
 
+/// Sends a control message back on the relay circuit `circ` that `via`
+/// built through us.
+pub(super) fn reply_on(
+    m: &mut Mesh,
+    via: PeerId,
+    circ: u32,
+    message: &ControlMessage,
+) -> Result<(), String> {
+    relay_circuit(m, &via, circ)
+        .ok_or("the circuit is gone")?
+        .send_control(message)
+        .map_err(|e| e.to_string())
+}
+
 /// Sends every queued cell on every open link, batched per link.
 pub(super) fn send_all(mesh: &SharedMesh) {
+    if !mesh.borrow().intro_jobs.is_empty() {
+        super::mesh::run_intro_jobs(mesh);
+    }
     let mut m = mesh.borrow_mut();
     after_relay(&mut m);
     // Cells our relayed circuits send onward go to the next link.

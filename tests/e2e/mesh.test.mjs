@@ -98,3 +98,20 @@ test('bucket refresh: lookups find the peers a tab is not linked to, and it link
     assert.equal((await tab.page.evaluate(() => window.peersm.routingTable())).size, 4);
   }
 });
+
+test('introductions by peers: found peers are linked through the tab that named them', async () => {
+  for (const b of browsers.splice(0)) await b.close();
+  const before = (await node.status()).introductions;
+  const tabs = [];
+  for (let i = 0; i < 5; i += 1) {
+    tabs.push(await openTab('?joinLinks=1&refreshMs=2000&introducer=peers'));
+    if (i > 0) await eventually(async () => (await openLinks(tabs[i])).length >= 1, 30000, 'joined');
+  }
+  for (const tab of tabs) {
+    await eventually(async () => (await openLinks(tab)).length === 4, 60000,
+      `tab ${tab.id.slice(0, 8)} linked to all`);
+  }
+  // Only the four joins went through the bridge; the six other links
+  // were introduced by tabs.
+  assert.equal((await node.status()).introductions - before, 4);
+});

@@ -83,6 +83,8 @@ pub type DiscoverFn = Box<dyn Fn(String) + Send + Sync>;
 
 pub struct MeshService {
     state: Mutex<State>,
+    /// Introductions this bridge carried (for /status).
+    introductions: std::sync::atomic::AtomicU64,
     /// Starts federating with a bridge found through BRIDGE_NODES.
     discover: Mutex<Option<DiscoverFn>>,
 }
@@ -99,6 +101,7 @@ impl MeshService {
                 remote_origins: HashMap::new(),
             }),
             discover: Mutex::new(None),
+            introductions: Default::default(),
         }
     }
 
@@ -197,6 +200,8 @@ impl MeshService {
                 Some(reply)
             }
             ControlMessage::Introduce { peer, sdp } => {
+                self.introductions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if peer != me {
                     if let Some(target) = st.peers.get(&peer) {
                         target.send(ControlMessage::Introduce { peer: me, sdp });
@@ -249,6 +254,15 @@ impl MeshService {
                 route.send(ControlMessage::BridgePeers {
                     peers: local_peers(&st),
                 });
+                // The other bridges hear of the newcomer too: whichever
+                // said hello first still learns of every later bridge.
+                for (id, other) in st.bridges.iter() {
+                    if *id != bridge_id {
+                        other.route.send(ControlMessage::BridgeNodes {
+                            bridges: vec![(bridge_id, other_url(&st, &bridge_id))],
+                        });
+                    }
+                }
                 let known = st
                     .routing
                     .closest(&bridge_id, K + 1)
@@ -330,6 +344,11 @@ impl MeshService {
         }
     }
 
+    pub fn introductions(&self) -> u64 {
+        self.introductions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn registered(&self) -> usize {
         self.state.lock().map(|s| s.peers.len()).unwrap_or(0)
     }
@@ -346,6 +365,13 @@ impl MeshService {
             })
             .unwrap_or_default()
     }
+}
+
+fn other_url(st: &State, id: &PeerId) -> String {
+    st.bridges
+        .get(id)
+        .map(|b| b.url.clone())
+        .unwrap_or_default()
 }
 
 fn local_peers(st: &State) -> Vec<PeerId> {

@@ -182,6 +182,8 @@ struct StatusReport {
     federation: Vec<FederatedInfo>,
     /// Tabs registered in the mesh here.
     mesh_peers: usize,
+    /// Introductions asked of this bridge.
+    introductions: u64,
     /// Authenticated peers, by ID.
     peers: Vec<RegisteredPeer>,
     /// Open links, authenticated or not.
@@ -217,6 +219,7 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
                 .mesh
                 .as_ref()
                 .map_or(0, |m| m.registered()),
+            introductions: mesh.map_or(0, |m| m.introductions()),
             peers,
             links,
         }),
