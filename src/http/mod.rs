@@ -41,6 +41,18 @@ pub fn get_request(url: &HttpUrl, from: u64) -> Vec<u8> {
     req.into_bytes()
 }
 
+/// A whole HTTP/1.0 `text/plain` response: what the small directories
+/// behind BEGIN_DIR (a bridge's relay list, a tab's test directory) send.
+pub fn text_response(status: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

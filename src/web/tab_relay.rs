@@ -6,6 +6,7 @@
 //! tabs can be checked and measured end to end. Tabs never exit to the
 //! Internet: BEGIN is refused (END EXITPOLICY).
 
+use crate::http::text_response as response;
 use std::collections::HashMap;
 
 use crate::cell::peersm::{NodeInfo, MAX_FOUND_PEERS};
@@ -278,16 +279,6 @@ fn answer_request(s: &mut DirStream, me: Option<PeerId>) {
     } else {
         s.unsent = response("404 Not Found", b"not found\n");
     }
-}
-
-fn response(status: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
 }
 
 /// Moves a BEGIN_DIR answer into the circuit as its windows allow; END

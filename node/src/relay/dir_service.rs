@@ -4,6 +4,7 @@
 //! Relays without a list refuse BEGIN_DIR (END NOTDIRECTORY).
 
 use peersm::dir::relay_list::{encode_relay_list, ListedRelay, RELAY_LIST_PATH};
+use peersm::http::text_response as response;
 
 /// Largest request head we read before answering 400.
 const MAX_REQUEST_LEN: usize = 8 * 1024;
@@ -33,16 +34,6 @@ impl DirRequest {
             _ => Some(response("400 Bad Request", b"bad request\n")),
         }
     }
-}
-
-fn response(status: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
 }
 
 #[cfg(test)]
