@@ -77,7 +77,7 @@ try {
   showStatus(peer.status);
   peer.on('status', showStatus);
   // The bridge's proven identity and this tab's WebRTC links to other tabs.
-  setInterval(() => {
+  const refresh = () => {
     $('bridge-id').textContent = peer.bridgeFingerprint ?? '…';
     const items = peer.peers().map((p) => {
       const li = document.createElement('li');
@@ -93,7 +93,9 @@ try {
       return li;
     });
     $('circuits').replaceChildren(...circuits);
-  }, 1000);
+  };
+  refresh();
+  setInterval(refresh, 1000);
   $('build-circuit').addEventListener('click', async () => {
     try {
       await peer.buildTabCircuit(3);

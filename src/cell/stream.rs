@@ -21,6 +21,27 @@ pub mod end_reason {
     pub const CONNRESET: u8 = 12;
     pub const TORPROTOCOL: u8 = 13;
     pub const NOTDIRECTORY: u8 = 14;
+
+    /// What an END reason means, for error messages (tor-spec §6.3).
+    pub fn describe(reason: u8) -> &'static str {
+        match reason {
+            MISC => "unspecified failure at the exit",
+            RESOLVEFAILED => "the exit could not resolve the host name",
+            CONNECTREFUSED => "the server refused the connection",
+            EXITPOLICY => "the exit's policy does not allow this address and port",
+            DESTROY => "the circuit was closed",
+            DONE => "the stream was closed",
+            TIMEOUT => "the connection timed out",
+            NOROUTE => "no route to the host",
+            HIBERNATING => "the relay is hibernating",
+            INTERNAL => "internal error at the relay",
+            RESOURCELIMIT => "the relay is out of resources",
+            CONNRESET => "the connection was reset",
+            TORPROTOCOL => "protocol violation",
+            NOTDIRECTORY => "the relay is not a directory",
+            _ => "unknown reason",
+        }
+    }
 }
 
 /// RELAY_BEGIN: "host:port\0" and optional 4-byte flags.

@@ -84,7 +84,10 @@ impl MuxDriver {
                 ..
             } => {
                 if let Some(w) = self.open_waiters.remove(&(circ, stream)) {
-                    let _ = w.send(Err(format!("stream refused (END reason {reason})")));
+                    let _ = w.send(Err(format!(
+                        "stream refused: {} (END reason {reason})",
+                        crate::cell::end_reason::describe(reason)
+                    )));
                 }
                 if let Some(tx) = self.streams.remove(&(circ, stream)) {
                     let _ = tx.unbounded_send(StreamEvent::Ended { reason });
