@@ -50,6 +50,10 @@ enum Command {
         /// (default ws://LISTEN/bridge).
         #[arg(long = "public-url", value_name = "URL")]
         public_url: Option<String>,
+        /// Keep the bridge's and embedded relays' keys here, so their
+        /// identities survive restarts (default: new keys each start).
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// An onion router on a TLS ORPort: answers CREATE2/CREATE_FAST, extends
     /// circuits, and exits under its exit policy.
@@ -76,6 +80,9 @@ enum Command {
         /// Source address of exit connections.
         #[arg(long = "exit-bind")]
         exit_bind: Option<std::net::IpAddr>,
+        /// Keep the relay's keys here, so its identity survives restarts.
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// A SOCKS5 onion proxy over 3-hop Tor circuits.
     Proxy {
@@ -108,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             exit_bind,
             peer_bridges,
             public_url,
+            data_dir,
         } => {
             if !www.join("index.html").is_file() {
                 anyhow::bail!(
@@ -130,10 +138,16 @@ async fn main() -> anyhow::Result<()> {
             let policy: ExitPolicy = exit_policy
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!(e))?;
-            let embedded = start_embedded_relays(relays, &policy, exit_bind)
+            let embedded = start_embedded_relays(relays, &policy, exit_bind, data_dir.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let mut config = BridgeConfig::new(www, embedded).map_err(|e| anyhow::anyhow!(e))?;
+            let keys = match &data_dir {
+                Some(dir) => RelayKeys::load_or_generate(&dir.join("bridge-keys.json")),
+                None => RelayKeys::generate(),
+            }
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let mut config =
+                BridgeConfig::with_keys(www, embedded, keys).map_err(|e| anyhow::anyhow!(e))?;
             config.peer_bridges = peer_bridges;
             config.public_url = public_url;
             tracing::info!(
@@ -154,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
             nickname,
             join,
             exit_bind,
+            data_dir,
         } => {
             if nickname.is_empty()
                 || nickname.len() > 19
@@ -169,7 +184,11 @@ async fn main() -> anyhow::Result<()> {
             let policy: ExitPolicy = exit_policy
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!(e))?;
-            let keys = RelayKeys::generate().map_err(|e| anyhow::anyhow!(e))?;
+            let keys = match &data_dir {
+                Some(dir) => RelayKeys::load_or_generate(&dir.join("relay-keys.json")),
+                None => RelayKeys::generate(),
+            }
+            .map_err(|e| anyhow::anyhow!(e))?;
             let options = RelayOptions {
                 exit_bind,
                 relay_list: None,

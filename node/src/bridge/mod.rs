@@ -49,13 +49,21 @@ pub struct BridgeConfig {
 impl BridgeConfig {
     /// A bridge with fresh keys, serving `www`, listing `embedded` relays.
     pub fn new(www: PathBuf, embedded: Vec<ListedRelay>) -> Result<BridgeConfig, String> {
+        Self::with_keys(www, embedded, RelayKeys::generate()?)
+    }
+
+    /// A bridge whose identity is `keys`.
+    pub fn with_keys(
+        www: PathBuf,
+        embedded: Vec<ListedRelay>,
+        keys: RelayKeys,
+    ) -> Result<BridgeConfig, String> {
         let directory = RelayDirectory::new(embedded);
         let options = RelayOptions {
             exit_bind: None,
             relay_list: Some(directory.list.clone()),
             mesh: None,
         };
-        let keys = RelayKeys::generate()?;
         let options = RelayOptions {
             mesh: Some(Arc::new(mesh::MeshService::new(keys.rsa_id))),
             ..options

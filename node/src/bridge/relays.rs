@@ -98,11 +98,13 @@ impl RelayDirectory {
 
 /// Starts `count` relays in this process on 127.0.0.1: the last one exits
 /// under `exit_policy` (from `exit_bind` when given), the others are
-/// middles. Returns their relay-list entries.
+/// middles. Their keys are kept in `data_dir` when given. Returns their
+/// relay-list entries.
 pub async fn start_embedded_relays(
     count: usize,
     exit_policy: &ExitPolicy,
     exit_bind: Option<std::net::IpAddr>,
+    data_dir: Option<&std::path::Path>,
 ) -> Result<Vec<ListedRelay>, String> {
     let mut listed = Vec::new();
     for i in 0..count {
@@ -117,7 +119,11 @@ pub async fn start_embedded_relays(
             relay_list: None,
             mesh: None,
         };
-        let relay = Relay::with_options(RelayKeys::generate()?, policy, options)?;
+        let keys = match data_dir {
+            Some(dir) => RelayKeys::load_or_generate(&dir.join(format!("relay-{i}-keys.json")))?,
+            None => RelayKeys::generate()?,
+        };
+        let relay = Relay::with_options(keys, policy, options)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;

@@ -76,6 +76,88 @@ impl RelayKeys {
         })
     }
 
+    /// Loads the keys saved at `path`, or generates and saves new ones
+    /// (owner-only permissions): a relay or bridge keeps its identity
+    /// across restarts.
+    pub fn load_or_generate(path: &std::path::Path) -> Result<RelayKeys, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_saved(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let keys = Self::generate()?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+                let tmp = path.with_extension("tmp");
+                write_private(&tmp, keys.to_saved()?.as_bytes())
+                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(keys)
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The secret keys and TLS certificate as JSON with hex fields.
+    fn to_saved(&self) -> Result<String, String> {
+        use rsa::pkcs8::EncodePrivateKey;
+        let der = |k: &PrivateKey| -> Result<String, String> {
+            Ok(hex::encode(
+                k.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes(),
+            ))
+        };
+        let saved = serde_json::json!({
+            "format": "peersm relay keys v1",
+            "rsa_identity": der(&self.rsa_identity)?,
+            "ed_identity": hex::encode(self.ed_identity.to_bytes()),
+            "ed_signing": hex::encode(self.ed_signing.to_bytes()),
+            "ed_auth": hex::encode(self.ed_auth.to_bytes()),
+            "ntor": hex::encode(self.ntor.secret.to_bytes()),
+            "tap_onion": der(&self.tap_onion)?,
+            "tls_cert": hex::encode(&self.tls_cert),
+            "tls_key": hex::encode(&self.tls_key),
+        });
+        Ok(saved.to_string())
+    }
+
+    fn from_saved(text: &str) -> Result<RelayKeys, String> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if v["format"] != "peersm relay keys v1" {
+            return Err("not a peersm relay key file".into());
+        }
+        let bytes = |field: &str| -> Result<Vec<u8>, String> {
+            hex::decode(v[field].as_str().ok_or(format!("missing {field}"))?)
+                .map_err(|_| format!("{field} is not hex"))
+        };
+        let key32 = |field: &str| -> Result<[u8; 32], String> {
+            bytes(field)?
+                .try_into()
+                .map_err(|_| format!("{field} is not 32 bytes"))
+        };
+        let rsa = |field: &str| -> Result<PrivateKey, String> {
+            PrivateKey::from_pkcs8_der(&bytes(field)?).map_err(|e| format!("{field}: {e}"))
+        };
+        let rsa_identity = rsa("rsa_identity")?;
+        let spki = rsa_identity
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| e.to_string())?;
+        let rsa_id = peersm::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
+            .and_then(|k| k.tor_identity_digest())
+            .map_err(|e| e.to_string())?;
+        Ok(RelayKeys {
+            rsa_identity,
+            rsa_id,
+            ed_identity: SigningKey::from_bytes(&key32("ed_identity")?),
+            ed_signing: SigningKey::from_bytes(&key32("ed_signing")?),
+            ed_auth: SigningKey::from_bytes(&key32("ed_auth")?),
+            ntor: NtorRelayKey::new(rsa_id, key32("ntor")?),
+            tap_onion: rsa("tap_onion")?,
+            tls_cert: bytes("tls_cert")?,
+            tls_key: bytes("tls_key")?,
+        })
+    }
+
     pub fn ed25519_id(&self) -> [u8; 32] {
         self.ed_identity.verifying_key().to_bytes()
     }
@@ -232,6 +314,19 @@ impl RelayKeys {
         bits.extend_from_slice(&sig);
         Ok(der(0x30, &[tbs, alg, der(0x03, &bits)].concat()))
     }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 const SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
@@ -428,6 +523,35 @@ mod tests {
         assert!(verify_bridge_certs(&certs, unix_now(), Some(&[0; 20])).is_err());
         // Relay CERTS (no ntor certificate) do not pass as a bridge's.
         assert!(verify_bridge_certs(&keys.certs().unwrap(), unix_now(), None).is_err());
+    }
+
+    #[test]
+    fn saved_keys_come_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("peersm-keys-{}", std::process::id()));
+        let path = dir.join("relay.json");
+        let _ = std::fs::remove_file(&path);
+        let first = RelayKeys::load_or_generate(&path).unwrap();
+        let again = RelayKeys::load_or_generate(&path).unwrap();
+        assert_eq!(first.rsa_id, again.rsa_id);
+        assert_eq!(first.ed25519_id(), again.ed25519_id());
+        assert_eq!(first.ntor.public, again.ntor.public);
+        assert_eq!(first.tls_cert, again.tls_cert);
+        // The reloaded keys still make certificates that verify.
+        let certs = again.certs().unwrap();
+        verify_relay_certs(
+            &certs,
+            &again.tls_cert,
+            unix_now(),
+            Some(&first.rsa_id),
+            None,
+        )
+        .unwrap();
+        std::fs::write(&path, "{\"format\": \"something else\"}").unwrap();
+        assert!(
+            RelayKeys::load_or_generate(&path).is_err(),
+            "a foreign file is refused"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
