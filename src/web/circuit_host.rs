@@ -7,8 +7,11 @@ use std::collections::HashMap;
 
 use futures_channel::{mpsc, oneshot};
 
+use futures_util::StreamExt;
+
 use crate::cell::{ControlMessage, LinkSpec, RawCell};
 use crate::circuit::{CircuitError, ClientMux, MuxEvent, StreamTarget};
+use crate::http::{get_request, HttpUrl, ResponseReader};
 
 /// What a stream's reader hears.
 #[derive(Debug)]
@@ -235,4 +238,34 @@ pub(crate) fn send_control<H: CircuitHost>(
 
 pub(crate) fn is_alive<H: CircuitHost>(host: &H, circ: u32) -> bool {
     host.with_driver(|d| d.mux.is_alive(circ)).unwrap_or(false)
+}
+
+/// `GET path` from the directory of the circuit's last hop (BEGIN_DIR):
+/// the status and the whole body.
+pub(crate) async fn dir_get<H: CircuitHost>(
+    host: &H,
+    circ: u32,
+    path: &str,
+) -> Result<(u16, Vec<u8>), String> {
+    let (stream, mut events) = begin(host, circ, StreamTarget::Directory).await?;
+    let url = HttpUrl {
+        host: "directory".into(),
+        port: 80,
+        path_and_query: path.to_string(),
+    };
+    send(host, circ, stream, &get_request(&url, 0))?;
+    let mut reader = ResponseReader::new();
+    let mut body = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            StreamEvent::Data(d) => body.extend(reader.feed(&d).map_err(|e| e.to_string())?),
+            StreamEvent::Ended { .. } => break,
+        }
+        if reader.is_done() {
+            end(host, circ, stream);
+            break;
+        }
+    }
+    reader.finish().map_err(|e| e.to_string())?;
+    Ok((reader.head().map_or(0, |h| h.status), body))
 }

@@ -2,14 +2,11 @@
 //! (BEGIN_DIR on a one-hop circuit) and 3-hop circuits bridge → middle →
 //! exit, every hop with ntor.
 
-use futures_util::StreamExt;
-
-use super::bridge_link::{StreamEvent, TorLink};
-use crate::circuit::StreamTarget;
+use super::bridge_link::TorLink;
+use super::circuit_host as host;
 use crate::dir::relay_list::{
     choose_middle_and_exit, parse_relay_list, ListedRelay, RELAY_LIST_PATH,
 };
-use crate::http::{HttpUrl, ResponseReader};
 
 /// Fetches the relays behind the bridge.
 pub(crate) async fn fetch_relay_list(tor: &TorLink) -> Result<Vec<ListedRelay>, String> {
@@ -20,23 +17,7 @@ pub(crate) async fn fetch_relay_list(tor: &TorLink) -> Result<Vec<ListedRelay>, 
 }
 
 async fn relay_list_on(tor: &TorLink, circ: u32) -> Result<Vec<ListedRelay>, String> {
-    let (stream, mut events) = tor.begin(circ, StreamTarget::Directory).await?;
-    let url = HttpUrl {
-        host: "bridge".into(),
-        port: 80,
-        path_and_query: RELAY_LIST_PATH.into(),
-    };
-    tor.send(circ, stream, &crate::http::get_request(&url, 0))?;
-    let mut reader = ResponseReader::new();
-    let mut body = Vec::new();
-    while let Some(event) = events.next().await {
-        match event {
-            StreamEvent::Data(d) => body.extend(reader.feed(&d).map_err(|e| e.to_string())?),
-            StreamEvent::Ended { .. } => break,
-        }
-    }
-    reader.finish().map_err(|e| e.to_string())?;
-    let status = reader.head().map_or(0, |h| h.status);
+    let (status, body) = host::dir_get(tor, circ, RELAY_LIST_PATH).await?;
     if status != 200 {
         return Err(format!("the bridge answered {status} for its relay list"));
     }

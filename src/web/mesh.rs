@@ -480,6 +480,24 @@ fn fingerprint_of(sdp: &str) -> Option<String> {
         .map(|f| f.trim().to_string())
 }
 
+/// Applies the offer or answer `created` resolves to as our local
+/// description, waits for ICE gathering, and returns the SDP with every
+/// candidate in it.
+async fn describe_locally(
+    pc: &RtcPeerConnection,
+    created: js_sys::Promise,
+) -> Result<String, String> {
+    let desc: RtcSessionDescriptionInit = JsFuture::from(created)
+        .await
+        .map_err(js_err)?
+        .unchecked_into();
+    JsFuture::from(pc.set_local_description(&desc))
+        .await
+        .map_err(js_err)?;
+    gathered(pc).await;
+    Ok(pc.local_description().ok_or("no local description")?.sdp())
+}
+
 async fn gathered(pc: &RtcPeerConnection) {
     for _ in 0..(GATHER_TIMEOUT_MS / 50) {
         if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
@@ -591,15 +609,7 @@ async fn offer_on(
     let init = RtcDataChannelInit::new();
     init.set_ordered(true);
     let dc = pc.create_data_channel_with_data_channel_dict("peersm", &init);
-    let offer: RtcSessionDescriptionInit = JsFuture::from(pc.create_offer())
-        .await
-        .map_err(js_err)?
-        .unchecked_into();
-    JsFuture::from(pc.set_local_description(&offer))
-        .await
-        .map_err(js_err)?;
-    gathered(pc).await;
-    let sdp = pc.local_description().ok_or("no local description")?.sdp();
+    let sdp = describe_locally(pc, pc.create_offer()).await?;
     let ours = binding(identity, &sdp).await?;
     let answer_sdp = match via {
         Introducer::Bridge { tor, circ } => {
@@ -695,15 +705,7 @@ async fn answer_on(
     JsFuture::from(pc.set_remote_description(&desc))
         .await
         .map_err(js_err)?;
-    let answer: RtcSessionDescriptionInit = JsFuture::from(pc.create_answer())
-        .await
-        .map_err(js_err)?
-        .unchecked_into();
-    JsFuture::from(pc.set_local_description(&answer))
-        .await
-        .map_err(js_err)?;
-    gathered(pc).await;
-    let sdp = pc.local_description().ok_or("no local description")?.sdp();
+    let sdp = describe_locally(pc, pc.create_answer()).await?;
     let ours = binding(identity, &sdp).await?;
     let mut challenge = [0u8; 32];
     getrandom::fill(&mut challenge).map_err(|e| e.to_string())?;

@@ -6,15 +6,13 @@
 
 use futures_util::StreamExt;
 
-use super::circuit_host::{self as host, CircuitHost, MuxDriver, StreamEvent};
+use super::circuit_host::{self as host, CircuitHost, MuxDriver};
 use super::js::sleep_ms;
 use super::log;
 use super::mesh::SharedMesh;
 use super::tab_relay::send_all;
 use crate::cell::{ControlMessage, LinkSpec};
-use crate::circuit::StreamTarget;
 use crate::crypto::PeerId;
-use crate::http::{get_request, HttpUrl, ResponseReader};
 
 const FOUND_NODE_TIMEOUT_MS: i32 = 10_000;
 
@@ -164,27 +162,7 @@ pub(crate) async fn get(
     path: &str,
 ) -> Result<(u16, Vec<u8>), String> {
     let (link, _) = host_for(mesh, circ)?;
-    let (stream, mut events) = host::begin(&link, circ, StreamTarget::Directory).await?;
-    let url = HttpUrl {
-        host: "peer".into(),
-        port: 80,
-        path_and_query: path.to_string(),
-    };
-    host::send(&link, circ, stream, &get_request(&url, 0))?;
-    let mut reader = ResponseReader::new();
-    let mut body = Vec::new();
-    while let Some(event) = events.next().await {
-        match event {
-            StreamEvent::Data(d) => body.extend(reader.feed(&d).map_err(|e| e.to_string())?),
-            StreamEvent::Ended { .. } => break,
-        }
-        if reader.is_done() {
-            host::end(&link, circ, stream);
-            break;
-        }
-    }
-    reader.finish().map_err(|e| e.to_string())?;
-    Ok((reader.head().map_or(0, |h| h.status), body))
+    host::dir_get(&link, circ, path).await
 }
 
 pub(crate) fn close(mesh: &SharedMesh, circ: u32) {
@@ -361,12 +339,13 @@ async fn introduced_by(
     }
 }
 
-/// As asker: our offer to `target` through the last tab of `route` (which
-/// is linked to it); returns the answer SDP.
+/// Asks the last tab of `route` to introduce `asker` (us, or the tab we
+/// introduce) to `target`: as asker, the last tab is linked to `target`;
+/// as introducer, the route is `target` itself. Returns the answer SDP.
 pub(crate) async fn ask_introduction(
     mesh: &SharedMesh,
     route: &[(PeerId, [u8; 32])],
-    me: PeerId,
+    asker: PeerId,
     target: PeerId,
     sdp: String,
 ) -> Result<String, String> {
@@ -374,7 +353,7 @@ pub(crate) async fn ask_introduction(
     let result = async {
         let mut answers = host::control_messages(&link, circ)?;
         let ask = ControlMessage::RelayIntroduce {
-            from: me,
+            from: asker,
             to: target,
             sdp,
         };
@@ -387,7 +366,8 @@ pub(crate) async fn ask_introduction(
 }
 
 /// As introducer: carries `asker`'s offer to `target`, a tab we are linked
-/// to, on a one-hop circuit; returns its answer.
+/// to, on a one-hop circuit (the same request, on its behalf); returns its
+/// answer.
 pub(crate) async fn introduce(
     mesh: &SharedMesh,
     asker: PeerId,
@@ -400,18 +380,5 @@ pub(crate) async fn introduce(
         .get(&target)
         .and_then(|l| l.ntor.as_ref().map(|(k, _)| *k))
         .ok_or("not linked to the target")?;
-    let (link, circ) = build_route(mesh, &[(target, key)]).await?;
-    let result = async {
-        let mut answers = host::control_messages(&link, circ)?;
-        let forward = ControlMessage::RelayIntroduce {
-            from: asker,
-            to: target,
-            sdp,
-        };
-        host::send_control(&link, circ, &forward)?;
-        introduced_by(&mut answers, target).await
-    }
-    .await;
-    host::destroy(&link, circ);
-    result
+    ask_introduction(mesh, &[(target, key)], asker, target, sdp).await
 }

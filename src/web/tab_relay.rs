@@ -49,7 +49,8 @@ pub(crate) struct LinkRelay {
     direct: Vec<RawCell>,
 }
 
-/// A cell from linked peer `from`.
+/// A cell from linked peer `from`. The events it causes are acted on in
+/// `send_all`, once per frame (the caller always sends after a frame).
 pub(super) fn on_cell(m: &mut Mesh, from: PeerId, cell: RawCell) {
     let circ = cell.circ_id;
     if circ == 0 {
@@ -78,7 +79,7 @@ pub(super) fn on_cell(m: &mut Mesh, from: PeerId, cell: RawCell) {
                 log::info(&format!("relayed circuit {back_circ}: {e}"));
             }
         }
-        return after_relay(m);
+        return;
     }
     let Some(link) = m.links.get_mut(&from) else {
         return;
@@ -107,7 +108,6 @@ pub(super) fn on_cell(m: &mut Mesh, from: PeerId, cell: RawCell) {
             }
         }
     }
-    after_relay(m);
 }
 
 /// Acts on what the relayed circuits asked for.
@@ -347,7 +347,8 @@ fn queue_direct(m: &mut Mesh, peer: &PeerId, cell: RawCell) {
     }
 }
 
-/// `peer`'s link is gone: circuits through it die in both directions.
+/// `peer`'s link is gone: circuits through it die in both directions (the
+/// caller's `send_all` acts on the events and sends the DESTROYs).
 pub(super) fn link_gone(m: &mut Mesh, peer: &PeerId) {
     let out: Vec<((PeerId, u32), (PeerId, u32))> = m
         .forward
@@ -370,7 +371,6 @@ pub(super) fn link_gone(m: &mut Mesh, peer: &PeerId) {
                 .handle_cell_from_forward(destroy_cell(next_circ, destroy_reason::CHANNEL_CLOSED));
         }
     }
-    after_relay(m);
 }
 
 /// Sends a control message back on the relay circuit `circ` that `via`
@@ -396,10 +396,10 @@ pub(super) fn send_all(mesh: &SharedMesh) {
     after_relay(&mut m);
     // Cells our relayed circuits send onward go to the next link.
     let mut onward: Vec<(PeerId, RawCell)> = Vec::new();
-    let routes = m.forward.clone();
-    for (peer, link) in m.links.iter_mut() {
+    let Mesh { links, forward, .. } = &mut *m;
+    for (peer, link) in links.iter_mut() {
         for (circ, rc) in link.relay.circuits.iter_mut() {
-            if let Some((next, _)) = routes.get(&(*peer, *circ)) {
+            if let Some((next, _)) = forward.get(&(*peer, *circ)) {
                 onward.extend(std::iter::from_fn(|| rc.poll_cell_forward()).map(|c| (*next, c)));
             } else {
                 // Nowhere to go yet (not extended): dropped, as a relay would.
