@@ -51,9 +51,24 @@ impl ControlCircuit {
 
 struct FederatedBridge {
     url: String,
-    route: ControlCircuit,
+    /// Every circuit on which it said hello: two bridges that find each
+    /// other at once federate both ways, and either circuit carries its
+    /// messages.
+    routes: Vec<ControlCircuit>,
     /// The tabs it hosts.
     peers: Vec<PeerId>,
+}
+
+impl FederatedBridge {
+    fn send(&self, message: ControlMessage) {
+        if let Some(route) = self.routes.first() {
+            route.send(message);
+        }
+    }
+
+    fn uses(&self, tx: &mpsc::UnboundedSender<ToInbound>, circ: u32) -> bool {
+        self.routes.iter().any(|r| r.is(tx, circ))
+    }
 }
 
 /// Who is on the other end of a link: a tab's peer ID and key modulus,
@@ -183,11 +198,11 @@ impl MeshService {
             return None;
         };
         st.peers.retain(|_, c| !c.tx.is_closed());
-        st.bridges.retain(|_, b| !b.route.tx.is_closed());
-        let from_bridge = st
-            .bridges
-            .get(&bridge_id)
-            .is_some_and(|b| b.route.is(tx, circ));
+        st.bridges.retain(|_, b| {
+            b.routes.retain(|r| !r.tx.is_closed());
+            !b.routes.is_empty()
+        });
+        let from_bridge = st.bridges.get(&bridge_id).is_some_and(|b| b.uses(tx, circ));
         match message {
             ControlMessage::FindPeer { target, modulus } => {
                 if modulus != my_modulus {
@@ -208,7 +223,7 @@ impl MeshService {
                         return None;
                     }
                     if let Some(bridge) = st.bridges.values().find(|b| b.peers.contains(&peer)) {
-                        bridge.route.send(ControlMessage::RelayIntroduce {
+                        bridge.send(ControlMessage::RelayIntroduce {
                             from: me,
                             to: peer,
                             sdp,
@@ -226,7 +241,7 @@ impl MeshService {
                     origin.send(ControlMessage::Introduced { peer: me, sdp });
                 } else if let Some(bridge) = st.remote_origins.remove(&(me, peer)) {
                     if let Some(b) = st.bridges.get(&bridge) {
-                        b.route.send(ControlMessage::RelayIntroduced {
+                        b.send(ControlMessage::RelayIntroduced {
                             from: me,
                             to: peer,
                             sdp,
@@ -243,14 +258,14 @@ impl MeshService {
                     .unwrap_or(0);
                 st.routing.insert(bridge_id, url.clone(), now);
                 st.discovering.insert(url.clone());
-                st.bridges.insert(
-                    bridge_id,
-                    FederatedBridge {
-                        url,
-                        route: route.clone(),
-                        peers: Vec::new(),
-                    },
-                );
+                let bridge = st.bridges.entry(bridge_id).or_insert(FederatedBridge {
+                    url,
+                    routes: Vec::new(),
+                    peers: Vec::new(),
+                });
+                if !bridge.uses(tx, circ) {
+                    bridge.routes.push(route.clone());
+                }
                 route.send(ControlMessage::BridgePeers {
                     peers: local_peers(&st),
                 });
@@ -258,7 +273,7 @@ impl MeshService {
                 // said hello first still learns of every later bridge.
                 for (id, other) in st.bridges.iter() {
                     if *id != bridge_id {
-                        other.route.send(ControlMessage::BridgeNodes {
+                        other.send(ControlMessage::BridgeNodes {
                             bridges: vec![(bridge_id, other_url(&st, &bridge_id))],
                         });
                     }
@@ -326,10 +341,13 @@ impl MeshService {
         if let Ok(mut st) = self.state.lock() {
             let before = st.peers.len();
             st.peers.retain(|_, c| !c.is(tx, circ));
+            for b in st.bridges.values_mut() {
+                b.routes.retain(|r| !r.is(tx, circ));
+            }
             let gone: Vec<PeerId> = st
                 .bridges
                 .iter()
-                .filter(|(_, b)| b.route.is(tx, circ))
+                .filter(|(_, b)| b.routes.is_empty())
                 .map(|(id, _)| *id)
                 .collect();
             for id in gone {
@@ -385,7 +403,7 @@ fn local_peers(st: &State) -> Vec<PeerId> {
 fn announce_peers(st: &State) {
     let peers = local_peers(st);
     for b in st.bridges.values() {
-        b.route.send(ControlMessage::BridgePeers {
+        b.send(ControlMessage::BridgePeers {
             peers: peers.clone(),
         });
     }
@@ -503,5 +521,46 @@ mod tests {
         // A closed control circuit unregisters.
         mesh.circuit_closed(&tx_a, 5);
         assert_eq!(mesh.registered(), 1);
+    }
+
+    /// Two bridges that find each other at once federate both ways: a
+    /// message on either circuit counts as the bridge's.
+    #[test]
+    fn a_bridge_federated_on_two_circuits_is_heard_on_both() {
+        let mesh = MeshService::new([0xee; 20]);
+        let (tab, bridge) = (PeerId([1; 20]), PeerId([7; 20]));
+        let (tx_tab, mut rx_tab) = inbox();
+        let (tx_in, _rx_in) = inbox();
+        let (tx_out, _rx_out) = inbox();
+        let find = ControlMessage::FindPeer {
+            target: tab,
+            modulus: vec![9; 4],
+        };
+        mesh.handle(Some(&lp(tab, [9; 4])), &tx_tab, 5, find);
+        let hello = || ControlMessage::BridgeHello {
+            url: "ws://127.0.0.1:9/bridge".into(),
+        };
+        let b = lp(bridge, [0; 4]);
+        mesh.handle(Some(&b), &tx_in, 1, hello());
+        mesh.handle(Some(&b), &tx_out, 2, hello());
+        assert_eq!(mesh.federation().len(), 1, "one bridge, two circuits");
+        let offer = ControlMessage::RelayIntroduce {
+            from: PeerId([3; 20]),
+            to: tab,
+            sdp: "offer".into(),
+        };
+        mesh.handle(Some(&b), &tx_in, 1, offer);
+        assert!(
+            matches!(
+                control(&mut rx_tab),
+                Some((5, ControlMessage::Introduce { .. }))
+            ),
+            "the introduction on the first circuit reached the tab"
+        );
+        // One circuit closing leaves the bridge federated on the other.
+        mesh.circuit_closed(&tx_in, 1);
+        assert_eq!(mesh.federation().len(), 1);
+        mesh.circuit_closed(&tx_out, 2);
+        assert!(mesh.federation().is_empty());
     }
 }
