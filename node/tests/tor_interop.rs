@@ -354,11 +354,20 @@ async fn circuits_through_c_tor_relays() {
     let refused = ch.begin(mixed, target).await.unwrap_err();
     assert!(refused.contains("reason 1)"), "{refused}");
     // A BEGIN_DIR stream to the exit works on the same circuit. The exit's
-    // directory cache may not hold the consensus yet: retry.
-    let body = dir_get_retry(&ch, mixed, "/tor/status-vote/current/consensus-microdesc").await;
-    let via_ours =
-        Consensus::parse(&String::from_utf8(body).unwrap()).expect("consensus through our relay");
-    assert_eq!(via_ours.routers.len(), consensus.routers.len());
+    // directory cache may not hold the consensus yet, or still hold an
+    // older one of this young network: retry until it has the one we saw.
+    let mut listed = 0;
+    for _ in 0..60 {
+        let body = dir_get_retry(&ch, mixed, "/tor/status-vote/current/consensus-microdesc").await;
+        let via_ours = Consensus::parse(&String::from_utf8(body).unwrap())
+            .expect("consensus through our relay");
+        listed = via_ours.routers.len();
+        if listed == consensus.routers.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(listed, consensus.routers.len());
 
     // 4. The SOCKS5 proxy, bootstrapped from the same authorities.
     let authorities: Vec<DirAuthority> = net.info["dir_authorities"]
