@@ -33,14 +33,31 @@ impl HttpUrl {
         if authority.contains('@') {
             return Err(bad("credentials in URLs are not supported"));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| bad("bad port"))?;
-                (h, port)
+        // An IPv6 literal is bracketed; any other host has no colon, so
+        // the port is what follows the bracket or the only colon.
+        let (host, port_text) = match authority.strip_prefix('[') {
+            Some(rest) => {
+                let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+                match after {
+                    "" => (host, None),
+                    p => (
+                        host,
+                        Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?),
+                    ),
+                }
             }
-            _ => (authority, 80),
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if authority.starts_with('[') != host.contains(':') {
+            return Err(bad("only IPv6 addresses go in brackets, and they must"));
+        }
+        let port = match port_text {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("bad port"))?,
+            None => 80,
+        };
         if host.is_empty() || port == 0 {
             return Err(bad("no host"));
         }
@@ -134,6 +151,11 @@ mod tests {
             "http://u:p@host/",
             "http://host/a b",
             "http://ho st/",
+            "http://QQ::80/pQQ",
+            "http://a:b:80/",
+            "http://[::1/",
+            "http://[::1]x/",
+            "http://[example.org]/",
         ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
         }
