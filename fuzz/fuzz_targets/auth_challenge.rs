@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, AuthChallenge, RawCell};
+use peersm_core::cell::{command, AuthChallenge, RawCell};
 fuzz_target!(|data: &[u8]| {
     let cell = RawCell::new(0, command::AUTH_CHALLENGE, data.to_vec());
     if let Ok(msg) = AuthChallenge::from_cell(&cell) {

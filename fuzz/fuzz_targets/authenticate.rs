@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, Authenticate, RawCell};
+use peersm_core::cell::{command, Authenticate, RawCell};
 fuzz_target!(|data: &[u8]| {
     let cell = RawCell::new(0, command::AUTHENTICATE, data.to_vec());
     if let Ok(msg) = Authenticate::from_cell(&cell) {

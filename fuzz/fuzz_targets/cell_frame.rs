@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::CircIdLen;
-use peersm::channel::{decode_frame, encode_cells};
+use peersm_core::cell::CircIdLen;
+use peersm_core::channel::{decode_frame, encode_cells};
 fuzz_target!(|data: &[u8]| {
     for width in [CircIdLen::Two, CircIdLen::Four] {
         if let Ok(cells) = decode_frame(data, width, |_| width) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, Certs, RawCell};
+use peersm_core::cell::{command, Certs, RawCell};
 fuzz_target!(|data: &[u8]| {
     let cell = RawCell::new(0, command::CERTS, data.to_vec());
     if let Ok(msg) = Certs::from_cell(&cell) {

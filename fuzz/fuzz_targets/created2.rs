@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, Create2, Created2, RawCell};
+use peersm_core::cell::{command, Create2, Created2, RawCell};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Created2::decode(data) {

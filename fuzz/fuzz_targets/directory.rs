@@ -2,9 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::dir::authority::{verify_consensus, AuthorityCert};
-use peersm::dir::consensus::Consensus;
-use peersm::dir::microdesc;
+use peersm_core::dir::authority::{verify_consensus, AuthorityCert};
+use peersm_core::dir::consensus::Consensus;
+use peersm_core::dir::microdesc;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::Extend2;
+use peersm_core::cell::Extend2;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Extend2::decode(data) {

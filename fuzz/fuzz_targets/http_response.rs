@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::http::{HttpUrl, ResponseReader};
+use peersm_core::http::{HttpUrl, ResponseReader};
 
 fuzz_target!(|data: &[u8]| {
     let whole = {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::channel::{InitiatorEvent, LinkInitiator, ResponderCheck};
+use peersm_core::channel::{InitiatorEvent, LinkInitiator, ResponderCheck};
 
 /// Splits input into frames: each starts with a 2-byte length.
 fn split_frames(mut data: &[u8]) -> Vec<&[u8]> {

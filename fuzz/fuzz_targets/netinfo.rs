@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, Netinfo, RawCell};
+use peersm_core::cell::{command, Netinfo, RawCell};
 fuzz_target!(|data: &[u8]| {
     let cell = RawCell::new(0, command::NETINFO, data.to_vec());
     if let Ok(msg) = Netinfo::from_cell(&cell) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{Begin, Connected, RelayCell, Sendme};
+use peersm_core::cell::{Begin, Connected, RelayCell, Sendme};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(cell) = RelayCell::decode(data) {

@@ -2,10 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, Certs, RawCell};
-use peersm::channel::tor_certs::{verify_bridge_certs, verify_relay_certs};
-use peersm::crypto::ed25519_cert::{Ed25519Cert, RsaCrossCert};
-use peersm::crypto::x509::RsaCertificate;
+use peersm_core::cell::{command, Certs, RawCell};
+use peersm_core::channel::tor_certs::{verify_bridge_certs, verify_relay_certs};
+use peersm_core::crypto::ed25519_cert::{Ed25519Cert, RsaCrossCert};
+use peersm_core::crypto::x509::RsaCertificate;
 
 fuzz_target!(|data: &[u8]| {
     let _ = Ed25519Cert::parse(data);

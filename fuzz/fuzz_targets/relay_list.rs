@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::dir::relay_list::{encode_relay_list, parse_relay_list};
+use peersm_core::dir::relay_list::{encode_relay_list, parse_relay_list};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

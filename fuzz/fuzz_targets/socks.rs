@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::socks::{parse_credentials, parse_greeting, parse_request, Parsed};
+use peersm_core::socks::{parse_credentials, parse_greeting, parse_request, Parsed};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Parsed::Done(_, used)) = parse_greeting(data) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peersm::cell::{command, RawCell, Versions};
+use peersm_core::cell::{command, RawCell, Versions};
 fuzz_target!(|data: &[u8]| {
     let cell = RawCell::new(0, command::VERSIONS, data.to_vec());
     if let Ok(msg) = Versions::from_cell(&cell) {

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peersm::cell::{end_reason, LinkSpec};
-use peersm::circuit::StreamTarget;
-use peersm::dir::path::{NetDir, UsableRelay};
-use peersm::socks::{self, reply, ConnectRequest, Parsed};
+use peersm_core::cell::{end_reason, LinkSpec};
+use peersm_core::circuit::StreamTarget;
+use peersm_core::dir::path::{NetDir, UsableRelay};
+use peersm_core::socks::{self, reply, ConnectRequest, Parsed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use peersm::channel::{InitiatorEvent, LinkInitiator, ResponderCheck, MAX_FRAME_LEN};
-use peersm::crypto::PeerId;
+use peersm_core::channel::{InitiatorEvent, LinkInitiator, ResponderCheck, MAX_FRAME_LEN};
+use peersm_core::crypto::PeerId;
 use peersm_node::bridge::{self, BridgeConfig};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::sha2::Sha256;
@@ -195,10 +195,10 @@ async fn bad_frames_close_only_their_own_link() {
 
 #[tokio::test]
 async fn forged_authentication_is_refused_and_not_listed() {
-    use peersm::cell::{
+    use peersm_core::cell::{
         auth_method, cert_type, Authenticate, CertEntry, Certs, CircIdLen, Netinfo,
     };
-    use peersm::channel::encode_cells;
+    use peersm_core::channel::encode_cells;
 
     let addr = start_bridge().await;
     let victim = PrivateKey::generate();

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use peersm::circuit::StreamTarget;
+use peersm_core::circuit::StreamTarget;
 use peersm_node::relay::exit_policy::ExitPolicy;
 use peersm_node::relay::keys::RelayKeys;
 use peersm_node::relay::server::{self, Relay};
@@ -153,8 +153,8 @@ async fn a_wrong_identity_in_extend2_is_refused() {
     let mut wrong = r2.keys.rsa_id;
     wrong[3] ^= 0x40;
     let specs = vec![
-        peersm::cell::LinkSpec::Addr(a2),
-        peersm::cell::LinkSpec::LegacyId(wrong),
+        peersm_core::cell::LinkSpec::Addr(a2),
+        peersm_core::cell::LinkSpec::LegacyId(wrong),
     ];
     let err = ch
         .extend(circ, specs, wrong, r2.keys.ntor.public)
@@ -165,7 +165,7 @@ async fn a_wrong_identity_in_extend2_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_cell_destroys_only_its_circuit() {
-    use peersm::cell::{command, RawCell};
+    use peersm_core::cell::{command, RawCell};
     let (r1, a1) = start_relay("accept 127.0.0.0/8:*, reject *:*").await;
     let ch = channel::connect(a1, Some(r1.keys.rsa_id), None)
         .await

@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use peersm::cell::LinkSpec;
-use peersm::circuit::StreamTarget;
-use peersm::dir::authority::{verify_consensus, AuthorityCert};
-use peersm::dir::base64_encode;
-use peersm::dir::consensus::{Consensus, RouterEntry};
-use peersm::dir::microdesc::{self, Microdesc};
+use peersm_core::cell::LinkSpec;
+use peersm_core::circuit::StreamTarget;
+use peersm_core::dir::authority::{verify_consensus, AuthorityCert};
+use peersm_core::dir::base64_encode;
+use peersm_core::dir::consensus::{Consensus, RouterEntry};
+use peersm_core::dir::microdesc::{self, Microdesc};
 use peersm_node::proxy::Proxy;
 use peersm_node::relay::descriptor;
 use peersm_node::relay::keys::RelayKeys;

@@ -27,7 +27,7 @@ fn now_ms() -> f64 {
 /// client side, the relay side and bare AES-128-CTR.
 #[wasm_bindgen(js_name = benchRelayCrypto)]
 pub fn bench_relay_crypto(megabytes: u32) -> Result<JsValue, JsValue> {
-    let r = crate::bench::relay_crypto(megabytes, &now_ms)
+    let r = peersm_core::bench::relay_crypto(megabytes, &now_ms)
         .ok_or_else(|| js_error("benchmark failed"))?;
     let o = Object::new();
     set(&o, "clientEncrypt", &r.client_encrypt.into())?;
@@ -39,5 +39,5 @@ pub fn bench_relay_crypto(megabytes: u32) -> Result<JsValue, JsValue> {
 /// Milliseconds per full ntor handshake.
 #[wasm_bindgen(js_name = benchNtor)]
 pub fn bench_ntor(rounds: u32) -> Result<f64, JsValue> {
-    crate::bench::ntor_handshake_ms(rounds, &now_ms).ok_or_else(|| js_error("benchmark failed"))
+    peersm_core::bench::ntor_handshake_ms(rounds, &now_ms).ok_or_else(|| js_error("benchmark failed"))
 }

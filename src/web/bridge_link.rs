@@ -18,11 +18,11 @@ pub(crate) use super::circuit_host::StreamEvent;
 use super::circuit_host::{self as host, CircuitHost, MuxDriver};
 use super::identity::SessionIdentity;
 use super::log;
-use crate::cell::{CircIdLen, ControlMessage, LinkSpec};
-use crate::channel::tor_certs::BridgeIdentity;
-use crate::channel::{encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
-use crate::circuit::{ClientMux, StreamTarget};
-use crate::dir::relay_list::ListedRelay;
+use peersm_core::cell::{CircIdLen, ControlMessage, LinkSpec};
+use peersm_core::channel::tor_certs::BridgeIdentity;
+use peersm_core::channel::{encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
+use peersm_core::circuit::{ClientMux, StreamTarget};
+use peersm_core::dir::relay_list::ListedRelay;
 
 /// Cells per WebSocket frame: about 16 KiB (docs/PROTOCOL.md "Framing").
 const CELLS_PER_FRAME: usize = 31;

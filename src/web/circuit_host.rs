@@ -9,9 +9,9 @@ use futures_channel::{mpsc, oneshot};
 
 use futures_util::StreamExt;
 
-use crate::cell::{ControlMessage, LinkSpec, RawCell};
-use crate::circuit::{CircuitError, ClientMux, MuxEvent, StreamTarget};
-use crate::http::{get_request, HttpUrl, ResponseReader};
+use peersm_core::cell::{ControlMessage, LinkSpec, RawCell};
+use peersm_core::circuit::{CircuitError, ClientMux, MuxEvent, StreamTarget};
+use peersm_core::http::{get_request, HttpUrl, ResponseReader};
 
 /// What a stream's reader hears.
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl MuxDriver {
                 if let Some(w) = self.open_waiters.remove(&(circ, stream)) {
                     let _ = w.send(Err(format!(
                         "stream refused: {} (END reason {reason})",
-                        crate::cell::end_reason::describe(reason)
+                        peersm_core::cell::end_reason::describe(reason)
                     )));
                 }
                 if let Some(tx) = self.streams.remove(&(circ, stream)) {

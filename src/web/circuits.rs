@@ -4,7 +4,7 @@
 
 use super::bridge_link::TorLink;
 use super::circuit_host as host;
-use crate::dir::relay_list::{
+use peersm_core::dir::relay_list::{
     choose_middle_and_exit, parse_relay_list, ListedRelay, RELAY_LIST_PATH,
 };
 

@@ -17,9 +17,9 @@ use super::circuits::{build_circuit, build_through, fetch_relay_list};
 use super::js::{js_error, set};
 use super::log;
 use super::store::DownloadStore;
-use crate::circuit::StreamTarget;
-use crate::dir::relay_list::ListedRelay;
-use crate::http::{get_request, HttpUrl, ResponseHead, ResponseReader};
+use peersm_core::circuit::StreamTarget;
+use peersm_core::dir::relay_list::ListedRelay;
+use peersm_core::http::{get_request, HttpUrl, ResponseHead, ResponseReader};
 
 /// Body bytes kept in memory before they are written to IndexedDB.
 const STORE_CHUNK: usize = 1 << 20;

@@ -8,7 +8,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::CryptoKey;
 
 use super::js::{get, js_error, set, subtle};
-use crate::crypto::{PeerId, RsaIdentityKey};
+use peersm_core::crypto::{PeerId, RsaIdentityKey};
 
 const ALGORITHM: &str = "RSASSA-PKCS1-v1_5";
 /// Modulus size for tab identities (docs/PROTOCOL.md "Identity").

@@ -27,15 +27,15 @@ use super::circuit_host::MuxDriver;
 use super::identity::SessionIdentity;
 use super::js::sleep_ms;
 use super::log;
-use crate::cell::{cert_type, CertEntry, Certs, ControlMessage};
-use crate::channel::{
+use peersm_core::cell::{cert_type, CertEntry, Certs, ControlMessage};
+use peersm_core::channel::{
     dtls_binding_cert, dtls_binding_message, ntor_key_cert, ntor_key_message, InitiatorEvent,
     LinkInitiator, LinkResponder, ResponderCheck, ResponderEvent,
 };
-use crate::circuit::ClientMux;
-use crate::crypto::ntor::NtorRelayKey;
-use crate::crypto::PeerId;
-use crate::dht::{Insert, RoutingTable};
+use peersm_core::circuit::ClientMux;
+use peersm_core::crypto::ntor::NtorRelayKey;
+use peersm_core::crypto::PeerId;
+use peersm_core::dht::{Insert, RoutingTable};
 
 /// How long an introduction may take before the link is dropped.
 const INTRODUCTION_TIMEOUT_MS: i32 = 20_000;
@@ -315,7 +315,7 @@ pub(crate) fn routing_summary(mesh: &SharedMesh) -> (usize, Vec<(usize, usize)>)
     };
     let mut buckets: std::collections::BTreeMap<usize, usize> = Default::default();
     for e in t.entries() {
-        if let Some(b) = crate::dht::Distance::between(t.me(), &e.id).bucket() {
+        if let Some(b) = peersm_core::dht::Distance::between(t.me(), &e.id).bucket() {
             *buckets.entry(b).or_default() += 1;
         }
     }

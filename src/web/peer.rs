@@ -271,7 +271,7 @@ impl Peer {
     /// introducers): `{ closest: [IDs], rounds, queries, ms }`.
     #[wasm_bindgen(js_name = findNode)]
     pub async fn find_node(&self, target: String) -> Result<JsValue, JsValue> {
-        let target = crate::crypto::PeerId::from_hex(&target)
+        let target = peersm_core::crypto::PeerId::from_hex(&target)
             .map_err(|_| js_error("findNode: the target must be 40 hex characters"))?;
         let (mesh, me) = {
             let i = self.inner.borrow();
@@ -564,7 +564,7 @@ fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsVa
     Ok((callback, rest.into()))
 }
 
-fn hops_array(hops: &[crate::crypto::PeerId]) -> js_sys::Array {
+fn hops_array(hops: &[peersm_core::crypto::PeerId]) -> js_sys::Array {
     hops.iter()
         .map(|h| JsValue::from_str(&h.to_hex()))
         .collect()

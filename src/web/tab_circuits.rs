@@ -11,8 +11,8 @@ use super::js::sleep_ms;
 use super::log;
 use super::mesh::SharedMesh;
 use super::tab_relay::send_all;
-use crate::cell::{ControlMessage, LinkSpec};
-use crate::crypto::PeerId;
+use peersm_core::cell::{ControlMessage, LinkSpec};
+use peersm_core::crypto::PeerId;
 
 const FOUND_NODE_TIMEOUT_MS: i32 = 10_000;
 
@@ -256,7 +256,7 @@ pub(crate) async fn find_node(
     me: PeerId,
     target: PeerId,
 ) -> Result<LookupOutcome, String> {
-    use crate::dht::{Lookup, LookupAction, K};
+    use peersm_core::dht::{Lookup, LookupAction, K};
     use std::collections::HashMap;
     let mut routes: HashMap<PeerId, Vec<(PeerId, [u8; 32])>> = HashMap::new();
     let seeds: Vec<PeerId> = {

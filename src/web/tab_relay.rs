@@ -6,18 +6,18 @@
 //! tabs can be checked and measured end to end. Tabs never exit to the
 //! Internet: BEGIN is refused (END EXITPOLICY).
 
-use crate::http::text_response as response;
+use peersm_core::http::text_response as response;
 use std::collections::HashMap;
 
-use crate::cell::peersm::{NodeInfo, MAX_FOUND_PEERS};
-use crate::cell::{
+use peersm_core::cell::peersm::{NodeInfo, MAX_FOUND_PEERS};
+use peersm_core::cell::{
     command, create::destroy_cell, destroy_reason, end_reason, CircIdLen, ControlMessage, Created2,
     RawCell,
 };
-use crate::channel::encode_cells;
-use crate::circuit::{RelayCircuit, RelayEvent, StreamTarget};
-use crate::crypto::PeerId;
-use crate::dht::Distance;
+use peersm_core::channel::encode_cells;
+use peersm_core::circuit::{RelayCircuit, RelayEvent, StreamTarget};
+use peersm_core::crypto::PeerId;
+use peersm_core::dht::Distance;
 
 use super::log;
 use super::mesh::{IntroJob, Mesh, SharedMesh};
@@ -193,7 +193,7 @@ fn on_relay_event(m: &mut Mesh, peer: PeerId, circ: u32, event: RelayEvent) {
                 })
                 .collect();
             nodes.sort_by_key(|(d, _)| *d);
-            nodes.truncate(MAX_FOUND_PEERS.min(crate::dht::K));
+            nodes.truncate(MAX_FOUND_PEERS.min(peersm_core::dht::K));
             let reply = ControlMessage::FoundNode {
                 nodes: nodes.into_iter().map(|(_, n)| n).collect(),
             };

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use peersm::cell::{CircIdLen, ControlMessage};
-use peersm::channel::{decode_frame, encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
-use peersm::circuit::{ClientMux, MuxEvent};
-use peersm::crypto::PeerId;
+use peersm_core::cell::{CircIdLen, ControlMessage};
+use peersm_core::channel::{decode_frame, encode_cells, InitiatorEvent, LinkInitiator, ResponderCheck};
+use peersm_core::circuit::{ClientMux, MuxEvent};
+use peersm_core::crypto::PeerId;
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::sha2::{Digest, Sha256};

@@ -20,10 +20,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use peersm::cell::peersm::{MAX_BRIDGE_PEERS, MAX_FOUND_PEERS};
-use peersm::cell::ControlMessage;
-use peersm::crypto::PeerId;
-use peersm::dht::{Distance, RoutingTable, K};
+use peersm_core::cell::peersm_core::{MAX_BRIDGE_PEERS, MAX_FOUND_PEERS};
+use peersm_core::cell::ControlMessage;
+use peersm_core::crypto::PeerId;
+use peersm_core::dht::{Distance, RoutingTable, K};
 use tokio::sync::mpsc;
 
 use crate::relay::inbound::ToInbound;

@@ -21,12 +21,12 @@ use axum::http::StatusCode;
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use peersm::dir::relay_list::ListedRelay;
+use peersm_core::dir::relay_list::ListedRelay;
 
 use crate::relay::keys::RelayKeys;
 use crate::relay::server::{Relay, RelayOptions};
 use axum::{Json, Router};
-use peersm::channel::MAX_FRAME_LEN;
+use peersm_core::channel::MAX_FRAME_LEN;
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;

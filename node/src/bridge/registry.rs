@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use peersm::crypto::PeerId;
+use peersm_core::crypto::PeerId;
 use tokio::sync::oneshot;
 
 #[derive(Clone, Debug, serde::Serialize)]

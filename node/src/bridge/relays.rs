@@ -1,5 +1,5 @@
 //! The relays behind this bridge, served to tabs as the relay list
-//! (`peersm::dir::relay_list`, over BEGIN_DIR): relays embedded in this
+//! (`peersm_core::dir::relay_list`, over BEGIN_DIR): relays embedded in this
 //! process, and relays that joined with `POST /relays` (`peersm-node relay
 //! --join`). A joining relay must prove the identities it claims in a link
 //! handshake before it is listed, and must refresh its entry: an entry not
@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use peersm::dir::relay_list::{parse_relay_list, ListedRelay};
+use peersm_core::dir::relay_list::{parse_relay_list, ListedRelay};
 
 use crate::relay::exit_policy::ExitPolicy;
 use crate::relay::keys::RelayKeys;

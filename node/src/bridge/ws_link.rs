@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
-use peersm::cell::{CircIdLen, RawCell};
-use peersm::channel::{decode_frame, encode_cells, LinkResponder, ResponderEvent};
-use peersm::crypto::PeerId;
+use peersm_core::cell::{CircIdLen, RawCell};
+use peersm_core::channel::{decode_frame, encode_cells, LinkResponder, ResponderEvent};
+use peersm_core::crypto::PeerId;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 

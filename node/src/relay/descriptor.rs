@@ -14,8 +14,8 @@ use rsa::sha2::{Digest, Sha256, Sha512};
 use sha1::Sha1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use peersm::crypto::der::civil_from_unix;
-use peersm::dir::base64_encode;
+use peersm_core::crypto::der::civil_from_unix;
+use peersm_core::dir::base64_encode;
 
 use super::keys::{ed25519_cert, unix_now, RelayKeys};
 

@@ -1,10 +1,10 @@
 //! The directory service behind BEGIN_DIR (tor-spec §6.2, dir-spec §6):
 //! an HTTP/1.0 GET on the stream, one response, then END. A bridge serves
-//! its relay list here (`peersm::dir::relay_list`); anything else is 404.
+//! its relay list here (`peersm_core::dir::relay_list`); anything else is 404.
 //! Relays without a list refuse BEGIN_DIR (END NOTDIRECTORY).
 
-use peersm::dir::relay_list::{encode_relay_list, ListedRelay, RELAY_LIST_PATH};
-use peersm::http::text_response as response;
+use peersm_core::dir::relay_list::{encode_relay_list, ListedRelay, RELAY_LIST_PATH};
+use peersm_core::http::text_response as response;
 
 /// Largest request head we read before answering 400.
 const MAX_REQUEST_LEN: usize = 8 * 1024;

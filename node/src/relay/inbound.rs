@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::bridge::mesh::LinkPeer;
-use peersm::cell::{
+use peersm_core::cell::{
     command, create::destroy_cell, destroy_reason, end_reason, ControlMessage, Created2, RawCell,
 };
-use peersm::circuit::{RelayCircuit, RelayEvent, StreamTarget};
+use peersm_core::circuit::{RelayCircuit, RelayEvent, StreamTarget};
 use tokio::sync::mpsc;
 
 use super::dir_service::DirRequest;

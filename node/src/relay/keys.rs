@@ -10,9 +10,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
-use peersm::cell::{CertEntry, Certs};
-use peersm::channel::tor_certs::tor_cert_type;
-use peersm::crypto::ntor::NtorRelayKey;
+use peersm_core::cell::{CertEntry, Certs};
+use peersm_core::channel::tor_certs::tor_cert_type;
+use peersm_core::crypto::ntor::NtorRelayKey;
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::EncodePublicKey;
@@ -58,7 +58,7 @@ impl RelayKeys {
             .to_public_key()
             .to_public_key_der()
             .map_err(|e| e.to_string())?;
-        let public = peersm::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
+        let public = peersm_core::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
             .map_err(|e| e.to_string())?;
         let rsa_id = public.tor_identity_digest().map_err(|e| e.to_string())?;
         let tls = rcgen::generate_simple_self_signed(vec!["www.peersm.invalid".to_string()])
@@ -142,7 +142,7 @@ impl RelayKeys {
             .to_public_key()
             .to_public_key_der()
             .map_err(|e| e.to_string())?;
-        let rsa_id = peersm::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
+        let rsa_id = peersm_core::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
             .and_then(|k| k.tor_identity_digest())
             .map_err(|e| e.to_string())?;
         Ok(RelayKeys {
@@ -190,7 +190,7 @@ impl RelayKeys {
     /// certificate to bind there, so the signing key certifies our ntor key
     /// (Peersm type 0x81) and tabs authenticate us through ntor.
     pub fn bridge_certs(&self) -> Result<Certs, String> {
-        use peersm::cell::cert_type::{PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE};
+        use peersm_core::cell::cert_type::{PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE};
         self.certs_with(PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE, self.ntor.public)
     }
 
@@ -353,7 +353,7 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 
 /// UTCTime "YYMMDDHHMMSSZ".
 fn utc_time(unix: i64) -> String {
-    let (y, m, d, h, mi, s) = peersm::crypto::der::civil_from_unix(unix);
+    let (y, m, d, h, mi, s) = peersm_core::crypto::der::civil_from_unix(unix);
     format!("{:02}{m:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100)
 }
 
@@ -381,7 +381,7 @@ pub(crate) fn ed25519_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peersm::channel::tor_certs::verify_relay_certs;
+    use peersm_core::channel::tor_certs::verify_relay_certs;
 
     #[test]
     fn our_certs_pass_our_own_checks() {
@@ -404,11 +404,11 @@ mod tests {
     /// responder computes from its side (tor-spec §4.4.2).
     #[test]
     fn relay_authenticate_fields() {
-        use peersm::cell::{command, AuthChallenge, Authenticate, CircIdLen, Netinfo, Versions};
-        use peersm::channel::tor_auth::{RelayAuthConfig, AUTH_METHOD_ED25519_SHA256_RFC5705};
-        use peersm::channel::ResponderCheck;
-        use peersm::channel::{decode_frame, encode_cells, InitiatorEvent, LinkInitiator};
-        use peersm::crypto::ed25519_cert::Ed25519Cert;
+        use peersm_core::cell::{command, AuthChallenge, Authenticate, CircIdLen, Netinfo, Versions};
+        use peersm_core::channel::tor_auth::{RelayAuthConfig, AUTH_METHOD_ED25519_SHA256_RFC5705};
+        use peersm_core::channel::ResponderCheck;
+        use peersm_core::channel::{decode_frame, encode_cells, InitiatorEvent, LinkInitiator};
+        use peersm_core::crypto::ed25519_cert::Ed25519Cert;
 
         let us = RelayKeys::generate().unwrap();
         let them = RelayKeys::generate().unwrap();
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn bridge_certs_prove_the_ntor_key() {
-        use peersm::channel::tor_certs::verify_bridge_certs;
+        use peersm_core::channel::tor_certs::verify_bridge_certs;
         let keys = RelayKeys::generate().unwrap();
         let certs = keys.bridge_certs().unwrap();
         let id = verify_bridge_certs(&certs, unix_now(), Some(&keys.rsa_id)).unwrap();

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use peersm::cell::{command, CircIdLen, Create2, RawCell};
-use peersm::channel::{
+use peersm_core::cell::{command, CircIdLen, Create2, RawCell};
+use peersm_core::channel::{
     decode_frame, encode_cells, whole_cells_len, InitiatorEvent, LinkInitiator, ResponderCheck,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,7 @@ use super::inbound::ToInbound;
 use super::keys::RelayKeys;
 use crate::tor::tls;
 use crate::tor::tls::write_flush;
-use peersm::channel::tor_auth::{RelayAuthConfig, TLS_EXPORTER_LABEL};
+use peersm_core::channel::tor_auth::{RelayAuthConfig, TLS_EXPORTER_LABEL};
 
 enum OutCmd {
     Open {
@@ -202,9 +202,9 @@ pub async fn connect(
         };
         tracing::info!(%addr, "next-hop channel closed: {why}");
         for (next_circ, (back, back_circ)) in routes {
-            let cell = peersm::cell::create::destroy_cell(
+            let cell = peersm_core::cell::create::destroy_cell(
                 next_circ,
-                peersm::cell::destroy_reason::CHANNEL_CLOSED,
+                peersm_core::cell::destroy_reason::CHANNEL_CLOSED,
             );
             let _ = back.send(ToInbound::FromNext { back_circ, cell });
         }

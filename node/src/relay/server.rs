@@ -7,9 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use peersm::cell::{CircIdLen, LinkSpec, RawCell};
-use peersm::channel::{decode_frame, encode_cells, whole_cells_len, LinkResponder, ResponderEvent};
-use peersm::dir::relay_list::ListedRelay;
+use peersm_core::cell::{CircIdLen, LinkSpec, RawCell};
+use peersm_core::channel::{decode_frame, encode_cells, whole_cells_len, LinkResponder, ResponderEvent};
+use peersm_core::dir::relay_list::ListedRelay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;

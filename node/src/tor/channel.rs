@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use peersm::cell::{destroy_reason, end_reason, CircIdLen, LinkSpec, RawCell};
-use peersm::channel::{
+use peersm_core::cell::{destroy_reason, end_reason, CircIdLen, LinkSpec, RawCell};
+use peersm_core::channel::{
     decode_frame, encode_cells, tor_certs::RelayIdentity, whole_cells_len, InitiatorEvent,
     LinkInitiator, ResponderCheck,
 };
-use peersm::circuit::{CircuitEvent, ClientCircuit, StreamTarget};
+use peersm_core::circuit::{CircuitEvent, ClientCircuit, StreamTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};

@@ -3,12 +3,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use peersm::circuit::StreamTarget;
-use peersm::dir::authority::{verify_consensus, AuthorityCert};
-use peersm::dir::base64_encode;
-use peersm::dir::consensus::Consensus;
-use peersm::dir::microdesc;
-use peersm::dir::path::NetDir;
+use peersm_core::circuit::StreamTarget;
+use peersm_core::dir::authority::{verify_consensus, AuthorityCert};
+use peersm_core::dir::base64_encode;
+use peersm_core::dir::consensus::Consensus;
+use peersm_core::dir::microdesc;
+use peersm_core::dir::path::NetDir;
 
 use super::channel::{self, ChannelHandle, StreamEvent};
 use super::dirauth::DirAuthority;

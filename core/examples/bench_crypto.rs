@@ -7,8 +7,8 @@ use std::time::Instant;
 fn main() {
     let start = Instant::now();
     let now = move || start.elapsed().as_secs_f64() * 1000.0;
-    let r = peersm::bench::relay_crypto(200, &now).expect("relay crypto runs");
-    let ntor = peersm::bench::ntor_handshake_ms(2000, &now).expect("ntor runs");
+    let r = peersm_core::bench::relay_crypto(200, &now).expect("relay crypto runs");
+    let ntor = peersm_core::bench::ntor_handshake_ms(2000, &now).expect("ntor runs");
     println!("relay crypto, one hop, native:");
     println!("  client seal + encrypt   {:8.1} MB/s", r.client_encrypt);
     println!("  relay decrypt + check   {:8.1} MB/s", r.relay_decrypt);

@@ -1,80 +1,82 @@
 //! One circuit hop at an onion router (tor-spec §5–7): answers CREATE_FAST
 //! or CREATE2/ntor, peels its layer off outbound cells, acts on the ones it
-//! recognizes (EXTEND2, BEGIN, BEGIN_DIR, DATA, END, SENDME, TRUNCATE) and
-//! passes the rest to the next hop; adds its layer to cells going back.
+//! recognizes (EXTEND2, BEGIN, BEGIN_DIR, DATA, END, SENDME, TRUNCATE,
+//! Peersm control messages) and passes the rest to the next hop; adds its
+//! layer to cells going back.
 //!
 //! Cells toward the client come out of `poll_cell_back`, cells toward the
-//! next hop out of `poll_cell_forward`; what needs the platform (opening a
-//! channel, connecting a socket) is a `RelayEvent`.
+//! next hop out of `poll_cell_forward`; what needs the rest of the router
+//! or the platform (a link to the next hop, a service for a stream) is a
+//! `RelayEvent`. The router (`crate::router`) owns these and moves their
+//! cells between links.
+//!
+//! Teardown follows C tor (tor#40623, tor#40649): a DESTROY from either
+//! side closes the whole circuit, and the other side is told DESTROYED,
+//! never the reason we received; a circuit we close ourselves tells both
+//! sides our reason. No TRUNCATED is sent for a lost next hop.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use crate::cell::{ControlMessage, ControlReassembler};
-use std::collections::{BTreeMap, VecDeque};
-use std::net::IpAddr;
 
 use crate::cell::{
     command, create::create_fast_x, create::destroy_cell, destroy_reason, end_reason,
     handshake_type, relay_command, stream::end_reason_of, Begin, Connected, Create2, Created2,
-    Extend2, RawCell, RelayCell, Sendme, RELAY_DATA_LEN,
+    Extend2, RawCell, RelayCell, Sendme,
 };
 use crate::crypto::ntor::{self, NtorRelayKey};
 use crate::crypto::relay_crypto::{RelayBody, RelayHop};
 use crate::crypto::{create_fast, CircuitKeys};
+use crate::rng::{random_bytes, KeystreamRng, Rng};
 
-use super::flow::{CircuitWindow, StreamWindow};
-use super::{random_bytes, random_padding, CircuitError, StreamTarget, MAX_RELAY_EARLY};
-
-const STREAM_SEND_BUFFER: usize = 256 * 1024;
+use super::flow::CircuitWindow;
+use super::stream::{StreamNotice, Streams};
+use super::{CircuitError, StreamTarget, MAX_RELAY_EARLY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEvent {
-    /// The client asks us to extend: open (or reuse) a channel to the relay
+    /// The client asks us to extend: find or open a link to the relay
     /// named by `extend.link_specs`, send `extend.create` as CREATE2 on a
-    /// new circuit id, then call `next_hop_created` or `extend_failed`.
+    /// new circuit id there, then call `next_hop_created` or
+    /// `extend_failed`.
     Extend(Extend2),
-    /// The client asks for a stream (we are the exit, or BEGIN_DIR): call
-    /// `stream_connected` or `stream_refused`.
+    /// The client asks for a stream (an exit, a directory, a service):
+    /// call `stream_connected` or `stream_refused`.
     Begin {
         stream_id: u16,
         target: StreamTarget,
     },
-    StreamData {
+    /// Data from the client waits for `read`.
+    StreamReadable {
         stream_id: u16,
-        data: Vec<u8>,
     },
     StreamEnded {
         stream_id: u16,
         reason: u8,
     },
+    /// `write` takes bytes again.
     StreamWritable {
         stream_id: u16,
     },
     /// A Peersm control message from the client (docs/PROTOCOL.md "Mesh").
     Control(ControlMessage),
-    /// The circuit is gone; the adapter drops it and, if it was extended,
-    /// tells the next hop (a DESTROY is already in `poll_cell_forward`).
+    /// The circuit is gone; DESTROYs for the sides still there are queued.
     Destroyed {
         reason: u8,
     },
-}
-
-struct ExitStream {
-    window: StreamWindow,
-    connected: bool,
-    /// END to send once the buffered data is out.
-    pending_end: Option<u8>,
-    to_send: VecDeque<u8>,
-    writable_reported: bool,
 }
 
 pub struct RelayCircuit {
     back_circ_id: u32,
     hop: RelayHop,
     window: CircuitWindow,
-    /// Circuit id on the channel to the next hop, once extended.
+    /// Circuit id on the link to the next hop, once extended.
     next_circ_id: Option<u32>,
     extending: bool,
     relay_early_seen: u8,
-    streams: BTreeMap<u16, ExitStream>,
+    streams: Streams,
+    rng: KeystreamRng,
     destroyed: bool,
     back: VecDeque<RawCell>,
     forward: VecDeque<RawCell>,
@@ -83,7 +85,7 @@ pub struct RelayCircuit {
 }
 
 impl RelayCircuit {
-    fn with_keys(back_circ_id: u32, keys: &CircuitKeys) -> Self {
+    fn with_keys(back_circ_id: u32, keys: &CircuitKeys, rng: KeystreamRng) -> Self {
         RelayCircuit {
             back_circ_id,
             hop: RelayHop::new(keys),
@@ -91,7 +93,8 @@ impl RelayCircuit {
             next_circ_id: None,
             extending: false,
             relay_early_seen: 0,
-            streams: BTreeMap::new(),
+            streams: Streams::default(),
+            rng,
             control: ControlReassembler::default(),
             destroyed: false,
             back: VecDeque::new(),
@@ -105,11 +108,14 @@ impl RelayCircuit {
     pub fn accept_create(
         cell: &RawCell,
         ntor_keys: &[NtorRelayKey],
+        rng: &mut dyn Rng,
     ) -> Result<RelayCircuit, CircuitError> {
+        let mut own_rng = KeystreamRng::seeded_from(rng)?;
         let (reply, keys) = match cell.command {
             command::CREATE_FAST => {
                 let x = create_fast_x(cell)?;
-                let (reply, keys) = create_fast::server(&x, &random_bytes()?)?;
+                let y: [u8; 20] = random_bytes(&mut own_rng)?;
+                let (reply, keys) = create_fast::server(&x, &y)?;
                 (
                     RawCell::new(cell.circ_id, command::CREATED_FAST, reply),
                     keys,
@@ -122,12 +128,13 @@ impl RelayCircuit {
                         crate::crypto::HandshakeError::BadRequest,
                     ));
                 }
-                let (reply, keys) = ntor::server(ntor_keys, &create.handshake, random_bytes()?)?;
+                let secret = random_bytes(&mut own_rng)?;
+                let (reply, keys) = ntor::server(ntor_keys, &create.handshake, secret)?;
                 (Created2 { handshake: reply }.to_cell(cell.circ_id)?, keys)
             }
             _ => return Err(unexpected("CREATE command")),
         };
-        let mut circuit = RelayCircuit::with_keys(cell.circ_id, &keys);
+        let mut circuit = RelayCircuit::with_keys(cell.circ_id, &keys, own_rng);
         circuit.back.push_back(reply);
         Ok(circuit)
     }
@@ -144,6 +151,11 @@ impl RelayCircuit {
         self.destroyed
     }
 
+    /// Bytes queued in this hop's streams, both ways.
+    pub fn queued_bytes(&self) -> usize {
+        self.streams.queued()
+    }
+
     pub fn poll_cell_back(&mut self) -> Option<RawCell> {
         self.back.pop_front()
     }
@@ -156,12 +168,14 @@ impl RelayCircuit {
         self.events.pop_front()
     }
 
-    /// A cell from the client side (RELAY, RELAY_EARLY or DESTROY).
+    /// A cell from the client side (RELAY, RELAY_EARLY or DESTROY). A
+    /// protocol violation destroys the circuit (both ways, reason
+    /// PROTOCOL); the error says why.
     pub fn handle_cell_from_back(&mut self, cell: RawCell) -> Result<(), CircuitError> {
         if self.destroyed {
             return Err(CircuitError::Destroyed);
         }
-        let result = self.process_back(cell);
+        let result = self.process_back(cell).and_then(|()| self.flush_streams());
         if result.is_err() && !self.destroyed {
             self.destroy(destroy_reason::PROTOCOL);
         }
@@ -171,7 +185,9 @@ impl RelayCircuit {
     fn process_back(&mut self, cell: RawCell) -> Result<(), CircuitError> {
         match cell.command {
             command::DESTROY => {
-                self.teardown(destroy_reason::DESTROYED, false);
+                // The client side is gone: nothing goes back; the next hop
+                // hears DESTROYED, not the client's reason.
+                self.close(None, Some(destroy_reason::DESTROYED));
                 Ok(())
             }
             command::RELAY | command::RELAY_EARLY => {
@@ -195,6 +211,7 @@ impl RelayCircuit {
                         let next = self
                             .next_circ_id
                             .ok_or(unexpected("unrecognized cell at the last hop"))?;
+                        // RELAY_EARLY stays RELAY_EARLY (tor-spec §5.6).
                         self.forward
                             .push_back(RawCell::new(next, cell.command, body.to_vec()));
                         Ok(())
@@ -223,7 +240,7 @@ impl RelayCircuit {
                 self.events.push_back(RelayEvent::Extend(extend));
             }
             relay_command::BEGIN | relay_command::BEGIN_DIR => {
-                if stream_id == 0 || self.streams.contains_key(&stream_id) {
+                if stream_id == 0 || self.streams.contains(stream_id) {
                     return Err(unexpected("BEGIN stream id"));
                 }
                 let target = if msg.command == relay_command::BEGIN {
@@ -235,18 +252,16 @@ impl RelayCircuit {
                 } else {
                     StreamTarget::Directory
                 };
-                self.streams.insert(
-                    stream_id,
-                    ExitStream {
-                        window: StreamWindow::default(),
-                        connected: false,
-                        pending_end: None,
-                        to_send: VecDeque::new(),
-                        writable_reported: true,
-                    },
-                );
-                self.events
-                    .push_back(RelayEvent::Begin { stream_id, target });
+                if self.streams.insert(stream_id, 0, false) {
+                    self.events
+                        .push_back(RelayEvent::Begin { stream_id, target });
+                } else {
+                    self.originate(RelayCell::new(
+                        relay_command::END,
+                        stream_id,
+                        vec![end_reason::RESOURCELIMIT],
+                    ))?;
+                }
             }
             relay_command::DATA => {
                 if self
@@ -257,28 +272,12 @@ impl RelayCircuit {
                     let sendme = Sendme::V1 { digest };
                     self.originate(RelayCell::new(relay_command::SENDME, 0, sendme.encode()))?;
                 }
-                if let Some(stream) = self.streams.get_mut(&stream_id) {
-                    if !stream.connected {
-                        return Err(unexpected("DATA before CONNECTED"));
-                    }
-                    let due = stream
-                        .window
-                        .on_data_received()
-                        .map_err(|_| unexpected("DATA past the stream window"))?;
-                    self.events.push_back(RelayEvent::StreamData {
-                        stream_id,
-                        data: msg.data,
-                    });
-                    if due {
-                        self.originate(RelayCell::new(
-                            relay_command::SENDME,
-                            stream_id,
-                            Vec::new(),
-                        ))?;
-                    }
-                }
+                // Data for a stream already closed is counted, then dropped.
+                self.streams
+                    .on_data(stream_id, 0, &msg.data)
+                    .map_err(|_| unexpected("DATA before CONNECTED, or past the stream window"))?;
             }
-            relay_command::END if self.streams.remove(&stream_id).is_some() => {
+            relay_command::END if self.streams.remove(stream_id).is_some() => {
                 self.events.push_back(RelayEvent::StreamEnded {
                     stream_id,
                     reason: end_reason_of(&msg.data),
@@ -294,15 +293,11 @@ impl RelayCircuit {
                 self.window
                     .on_sendme(digest.as_ref())
                     .map_err(|_| unexpected("circuit SENDME"))?;
-                self.flush_all()?;
             }
             relay_command::SENDME => {
-                if let Some(s) = self.streams.get_mut(&stream_id) {
-                    s.window
-                        .on_sendme()
-                        .map_err(|_| unexpected("stream SENDME"))?;
-                    self.flush_stream(stream_id)?;
-                }
+                self.streams
+                    .on_sendme(stream_id)
+                    .map_err(|_| unexpected("stream SENDME"))?;
             }
             relay_command::TRUNCATE => {
                 if let Some(next) = self.next_circ_id.take() {
@@ -335,17 +330,22 @@ impl RelayCircuit {
         Ok(())
     }
 
-    /// The next hop answered our CREATE2 on `next_circ_id`: tell the client.
-    pub fn next_hop_created(
-        &mut self,
-        next_circ_id: u32,
-        created: Created2,
-    ) -> Result<(), CircuitError> {
-        if !self.extending {
+    /// The router sent the EXTEND2's CREATE2 to the next hop as circuit
+    /// `next_circ_id` on its link: a DESTROY goes there if we close first.
+    pub fn extend_sent(&mut self, next_circ_id: u32) -> Result<(), CircuitError> {
+        if !self.extending || self.next_circ_id.is_some() {
+            return Err(unexpected("CREATE2 sent without EXTEND2"));
+        }
+        self.next_circ_id = Some(next_circ_id);
+        Ok(())
+    }
+
+    /// The next hop answered our CREATE2: tell the client (EXTENDED2).
+    pub fn next_hop_created(&mut self, created: Created2) -> Result<(), CircuitError> {
+        if !self.extending || self.next_circ_id.is_none() {
             return Err(unexpected("CREATED2 without EXTEND2"));
         }
         self.extending = false;
-        self.next_circ_id = Some(next_circ_id);
         self.originate(RelayCell::new(
             relay_command::EXTENDED2,
             0,
@@ -353,24 +353,34 @@ impl RelayCircuit {
         ))
     }
 
-    /// Extending failed (no channel, or the next hop refused): TRUNCATED.
-    pub fn extend_failed(&mut self, reason: u8) -> Result<(), CircuitError> {
-        self.extending = false;
-        self.originate(RelayCell::new(relay_command::TRUNCATED, 0, vec![reason]))
+    /// Whether an EXTEND2 awaits the next hop's answer.
+    pub fn is_extending(&self) -> bool {
+        self.extending
     }
 
-    /// A cell from the next hop (RELAY to pass back, or DESTROY).
+    /// Extending failed (no link to the next hop, or it refused): the
+    /// circuit is destroyed with `reason`, as C tor does.
+    pub fn extend_failed(&mut self, reason: u8) {
+        self.extending = false;
+        self.destroy(reason);
+    }
+
+    /// A cell from the next hop: RELAY to pass back; DESTROY closes the
+    /// circuit; anything else (RELAY_EARLY toward the client above all,
+    /// tor-spec §5.6) is a protocol violation that closes it both ways.
     pub fn handle_cell_from_forward(&mut self, cell: RawCell) -> Result<(), CircuitError> {
         if self.destroyed {
             return Err(CircuitError::Destroyed);
         }
         match cell.command {
             command::RELAY => {
-                let mut body: RelayBody = cell
-                    .body
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| unexpected("relay size"))?;
+                let mut body: RelayBody = match cell.body.as_slice().try_into() {
+                    Ok(b) => b,
+                    Err(_) => {
+                        self.destroy(destroy_reason::PROTOCOL);
+                        return Err(unexpected("relay size"));
+                    }
+                };
                 self.hop.relay_inbound(&mut body);
                 self.back.push_back(RawCell::new(
                     self.back_circ_id,
@@ -380,12 +390,31 @@ impl RelayCircuit {
                 Ok(())
             }
             command::DESTROY => {
-                // The rest of the circuit is gone: tell the client (tor-spec §5.4).
-                let reason = cell.body.first().copied().unwrap_or(destroy_reason::NONE);
                 self.next_circ_id = None;
-                self.originate(RelayCell::new(relay_command::TRUNCATED, 0, vec![reason]))
+                self.close(Some(destroy_reason::DESTROYED), None);
+                Ok(())
             }
-            _ => Err(unexpected("cell from the next hop")),
+            _ => {
+                self.destroy(destroy_reason::PROTOCOL);
+                Err(unexpected("cell from the next hop"))
+            }
+        }
+    }
+
+    /// The link to the next hop is gone: the client hears CHANNEL_CLOSED.
+    pub fn next_link_lost(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        self.next_circ_id = None;
+        self.extending = false;
+        self.close(Some(destroy_reason::CHANNEL_CLOSED), None);
+    }
+
+    /// The link to the client is gone: the next hop hears CHANNEL_CLOSED.
+    pub fn back_link_lost(&mut self) {
+        if !self.destroyed {
+            self.close(None, Some(destroy_reason::CHANNEL_CLOSED));
         }
     }
 
@@ -396,81 +425,94 @@ impl RelayCircuit {
     ) -> Result<(), CircuitError> {
         let stream = self
             .streams
-            .get_mut(&stream_id)
+            .get_mut(stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        stream.connected = true;
+        stream.open = true;
         self.originate(RelayCell::new(
             relay_command::CONNECTED,
             stream_id,
             Connected { addr }.encode(),
         ))?;
-        self.flush_stream(stream_id)
+        self.flush_streams()
     }
 
     pub fn stream_refused(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
         self.streams
-            .remove(&stream_id)
+            .remove(stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
         self.originate(RelayCell::new(relay_command::END, stream_id, vec![reason]))
     }
 
-    /// Queues bytes from the exit connection toward the client; returns how
-    /// many were accepted.
-    pub fn send(&mut self, stream_id: u16, data: &[u8]) -> Result<usize, CircuitError> {
+    /// Queues bytes toward the client; returns how many were taken (fewer
+    /// when the stream's queue is full: offer the rest after
+    /// `StreamWritable`, and stop reading the source meanwhile).
+    pub fn write(&mut self, stream_id: u16, data: &[u8]) -> Result<usize, CircuitError> {
         if self.destroyed {
             return Err(CircuitError::Destroyed);
         }
-        let stream = self
+        let n = self
             .streams
-            .get_mut(&stream_id)
+            .write(stream_id, data)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        let n = STREAM_SEND_BUFFER
-            .saturating_sub(stream.to_send.len())
-            .min(data.len());
-        stream.to_send.extend(data.iter().take(n));
-        if n < data.len() {
-            stream.writable_reported = false;
-        }
-        self.flush_stream(stream_id)?;
+        self.flush_streams()?;
         Ok(n)
     }
 
-    /// The exit connection closed: RELAY_END once the buffered data has
-    /// been sent (windows permitting).
-    pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
-        let stream = self
-            .streams
-            .get_mut(&stream_id)
-            .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        stream.pending_end = Some(reason);
-        self.flush_stream(stream_id)
+    /// Bytes `write` would take now.
+    pub fn room(&self, stream_id: u16) -> usize {
+        self.streams.room(stream_id)
     }
 
-    /// Bytes still waiting for window space on a stream.
-    pub fn buffered(&self, stream_id: u16) -> usize {
-        self.streams.get(&stream_id).map_or(0, |s| s.to_send.len())
-    }
-
-    pub fn destroy(&mut self, reason: u8) {
+    /// Takes up to `max` bytes the client sent on a stream; stream SENDMEs
+    /// go out for what was taken.
+    pub fn read(&mut self, stream_id: u16, max: usize) -> Result<Vec<u8>, CircuitError> {
         if self.destroyed {
-            return;
+            return Err(CircuitError::Destroyed);
         }
-        self.back.push_back(destroy_cell(self.back_circ_id, reason));
-        self.teardown(reason, true);
+        let read = self
+            .streams
+            .read(stream_id, max)
+            .ok_or(CircuitError::NoSuchStream(stream_id))?;
+        for _ in 0..read.sendmes {
+            self.originate(RelayCell::new(relay_command::SENDME, stream_id, Vec::new()))?;
+        }
+        Ok(read.data)
     }
 
-    fn teardown(&mut self, reason: u8, _by_us: bool) {
-        self.destroyed = true;
-        if let Some(next) = self.next_circ_id.take() {
-            self.forward
-                .push_back(destroy_cell(next, destroy_reason::DESTROYED));
+    /// The source closed: RELAY_END with `reason` once the queued bytes
+    /// are sent (windows permitting).
+    pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
+        if !self.streams.end_after_data(stream_id, reason) {
+            return Err(CircuitError::NoSuchStream(stream_id));
         }
-        for stream_id in std::mem::take(&mut self.streams).into_keys() {
+        self.flush_streams()
+    }
+
+    /// Closes the circuit ourselves: both sides hear `reason`.
+    pub fn destroy(&mut self, reason: u8) {
+        if !self.destroyed {
+            self.close(Some(reason), Some(reason));
+        }
+    }
+
+    /// Marks the circuit destroyed; DESTROY toward the client with
+    /// `back`, toward the next hop (if any) with `forward`.
+    fn close(&mut self, back: Option<u8>, forward: Option<u8>) {
+        self.destroyed = true;
+        self.extending = false;
+        if let Some(reason) = back {
+            self.back.push_back(destroy_cell(self.back_circ_id, reason));
+        }
+        if let (Some(next), Some(reason)) = (self.next_circ_id.take(), forward) {
+            self.forward.push_back(destroy_cell(next, reason));
+        }
+        for stream_id in self.streams.drain() {
             self.events.push_back(RelayEvent::StreamEnded {
                 stream_id,
                 reason: end_reason::DESTROY,
             });
         }
+        let reason = back.or(forward).unwrap_or(destroy_reason::NONE);
         self.events.push_back(RelayEvent::Destroyed { reason });
     }
 
@@ -490,7 +532,10 @@ impl RelayCircuit {
     }
 
     fn originate_digest(&mut self, cell: RelayCell) -> Result<[u8; 20], CircuitError> {
-        let mut body = cell.encode(random_padding)?;
+        let rng = &mut self.rng;
+        let mut body = cell.encode(|pad| {
+            let _ = rng.fill(pad);
+        })?;
         let digest = self.hop.originate_inbound(&mut body);
         self.back.push_back(RawCell::new(
             self.back_circ_id,
@@ -500,43 +545,24 @@ impl RelayCircuit {
         Ok(digest)
     }
 
-    fn flush_stream(&mut self, stream_id: u16) -> Result<(), CircuitError> {
+    /// Sends what the windows allow of the streams' queued data.
+    fn flush_streams(&mut self) -> Result<(), CircuitError> {
         loop {
-            let Some(stream) = self.streams.get_mut(&stream_id) else {
-                return Ok(());
-            };
-            if !stream.connected
-                || stream.to_send.is_empty()
-                || !stream.window.can_package()
-                || !self.window.can_package()
-            {
+            let window = &self.window;
+            let Some((_, cell)) = self.streams.next_cell(|_| window.can_package()) else {
                 break;
-            }
-            let n = stream.to_send.len().min(RELAY_DATA_LEN);
-            let chunk: Vec<u8> = stream.to_send.drain(..n).collect();
-            stream.window.on_data_sent();
-            let digest =
-                self.originate_digest(RelayCell::new(relay_command::DATA, stream_id, chunk))?;
-            self.window.on_data_sent(digest);
-        }
-        if let Some(stream) = self.streams.get_mut(&stream_id) {
-            if let (true, Some(reason)) = (stream.to_send.is_empty(), stream.pending_end) {
-                self.streams.remove(&stream_id);
-                return self.originate(RelayCell::new(relay_command::END, stream_id, vec![reason]));
-            }
-            if !stream.writable_reported && stream.to_send.len() < STREAM_SEND_BUFFER / 2 {
-                stream.writable_reported = true;
-                self.events
-                    .push_back(RelayEvent::StreamWritable { stream_id });
+            };
+            let is_data = cell.command == relay_command::DATA;
+            let digest = self.originate_digest(cell)?;
+            if is_data {
+                self.window.on_data_sent(digest);
             }
         }
-        Ok(())
-    }
-
-    fn flush_all(&mut self) -> Result<(), CircuitError> {
-        let ids: Vec<u16> = self.streams.keys().copied().collect();
-        for id in ids {
-            self.flush_stream(id)?;
+        while let Some(notice) = self.streams.poll_notice() {
+            self.events.push_back(match notice {
+                StreamNotice::Readable { stream_id } => RelayEvent::StreamReadable { stream_id },
+                StreamNotice::Writable { stream_id } => RelayEvent::StreamWritable { stream_id },
+            });
         }
         Ok(())
     }

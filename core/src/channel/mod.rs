@@ -64,5 +64,5 @@ pub enum ChannelError {
 }
 
 // Native only: generating RSA keys needs the OS random source.
-#[cfg(all(test, not(target_arch = "wasm32")))]
+#[cfg(test)]
 mod tests;

@@ -25,6 +25,26 @@ pub mod destroy_reason {
     pub const TIMEOUT: u8 = 10;
     pub const DESTROYED: u8 = 11;
     pub const NOSUCHSERVICE: u8 = 12;
+
+    /// What a DESTROY reason means, for error messages (tor-spec §5.4).
+    pub fn describe(reason: u8) -> &'static str {
+        match reason {
+            NONE => "no reason given",
+            PROTOCOL => "protocol violation",
+            INTERNAL => "internal error",
+            REQUESTED => "closed on request",
+            HIBERNATING => "the relay is hibernating",
+            RESOURCELIMIT => "the relay is out of resources",
+            CONNECTFAILED => "the next hop could not be reached",
+            OR_IDENTITY => "the next hop had the wrong identity",
+            CHANNEL_CLOSED => "a link on the circuit closed",
+            FINISHED => "the circuit was finished",
+            TIMEOUT => "the circuit timed out",
+            DESTROYED => "the circuit was destroyed further along",
+            NOSUCHSERVICE => "no such service",
+            _ => "unknown reason",
+        }
+    }
 }
 
 /// CREATE2 body, also the handshake part of EXTEND2: HTYPE | HLEN | HDATA.

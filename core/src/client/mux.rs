@@ -1,16 +1,21 @@
-//! All of an onion proxy's circuits on one channel, sans IO: the adapter
-//! (a tokio task natively, the tab's WebSocket callbacks in wasm) feeds
+//! All of an onion proxy's circuits on one link, sans IO: the adapter (a
+//! tokio task natively, the tab's callbacks in wasm, the simulation) feeds
 //! cells in with `handle_cell`, issues commands, sends what `poll_cells`
 //! returns as one batch, and acts on `poll_event`. Commands that wait for
 //! the network (a hop, a stream) complete later as events naming the
 //! circuit and stream they concern.
+//!
+//! Streams are pull-based both ways: `write` takes what fits (wait for
+//! `StreamWritable` to offer the rest) and received data waits for `read`
+//! (`StreamReadable` says when); stream SENDMEs follow what was read.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::cell::{destroy_reason, end_reason, ControlMessage, LinkSpec, RawCell};
-
-use super::client::{CircuitEvent, ClientCircuit, StreamTarget};
-use super::CircuitError;
+use crate::circuit::{
+    CircIdRange, CircuitError, CircuitEvent, ClientCircuit, IdOwner, LinkSide, StreamTarget,
+};
+use crate::rng::{KeystreamRng, Rng, RngError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MuxEvent {
@@ -20,11 +25,10 @@ pub enum MuxEvent {
     HopFailed { circ: u32, why: String },
     /// CONNECTED arrived for a stream opened with `begin`.
     StreamOpened { circ: u32, stream: u16 },
-    StreamData {
-        circ: u32,
-        stream: u16,
-        data: Vec<u8>,
-    },
+    /// Data waits for `read` (said once until the stream's queue empties).
+    StreamReadable { circ: u32, stream: u16 },
+    /// `write` takes bytes again after a short write.
+    StreamWritable { circ: u32, stream: u16 },
     /// The stream is over: END from the other side (before CONNECTED it
     /// means refused), or its circuit died. `reason` is an END reason.
     StreamEnded {
@@ -39,62 +43,56 @@ pub enum MuxEvent {
     Control { circ: u32, message: ControlMessage },
 }
 
-#[derive(Default)]
 pub struct ClientMux {
-    /// We did not initiate the link: our circuit ids have the high bit
-    /// clear, so they never collide with the other side's.
-    link_responder: bool,
+    ids: CircIdRange,
+    /// Circuit ids and each circuit's seed (from the injected source).
+    rng: KeystreamRng,
     circuits: BTreeMap<u32, ClientCircuit>,
     /// Circuits waiting for a CREATED or EXTENDED.
-    hop_pending: HashMap<u32, ()>,
+    hop_pending: BTreeSet<u32>,
     /// Streams and whether CONNECTED came.
-    streams: HashMap<(u32, u16), bool>,
-    /// Bytes a stream's send buffer had no room for yet.
-    unsent: HashMap<(u32, u16), Vec<u8>>,
+    streams: BTreeMap<(u32, u16), bool>,
     events: VecDeque<MuxEvent>,
 }
 
 impl ClientMux {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// For a link both ends build circuits on (tab links): the side that
-    /// did not initiate the link uses ids with the high bit clear
-    /// (tor-spec §5.1.1).
-    pub fn for_link_responder() -> Self {
-        ClientMux {
-            link_responder: true,
-            ..Self::default()
-        }
-    }
-
-    fn new_circ_id(&self) -> Result<u32, CircuitError> {
-        loop {
-            let bytes = super::random_bytes::<4>()?;
-            // Link initiators set the high bit on v4+ links (tor-spec §5.1.1).
-            let id = if self.link_responder {
-                u32::from_be_bytes(bytes) & 0x7fff_ffff
-            } else {
-                u32::from_be_bytes(bytes) | 0x8000_0000
-            };
-            if id != 0 && !self.circuits.contains_key(&id) {
-                return Ok(id);
-            }
-        }
+    /// The circuits we originate on a link where we are `side` (tor-spec
+    /// §5.1.1 decides the high bit of our circuit ids).
+    pub fn new(side: LinkSide, rng: &mut dyn Rng) -> Result<Self, RngError> {
+        Ok(ClientMux {
+            ids: CircIdRange::new(side, IdOwner::Client),
+            rng: KeystreamRng::seeded_from(rng)?,
+            circuits: BTreeMap::new(),
+            hop_pending: BTreeSet::new(),
+            streams: BTreeMap::new(),
+            events: VecDeque::new(),
+        })
     }
 
     fn add(&mut self, circuit: ClientCircuit) -> u32 {
         let id = circuit.circ_id();
         self.circuits.insert(id, circuit);
-        self.hop_pending.insert(id, ());
+        self.hop_pending.insert(id);
         id
+    }
+
+    fn fresh(
+        &mut self,
+        make: impl FnOnce(u32, &mut dyn Rng) -> Result<ClientCircuit, CircuitError>,
+    ) -> Result<u32, CircuitError> {
+        let id = self.ids.allocate(&mut self.rng)?;
+        match make(id, &mut self.rng) {
+            Ok(c) => Ok(self.add(c)),
+            Err(e) => {
+                self.ids.release(id);
+                Err(e)
+            }
+        }
     }
 
     /// A first hop with CREATE_FAST; `HopAdded` or `HopFailed` follows.
     pub fn create_fast(&mut self) -> Result<u32, CircuitError> {
-        let id = self.new_circ_id()?;
-        Ok(self.add(ClientCircuit::create_fast(id)?))
+        self.fresh(ClientCircuit::create_fast)
     }
 
     /// A first hop with CREATE2/ntor to the relay `relay_id` whose ntor key
@@ -104,8 +102,7 @@ impl ClientMux {
         relay_id: [u8; 20],
         onion_key: [u8; 32],
     ) -> Result<u32, CircuitError> {
-        let id = self.new_circ_id()?;
-        Ok(self.add(ClientCircuit::create_ntor(id, relay_id, onion_key)?))
+        self.fresh(|id, rng| ClientCircuit::create_ntor(id, relay_id, onion_key, rng))
     }
 
     pub fn extend(
@@ -115,37 +112,33 @@ impl ClientMux {
         relay_id: [u8; 20],
         onion_key: [u8; 32],
     ) -> Result<(), CircuitError> {
-        let c = self
-            .circuits
-            .get_mut(&circ)
-            .ok_or(CircuitError::Destroyed)?;
-        c.extend_ntor(specs, relay_id, onion_key)?;
-        self.hop_pending.insert(circ, ());
+        self.circuit(circ)?
+            .extend_ntor(specs, relay_id, onion_key)?;
+        self.hop_pending.insert(circ);
         Ok(())
     }
 
     /// Opens a stream at the circuit's last hop; `StreamOpened` or
     /// `StreamEnded` follows.
     pub fn begin(&mut self, circ: u32, target: StreamTarget) -> Result<u16, CircuitError> {
-        let c = self
-            .circuits
-            .get_mut(&circ)
-            .ok_or(CircuitError::Destroyed)?;
-        let stream = c.begin(target)?;
+        let stream = self.circuit(circ)?.begin(target)?;
         self.streams.insert((circ, stream), false);
         Ok(stream)
     }
 
-    /// Queues bytes on a stream; they go out as windows allow.
-    pub fn send(&mut self, circ: u32, stream: u16, data: &[u8]) {
-        if !self.streams.contains_key(&(circ, stream)) {
-            return;
-        }
-        self.unsent
-            .entry((circ, stream))
-            .or_default()
-            .extend_from_slice(data);
-        self.push_unsent(circ, stream);
+    /// Queues bytes on a stream; returns how many were taken.
+    pub fn write(&mut self, circ: u32, stream: u16, data: &[u8]) -> Result<usize, CircuitError> {
+        self.circuit(circ)?.write(stream, data)
+    }
+
+    /// Bytes `write` would take now.
+    pub fn room(&self, circ: u32, stream: u16) -> usize {
+        self.circuits.get(&circ).map_or(0, |c| c.room(stream))
+    }
+
+    /// Takes up to `max` received bytes of a stream.
+    pub fn read(&mut self, circ: u32, stream: u16, max: usize) -> Result<Vec<u8>, CircuitError> {
+        self.circuit(circ)?.read(stream, max)
     }
 
     /// Sends a Peersm control message to the circuit's last hop.
@@ -154,17 +147,12 @@ impl ClientMux {
         circ: u32,
         message: &ControlMessage,
     ) -> Result<(), CircuitError> {
-        let c = self
-            .circuits
-            .get_mut(&circ)
-            .ok_or(CircuitError::Destroyed)?;
-        c.send_control(message)
+        self.circuit(circ)?.send_control(message)
     }
 
     /// Closes a stream from our side (END DONE); no event follows.
     pub fn end(&mut self, circ: u32, stream: u16) {
         self.streams.remove(&(circ, stream));
-        self.unsent.remove(&(circ, stream));
         if let Some(c) = self.circuits.get_mut(&circ) {
             let _ = c.end_stream(stream, end_reason::DONE);
         }
@@ -190,8 +178,22 @@ impl ClientMux {
         self.circuits.len()
     }
 
-    /// A cell from the channel. Cells for unknown circuits are dropped;
-    /// a bad cell closes only its circuit.
+    /// Hops of a circuit (0 while the first is being made).
+    pub fn hops(&self, circ: u32) -> usize {
+        self.circuits.get(&circ).map_or(0, |c| c.hop_count())
+    }
+
+    /// Bytes queued in every stream of every circuit, both ways.
+    pub fn queued_bytes(&self) -> usize {
+        self.circuits.values().map(|c| c.queued_bytes()).sum()
+    }
+
+    fn circuit(&mut self, circ: u32) -> Result<&mut ClientCircuit, CircuitError> {
+        self.circuits.get_mut(&circ).ok_or(CircuitError::Destroyed)
+    }
+
+    /// A cell from the link. Cells for unknown circuits are dropped; a bad
+    /// cell closes only its circuit.
     pub fn handle_cell(&mut self, cell: RawCell) {
         let circ = cell.circ_id;
         let Some(c) = self.circuits.get_mut(&circ) else {
@@ -211,33 +213,34 @@ impl ClientMux {
             c.destroy(destroy_reason::CHANNEL_CLOSED);
         }
         self.route_events();
-        self.circuits.clear();
+        for id in std::mem::take(&mut self.circuits).into_keys() {
+            self.ids.release(id);
+        }
     }
 
-    /// Cells to send on the channel, in order.
+    /// Cells to send on the link, in order.
     pub fn poll_cells(&mut self) -> Vec<RawCell> {
         self.route_events();
         let mut out = Vec::new();
         for c in self.circuits.values_mut() {
             out.extend(std::iter::from_fn(|| c.poll_cell()));
         }
-        self.circuits.retain(|_, c| !c.is_destroyed());
+        let dead: Vec<u32> = self
+            .circuits
+            .iter()
+            .filter(|(_, c)| c.is_destroyed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.circuits.remove(&id);
+            self.ids.release(id);
+        }
         out
     }
 
     pub fn poll_event(&mut self) -> Option<MuxEvent> {
         self.route_events();
         self.events.pop_front()
-    }
-
-    fn push_unsent(&mut self, circ: u32, stream: u16) {
-        let key = (circ, stream);
-        let (Some(c), Some(buf)) = (self.circuits.get_mut(&circ), self.unsent.get_mut(&key)) else {
-            return;
-        };
-        if let Ok(n) = c.send(stream, buf) {
-            buf.drain(..n);
-        }
     }
 
     fn route_events(&mut self) {
@@ -253,7 +256,7 @@ impl ClientMux {
     fn route(&mut self, circ: u32, e: CircuitEvent) {
         match e {
             CircuitEvent::Extended { hops } => {
-                if self.hop_pending.remove(&circ).is_some() {
+                if self.hop_pending.remove(&circ) {
                     self.events.push_back(MuxEvent::HopAdded { circ, hops });
                 }
             }
@@ -262,7 +265,7 @@ impl ClientMux {
                 if let Some(c) = self.circuits.get_mut(&circ) {
                     c.destroy(destroy_reason::FINISHED);
                 }
-                if self.hop_pending.remove(&circ).is_some() {
+                if self.hop_pending.remove(&circ) {
                     self.events.push_back(MuxEvent::HopFailed {
                         circ,
                         why: format!("extend refused (TRUNCATED, reason {reason})"),
@@ -270,17 +273,19 @@ impl ClientMux {
                 }
             }
             CircuitEvent::Destroyed { reason, .. } => {
-                if self.hop_pending.remove(&circ).is_some() {
+                if self.hop_pending.remove(&circ) {
                     self.events.push_back(MuxEvent::HopFailed {
                         circ,
-                        why: format!("circuit destroyed (reason {reason})"),
+                        why: format!(
+                            "circuit destroyed ({}, reason {reason})",
+                            destroy_reason::describe(reason)
+                        ),
                     });
                 }
                 let ended: Vec<(u32, u16)> = self
                     .streams
-                    .keys()
-                    .filter(|(c, _)| *c == circ)
-                    .copied()
+                    .range((circ, 0)..=(circ, u16::MAX))
+                    .map(|(k, _)| *k)
                     .collect();
                 for key in ended {
                     self.stream_over(key, end_reason::DESTROY);
@@ -295,22 +300,27 @@ impl ClientMux {
                         circ,
                         stream: stream_id,
                     });
-                    self.push_unsent(circ, stream_id);
                 }
             }
-            CircuitEvent::StreamData { stream_id, data } => {
+            CircuitEvent::StreamReadable { stream_id } => {
                 if self.streams.contains_key(&(circ, stream_id)) {
-                    self.events.push_back(MuxEvent::StreamData {
+                    self.events.push_back(MuxEvent::StreamReadable {
                         circ,
                         stream: stream_id,
-                        data,
+                    });
+                }
+            }
+            CircuitEvent::StreamWritable { stream_id } => {
+                if self.streams.contains_key(&(circ, stream_id)) {
+                    self.events.push_back(MuxEvent::StreamWritable {
+                        circ,
+                        stream: stream_id,
                     });
                 }
             }
             CircuitEvent::StreamEnded { stream_id, reason } => {
                 self.stream_over((circ, stream_id), reason)
             }
-            CircuitEvent::StreamWritable { stream_id } => self.push_unsent(circ, stream_id),
             CircuitEvent::Control { message, .. } => {
                 self.events.push_back(MuxEvent::Control { circ, message })
             }
@@ -318,7 +328,6 @@ impl ClientMux {
     }
 
     fn stream_over(&mut self, key: (u32, u16), reason: u8) {
-        self.unsent.remove(&key);
         if let Some(opened) = self.streams.remove(&key) {
             self.events.push_back(MuxEvent::StreamEnded {
                 circ: key.0,
@@ -335,16 +344,21 @@ mod tests {
     use super::*;
     use crate::cell::{create::destroy_cell, destroy_reason};
     use crate::circuit::{RelayCircuit, RelayEvent};
+    use crate::rng::SimRng;
 
     /// Moves cells between the mux and a one-hop relay circuit.
-    fn exchange(mux: &mut ClientMux, relay: &mut Option<RelayCircuit>) -> Vec<RelayEvent> {
+    fn exchange(
+        mux: &mut ClientMux,
+        relay: &mut Option<RelayCircuit>,
+        rng: &mut SimRng,
+    ) -> Vec<RelayEvent> {
         let mut relay_events = Vec::new();
         loop {
             let cells = mux.poll_cells();
             let mut moved = !cells.is_empty();
             for cell in cells {
                 match relay.as_mut() {
-                    None => *relay = Some(RelayCircuit::accept_create(&cell, &[]).unwrap()),
+                    None => *relay = Some(RelayCircuit::accept_create(&cell, &[], rng).unwrap()),
                     Some(r) => r.handle_cell_from_back(cell).unwrap(),
                 }
             }
@@ -367,11 +381,12 @@ mod tests {
 
     #[test]
     fn hop_stream_data_and_destroy() {
-        let mut mux = ClientMux::new();
+        let mut rng = SimRng::new(3);
+        let mut mux = ClientMux::new(LinkSide::Initiator, &mut rng).unwrap();
         let mut relay = None;
         let circ = mux.create_fast().unwrap();
         assert!(circ & 0x8000_0000 != 0);
-        exchange(&mut mux, &mut relay);
+        exchange(&mut mux, &mut relay, &mut rng);
         assert_eq!(events(&mut mux), [MuxEvent::HopAdded { circ, hops: 1 }]);
 
         let stream = mux
@@ -383,31 +398,34 @@ mod tests {
                 },
             )
             .unwrap();
-        // Data queued before CONNECTED goes out after it.
-        mux.send(circ, stream, b"GET / HTTP/1.0\r\n\r\n");
-        let relay_events = exchange(&mut mux, &mut relay);
+        // Data written before CONNECTED goes out after it.
+        assert_eq!(
+            mux.write(circ, stream, b"GET / HTTP/1.0\r\n\r\n").unwrap(),
+            18
+        );
+        let relay_events = exchange(&mut mux, &mut relay, &mut rng);
         assert!(matches!(
             relay_events.as_slice(),
             [RelayEvent::Begin { .. }]
         ));
         let r = relay.as_mut().unwrap();
         r.stream_connected(stream, None).unwrap();
-        let relay_events = exchange(&mut mux, &mut relay);
+        let relay_events = exchange(&mut mux, &mut relay, &mut rng);
         assert_eq!(events(&mut mux), [MuxEvent::StreamOpened { circ, stream }]);
-        assert!(matches!(
-            relay_events.as_slice(),
-            [RelayEvent::StreamData { data, .. }] if data == b"GET / HTTP/1.0\r\n\r\n"
-        ));
-        relay.as_mut().unwrap().send(stream, b"hello").unwrap();
-        exchange(&mut mux, &mut relay);
+        assert_eq!(
+            relay_events,
+            [RelayEvent::StreamReadable { stream_id: stream }]
+        );
+        let r = relay.as_mut().unwrap();
+        assert_eq!(r.read(stream, 100).unwrap(), b"GET / HTTP/1.0\r\n\r\n");
+        r.write(stream, b"hello").unwrap();
+        exchange(&mut mux, &mut relay, &mut rng);
         assert_eq!(
             events(&mut mux),
-            [MuxEvent::StreamData {
-                circ,
-                stream,
-                data: b"hello".to_vec()
-            }]
+            [MuxEvent::StreamReadable { circ, stream }]
         );
+        assert_eq!(mux.read(circ, stream, 3).unwrap(), b"hel");
+        assert_eq!(mux.read(circ, stream, 3).unwrap(), b"lo");
 
         // The relay destroys the circuit: the stream ends, then the circuit.
         mux.handle_cell(destroy_cell(circ, destroy_reason::CONNECTFAILED));
@@ -432,8 +450,9 @@ mod tests {
 
     #[test]
     fn link_loss_fails_pending_hops() {
-        let mut mux = ClientMux::new();
+        let mut mux = ClientMux::new(LinkSide::Responder, &mut SimRng::new(1)).unwrap();
         let circ = mux.create_fast().unwrap();
+        assert!(circ & 0x8000_0000 == 0);
         mux.link_closed();
         let got = events(&mut mux);
         assert!(matches!(got.first(), Some(MuxEvent::HopFailed { circ: c, .. }) if *c == circ));

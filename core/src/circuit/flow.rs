@@ -1,6 +1,7 @@
-//! Flow control (tor-spec §7.3–7.4, prop 289 authenticated SENDMEs):
-//! package windows limit what we send, deliver windows decide when we ask
-//! for more by sending SENDMEs. Only RELAY_DATA cells count.
+//! Circuit-level flow control (tor-spec §7.3, prop 289 authenticated
+//! SENDMEs): package windows limit what we send, deliver windows decide
+//! when we ask for more by sending SENDMEs. Only RELAY_DATA cells count.
+//! Stream-level windows live with the stream queues (`stream.rs`).
 
 use std::collections::VecDeque;
 
@@ -92,53 +93,6 @@ impl CircuitWindow {
     }
 }
 
-/// Stream-level windows (unauthenticated SENDMEs with stream id set).
-#[derive(Debug, Clone)]
-pub struct StreamWindow {
-    package: u16,
-    deliver: u16,
-}
-
-impl Default for StreamWindow {
-    fn default() -> Self {
-        StreamWindow {
-            package: STREAM_WINDOW_START,
-            deliver: STREAM_WINDOW_START,
-        }
-    }
-}
-
-impl StreamWindow {
-    pub fn can_package(&self) -> bool {
-        self.package > 0
-    }
-
-    pub fn on_data_sent(&mut self) {
-        self.package = self.package.saturating_sub(1);
-    }
-
-    pub fn on_sendme(&mut self) -> Result<(), FlowError> {
-        if self.package + STREAM_WINDOW_INCREMENT > STREAM_WINDOW_START {
-            return Err(FlowError::WindowOverflow);
-        }
-        self.package += STREAM_WINDOW_INCREMENT;
-        Ok(())
-    }
-
-    /// `true` when a stream SENDME is due.
-    pub fn on_data_received(&mut self) -> Result<bool, FlowError> {
-        self.deliver = self
-            .deliver
-            .checked_sub(1)
-            .ok_or(FlowError::DeliverWindowExceeded)?;
-        if self.deliver <= STREAM_WINDOW_START - STREAM_WINDOW_INCREMENT {
-            self.deliver += STREAM_WINDOW_INCREMENT;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,10 +128,7 @@ mod tests {
         let due: Vec<bool> = (0..200).map(|_| w.on_data_received().unwrap()).collect();
         assert_eq!(due.iter().filter(|d| **d).count(), 2);
         assert!(due[99] && due[199]);
-        let mut s = StreamWindow::default();
-        let due = (0..500).filter(|_| s.on_data_received().unwrap()).count();
-        assert_eq!(due, 10);
-        let mut greedy = StreamWindow {
+        let mut greedy = CircuitWindow {
             deliver: 0,
             ..Default::default()
         };

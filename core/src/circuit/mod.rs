@@ -3,14 +3,16 @@
 //! They take cells in (`handle_cell`) and hand cells out (`poll_cell`);
 //! the channel they ride on is the adapter's business.
 
+pub mod circ_id;
 pub mod client;
 pub mod flow;
-pub mod mux;
 pub mod relay;
+pub mod stream;
 
+pub use circ_id::{CircIdError, CircIdRange, IdOwner, LinkSide};
 pub use client::{CircuitEvent, ClientCircuit, StreamTarget};
-pub use mux::{ClientMux, MuxEvent};
 pub use relay::{RelayCircuit, RelayEvent};
+pub use stream::{StreamQueue, MAX_STREAMS_PER_CIRCUIT, STREAM_SEND_CAPACITY};
 
 use crate::cell::CellError;
 use crate::crypto::HandshakeError;
@@ -38,19 +40,12 @@ pub enum CircuitError {
     Handshake(#[from] HandshakeError),
     #[error("random number generator failed")]
     Random,
+    #[error("circuit ids: {0}")]
+    CircId(#[from] CircIdError),
 }
 
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CircuitError> {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|_| CircuitError::Random)?;
-    Ok(out)
+impl From<crate::rng::RngError> for CircuitError {
+    fn from(_: crate::rng::RngError) -> Self {
+        CircuitError::Random
+    }
 }
-
-/// Fills relay cell padding with random bytes (tor-spec §6.1); on RNG
-/// failure the padding stays zero, which is still valid.
-pub(crate) fn random_padding(buf: &mut [u8]) {
-    let _ = getrandom::fill(buf);
-}
-
-#[cfg(test)]
-mod tests;

@@ -10,17 +10,16 @@ use crate::cell::{
     command, create::create_fast_cell, create::created_fast_reply, create::destroy_cell,
     create::destroy_reason as read_destroy_reason, destroy_reason, end_reason, handshake_type,
     relay_command, stream::end_reason_of, Begin, Connected, Create2, Created2, Extend2, LinkSpec,
-    RawCell, RelayCell, Sendme, RELAY_DATA_LEN,
+    RawCell, RelayCell, Sendme,
 };
 use crate::crypto::create_fast;
 use crate::crypto::ntor::NtorClient;
 use crate::crypto::relay_crypto::ClientCircuitCrypto;
+use crate::rng::{random_bytes, KeystreamRng, Rng};
 
-use super::flow::{CircuitWindow, StreamWindow};
-use super::{random_bytes, random_padding, CircuitError, MAX_RELAY_EARLY};
-
-/// Bytes a stream buffers for sending before `send` accepts no more.
-const STREAM_SEND_BUFFER: usize = 256 * 1024;
+use super::flow::CircuitWindow;
+use super::stream::{StreamNotice, Streams};
+use super::{CircuitError, MAX_RELAY_EARLY};
 
 /// What a stream connects to at the exit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,16 +44,16 @@ pub enum CircuitEvent {
     StreamConnected {
         stream_id: u16,
     },
-    StreamData {
+    /// Data waits for `read` (said once until the stream's queue empties).
+    StreamReadable {
         stream_id: u16,
-        data: Vec<u8>,
     },
     /// The stream is closed (END received, or the circuit died).
     StreamEnded {
         stream_id: u16,
         reason: u8,
     },
-    /// Buffered data of this stream went out; `send` accepts more.
+    /// `write` takes bytes again after a short write.
     StreamWritable {
         stream_id: u16,
     },
@@ -76,21 +75,6 @@ enum Pending {
     Ntor { client: NtorClient },
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum StreamState {
-    Connecting,
-    Open,
-}
-
-struct ClientStream {
-    hop: usize,
-    state: StreamState,
-    window: StreamWindow,
-    to_send: VecDeque<u8>,
-    /// We told the application it may write, and it has not filled us since.
-    writable_reported: bool,
-}
-
 pub struct ClientCircuit {
     circ_id: u32,
     crypto: ClientCircuitCrypto,
@@ -98,8 +82,9 @@ pub struct ClientCircuit {
     pending: Pending,
     destroyed: Option<u8>,
     pub(super) relay_early_left: u8,
-    streams: BTreeMap<u16, ClientStream>,
-    next_stream_id: u16,
+    streams: Streams,
+    /// Padding and handshake secrets (seeded from the injected source).
+    rng: KeystreamRng,
     outbox: VecDeque<RawCell>,
     events: VecDeque<CircuitEvent>,
     /// Control messages being reassembled, by hop.
@@ -107,27 +92,27 @@ pub struct ClientCircuit {
 }
 
 impl ClientCircuit {
-    fn empty(circ_id: u32) -> Self {
-        ClientCircuit {
+    fn empty(circ_id: u32, rng: &mut dyn Rng) -> Result<Self, CircuitError> {
+        Ok(ClientCircuit {
             circ_id,
             crypto: ClientCircuitCrypto::default(),
             windows: Vec::new(),
             pending: Pending::Idle,
             destroyed: None,
             relay_early_left: MAX_RELAY_EARLY,
-            streams: BTreeMap::new(),
-            next_stream_id: 1,
+            streams: Streams::default(),
+            rng: KeystreamRng::seeded_from(rng)?,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             control: BTreeMap::new(),
-        }
+        })
     }
 
     /// First hop with CREATE_FAST (tor-spec §5.1.3): no onion key needed,
     /// secrecy comes from the link's TLS.
-    pub fn create_fast(circ_id: u32) -> Result<Self, CircuitError> {
-        let mut c = ClientCircuit::empty(circ_id);
-        let x = random_bytes::<20>()?;
+    pub fn create_fast(circ_id: u32, rng: &mut dyn Rng) -> Result<Self, CircuitError> {
+        let mut c = ClientCircuit::empty(circ_id, rng)?;
+        let x = random_bytes::<20>(&mut c.rng)?;
         c.outbox.push_back(create_fast_cell(circ_id, &x));
         c.pending = Pending::Fast { x };
         Ok(c)
@@ -139,9 +124,11 @@ impl ClientCircuit {
         circ_id: u32,
         relay_id: [u8; 20],
         onion_key: [u8; 32],
+        rng: &mut dyn Rng,
     ) -> Result<Self, CircuitError> {
-        let mut c = ClientCircuit::empty(circ_id);
-        let (client, onionskin) = NtorClient::start(relay_id, onion_key, random_bytes()?);
+        let mut c = ClientCircuit::empty(circ_id, rng)?;
+        let secret = random_bytes(&mut c.rng)?;
+        let (client, onionskin) = NtorClient::start(relay_id, onion_key, secret);
         let create = Create2 {
             handshake_type: handshake_type::NTOR,
             handshake: onionskin,
@@ -170,6 +157,11 @@ impl ClientCircuit {
 
     pub fn open_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Bytes queued in this circuit's streams, both ways.
+    pub fn queued_bytes(&self) -> usize {
+        self.streams.queued()
     }
 
     pub fn poll_cell(&mut self) -> Option<RawCell> {
@@ -205,7 +197,8 @@ impl ClientCircuit {
         if self.relay_early_left == 0 {
             return Err(CircuitError::NoRelayEarlyLeft);
         }
-        let (client, onionskin) = NtorClient::start(relay_id, onion_key, random_bytes()?);
+        let secret = random_bytes(&mut self.rng)?;
+        let (client, onionskin) = NtorClient::start(relay_id, onion_key, secret);
         let extend = Extend2 {
             link_specs,
             create: Create2 {
@@ -240,7 +233,7 @@ impl ClientCircuit {
     /// with `send` at once; it goes out after CONNECTED.
     pub fn begin(&mut self, target: StreamTarget) -> Result<u16, CircuitError> {
         self.check_usable()?;
-        let stream_id = self.free_stream_id()?;
+        let stream_id = self.streams.free_id().ok_or(CircuitError::TooManyStreams)?;
         let hop = self.hop_count() - 1;
         let cell = match &target {
             StreamTarget::Tcp { host, port } => {
@@ -256,55 +249,53 @@ impl ClientCircuit {
             }
         };
         self.send_relay(hop, cell, false)?;
-        self.streams.insert(
-            stream_id,
-            ClientStream {
-                hop,
-                state: StreamState::Connecting,
-                window: StreamWindow::default(),
-                to_send: VecDeque::new(),
-                writable_reported: true,
-            },
-        );
+        self.streams.insert(stream_id, hop, false);
         Ok(stream_id)
     }
 
-    fn free_stream_id(&mut self) -> Result<u16, CircuitError> {
-        for _ in 0..=u16::MAX {
-            let id = self.next_stream_id;
-            self.next_stream_id = self.next_stream_id.checked_add(1).unwrap_or(1);
-            if id != 0 && !self.streams.contains_key(&id) {
-                return Ok(id);
-            }
-        }
-        Err(CircuitError::TooManyStreams)
-    }
-
-    /// Queues bytes on a stream; returns how many were accepted (less than
-    /// offered when the stream's buffer is full: wait for StreamWritable).
-    pub fn send(&mut self, stream_id: u16, data: &[u8]) -> Result<usize, CircuitError> {
+    /// Queues bytes on a stream; returns how many were taken (fewer than
+    /// offered when its queue is full: offer the rest after
+    /// `StreamWritable`). Bytes written before CONNECTED leave after it.
+    pub fn write(&mut self, stream_id: u16, data: &[u8]) -> Result<usize, CircuitError> {
         if self.destroyed.is_some() {
             return Err(CircuitError::Destroyed);
         }
-        let stream = self
+        let n = self
             .streams
-            .get_mut(&stream_id)
+            .write(stream_id, data)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        let room = STREAM_SEND_BUFFER.saturating_sub(stream.to_send.len());
-        let n = room.min(data.len());
-        stream.to_send.extend(data.iter().take(n));
-        if n < data.len() {
-            stream.writable_reported = false;
-        }
-        self.flush_stream(stream_id)?;
+        self.flush_streams()?;
         Ok(n)
     }
 
-    /// Closes a stream with RELAY_END (reason DONE for a normal close).
+    /// Bytes `write` would take now on this stream.
+    pub fn room(&self, stream_id: u16) -> usize {
+        self.streams.room(stream_id)
+    }
+
+    /// Takes up to `max` bytes the stream received; sends the stream
+    /// SENDMEs the reader has now earned (tor-spec §7.4).
+    pub fn read(&mut self, stream_id: u16, max: usize) -> Result<Vec<u8>, CircuitError> {
+        if self.destroyed.is_some() {
+            return Err(CircuitError::Destroyed);
+        }
+        let read = self
+            .streams
+            .read(stream_id, max)
+            .ok_or(CircuitError::NoSuchStream(stream_id))?;
+        for _ in 0..read.sendmes {
+            let sendme = RelayCell::new(relay_command::SENDME, stream_id, Vec::new());
+            self.send_relay(read.hop, sendme, false)?;
+        }
+        Ok(read.data)
+    }
+
+    /// Closes a stream with RELAY_END at once (reason DONE for a normal
+    /// close); what it had not sent or read is dropped.
     pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
         let stream = self
             .streams
-            .remove(&stream_id)
+            .remove(stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
         if self.destroyed.is_none() {
             self.send_relay(
@@ -328,7 +319,7 @@ impl ClientCircuit {
     fn mark_destroyed(&mut self, reason: u8, by_us: bool) {
         self.destroyed = Some(reason);
         self.pending = Pending::Idle;
-        for stream_id in std::mem::take(&mut self.streams).into_keys() {
+        for stream_id in self.streams.drain() {
             self.events.push_back(CircuitEvent::StreamEnded {
                 stream_id,
                 reason: end_reason::DESTROY,
@@ -344,7 +335,11 @@ impl ClientCircuit {
         cell: RelayCell,
         early: bool,
     ) -> Result<[u8; 20], CircuitError> {
-        let mut body = cell.encode(random_padding)?;
+        let rng = &mut self.rng;
+        let mut body = cell.encode(|pad| {
+            // Unpredictable padding (tor-spec §6.1); zeros if it fails.
+            let _ = rng.fill(pad);
+        })?;
         let digest = self
             .crypto
             .encrypt_outbound(&mut body, hop)
@@ -363,47 +358,30 @@ impl ClientCircuit {
         Ok(digest)
     }
 
-    /// Sends what the windows allow of a stream's buffered data.
-    fn flush_stream(&mut self, stream_id: u16) -> Result<(), CircuitError> {
+    /// Sends what the windows allow of the streams' queued data,
+    /// round-robin over streams, and their deferred ENDs.
+    fn flush_streams(&mut self) -> Result<(), CircuitError> {
         loop {
-            let Some(stream) = self.streams.get_mut(&stream_id) else {
-                return Ok(());
-            };
-            let hop = stream.hop;
-            let circuit_open = self.windows.get(hop).is_some_and(|w| w.can_package());
-            if stream.state != StreamState::Open
-                || stream.to_send.is_empty()
-                || !stream.window.can_package()
-                || !circuit_open
-            {
+            let windows = &self.windows;
+            let Some((hop, cell)) = self
+                .streams
+                .next_cell(|h| windows.get(h).is_some_and(|w| w.can_package()))
+            else {
                 break;
-            }
-            let n = stream.to_send.len().min(RELAY_DATA_LEN);
-            let chunk: Vec<u8> = stream.to_send.drain(..n).collect();
-            stream.window.on_data_sent();
-            let digest = self.send_relay(
-                hop,
-                RelayCell::new(relay_command::DATA, stream_id, chunk),
-                false,
-            )?;
-            if let Some(w) = self.windows.get_mut(hop) {
-                w.on_data_sent(digest);
+            };
+            let is_data = cell.command == relay_command::DATA;
+            let digest = self.send_relay(hop, cell, false)?;
+            if is_data {
+                if let Some(w) = self.windows.get_mut(hop) {
+                    w.on_data_sent(digest);
+                }
             }
         }
-        if let Some(stream) = self.streams.get_mut(&stream_id) {
-            if !stream.writable_reported && stream.to_send.len() < STREAM_SEND_BUFFER / 2 {
-                stream.writable_reported = true;
-                self.events
-                    .push_back(CircuitEvent::StreamWritable { stream_id });
-            }
-        }
-        Ok(())
-    }
-
-    fn flush_all(&mut self) -> Result<(), CircuitError> {
-        let ids: Vec<u16> = self.streams.keys().copied().collect();
-        for id in ids {
-            self.flush_stream(id)?;
+        while let Some(notice) = self.streams.poll_notice() {
+            self.events.push_back(match notice {
+                StreamNotice::Readable { stream_id } => CircuitEvent::StreamReadable { stream_id },
+                StreamNotice::Writable { stream_id } => CircuitEvent::StreamWritable { stream_id },
+            });
         }
         Ok(())
     }
@@ -415,7 +393,7 @@ impl ClientCircuit {
         if self.destroyed.is_some() {
             return Err(CircuitError::Destroyed);
         }
-        let result = self.process_cell(cell);
+        let result = self.process_cell(cell).and_then(|()| self.flush_streams());
         if let Err(e) = &result {
             if self.destroyed.is_none() {
                 tracing::debug!(circ_id = self.circ_id, "destroying circuit: {e}");
@@ -496,14 +474,7 @@ impl ClientCircuit {
                 self.crypto.truncate(hop + 1);
                 self.windows.truncate(hop + 1);
                 self.pending = Pending::Idle;
-                let gone: Vec<u16> = self
-                    .streams
-                    .iter()
-                    .filter(|(_, s)| s.hop > hop)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for stream_id in gone {
-                    self.streams.remove(&stream_id);
+                for stream_id in self.streams.remove_beyond(hop) {
                     self.events.push_back(CircuitEvent::StreamEnded {
                         stream_id,
                         reason: end_reason::DESTROY,
@@ -526,29 +497,24 @@ impl ClientCircuit {
                     .ok_or(CircuitError::NoHops)?
                     .on_sendme(digest)
                     .map_err(|_| unexpected("circuit SENDME"))?;
-                self.flush_all()?;
             }
             relay_command::SENDME => {
-                if let Some(s) = self.streams.get_mut(&stream_id) {
-                    s.window
-                        .on_sendme()
-                        .map_err(|_| unexpected("stream SENDME"))?;
-                    self.flush_stream(stream_id)?;
-                }
+                self.streams
+                    .on_sendme(stream_id)
+                    .map_err(|_| unexpected("stream SENDME"))?;
             }
             relay_command::CONNECTED => {
                 let stream = self
                     .streams
-                    .get_mut(&stream_id)
+                    .get_mut(stream_id)
                     .ok_or(unexpected("CONNECTED for no stream"))?;
-                if stream.state != StreamState::Connecting || stream.hop != hop {
+                if stream.open || stream.hop != hop {
                     return Err(unexpected("CONNECTED"));
                 }
                 Connected::decode(&msg.data)?;
-                stream.state = StreamState::Open;
+                stream.open = true;
                 self.events
                     .push_back(CircuitEvent::StreamConnected { stream_id });
-                self.flush_stream(stream_id)?;
             }
             relay_command::DATA => {
                 let window = self.windows.get_mut(hop).ok_or(CircuitError::NoHops)?;
@@ -564,28 +530,13 @@ impl ClientCircuit {
                     )?;
                 }
                 // Data for a stream we already closed is counted, then dropped.
-                if let Some(stream) = self.streams.get_mut(&stream_id) {
-                    if stream.state != StreamState::Open || stream.hop != hop {
-                        return Err(unexpected("DATA on a stream that is not open"));
-                    }
-                    let due = stream
-                        .window
-                        .on_data_received()
-                        .map_err(|_| unexpected("DATA past the stream window"))?;
-                    self.events.push_back(CircuitEvent::StreamData {
-                        stream_id,
-                        data: msg.data,
-                    });
-                    if due {
-                        self.send_relay(
-                            hop,
-                            RelayCell::new(relay_command::SENDME, stream_id, Vec::new()),
-                            false,
-                        )?;
-                    }
-                }
+                self.streams
+                    .on_data(stream_id, hop, &msg.data)
+                    .map_err(|_| {
+                        unexpected("DATA on a stream that is not open, or past its window")
+                    })?;
             }
-            relay_command::END if self.streams.remove(&stream_id).is_some() => {
+            relay_command::END if self.streams.remove(stream_id).is_some() => {
                 self.events.push_back(CircuitEvent::StreamEnded {
                     stream_id,
                     reason: end_reason_of(&msg.data),

@@ -129,14 +129,21 @@ impl ExitPolicy {
     }
 }
 
-impl FromStr for ExitPolicy {
-    type Err = String;
+/// A rule that is not `accept|reject ADDR[/BITS]:PORT[-PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("exit policy rule {rule:?}: expected accept|reject ADDR[/BITS]:PORT[-PORT]")]
+pub struct BadExitPolicy {
+    pub rule: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for ExitPolicy {
+    type Err = BadExitPolicy;
+
+    fn from_str(s: &str) -> Result<Self, BadExitPolicy> {
         let mut rules = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let err = || {
-                format!("exit policy rule {item:?}: expected accept|reject ADDR[/BITS]:PORT[-PORT]")
+            let err = || BadExitPolicy {
+                rule: item.to_string(),
             };
             let (kind, target) = item.split_once(' ').ok_or_else(err)?;
             let accept = match kind {

@@ -1,0 +1,453 @@
+//! Streams at one end of a circuit (the client, or the hop where a stream
+//! ends: an exit, a directory, a tab's service), with one bounded,
+//! pull-based queue each way (tor-spec §6, §7.4):
+//!
+//! - outgoing: the local writer offers bytes and the queue takes what fits
+//!   (`write` returns how many); they leave as DATA cells while the stream
+//!   and circuit package windows allow. A writer told "0" waits for
+//!   `Writable`, so nothing between a socket and a circuit grows without
+//!   bound, and an exit whose window is closed stops reading its socket.
+//! - incoming: DATA waits until the local reader takes it (`read`); a
+//!   stream SENDME is sent only for cells the reader has taken, so a slow
+//!   reader closes the sender's window instead of filling our memory. The
+//!   queue can never hold more than the stream window (500 cells).
+//!
+//! `Streams` is the set of a circuit's streams; `ClientCircuit` and
+//! `RelayCircuit` both keep one and ask it for the next DATA cell to send.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::cell::{relay_command, RelayCell, RELAY_DATA_LEN};
+
+use super::flow::{FlowError, STREAM_WINDOW_INCREMENT, STREAM_WINDOW_START};
+
+/// Bytes a stream holds for sending before `write` takes no more.
+pub const STREAM_SEND_CAPACITY: usize = 64 * 1024;
+/// Streams one circuit may carry at once (a client asking for more is
+/// refused with END RESOURCELIMIT at the far end, or an error here).
+pub const MAX_STREAMS_PER_CIRCUIT: usize = 256;
+
+/// One stream's two queues and its windows.
+#[derive(Debug)]
+pub struct StreamQueue {
+    outgoing: VecDeque<u8>,
+    package_window: u16,
+    /// A write was cut short: tell the writer when there is room again.
+    writer_waiting: bool,
+    incoming: VecDeque<u8>,
+    /// Bytes left unread of each received cell, oldest first.
+    unread_cells: VecDeque<usize>,
+    deliver_window: u16,
+    /// Cells the reader took since the last SENDME we sent.
+    taken_cells: u16,
+    /// The reader was told data is waiting and has not emptied the queue.
+    readable_reported: bool,
+    /// END to send once every outgoing byte has left.
+    end_after_data: Option<u8>,
+}
+
+impl Default for StreamQueue {
+    fn default() -> Self {
+        StreamQueue {
+            outgoing: VecDeque::new(),
+            package_window: STREAM_WINDOW_START,
+            writer_waiting: false,
+            incoming: VecDeque::new(),
+            unread_cells: VecDeque::new(),
+            deliver_window: STREAM_WINDOW_START,
+            taken_cells: 0,
+            readable_reported: false,
+            end_after_data: None,
+        }
+    }
+}
+
+impl StreamQueue {
+    /// Takes what fits of `data`; the rest must be offered again after
+    /// `Writable`.
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = self.room().min(data.len());
+        self.outgoing.extend(data.iter().take(n));
+        if n < data.len() {
+            self.writer_waiting = true;
+        }
+        n
+    }
+
+    /// Bytes `write` would take now.
+    pub fn room(&self) -> usize {
+        if self.end_after_data.is_some() {
+            return 0;
+        }
+        STREAM_SEND_CAPACITY.saturating_sub(self.outgoing.len())
+    }
+
+    pub fn queued_out(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    pub fn queued_in(&self) -> usize {
+        self.incoming.len()
+    }
+
+    fn can_package(&self) -> bool {
+        !self.outgoing.is_empty() && self.package_window > 0
+    }
+
+    /// The next DATA payload, if the stream window allows.
+    fn take_payload(&mut self) -> Option<Vec<u8>> {
+        if !self.can_package() {
+            return None;
+        }
+        let n = self.outgoing.len().min(RELAY_DATA_LEN);
+        self.package_window -= 1;
+        Some(self.outgoing.drain(..n).collect())
+    }
+
+    fn on_sendme(&mut self) -> Result<(), FlowError> {
+        if self.package_window + STREAM_WINDOW_INCREMENT > STREAM_WINDOW_START {
+            return Err(FlowError::WindowOverflow);
+        }
+        self.package_window += STREAM_WINDOW_INCREMENT;
+        Ok(())
+    }
+
+    /// A DATA cell arrived. Returns whether the reader should be told
+    /// (the queue was empty).
+    fn on_data(&mut self, data: &[u8]) -> Result<bool, FlowError> {
+        self.deliver_window = self
+            .deliver_window
+            .checked_sub(1)
+            .ok_or(FlowError::DeliverWindowExceeded)?;
+        if data.is_empty() && self.unread_cells.is_empty() {
+            // Nothing to read: taken as soon as it came.
+            self.taken_cells += 1;
+            return Ok(false);
+        }
+        self.incoming.extend(data);
+        self.unread_cells.push_back(data.len());
+        let tell = !self.readable_reported;
+        self.readable_reported = true;
+        Ok(tell)
+    }
+
+    /// Takes up to `max` received bytes. Returns them and how many stream
+    /// SENDMEs are now due (one per 50 cells taken).
+    fn read(&mut self, max: usize) -> (Vec<u8>, u16) {
+        let n = self.incoming.len().min(max);
+        let data: Vec<u8> = self.incoming.drain(..n).collect();
+        let mut left = n;
+        while let Some(head) = self.unread_cells.front_mut() {
+            if *head > left {
+                *head -= left;
+                break;
+            }
+            left -= *head;
+            self.unread_cells.pop_front();
+            self.taken_cells += 1;
+        }
+        if self.incoming.is_empty() {
+            self.readable_reported = false;
+        }
+        let mut sendmes = 0;
+        while self.taken_cells >= STREAM_WINDOW_INCREMENT {
+            self.taken_cells -= STREAM_WINDOW_INCREMENT;
+            self.deliver_window += STREAM_WINDOW_INCREMENT;
+            sendmes += 1;
+        }
+        (data, sendmes)
+    }
+}
+
+/// What a circuit's streams tell the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamNotice {
+    /// Received data waits for `read` (said once until the queue empties).
+    Readable { stream_id: u16 },
+    /// `write` takes bytes again after a short write.
+    Writable { stream_id: u16 },
+}
+
+#[derive(Debug)]
+pub(crate) struct Stream {
+    /// The hop the stream ends at (always 0 at a relay).
+    pub(crate) hop: usize,
+    /// CONNECTED came (client) or was sent (relay): DATA may flow.
+    pub(crate) open: bool,
+    pub(crate) queue: StreamQueue,
+}
+
+/// A circuit's streams.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    map: BTreeMap<u16, Stream>,
+    /// Round-robin position: the stream served last.
+    cursor: u16,
+    next_id: u16,
+    notices: VecDeque<StreamNotice>,
+}
+
+/// The result of a read: the bytes and the SENDMEs to send.
+pub(crate) struct Read {
+    pub(crate) data: Vec<u8>,
+    pub(crate) hop: usize,
+    pub(crate) sendmes: u16,
+}
+
+impl Streams {
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn contains(&self, id: u16) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u16) -> Option<&mut Stream> {
+        self.map.get_mut(&id)
+    }
+
+    pub(crate) fn insert(&mut self, id: u16, hop: usize, open: bool) -> bool {
+        if self.map.len() >= MAX_STREAMS_PER_CIRCUIT || id == 0 || self.map.contains_key(&id) {
+            return false;
+        }
+        self.map.insert(
+            id,
+            Stream {
+                hop,
+                open,
+                queue: StreamQueue::default(),
+            },
+        );
+        true
+    }
+
+    pub(crate) fn remove(&mut self, id: u16) -> Option<Stream> {
+        self.map.remove(&id)
+    }
+
+    /// Every stream, removed (the circuit died).
+    pub(crate) fn drain(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.map).into_keys().collect()
+    }
+
+    /// Streams ending beyond `hop`, removed (the circuit was truncated).
+    pub(crate) fn remove_beyond(&mut self, hop: usize) -> Vec<u16> {
+        let gone: Vec<u16> = self
+            .map
+            .iter()
+            .filter(|(_, s)| s.hop > hop)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            self.map.remove(id);
+        }
+        gone
+    }
+
+    /// A stream id not in use (client side).
+    pub(crate) fn free_id(&mut self) -> Option<u16> {
+        if self.map.len() >= MAX_STREAMS_PER_CIRCUIT {
+            return None;
+        }
+        for _ in 0..=u16::MAX {
+            let id = self.next_id;
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if id != 0 && !self.map.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn write(&mut self, id: u16, data: &[u8]) -> Option<usize> {
+        Some(self.map.get_mut(&id)?.queue.write(data))
+    }
+
+    pub(crate) fn room(&self, id: u16) -> usize {
+        self.map.get(&id).map_or(0, |s| s.queue.room())
+    }
+
+    pub(crate) fn read(&mut self, id: u16, max: usize) -> Option<Read> {
+        let s = self.map.get_mut(&id)?;
+        let (data, sendmes) = s.queue.read(max);
+        Some(Read {
+            data,
+            hop: s.hop,
+            sendmes,
+        })
+    }
+
+    /// DATA for stream `id` arrived at `hop`. Unknown streams are not an
+    /// error (we may have closed it): the caller drops the data.
+    pub(crate) fn on_data(&mut self, id: u16, hop: usize, data: &[u8]) -> Result<(), StreamError> {
+        let Some(s) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        if !s.open || s.hop != hop {
+            return Err(StreamError::NotOpen);
+        }
+        if s.queue.on_data(data).map_err(StreamError::Flow)? {
+            self.notices
+                .push_back(StreamNotice::Readable { stream_id: id });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_sendme(&mut self, id: u16) -> Result<(), StreamError> {
+        match self.map.get_mut(&id) {
+            Some(s) => s.queue.on_sendme().map_err(StreamError::Flow),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the stream to end with `reason` once its outgoing bytes left.
+    pub(crate) fn end_after_data(&mut self, id: u16, reason: u8) -> bool {
+        match self.map.get_mut(&id) {
+            Some(s) => {
+                s.queue.end_after_data = Some(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next cell the streams want to send, round-robin over streams:
+    /// a DATA payload (when `window_open(hop)` says the circuit window at
+    /// that hop allows it), or an END whose stream has sent everything
+    /// (the stream is then removed). `None` when nothing can go now.
+    pub(crate) fn next_cell(
+        &mut self,
+        mut window_open: impl FnMut(usize) -> bool,
+    ) -> Option<(usize, RelayCell)> {
+        let ids: Vec<u16> = self
+            .map
+            .range(self.cursor.saturating_add(1)..)
+            .chain(self.map.range(..=self.cursor))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(s) = self.map.get_mut(&id) else {
+                continue;
+            };
+            if !s.open {
+                continue;
+            }
+            let hop = s.hop;
+            if s.queue.can_package() && window_open(hop) {
+                let payload = s.queue.take_payload()?;
+                self.cursor = id;
+                self.after_send(id);
+                return Some((hop, RelayCell::new(relay_command::DATA, id, payload)));
+            }
+            if let (true, Some(reason)) = (s.queue.outgoing.is_empty(), s.queue.end_after_data) {
+                self.map.remove(&id);
+                return Some((hop, RelayCell::new(relay_command::END, id, vec![reason])));
+            }
+        }
+        None
+    }
+
+    fn after_send(&mut self, id: u16) {
+        if let Some(s) = self.map.get_mut(&id) {
+            if s.queue.writer_waiting && s.queue.room() >= STREAM_SEND_CAPACITY / 2 {
+                s.queue.writer_waiting = false;
+                self.notices
+                    .push_back(StreamNotice::Writable { stream_id: id });
+            }
+        }
+    }
+
+    pub(crate) fn poll_notice(&mut self) -> Option<StreamNotice> {
+        self.notices.pop_front()
+    }
+
+    /// Bytes queued in every stream, both ways (for bounds checks).
+    pub(crate) fn queued(&self) -> usize {
+        self.map
+            .values()
+            .map(|s| s.queue.queued_in() + s.queue.queued_out())
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamError {
+    NotOpen,
+    Flow(FlowError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_reader_holds_back_sendmes_and_the_queue_is_bounded() {
+        let mut q = StreamQueue::default();
+        // The sender may send a whole window; not one cell more.
+        for _ in 0..STREAM_WINDOW_START {
+            q.on_data(&[7; RELAY_DATA_LEN]).unwrap();
+        }
+        assert_eq!(
+            q.on_data(&[7; 1]),
+            Err(FlowError::DeliverWindowExceeded),
+            "past the window without a SENDME"
+        );
+        assert_eq!(q.queued_in(), 500 * RELAY_DATA_LEN);
+        // Taking 49 cells and a half is not enough for a SENDME.
+        let (d, s) = q.read(49 * RELAY_DATA_LEN + 100);
+        assert_eq!((d.len(), s), (49 * RELAY_DATA_LEN + 100, 0));
+        let (_, s) = q.read(RELAY_DATA_LEN);
+        assert_eq!(s, 1, "the 50th cell taken: one SENDME");
+        q.on_data(&[1; 10]).unwrap();
+    }
+
+    #[test]
+    fn writes_are_cut_at_capacity_and_windows_gate_payloads() {
+        let mut q = StreamQueue::default();
+        assert_eq!(
+            q.write(&vec![0; STREAM_SEND_CAPACITY + 5]),
+            STREAM_SEND_CAPACITY
+        );
+        assert_eq!(q.room(), 0);
+        let mut cells = 0;
+        while q.take_payload().is_some() {
+            cells += 1;
+        }
+        assert_eq!(cells, STREAM_SEND_CAPACITY.div_ceil(RELAY_DATA_LEN));
+        let mut q = StreamQueue::default();
+        q.write(&vec![0; 600 * RELAY_DATA_LEN / 10]);
+        q.package_window = 1;
+        assert!(q.take_payload().is_some());
+        assert!(q.take_payload().is_none(), "window closed");
+        assert!(q.on_sendme().is_ok());
+        assert!(q.take_payload().is_some());
+    }
+
+    #[test]
+    fn streams_are_served_round_robin_and_end_after_their_data() {
+        let mut s = Streams::default();
+        for id in [1, 2] {
+            s.insert(id, 0, true);
+            s.write(id, &[id as u8; 3 * RELAY_DATA_LEN]);
+        }
+        s.end_after_data(1, 6);
+        let order: Vec<(u8, u16)> = std::iter::from_fn(|| s.next_cell(|_| true))
+            .map(|(_, c)| (c.command, c.stream_id))
+            .collect();
+        let data = relay_command::DATA;
+        assert_eq!(
+            order,
+            [
+                (data, 1),
+                (data, 2),
+                (data, 1),
+                (data, 2),
+                (data, 1),
+                (data, 2),
+                (relay_command::END, 1)
+            ]
+        );
+        assert!(!s.contains(1) && s.contains(2));
+    }
+}

@@ -1,0 +1,471 @@
+//! The router against a client in memory: circuits through three routers,
+//! and each teardown and abuse rule (tor-spec §5, C tor's behaviour where
+//! the spec is silent).
+
+use super::*;
+use crate::cell::{destroy_reason, end_reason, LinkSpec};
+use crate::client::{ClientMux, MuxEvent};
+use crate::rng::SimRng;
+
+/// A client (node 0) and routers 1..=n, linked in a chain: link ids are
+/// the index of the node at the other end.
+struct Chain {
+    client: ClientMux,
+    routers: Vec<Router<usize>>,
+    keys: Vec<NtorRelayKey>,
+    /// Cells that went to the client, and the mux events.
+    client_events: Vec<MuxEvent>,
+    /// Every cell each node received: (to, from, cell).
+    log: Vec<(usize, usize, RawCell)>,
+}
+
+fn id_of(node: usize) -> [u8; 20] {
+    [node as u8; 20]
+}
+
+impl Chain {
+    fn new(n: usize, config: impl Fn(RouterConfig) -> RouterConfig) -> Chain {
+        let mut rng = SimRng::new(5);
+        let keys: Vec<NtorRelayKey> = (0..=n)
+            .map(|i| NtorRelayKey::new(id_of(i), [i as u8 + 40; 32]))
+            .collect();
+        let mut routers: Vec<Router<usize>> = (0..=n)
+            .map(|i| {
+                let c = config(RouterConfig::new(vec![keys[i].clone()]));
+                Router::new(c, &mut rng).unwrap()
+            })
+            .collect();
+        for i in 1..=n {
+            // Node i-1 opened the link to node i.
+            routers[i].add_link(
+                i - 1,
+                LinkSide::Responder,
+                LinkPeer {
+                    id: Some(id_of(i - 1)),
+                    ed25519_id: None,
+                },
+            );
+            if i >= 2 {
+                routers[i - 1].add_link(
+                    i,
+                    LinkSide::Initiator,
+                    LinkPeer {
+                        id: Some(id_of(i)),
+                        ed25519_id: None,
+                    },
+                );
+            }
+        }
+        Chain {
+            client: ClientMux::new(LinkSide::Initiator, &mut rng).unwrap(),
+            routers,
+            keys,
+            client_events: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Moves cells until nothing moves; returns router events by node.
+    fn run(&mut self) -> Vec<(usize, RouterEvent<usize>)> {
+        let mut events = Vec::new();
+        loop {
+            let mut moved = false;
+            for cell in self.client.poll_cells() {
+                moved = true;
+                self.deliver(1, 0, cell);
+            }
+            for i in 1..self.routers.len() {
+                while let Some((to, cells)) = self.routers[i].poll_transmit() {
+                    for cell in cells {
+                        moved = true;
+                        self.deliver(to, i, cell);
+                    }
+                }
+                while let Some(e) = self.routers[i].poll_event() {
+                    moved = true;
+                    events.push((i, e));
+                }
+            }
+            while let Some(e) = self.client.poll_event() {
+                moved = true;
+                self.client_events.push(e);
+            }
+            if !moved {
+                return events;
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: usize, from: usize, cell: RawCell) {
+        self.log.push((to, from, cell.clone()));
+        if to == 0 {
+            self.client.handle_cell(cell);
+        } else if let Some(not_mine) = self.routers[to].handle_cell(from, cell) {
+            panic!("router {to} did not take {not_mine:?}");
+        }
+    }
+
+    fn spec(&self, i: usize) -> Vec<LinkSpec> {
+        vec![LinkSpec::LegacyId(id_of(i))]
+    }
+
+    /// A circuit through routers 1..=hops.
+    fn circuit(&mut self, hops: usize) -> u32 {
+        let k = self.keys[1].clone();
+        let circ = self.client.create_ntor(k.id, k.public).unwrap();
+        self.run();
+        for i in 2..=hops {
+            let k = self.keys[i].clone();
+            self.client
+                .extend(circ, self.spec(i), k.id, k.public)
+                .unwrap();
+            self.run();
+        }
+        assert_eq!(self.client.hops(circ), hops);
+        circ
+    }
+
+    /// DESTROY cells node `to` received from `from`, as reasons.
+    fn destroys(&self, to: usize, from: usize) -> Vec<u8> {
+        self.log
+            .iter()
+            .filter(|(t, f, c)| *t == to && *f == from && c.command == command::DESTROY)
+            .map(|(_, _, c)| c.body[0])
+            .collect()
+    }
+}
+
+#[test]
+fn three_routers_carry_a_stream_both_ways_under_flow_control() {
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
+    let events = net.run();
+    let at_exit = events
+        .iter()
+        .find_map(|(i, e)| match e {
+            RouterEvent::StreamBegin {
+                circuit,
+                stream: s,
+                target,
+            } if *i == 3 => {
+                assert_eq!((*s, target), (stream, &StreamTarget::Directory));
+                Some(*circuit)
+            }
+            _ => None,
+        })
+        .expect("the exit got BEGIN_DIR");
+    net.routers[3]
+        .stream_connected(at_exit, stream, None)
+        .unwrap();
+    net.run();
+    // 2 MiB each way: several windows, so SENDMEs must flow both ways.
+    let payload: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (mut sent_up, mut sent_down) = (0, 0);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    while got_up.len() < payload.len() || got_down.len() < payload.len() {
+        if sent_up < payload.len() {
+            sent_up += net.client.write(circ, stream, &payload[sent_up..]).unwrap();
+        }
+        if sent_down < payload.len() {
+            sent_down += net.routers[3]
+                .write(at_exit, stream, &payload[sent_down..])
+                .unwrap();
+        }
+        net.run();
+        got_up.extend(net.routers[3].read(at_exit, stream, usize::MAX).unwrap());
+        got_down.extend(net.client.read(circ, stream, usize::MAX).unwrap());
+        // Windows bound what the middle ever holds.
+        assert!(net.routers[2].queued_cells() < 2200);
+    }
+    assert!(got_up == payload && got_down == payload);
+}
+
+#[test]
+fn a_create_in_the_wrong_half_or_beyond_the_limit_is_refused() {
+    let mut net = Chain::new(1, |mut c| {
+        c.max_circuits_per_link = 2;
+        c
+    });
+    // The client opened the link: its ids must have the high bit set.
+    let wrong = crate::cell::create::create_fast_cell(0x0000_0042, &[1; 20]);
+    net.deliver(1, 0, wrong);
+    net.run();
+    assert_eq!(net.destroys(0, 1), [destroy_reason::PROTOCOL]);
+    let a = net.circuit(1);
+    let _b = net.circuit(1);
+    let c = net.client.create_fast().unwrap();
+    net.run();
+    assert_eq!(
+        net.destroys(0, 1),
+        [destroy_reason::PROTOCOL, destroy_reason::RESOURCELIMIT]
+    );
+    assert!(!net.client.is_alive(c) && net.client.is_alive(a));
+}
+
+#[test]
+fn destroy_travels_both_ways_as_destroyed() {
+    // The client closes: the middle and exit hear DESTROYED.
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    net.client.destroy(circ);
+    net.run();
+    assert_eq!(net.destroys(1, 0), [destroy_reason::FINISHED]);
+    assert_eq!(net.destroys(2, 1), [destroy_reason::DESTROYED]);
+    assert_eq!(net.destroys(3, 2), [destroy_reason::DESTROYED]);
+    assert!(net.routers.iter().all(|r| r.circuit_count() == 0));
+
+    // The exit closes: the client hears DESTROYED, not the exit's reason.
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    let key = CircuitKey {
+        link: 2,
+        circ: net
+            .log
+            .iter()
+            .rev()
+            .find(|(t, f, _)| *t == 3 && *f == 2)
+            .unwrap()
+            .2
+            .circ_id,
+    };
+    net.routers[3].destroy(key, destroy_reason::INTERNAL);
+    net.run();
+    assert_eq!(net.destroys(2, 3), [destroy_reason::INTERNAL]);
+    assert_eq!(net.destroys(0, 1), [destroy_reason::DESTROYED]);
+    assert!(!net.client.is_alive(circ));
+    assert!(net.routers.iter().all(|r| r.circuit_count() == 0));
+}
+
+#[test]
+fn a_lost_link_closes_its_circuits_with_channel_closed() {
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    // The middle loses its link to the exit.
+    net.routers[2].remove_link(3);
+    net.run();
+    assert_eq!(net.destroys(1, 2), [destroy_reason::CHANNEL_CLOSED]);
+    assert_eq!(net.destroys(0, 1), [destroy_reason::DESTROYED]);
+    assert!(!net.client.is_alive(circ));
+    // And losing the client side tells the next hop CHANNEL_CLOSED.
+    let mut net = Chain::new(3, |c| c);
+    net.circuit(3);
+    net.routers[1].remove_link(0);
+    net.run();
+    assert_eq!(net.destroys(2, 1), [destroy_reason::CHANNEL_CLOSED]);
+    assert_eq!(net.destroys(3, 2), [destroy_reason::DESTROYED]);
+}
+
+#[test]
+fn relay_early_toward_the_client_closes_the_circuit() {
+    let mut net = Chain::new(2, |c| c);
+    let circ = net.circuit(2);
+    let back = net
+        .log
+        .iter()
+        .rev()
+        .find(|(t, f, _)| *t == 2 && *f == 1)
+        .unwrap()
+        .2
+        .circ_id;
+    // Router 2 (the last hop) "sends" RELAY_EARLY back to router 1.
+    net.deliver(1, 2, RawCell::new(back, command::RELAY_EARLY, vec![0; 509]));
+    net.run();
+    assert_eq!(net.destroys(2, 1), [destroy_reason::PROTOCOL]);
+    assert_eq!(net.destroys(0, 1), [destroy_reason::PROTOCOL]);
+    assert!(!net.client.is_alive(circ));
+}
+
+#[test]
+fn extending_back_to_the_previous_hop_is_refused() {
+    let mut net = Chain::new(2, |c| c);
+    let circ = net.circuit(2);
+    let k = net.keys[1].clone();
+    // Router 2 is asked to extend back to router 1, where it came from.
+    net.client
+        .extend(circ, net.spec(1), k.id, k.public)
+        .unwrap();
+    net.run();
+    assert_eq!(net.destroys(1, 2), [destroy_reason::PROTOCOL]);
+    assert!(!net.client.is_alive(circ));
+}
+
+#[test]
+fn extends_to_an_unlinked_relay_ask_once_and_fail_together() {
+    let mut net = Chain::new(1, |c| c);
+    let a = net.circuit(1);
+    let b = net.circuit(1);
+    let far = NtorRelayKey::new([9; 20], [9; 32]);
+    let specs = vec![
+        LinkSpec::Addr("127.0.0.9:9001".parse().unwrap()),
+        LinkSpec::LegacyId(far.id),
+    ];
+    net.client
+        .extend(a, specs.clone(), far.id, far.public)
+        .unwrap();
+    net.client.extend(b, specs, far.id, far.public).unwrap();
+    let events = net.run();
+    let connects: Vec<&ExtendTarget> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            RouterEvent::Connect { target } => Some(target),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects.len(), 1, "one link asked for two extends");
+    assert_eq!(connects[0].addresses, ["127.0.0.9:9001".parse().unwrap()]);
+    net.routers[1].connect_failed(&far.id);
+    net.run();
+    assert_eq!(
+        net.destroys(0, 1),
+        [destroy_reason::CONNECTFAILED, destroy_reason::CONNECTFAILED]
+    );
+    // A tab's router never opens links: the extend fails at once.
+    let mut net = Chain::new(1, |mut c| {
+        c.can_open_links = false;
+        c
+    });
+    let c = net.circuit(1);
+    net.client
+        .extend(c, vec![LinkSpec::LegacyId(far.id)], far.id, far.public)
+        .unwrap();
+    let events = net.run();
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e, RouterEvent::Connect { .. })));
+    assert_eq!(net.destroys(0, 1), [destroy_reason::CONNECTFAILED]);
+}
+
+#[test]
+fn a_circuit_whose_cells_pile_up_is_destroyed_and_its_queue_freed() {
+    let mut net = Chain::new(2, |mut c| {
+        c.max_queued_cells_per_circuit = 50;
+        c
+    });
+    let circ = net.circuit(2);
+    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
+    let events = net.run();
+    let at_exit = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            RouterEvent::StreamBegin { circuit, .. } => Some(*circuit),
+            _ => None,
+        })
+        .unwrap();
+    net.routers[2]
+        .stream_connected(at_exit, stream, None)
+        .unwrap();
+    net.run();
+    // The exit sends (in bursts its own limit allows); router 1 relays
+    // toward a client link nobody drains.
+    for _ in 0..2 {
+        net.routers[2]
+            .write(at_exit, stream, &[0; 40 * 498])
+            .unwrap();
+        while let Some((to, cells)) = net.routers[2].poll_transmit() {
+            assert_eq!(to, 1);
+            for c in cells {
+                net.routers[1].handle_cell(2, c);
+            }
+        }
+    }
+    // Router 1 holds at most the limit, then destroyed the circuit.
+    assert!(
+        net.routers[1].queued_cells() <= 2,
+        "purged: only DESTROYs left"
+    );
+    assert_eq!(net.routers[1].circuit_count(), 0);
+    let (_, to_client) = net.routers[1].poll_transmit().unwrap();
+    assert_eq!(
+        to_client.last().map(|c| (c.command, c.body[0])),
+        Some((command::DESTROY, destroy_reason::RESOURCELIMIT))
+    );
+}
+
+#[test]
+fn streams_refused_and_ended_reach_the_client() {
+    let mut net = Chain::new(1, |c| c);
+    let circ = net.circuit(1);
+    let s = net
+        .client
+        .begin(
+            circ,
+            StreamTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: 80,
+            },
+        )
+        .unwrap();
+    let events = net.run();
+    let key = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            RouterEvent::StreamBegin { circuit, .. } => Some(*circuit),
+            _ => None,
+        })
+        .unwrap();
+    net.routers[1]
+        .stream_refused(key, s, end_reason::EXITPOLICY)
+        .unwrap();
+    net.run();
+    assert!(net.client_events.contains(&MuxEvent::StreamEnded {
+        circ,
+        stream: s,
+        reason: end_reason::EXITPOLICY,
+        opened: false
+    }));
+}
+
+#[test]
+fn a_cell_no_hop_recognizes_closes_the_circuit_at_the_exit() {
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    let first = net
+        .log
+        .iter()
+        .find(|(t, f, _)| *t == 1 && *f == 0)
+        .unwrap()
+        .2
+        .circ_id;
+    net.deliver(1, 0, RawCell::new(first, command::RELAY, vec![0xab; 509]));
+    net.run();
+    assert_eq!(net.destroys(2, 3), [destroy_reason::PROTOCOL]);
+    assert_eq!(net.destroys(0, 1), [destroy_reason::DESTROYED]);
+    assert!(!net.client.is_alive(circ));
+}
+
+#[test]
+fn a_forged_cell_toward_the_client_makes_it_destroy() {
+    let mut net = Chain::new(2, |c| c);
+    let circ = net.circuit(2);
+    net.client
+        .handle_cell(RawCell::new(circ, command::RELAY, vec![0x55; 509]));
+    net.run();
+    assert_eq!(net.destroys(1, 0), [destroy_reason::PROTOCOL]);
+    assert!(!net.client.is_alive(circ));
+    assert!(net.routers.iter().all(|r| r.circuit_count() == 0));
+}
+
+#[test]
+fn more_than_eight_relay_early_cells_close_the_circuit() {
+    let mut net = Chain::new(3, |c| c);
+    net.circuit(3);
+    let first = net
+        .log
+        .iter()
+        .find(|(t, f, _)| *t == 1 && *f == 0)
+        .unwrap()
+        .2
+        .circ_id;
+    // The client used two for its EXTEND2s; seven more make nine.
+    for _ in 0..7 {
+        net.deliver(
+            1,
+            0,
+            RawCell::new(first, command::RELAY_EARLY, vec![0; 509]),
+        );
+    }
+    net.run();
+    assert!(net.destroys(0, 1).contains(&destroy_reason::PROTOCOL));
+    assert_eq!(net.routers[1].circuit_count(), 0);
+}

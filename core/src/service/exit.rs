@@ -1,0 +1,201 @@
+//! The exit (tor-spec §6.2): a BEGIN names a host and port; the exit
+//! policy decides on the resolved address; the adapter resolves, connects
+//! and moves bytes, asked through `ExitEvent`s. Bytes flow under the
+//! stream queues' rules: the adapter reads its socket only while
+//! `Router::room` says the stream takes more (so a closed window stops
+//! the reading), and writes to the socket what `Router::read` hands it
+//! (so stream SENDMEs follow what the server took).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Debug;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::cell::end_reason;
+use crate::router::{CircuitKey, Router};
+
+use super::exit_policy::ExitPolicy;
+
+/// How long the exit says a resolved address may be cached (CONNECTED's TTL).
+const ADDRESS_TTL: u32 = 300;
+
+/// One exit stream: its circuit and stream id.
+pub type ExitStream<L> = (CircuitKey<L>, u16);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitEvent<L> {
+    /// Resolve `host`, then call `resolved`.
+    Resolve {
+        stream: ExitStream<L>,
+        host: String,
+        port: u16,
+    },
+    /// Connect to `addr` (the policy allows it), then call `connected`
+    /// or `connect_failed`.
+    Connect {
+        stream: ExitStream<L>,
+        addr: SocketAddr,
+    },
+    /// The client's bytes wait: `Router::read` them as the socket takes them.
+    Readable { stream: ExitStream<L> },
+    /// The stream takes bytes again: read the socket.
+    Writable { stream: ExitStream<L> },
+    /// The stream is over: close the socket.
+    Closed { stream: ExitStream<L> },
+}
+
+pub struct ExitService<L> {
+    policy: ExitPolicy,
+    /// Streams waiting for a resolution or a connection.
+    starting: BTreeMap<ExitStream<L>, u16>,
+    open: BTreeSet<ExitStream<L>>,
+    events: VecDeque<ExitEvent<L>>,
+}
+
+impl<L: Copy + Ord + Debug> ExitService<L> {
+    pub fn new(policy: ExitPolicy) -> Self {
+        ExitService {
+            policy,
+            starting: BTreeMap::new(),
+            open: BTreeSet::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &ExitPolicy {
+        &self.policy
+    }
+
+    pub fn owns(&self, stream: &ExitStream<L>) -> bool {
+        self.starting.contains_key(stream) || self.open.contains(stream)
+    }
+
+    /// Exit streams now connected.
+    pub fn open_streams(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ExitEvent<L>> {
+        self.events.pop_front()
+    }
+
+    /// BEGIN host:port on circuit `c`.
+    pub fn begin(
+        &mut self,
+        router: &mut Router<L>,
+        c: CircuitKey<L>,
+        stream: u16,
+        host: String,
+        port: u16,
+    ) {
+        let key = (c, stream);
+        if self.policy.rejects_everything() {
+            let _ = router.stream_refused(c, stream, end_reason::EXITPOLICY);
+            return;
+        }
+        self.starting.insert(key, port);
+        match host
+            .trim_matches(|ch| ch == '[' || ch == ']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => self.resolved(router, key, Ok(vec![ip])),
+            Err(_) => self.events.push_back(ExitEvent::Resolve {
+                stream: key,
+                host,
+                port,
+            }),
+        }
+    }
+
+    /// The adapter resolved the host (or could not): the first address
+    /// the policy allows is connected to.
+    pub fn resolved(
+        &mut self,
+        router: &mut Router<L>,
+        stream: ExitStream<L>,
+        addrs: Result<Vec<IpAddr>, ()>,
+    ) {
+        let Some(&port) = self.starting.get(&stream) else {
+            return;
+        };
+        let refuse = |this: &mut Self, router: &mut Router<L>, reason| {
+            this.starting.remove(&stream);
+            let _ = router.stream_refused(stream.0, stream.1, reason);
+        };
+        let addrs = match addrs {
+            Ok(a) if !a.is_empty() => a,
+            _ => return refuse(self, router, end_reason::RESOLVEFAILED),
+        };
+        match addrs.iter().find(|ip| self.policy.allows(**ip, port)) {
+            Some(ip) => self.events.push_back(ExitEvent::Connect {
+                stream,
+                addr: SocketAddr::new(*ip, port),
+            }),
+            None => refuse(self, router, end_reason::EXITPOLICY),
+        }
+    }
+
+    /// The connection is up: CONNECTED goes to the client.
+    pub fn connected(
+        &mut self,
+        router: &mut Router<L>,
+        stream: ExitStream<L>,
+        addr: SocketAddr,
+    ) -> bool {
+        if self.starting.remove(&stream).is_none() {
+            return false;
+        }
+        let ok = router
+            .stream_connected(stream.0, stream.1, Some((addr.ip(), ADDRESS_TTL)))
+            .is_ok();
+        if ok {
+            self.open.insert(stream);
+        }
+        ok
+    }
+
+    /// The connection failed; `reason` is an END reason.
+    pub fn connect_failed(&mut self, router: &mut Router<L>, stream: ExitStream<L>, reason: u8) {
+        if self.starting.remove(&stream).is_some() {
+            let _ = router.stream_refused(stream.0, stream.1, reason);
+        }
+    }
+
+    /// The server closed its side: END after the queued bytes.
+    pub fn server_closed(&mut self, router: &mut Router<L>, stream: ExitStream<L>) {
+        if self.open.remove(&stream) {
+            let _ = router.end_stream(stream.0, stream.1, end_reason::DONE);
+        }
+    }
+
+    pub(super) fn readable(&mut self, stream: ExitStream<L>) {
+        if self.open.contains(&stream) {
+            self.events.push_back(ExitEvent::Readable { stream });
+        }
+    }
+
+    pub(super) fn writable(&mut self, stream: ExitStream<L>) {
+        if self.open.contains(&stream) {
+            self.events.push_back(ExitEvent::Writable { stream });
+        }
+    }
+
+    pub(super) fn ended(&mut self, stream: ExitStream<L>) {
+        let was = self.open.remove(&stream) | self.starting.remove(&stream).is_some();
+        if was {
+            self.events.push_back(ExitEvent::Closed { stream });
+        }
+    }
+
+    pub(super) fn circuit_closed(&mut self, c: CircuitKey<L>) {
+        let gone: Vec<ExitStream<L>> = self
+            .open
+            .iter()
+            .chain(self.starting.keys())
+            .filter(|(k, _)| *k == c)
+            .copied()
+            .collect();
+        for stream in gone {
+            self.ended(stream);
+        }
+    }
+}
