@@ -32,6 +32,8 @@ pub mod crypto;
 pub mod dht;
 pub mod dir;
 pub mod http;
+pub mod mesh;
+pub mod peer;
 pub mod rng;
 pub mod router;
 pub mod service;

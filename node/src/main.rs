@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use peersm_core::service::{ExitPolicy, DEFAULT_EXIT_POLICY};
 use peersm_node::bridge::relays::{start_embedded_relays, JOIN_REFRESH};
 use peersm_node::bridge::{self, BridgeConfig};
+use peersm_node::error::NodeError;
 use peersm_node::proxy::{self, Proxy};
 use peersm_node::relay::descriptor;
-use peersm_node::relay::exit_policy::{ExitPolicy, DEFAULT_EXIT_POLICY};
 use peersm_node::relay::keys::RelayKeys;
 use peersm_node::relay::server::{self as relay_server, Relay, RelayOptions};
 use peersm_node::tor::dirauth::{DirAuthority, PUBLIC_AUTHORITIES};
@@ -135,19 +136,14 @@ async fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             // Tests and scripts read this line to learn the port.
             println!("Peersm bridge listening: open http://{addr}/ (WebSocket ws://{addr}/bridge, status http://{addr}/status)");
-            let policy: ExitPolicy = exit_policy
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!(e))?;
-            let embedded = start_embedded_relays(relays, &policy, exit_bind, data_dir.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let policy: ExitPolicy = exit_policy.parse()?;
+            let embedded =
+                start_embedded_relays(relays, &policy, exit_bind, data_dir.as_deref()).await?;
             let keys = match &data_dir {
                 Some(dir) => RelayKeys::load_or_generate(&dir.join("bridge-keys.json")),
                 None => RelayKeys::generate(),
-            }
-            .map_err(|e| anyhow::anyhow!(e))?;
-            let mut config =
-                BridgeConfig::with_keys(www, embedded, keys).map_err(|e| anyhow::anyhow!(e))?;
+            }?;
+            let mut config = BridgeConfig::with_keys(www, embedded, keys).await?;
             config.peer_bridges = peer_bridges;
             config.public_url = public_url;
             tracing::info!(
@@ -179,23 +175,18 @@ async fn main() -> anyhow::Result<()> {
             let authorities = publish_to
                 .iter()
                 .map(|l| l.parse::<DirAuthority>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!(e))?;
-            let policy: ExitPolicy = exit_policy
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!(e))?;
+                .collect::<Result<Vec<_>, _>>()?;
+            let policy: ExitPolicy = exit_policy.parse()?;
             let keys = match &data_dir {
                 Some(dir) => RelayKeys::load_or_generate(&dir.join("relay-keys.json")),
                 None => RelayKeys::generate(),
-            }
-            .map_err(|e| anyhow::anyhow!(e))?;
+            }?;
             let options = RelayOptions {
                 exit_bind,
-                relay_list: None,
-                mesh: None,
+                directory: false,
+                mesh: false,
             };
-            let relay =
-                Relay::with_options(keys, policy, options).map_err(|e| anyhow::anyhow!(e))?;
+            let relay = Relay::with_options(keys, policy, options)?;
             let listener = tokio::net::TcpListener::bind(or_port)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {or_port}: {e}"))?;
@@ -258,14 +249,11 @@ async fn main() -> anyhow::Result<()> {
             let authorities = lines
                 .iter()
                 .map(|l| l.parse::<DirAuthority>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!(e))?;
+                .collect::<Result<Vec<_>, _>>()?;
             let listener = tokio::net::TcpListener::bind(socks)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {socks}: {e}"))?;
-            let proxy = Proxy::bootstrap(&authorities)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let proxy = Proxy::bootstrap(&authorities).await?;
             println!(
                 "Peersm SOCKS5 proxy listening on {}",
                 listener.local_addr()?
@@ -298,31 +286,29 @@ async fn join_bridge(url: String, line: String) {
 
 /// A minimal HTTP/1.1 POST over plain TCP (bridges on loopback or a LAN);
 /// returns the status line.
-async fn post_text(url: &str, body: &str) -> Result<String, String> {
+async fn post_text(url: &str, body: &str) -> Result<String, NodeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("the bridge URL must start with http://")?;
+    let rest = url.strip_prefix("http://").ok_or(NodeError::invalid(
+        "bridge URL",
+        "it must start with http://",
+    ))?;
     let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
     let path = if path.starts_with('/') {
         path.to_string()
     } else {
         format!("/{path}")
     };
-    let mut sock = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut sock = tokio::net::TcpStream::connect(host).await?;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    sock.write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    sock.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    sock.read_to_end(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    Ok(text.lines().next().unwrap_or_default().to_string())
+    sock.read_to_end(&mut response).await?;
+    Ok(String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }

@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
-use crate::tor::channel::{self, ChannelHandle, StreamEvent};
+use crate::error::{NodeError, Result};
+use crate::tor::client::{self, ChannelHandle, StreamEvent};
 use crate::tor::dirauth::DirAuthority;
 use crate::tor::directory;
 
@@ -67,7 +68,7 @@ fn link_specs(r: &UsableRelay) -> Vec<LinkSpec> {
 }
 
 impl Proxy {
-    pub async fn bootstrap(authorities: &[DirAuthority]) -> Result<Arc<Proxy>, String> {
+    pub async fn bootstrap(authorities: &[DirAuthority]) -> Result<Arc<Proxy>> {
         let dir = directory::bootstrap(authorities).await?;
         Ok(Arc::new(Proxy {
             state: Mutex::new(State {
@@ -86,7 +87,7 @@ impl Proxy {
         self.built.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn channel_to(&self, relay: &UsableRelay) -> Result<ChannelHandle, String> {
+    async fn channel_to(&self, relay: &UsableRelay) -> Result<ChannelHandle> {
         let mut st = self.state.lock().await;
         st.channels.retain(|c| !c.is_closed());
         if let Some(ch) = st
@@ -97,7 +98,7 @@ impl Proxy {
             return Ok(ch.clone());
         }
         drop(st);
-        let ch = channel::connect(
+        let ch = client::connect(
             relay.entry.or_addr,
             Some(relay.entry.rsa_id),
             relay.md.ed25519_id,
@@ -108,17 +109,16 @@ impl Proxy {
     }
 
     /// Builds a fresh 3-hop circuit whose exit allows `port`.
-    pub async fn build_circuit(
-        &self,
-        port: u16,
-    ) -> Result<(ChannelHandle, u32, UsableRelay), String> {
+    pub async fn build_circuit(&self, port: u16) -> Result<(ChannelHandle, u32, UsableRelay)> {
         let path = {
             let mut st = self.state.lock().await;
             let guard = st.guard;
             let path = st
                 .dir
                 .pick_path(port, guard.as_ref(), &mut random_u64)
-                .ok_or_else(|| format!("no path: no running exit allows port {port}"))?;
+                .ok_or_else(|| {
+                    NodeError::invalid("path", format!("no running exit allows port {port}"))
+                })?;
             st.guard.get_or_insert(path[0].entry.rsa_id);
             path
         };
@@ -136,7 +136,7 @@ impl Proxy {
                 .await
             {
                 ch.destroy(circ);
-                return Err(format!("extending to {}: {e}", hop.entry.nickname));
+                return Err(e.context(format!("extending to {}", hop.entry.nickname)));
             }
         }
         Ok((ch, circ, exit))
@@ -161,7 +161,7 @@ impl Proxy {
         self: &Arc<Self>,
         port: u16,
         isolation: &[u8],
-    ) -> Result<(ChannelHandle, u32), String> {
+    ) -> Result<(ChannelHandle, u32)> {
         {
             let mut st = self.state.lock().await;
             st.circuits
@@ -199,11 +199,8 @@ impl Proxy {
         Ok((ch, circ))
     }
 
-    async fn build_with_retries(
-        &self,
-        port: u16,
-    ) -> Result<(ChannelHandle, u32, UsableRelay), String> {
-        let mut last = String::new();
+    async fn build_with_retries(&self, port: u16) -> Result<(ChannelHandle, u32, UsableRelay)> {
+        let mut last = NodeError::Timeout("circuit build");
         for _ in 0..BUILD_ATTEMPTS {
             let started = Instant::now();
             match tokio::time::timeout(BUILD_TIMEOUT, self.build_circuit(port)).await {
@@ -217,7 +214,7 @@ impl Proxy {
                     return Ok(built);
                 }
                 Ok(Err(e)) => last = e,
-                Err(_) => last = "circuit build timed out".into(),
+                Err(_) => last = NodeError::Timeout("circuit build"),
             }
             tracing::info!("circuit build failed: {last}");
         }
@@ -290,8 +287,8 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<
 async fn read_until<T>(
     sock: &mut TcpStream,
     buf: &mut Vec<u8>,
-    parse: impl Fn(&[u8]) -> Result<Parsed<T>, socks::SocksError>,
-) -> Result<Result<T, socks::SocksError>, String> {
+    parse: impl Fn(&[u8]) -> std::result::Result<Parsed<T>, socks::SocksError>,
+) -> Result<std::result::Result<T, socks::SocksError>> {
     loop {
         match parse(buf) {
             Ok(Parsed::Done(v, used)) => {
@@ -302,15 +299,15 @@ async fn read_until<T>(
             Err(e) => return Ok(Err(e)),
         }
         let mut chunk = [0u8; 512];
-        let n = sock.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = sock.read(&mut chunk).await?;
         if n == 0 || buf.len() > 1024 {
-            return Err("client closed during the SOCKS handshake".into());
+            return Err(NodeError::Closed("SOCKS client during its handshake"));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
 
-async fn handle_client(mut sock: TcpStream, proxy: &Arc<Proxy>) -> Result<(), String> {
+async fn handle_client(mut sock: TcpStream, proxy: &Arc<Proxy>) -> Result<()> {
     let mut buf = Vec::new();
     let method = match read_until(&mut sock, &mut buf, socks::parse_greeting).await? {
         Ok(m) => m,
@@ -318,25 +315,23 @@ async fn handle_client(mut sock: TcpStream, proxy: &Arc<Proxy>) -> Result<(), St
             let _ = sock
                 .write_all(&[socks::VERSION, socks::METHOD_NONE_ACCEPTABLE])
                 .await;
-            return Err(e.to_string());
+            return Err(NodeError::invalid("SOCKS greeting", e));
         }
     };
-    sock.write_all(&[socks::VERSION, method])
-        .await
-        .map_err(|e| e.to_string())?;
+    sock.write_all(&[socks::VERSION, method]).await?;
     let mut isolation = Vec::new();
     if method == socks::METHOD_USERNAME_PASSWORD {
         isolation = read_until(&mut sock, &mut buf, socks::parse_credentials)
             .await?
-            .map_err(|e| e.to_string())?;
-        sock.write_all(&[1, 0]).await.map_err(|e| e.to_string())?;
+            .map_err(|e| NodeError::invalid("SOCKS credentials", e))?;
+        sock.write_all(&[1, 0]).await?;
     }
     let ConnectRequest { host, port } =
         match read_until(&mut sock, &mut buf, socks::parse_request).await? {
             Ok(r) => r,
             Err(e) => {
                 let _ = sock.write_all(&socks::reply_bytes(e.reply_code())).await;
-                return Err(e.to_string());
+                return Err(NodeError::invalid("SOCKS request", e));
             }
         };
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -356,13 +351,11 @@ async fn handle_client(mut sock: TcpStream, proxy: &Arc<Proxy>) -> Result<(), St
         {
             Ok((stream, events)) => Ok((ch, circ, stream, events)),
             Err(e) => {
-                if e.contains("channel closed") || e.contains("no such circuit") {
+                let reason = e.end_reason();
+                if reason.is_none() {
+                    // The circuit or its link is gone, not just this stream.
                     proxy.forget_circuit(circ).await;
                 }
-                let reason = e
-                    .rsplit("reason ")
-                    .next()
-                    .and_then(|r| r.trim_end_matches(')').parse().ok());
                 Err((
                     reason.map_or(reply::GENERAL_FAILURE, reply_for_end_reason),
                     e,
@@ -375,43 +368,57 @@ async fn handle_client(mut sock: TcpStream, proxy: &Arc<Proxy>) -> Result<(), St
         Ok(Ok(v)) => v,
         Ok(Err((code, e))) => {
             let _ = sock.write_all(&socks::reply_bytes(code)).await;
-            return Err(format!("{host}:{port}: {e}"));
+            return Err(e.context(format!("{host}:{port}")));
         }
         Err(_) => {
             let _ = sock
                 .write_all(&socks::reply_bytes(reply::TTL_EXPIRED))
                 .await;
-            return Err(format!("{host}:{port}: timed out"));
+            return Err(NodeError::Timeout("opening the stream"));
         }
     };
     sock.write_all(&socks::reply_bytes(reply::SUCCEEDED))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if !buf.is_empty() {
-        ch.send(circ, stream, std::mem::take(&mut buf))?;
+        ch.send(circ, stream, std::mem::take(&mut buf)).await?;
     }
     let (mut rd, mut wr) = sock.split();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut client_open = true;
-    loop {
-        tokio::select! {
-            n = rd.read(&mut chunk), if client_open => match n {
-                // Tor streams cannot half-close: keep delivering the answer.
-                Ok(0) | Err(_) => client_open = false,
-                Ok(n) => ch.send(circ, stream, chunk[..n].to_vec())?,
-            },
-            e = events.recv() => match e {
-                Some(StreamEvent::Data(d)) => {
-                    if let Err(e) = wr.write_all(&d).await {
-                        ch.end(circ, stream);
-                        return Err(e.to_string());
+    // Both directions at once: a client reading the answer while it sends
+    // never waits on its own upload.
+    let upload = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                // Reading waits until the circuit took these bytes.
+                Ok(n) => {
+                    let data = chunk.get(..n).unwrap_or_default().to_vec();
+                    if ch.send(circ, stream, data).await.is_err() {
+                        break;
                     }
                 }
-                Some(StreamEvent::Connected) => {}
-                Some(StreamEvent::Ended { .. }) | None => break,
-            },
+            }
         }
+        // Tor streams cannot half-close: keep delivering the answer.
+        std::future::pending::<()>().await
+    };
+    let download = async {
+        while let Some(e) = events.recv().await {
+            match e {
+                StreamEvent::Data(d) => wr.write_all(&d).await?,
+                StreamEvent::Connected => {}
+                StreamEvent::Ended { .. } => break,
+            }
+        }
+        Ok::<(), NodeError>(())
+    };
+    let result = tokio::select! {
+        () = upload => Ok(()),
+        r = download => r,
+    };
+    if result.is_err() {
+        ch.end(circ, stream);
     }
     let _ = wr.shutdown().await;
-    Ok(())
+    result
 }

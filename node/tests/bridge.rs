@@ -31,7 +31,7 @@ async fn start_bridge() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(bridge::serve(
         listener,
-        BridgeConfig::new(www, Vec::new()).unwrap(),
+        BridgeConfig::new(www, Vec::new()).await.unwrap(),
     ));
     addr
 }

@@ -20,7 +20,7 @@ use peersm_node::proxy::Proxy;
 use peersm_node::relay::descriptor;
 use peersm_node::relay::keys::RelayKeys;
 use peersm_node::relay::server::{self as relay_server, Relay};
-use peersm_node::tor::channel::{self, ChannelHandle, StreamEvent};
+use peersm_node::tor::client::{self, ChannelHandle, StreamEvent};
 use peersm_node::tor::dirauth::DirAuthority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -99,7 +99,7 @@ async fn http_get(
 ) -> (String, Vec<u8>) {
     // A young network's exit may refuse the first streams (END MISC) until
     // it has fetched the directory it needs: retry for a while.
-    let mut opened = Err(String::new());
+    let mut opened = Err(peersm_node::error::NodeError::Closed("not tried yet"));
     for _ in 0..30 {
         opened = ch.begin(circ, target.clone()).await;
         if opened.is_ok() {
@@ -116,7 +116,7 @@ async fn http_on_stream(
     ch: &ChannelHandle,
     circ: u32,
     stream: u16,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>,
+    mut events: tokio::sync::mpsc::Receiver<StreamEvent>,
     path: &str,
 ) -> (String, Vec<u8>) {
     assert!(matches!(events.recv().await, Some(StreamEvent::Connected)));
@@ -125,6 +125,7 @@ async fn http_on_stream(
         stream,
         format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").into_bytes(),
     )
+    .await
     .unwrap();
     let mut response = Vec::new();
     while let Some(e) = events.recv().await {
@@ -174,17 +175,20 @@ async fn circuits_through_c_tor_relays() {
     let (guard_addr, guard_id) = net.node("relay0");
 
     // 1. TLS + CERTS: the relay proves the identity we expect.
-    let ch = channel::connect(guard_addr, Some(guard_id), None)
+    let ch = client::connect(guard_addr, Some(guard_id), None)
         .await
         .expect("channel to a C tor relay");
     assert_eq!(ch.relay.rsa_id, guard_id);
     let mut wrong = guard_id;
     wrong[0] ^= 1;
-    let err = channel::connect(guard_addr, Some(wrong), None)
+    let err = client::connect(guard_addr, Some(wrong), None)
         .await
         .err()
         .expect("a wrong identity is refused");
-    assert!(err.contains("not the one we asked for"), "{err}");
+    assert!(
+        err.to_string().contains("not the one we asked for"),
+        "{err}"
+    );
 
     // 2. CREATE_FAST + BEGIN_DIR: consensus and microdescriptors.
     let dir_circ = ch.create_fast().await.expect("CREATE_FAST");
@@ -352,7 +356,7 @@ async fn circuits_through_c_tor_relays() {
         port: server.port(),
     };
     let refused = ch.begin(mixed, target).await.unwrap_err();
-    assert!(refused.contains("reason 1)"), "{refused}");
+    assert!(refused.to_string().contains("reason 1)"), "{refused}");
     // A BEGIN_DIR stream to the exit works on the same circuit. The exit's
     // directory cache may not hold the consensus yet, or still hold an
     // older one of this young network: retry until it has the one we saw.
@@ -460,7 +464,7 @@ async fn circuits_through_c_tor_relays() {
         host: "127.0.0.1".into(),
         port: server.port(),
     };
-    let mut opened = Err(String::new());
+    let mut opened = Err(peersm_node::error::NodeError::Closed("not tried yet"));
     for _ in 0..60 {
         opened = ch.begin(mixed, target.clone()).await;
         if opened.is_ok() {

@@ -39,5 +39,6 @@ pub fn bench_relay_crypto(megabytes: u32) -> Result<JsValue, JsValue> {
 /// Milliseconds per full ntor handshake.
 #[wasm_bindgen(js_name = benchNtor)]
 pub fn bench_ntor(rounds: u32) -> Result<f64, JsValue> {
-    peersm_core::bench::ntor_handshake_ms(rounds, &now_ms).ok_or_else(|| js_error("benchmark failed"))
+    peersm_core::bench::ntor_handshake_ms(rounds, &now_ms)
+        .ok_or_else(|| js_error("benchmark failed"))
 }

@@ -8,6 +8,7 @@
 
 mod auth;
 mod frames;
+pub mod handshake;
 mod initiator;
 mod responder;
 pub mod tor_auth;
@@ -18,6 +19,7 @@ pub use auth::{
     verify_dtls_binding, verify_ntor_key_cert,
 };
 pub use frames::{decode_frame, encode_cells, whole_cells_len};
+pub use handshake::{Handshake, HandshakeEvent, LinkOpened};
 pub use initiator::{InitiatorEvent, LinkInitiator, ResponderCheck};
 pub use responder::{AuthenticatedPeer, LinkResponder, ResponderEvent};
 

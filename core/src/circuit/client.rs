@@ -287,17 +287,19 @@ impl ClientCircuit {
             let sendme = RelayCell::new(relay_command::SENDME, stream_id, Vec::new());
             self.send_relay(read.hop, sendme, false)?;
         }
+        self.flush_streams()?;
         Ok(read.data)
     }
 
     /// Closes a stream with RELAY_END at once (reason DONE for a normal
     /// close); what it had not sent or read is dropped.
     pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
+        let remote_ended = self.streams.remote_ended(stream_id);
         let stream = self
             .streams
             .remove(stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        if self.destroyed.is_none() {
+        if self.destroyed.is_none() && !remote_ended {
             self.send_relay(
                 stream.hop,
                 RelayCell::new(relay_command::END, stream_id, vec![reason]),
@@ -381,6 +383,9 @@ impl ClientCircuit {
             self.events.push_back(match notice {
                 StreamNotice::Readable { stream_id } => CircuitEvent::StreamReadable { stream_id },
                 StreamNotice::Writable { stream_id } => CircuitEvent::StreamWritable { stream_id },
+                StreamNotice::Ended { stream_id, reason } => {
+                    CircuitEvent::StreamEnded { stream_id, reason }
+                }
             });
         }
         Ok(())
@@ -536,11 +541,11 @@ impl ClientCircuit {
                         unexpected("DATA on a stream that is not open, or past its window")
                     })?;
             }
-            relay_command::END if self.streams.remove(stream_id).is_some() => {
-                self.events.push_back(CircuitEvent::StreamEnded {
-                    stream_id,
-                    reason: end_reason_of(&msg.data),
-                });
+            relay_command::END => {
+                if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
+                    self.events
+                        .push_back(CircuitEvent::StreamEnded { stream_id, reason });
+                }
             }
             c if relay_command::is_peersm_control(c) && stream_id == 0 => {
                 if let Some(message) = self.control.entry(hop).or_default().push(c, &msg.data)? {

@@ -277,14 +277,13 @@ impl RelayCircuit {
                     .on_data(stream_id, 0, &msg.data)
                     .map_err(|_| unexpected("DATA before CONNECTED, or past the stream window"))?;
             }
-            relay_command::END if self.streams.remove(stream_id).is_some() => {
-                self.events.push_back(RelayEvent::StreamEnded {
-                    stream_id,
-                    reason: end_reason_of(&msg.data),
-                });
+            // END for a stream we already closed changes nothing.
+            relay_command::END => {
+                if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
+                    self.events
+                        .push_back(RelayEvent::StreamEnded { stream_id, reason });
+                }
             }
-            // END for a stream we already closed.
-            relay_command::END => {}
             relay_command::SENDME if stream_id == 0 => {
                 let digest = match Sendme::decode(&msg.data)? {
                     Sendme::V1 { digest } => Some(digest),
@@ -476,6 +475,7 @@ impl RelayCircuit {
         for _ in 0..read.sendmes {
             self.originate(RelayCell::new(relay_command::SENDME, stream_id, Vec::new()))?;
         }
+        self.flush_streams()?;
         Ok(read.data)
     }
 
@@ -562,6 +562,9 @@ impl RelayCircuit {
             self.events.push_back(match notice {
                 StreamNotice::Readable { stream_id } => RelayEvent::StreamReadable { stream_id },
                 StreamNotice::Writable { stream_id } => RelayEvent::StreamWritable { stream_id },
+                StreamNotice::Ended { stream_id, reason } => {
+                    RelayEvent::StreamEnded { stream_id, reason }
+                }
             });
         }
         Ok(())

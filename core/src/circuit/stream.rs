@@ -68,7 +68,8 @@ impl StreamQueue {
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = self.room().min(data.len());
         self.outgoing.extend(data.iter().take(n));
-        if n < data.len() {
+        // A short write, or a full queue: the writer waits for Writable.
+        if n < data.len() || self.room() == 0 {
             self.writer_waiting = true;
         }
         n
@@ -166,6 +167,8 @@ pub enum StreamNotice {
     Readable { stream_id: u16 },
     /// `write` takes bytes again after a short write.
     Writable { stream_id: u16 },
+    /// The other end's END, once the reader took every byte before it.
+    Ended { stream_id: u16, reason: u8 },
 }
 
 #[derive(Debug)]
@@ -175,6 +178,8 @@ pub(crate) struct Stream {
     /// CONNECTED came (client) or was sent (relay): DATA may flow.
     pub(crate) open: bool,
     pub(crate) queue: StreamQueue,
+    /// The other end sent END (reason) while data still waited for `read`.
+    pub(crate) remote_end: Option<u8>,
 }
 
 /// A circuit's streams.
@@ -217,6 +222,7 @@ impl Streams {
                 hop,
                 open,
                 queue: StreamQueue::default(),
+                remote_end: None,
             },
         );
         true
@@ -271,11 +277,47 @@ impl Streams {
     pub(crate) fn read(&mut self, id: u16, max: usize) -> Option<Read> {
         let s = self.map.get_mut(&id)?;
         let (data, sendmes) = s.queue.read(max);
-        Some(Read {
-            data,
-            hop: s.hop,
-            sendmes,
-        })
+        let hop = s.hop;
+        let drained_end = s.remote_end.filter(|_| s.queue.queued_in() == 0);
+        if let Some(reason) = drained_end {
+            // Everything before the END is read: now the stream is over,
+            // and nothing is owed for it (no SENDME to a closed stream).
+            self.map.remove(&id);
+            self.notices.push_back(StreamNotice::Ended {
+                stream_id: id,
+                reason,
+            });
+            return Some(Read {
+                data,
+                hop,
+                sendmes: 0,
+            });
+        }
+        Some(Read { data, hop, sendmes })
+    }
+
+    /// END from the other side. Returns `Some(reason)` when the stream is
+    /// over now (removed); with unread data it ends once that is read
+    /// (`StreamNotice::Ended`), and nothing more is sent on it meanwhile.
+    pub(crate) fn on_end(&mut self, id: u16, reason: u8) -> Option<u8> {
+        let s = self.map.get_mut(&id)?;
+        if s.remote_end.is_some() {
+            return None;
+        }
+        if s.queue.queued_in() == 0 {
+            self.map.remove(&id);
+            return Some(reason);
+        }
+        s.remote_end = Some(reason);
+        s.queue.outgoing.clear();
+        s.queue.end_after_data = None;
+        s.open = false;
+        None
+    }
+
+    /// Whether the other side already ended this stream.
+    pub(crate) fn remote_ended(&self, id: u16) -> bool {
+        self.map.get(&id).is_some_and(|s| s.remote_end.is_some())
     }
 
     /// DATA for stream `id` arrived at `hop`. Unknown streams are not an
@@ -284,6 +326,9 @@ impl Streams {
         let Some(s) = self.map.get_mut(&id) else {
             return Ok(());
         };
+        if s.remote_end.is_some() {
+            return Ok(()); // After its END: dropped.
+        }
         if !s.open || s.hop != hop {
             return Err(StreamError::NotOpen);
         }
@@ -449,5 +494,29 @@ mod tests {
             ]
         );
         assert!(!s.contains(1) && s.contains(2));
+    }
+
+    #[test]
+    fn an_end_waits_for_the_reader_to_take_what_came_before_it() {
+        let mut s = Streams::default();
+        s.insert(1, 0, true);
+        s.on_data(1, 0, b"last words").unwrap();
+        assert_eq!(s.on_end(1, 6), None, "data still unread");
+        s.on_data(1, 0, b"ignored").unwrap();
+        assert!(s.next_cell(|_| true).is_none(), "nothing sent after END");
+        let r = s.read(1, 4).unwrap();
+        assert_eq!(r.data, b"last");
+        assert!(s.contains(1));
+        let r = s.read(1, 100).unwrap();
+        assert_eq!((r.data.as_slice(), r.sendmes), (&b" words"[..], 0));
+        assert!(!s.contains(1));
+        let notices: Vec<StreamNotice> = std::iter::from_fn(|| s.poll_notice()).collect();
+        assert!(notices.contains(&StreamNotice::Ended {
+            stream_id: 1,
+            reason: 6
+        }));
+        // With nothing unread, END ends the stream at once.
+        s.insert(2, 0, true);
+        assert_eq!(s.on_end(2, 3), Some(3));
     }
 }

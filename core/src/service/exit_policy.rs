@@ -109,6 +109,17 @@ impl ExitPolicy {
         out
     }
 
+    /// `reject *:*`: no exit.
+    pub fn reject_all() -> Self {
+        ExitPolicy {
+            rules: vec![Rule {
+                accept: false,
+                addr: AddrPattern::Any,
+                ports: (1, 65535),
+            }],
+        }
+    }
+
     /// True when no rule accepts anything: a relay with this policy is no exit.
     pub fn rejects_everything(&self) -> bool {
         self.rules.iter().all(|r| !r.accept)

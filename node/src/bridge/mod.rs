@@ -6,7 +6,6 @@
 //! (`relays`): embedded ones and those that join with `POST /relays`.
 
 pub mod federation;
-pub mod mesh;
 mod registry;
 pub mod relays;
 mod ws_link;
@@ -23,10 +22,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use peersm_core::dir::relay_list::ListedRelay;
 
+use crate::error::Result;
 use crate::relay::keys::RelayKeys;
 use crate::relay::server::{Relay, RelayOptions};
 use axum::{Json, Router};
 use peersm_core::channel::MAX_FRAME_LEN;
+use peersm_core::service::ExitPolicy;
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -37,8 +38,8 @@ pub use relays::RelayDirectory;
 pub struct BridgeConfig {
     /// Folder served at `/`.
     pub www: PathBuf,
-    /// The bridge's own onion router (its keys are the bridge's identity);
-    /// its `relay_list` option must be `directory.list`.
+    /// The bridge's own onion router (its keys are the bridge's identity),
+    /// with a directory (the relay list) and the mesh.
     pub relay: Arc<Relay>,
     pub directory: Arc<RelayDirectory>,
     /// Bridges to federate with (`ws://…/bridge`), and where tabs reach us.
@@ -48,27 +49,23 @@ pub struct BridgeConfig {
 
 impl BridgeConfig {
     /// A bridge with fresh keys, serving `www`, listing `embedded` relays.
-    pub fn new(www: PathBuf, embedded: Vec<ListedRelay>) -> Result<BridgeConfig, String> {
-        Self::with_keys(www, embedded, RelayKeys::generate()?)
+    pub async fn new(www: PathBuf, embedded: Vec<ListedRelay>) -> Result<BridgeConfig> {
+        Self::with_keys(www, embedded, RelayKeys::generate()?).await
     }
 
     /// A bridge whose identity is `keys`.
-    pub fn with_keys(
+    pub async fn with_keys(
         www: PathBuf,
         embedded: Vec<ListedRelay>,
         keys: RelayKeys,
-    ) -> Result<BridgeConfig, String> {
-        let directory = RelayDirectory::new(embedded);
+    ) -> Result<BridgeConfig> {
         let options = RelayOptions {
             exit_bind: None,
-            relay_list: Some(directory.list.clone()),
-            mesh: None,
+            directory: true,
+            mesh: true,
         };
-        let options = RelayOptions {
-            mesh: Some(Arc::new(mesh::MeshService::new(keys.rsa_id))),
-            ..options
-        };
-        let relay = Relay::with_options(keys, "reject *:*".parse()?, options)?;
+        let relay = Relay::with_options(keys, ExitPolicy::reject_all(), options)?;
+        let directory = RelayDirectory::new(embedded, relay.node.clone()).await;
         Ok(BridgeConfig {
             www,
             relay,
@@ -93,27 +90,19 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
         relay: config.relay.clone(),
         directory: config.directory.clone(),
     };
-    if let Some(mesh) = config.relay.options.mesh.clone() {
-        let my_url = match &config.public_url {
-            Some(u) => u.clone(),
-            None => format!("ws://{}/bridge", listener.local_addr()?),
-        };
-        // Bridges found through the bridges' DHT are federated with too.
-        let (weak, relay, url) = (Arc::downgrade(&mesh), config.relay.clone(), my_url.clone());
-        mesh.on_discover(Box::new(move |peer: String| {
-            if let Some(mesh) = weak.upgrade() {
-                tokio::spawn(federation::federate(peer, url.clone(), relay.clone(), mesh));
-            }
-        }));
-        for peer in &config.peer_bridges {
-            mesh.federating_with(peer);
-            tokio::spawn(federation::federate(
-                peer.clone(),
-                my_url.clone(),
-                config.relay.clone(),
-                mesh.clone(),
-            ));
-        }
+    let my_url = match &config.public_url {
+        Some(u) => u.clone(),
+        None => format!("ws://{}/bridge", listener.local_addr()?),
+    };
+    // Bridges found later through the bridges' DHT are federated with by
+    // the core's task, which needs to know where tabs reach us.
+    federation::set_public_url(&config.relay.node, my_url).await;
+    for peer in &config.peer_bridges {
+        config.relay.node.federating(peer).await;
+        tokio::spawn(federation::federate(
+            peer.clone(),
+            config.relay.node.clone(),
+        ));
     }
     axum::serve(
         listener,
@@ -200,7 +189,7 @@ struct StatusReport {
 
 async fn status(State(state): State<AppState>) -> impl IntoResponse {
     let (peers, links) = state.registry.snapshot();
-    let mesh = state.relay.options.mesh.as_ref();
+    let core = state.relay.node.status().await;
     (
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         Json(StatusReport {
@@ -215,19 +204,13 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
                 .iter()
                 .map(|r| r.to_line())
                 .collect(),
-            federation: mesh
-                .map(|m| m.federation())
-                .unwrap_or_default()
+            federation: core
+                .federation
                 .into_iter()
                 .map(|(url, peers)| FederatedInfo { url, peers })
                 .collect(),
-            mesh_peers: state
-                .relay
-                .options
-                .mesh
-                .as_ref()
-                .map_or(0, |m| m.registered()),
-            introductions: mesh.map_or(0, |m| m.introductions()),
+            mesh_peers: core.mesh_peers,
+            introductions: core.introductions,
             peers,
             links,
         }),

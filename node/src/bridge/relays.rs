@@ -5,15 +5,20 @@
 //! handshake before it is listed, and must refresh its entry: an entry not
 //! refreshed for `JOIN_TTL` is dropped.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use peersm_core::dir::relay_list::{parse_relay_list, ListedRelay};
+use peersm_core::dir::relay_list::{
+    encode_relay_list, parse_relay_list, ListedRelay, RELAY_LIST_PATH,
+};
+use peersm_core::router::ExtendTarget;
+use peersm_core::service::ExitPolicy;
 
-use crate::relay::exit_policy::ExitPolicy;
+use crate::error::{Context, NodeError, Result};
 use crate::relay::keys::RelayKeys;
+use crate::relay::node::NodeHandle;
 use crate::relay::server::{self as relay_server, Relay, RelayOptions};
 
 /// How long a joined relay stays listed without refreshing.
@@ -22,26 +27,32 @@ pub const JOIN_TTL: Duration = Duration::from_secs(180);
 pub const JOIN_REFRESH: Duration = Duration::from_secs(60);
 
 pub struct RelayDirectory {
-    /// What tabs are served; shared with the bridge's `Relay`.
-    pub list: Arc<RwLock<Vec<ListedRelay>>>,
+    /// What tabs are served (also the bridge's directory document).
+    list: RwLock<Vec<ListedRelay>>,
     embedded: Vec<ListedRelay>,
-    joined: Mutex<HashMap<[u8; 20], (ListedRelay, Instant)>>,
+    joined: Mutex<BTreeMap<[u8; 20], (ListedRelay, Instant)>>,
+    /// The bridge's core, whose directory serves the list.
+    node: NodeHandle,
 }
 
 impl RelayDirectory {
-    pub fn new(embedded: Vec<ListedRelay>) -> Arc<Self> {
+    /// The list of `embedded` relays (and those that join later), served
+    /// by the directory of the bridge whose core is `node`.
+    pub async fn new(embedded: Vec<ListedRelay>, node: NodeHandle) -> Arc<Self> {
         let dir = Arc::new(RelayDirectory {
-            list: Arc::new(RwLock::new(embedded.clone())),
+            list: RwLock::new(Vec::new()),
             embedded,
-            joined: Mutex::new(HashMap::new()),
+            joined: Mutex::new(BTreeMap::new()),
+            node,
         });
+        dir.publish().await;
         let weak = Arc::downgrade(&dir);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(15));
             loop {
                 every.tick().await;
                 let Some(dir) = weak.upgrade() else { return };
-                dir.prune();
+                dir.prune().await;
             }
         });
         dir
@@ -49,26 +60,38 @@ impl RelayDirectory {
 
     /// Lists (or refreshes) the relay described by the relay-list line in
     /// `body`, once `bridge` reached it and it proved those identities.
-    pub async fn join(&self, bridge: &Relay, body: &str) -> Result<ListedRelay, String> {
-        let relays = parse_relay_list(body).map_err(|e| e.to_string())?;
+    pub async fn join(&self, bridge: &Relay, body: &str) -> Result<ListedRelay> {
+        let relays = parse_relay_list(body).map_err(|e| NodeError::invalid("relay line", e))?;
         let [relay] = relays.as_slice() else {
-            return Err("send exactly one `relay` line".into());
+            return Err(NodeError::invalid(
+                "relay line",
+                "send exactly one `relay` line",
+            ));
         };
         if relay.rsa_id == bridge.keys.rsa_id {
-            return Err("that is this bridge's own identity".into());
+            return Err(NodeError::invalid(
+                "relay line",
+                "that is this bridge's own identity",
+            ));
         }
+        let target = ExtendTarget {
+            id: relay.rsa_id,
+            ed25519_id: Some(relay.ed25519_id),
+            addresses: vec![relay.addr],
+        };
         bridge
-            .link_to(relay.addr, relay.rsa_id, Some(relay.ed25519_id))
+            .node
+            .link_to(target)
             .await
-            .map_err(|e| format!("cannot verify the relay at {}: {e}", relay.addr))?;
+            .context(format!("cannot verify the relay at {}", relay.addr))?;
         if let Ok(mut joined) = self.joined.lock() {
             joined.insert(relay.rsa_id, (relay.clone(), Instant::now()));
         }
-        self.publish();
+        self.publish().await;
         Ok(relay.clone())
     }
 
-    fn prune(&self) {
+    async fn prune(&self) {
         if let Ok(mut joined) = self.joined.lock() {
             let before = joined.len();
             joined.retain(|_, (_, seen)| seen.elapsed() < JOIN_TTL);
@@ -76,19 +99,21 @@ impl RelayDirectory {
                 return;
             }
         }
-        self.publish();
+        self.publish().await;
     }
 
-    fn publish(&self) {
+    async fn publish(&self) {
         let mut all = self.embedded.clone();
         if let Ok(joined) = self.joined.lock() {
             let mut extra: Vec<ListedRelay> = joined.values().map(|(r, _)| r.clone()).collect();
             extra.sort_by(|a, b| a.nickname.cmp(&b.nickname));
             all.extend(extra);
         }
+        let document = encode_relay_list(&all).into_bytes();
         if let Ok(mut list) = self.list.write() {
             *list = all;
         }
+        self.node.set_document(RELAY_LIST_PATH, document).await;
     }
 
     pub fn snapshot(&self) -> Vec<ListedRelay> {
@@ -105,29 +130,27 @@ pub async fn start_embedded_relays(
     exit_policy: &ExitPolicy,
     exit_bind: Option<std::net::IpAddr>,
     data_dir: Option<&std::path::Path>,
-) -> Result<Vec<ListedRelay>, String> {
+) -> Result<Vec<ListedRelay>> {
     let mut listed = Vec::new();
     for i in 0..count {
         let is_exit = i + 1 == count;
         let policy = if is_exit {
             exit_policy.clone()
         } else {
-            "reject *:*".parse()?
+            ExitPolicy::reject_all()
         };
         let options = RelayOptions {
             exit_bind: if is_exit { exit_bind } else { None },
-            relay_list: None,
-            mesh: None,
+            directory: false,
+            mesh: false,
         };
         let keys = match data_dir {
             Some(dir) => RelayKeys::load_or_generate(&dir.join(format!("relay-{i}-keys.json")))?,
             None => RelayKeys::generate()?,
         };
         let relay = Relay::with_options(keys, policy, options)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
         let nickname = if is_exit {
             "embeddedexit".to_string()
         } else {

@@ -18,6 +18,7 @@ use peersm_core::crypto::der::civil_from_unix;
 use peersm_core::dir::base64_encode;
 
 use super::keys::{ed25519_cert, unix_now, RelayKeys};
+use crate::error::NodeError;
 
 /// Ed25519 certificate type for the ntor key cross-certifying the identity
 /// (cert-spec §A.1, CERT_TYPE_ONION_ID).
@@ -75,7 +76,7 @@ pub fn server_descriptor(
     nickname: &str,
     or_addr: SocketAddr,
     policy_lines: &[String],
-) -> Result<String, String> {
+) -> Result<String, NodeError> {
     let now = unix_now();
     let expires = u32::try_from(now / 3600)
         .unwrap_or(u32::MAX)
@@ -99,7 +100,7 @@ pub fn server_descriptor(
         .rsa_identity
         .to_public_key()
         .to_pkcs1_der()
-        .map_err(|e| e.to_string())?;
+        .map_err(key_err)?;
     let fingerprint: Vec<String> = hex::encode_upper(keys.rsa_id)
         .as_bytes()
         .chunks(4)
@@ -130,7 +131,7 @@ pub fn server_descriptor(
         .tap_onion
         .to_public_key()
         .to_pkcs1_der()
-        .map_err(|e| e.to_string())?;
+        .map_err(key_err)?;
     d += "onion-key\n";
     d += &pem("RSA PUBLIC KEY", tap_der.as_bytes());
     // dir-spec §2.1.1 onion-key-crosscert: the TAP key signs (unhashed,
@@ -140,7 +141,7 @@ pub fn server_descriptor(
     let tap_sig = keys
         .tap_onion
         .sign(Pkcs1v15Sign::new_unprefixed(), &cross)
-        .map_err(|e| e.to_string())?;
+        .map_err(key_err)?;
     d += "onion-key-crosscert\n";
     d += &pem("CROSSCERT", &tap_sig);
     d += &format!(
@@ -165,27 +166,23 @@ pub fn server_descriptor(
     let rsa_sig = keys
         .rsa_identity
         .sign(Pkcs1v15Sign::new_unprefixed(), &digest)
-        .map_err(|e| e.to_string())?;
+        .map_err(key_err)?;
     d += &pem("SIGNATURE", &rsa_sig);
     Ok(d)
 }
 
 /// POSTs the descriptor to an authority's DirPort; Ok when it answers 200.
-pub async fn upload(dir_port: SocketAddr, descriptor: &str) -> Result<(), String> {
+pub async fn upload(dir_port: SocketAddr, descriptor: &str) -> Result<(), NodeError> {
     let mut sock = tokio::net::TcpStream::connect(dir_port)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(key_err)?;
     let req = format!(
         "POST /tor/ HTTP/1.0\r\nHost: {dir_port}\r\nContent-Length: {}\r\n\r\n{descriptor}",
         descriptor.len()
     );
-    sock.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    sock.write_all(req.as_bytes()).await.map_err(key_err)?;
     let mut resp = Vec::new();
-    sock.read_to_end(&mut resp)
-        .await
-        .map_err(|e| e.to_string())?;
+    sock.read_to_end(&mut resp).await.map_err(key_err)?;
     let status = String::from_utf8_lossy(&resp)
         .lines()
         .next()
@@ -194,6 +191,12 @@ pub async fn upload(dir_port: SocketAddr, descriptor: &str) -> Result<(), String
     if status.contains(" 200") {
         Ok(())
     } else {
-        Err(format!("authority {dir_port} answered {status:?}"))
+        Err(NodeError::Keys(format!(
+            "authority {dir_port} answered {status:?}"
+        )))
     }
+}
+
+fn key_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Keys(e.to_string())
 }

@@ -9,6 +9,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::error::NodeError;
+
 use ed25519_dalek::{Signer, SigningKey};
 use peersm_core::cell::{CertEntry, Certs};
 use peersm_core::channel::tor_certs::tor_cert_type;
@@ -51,18 +53,17 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 impl RelayKeys {
-    pub fn generate() -> Result<RelayKeys, String> {
-        let rsa_identity =
-            PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(|e| e.to_string())?;
+    pub fn generate() -> Result<RelayKeys, NodeError> {
+        let rsa_identity = PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(key_err)?;
         let spki = rsa_identity
             .to_public_key()
             .to_public_key_der()
-            .map_err(|e| e.to_string())?;
-        let public = peersm_core::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let rsa_id = public.tor_identity_digest().map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
+        let public =
+            peersm_core::crypto::RsaIdentityKey::from_spki(spki.as_bytes()).map_err(key_err)?;
+        let rsa_id = public.tor_identity_digest().map_err(key_err)?;
         let tls = rcgen::generate_simple_self_signed(vec!["www.peersm.invalid".to_string()])
-            .map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
         Ok(RelayKeys {
             rsa_identity,
             rsa_id,
@@ -70,7 +71,7 @@ impl RelayKeys {
             ed_signing: SigningKey::from_bytes(&random32()),
             ed_auth: SigningKey::from_bytes(&random32()),
             ntor: NtorRelayKey::new(rsa_id, random32()),
-            tap_onion: PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(|e| e.to_string())?,
+            tap_onion: PrivateKey::new(&mut getrandom::SysRng, 1024).map_err(key_err)?,
             tls_cert: tls.cert.der().to_vec(),
             tls_key: tls.signing_key.serialize_der(),
         })
@@ -79,31 +80,32 @@ impl RelayKeys {
     /// Loads the keys saved at `path`, or generates and saves new ones
     /// (owner-only permissions): a relay or bridge keeps its identity
     /// across restarts.
-    pub fn load_or_generate(path: &std::path::Path) -> Result<RelayKeys, String> {
+    pub fn load_or_generate(path: &std::path::Path) -> Result<RelayKeys, NodeError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_saved(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => Self::from_saved(&text)
+                .map_err(|e| NodeError::Keys(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let keys = Self::generate()?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| NodeError::Keys(format!("{}: {e}", dir.display())))?;
                 }
                 let tmp = path.with_extension("tmp");
                 write_private(&tmp, keys.to_saved()?.as_bytes())
-                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
-                std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| NodeError::Keys(format!("{}: {e}", tmp.display())))?;
+                std::fs::rename(&tmp, path)
+                    .map_err(|e| NodeError::Keys(format!("{}: {e}", path.display())))?;
                 Ok(keys)
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(NodeError::Keys(format!("{}: {e}", path.display()))),
         }
     }
 
     /// The secret keys and TLS certificate as JSON with hex fields.
-    fn to_saved(&self) -> Result<String, String> {
+    fn to_saved(&self) -> Result<String, NodeError> {
         use rsa::pkcs8::EncodePrivateKey;
-        let der = |k: &PrivateKey| -> Result<String, String> {
-            Ok(hex::encode(
-                k.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes(),
-            ))
+        let der = |k: &PrivateKey| -> Result<String, NodeError> {
+            Ok(hex::encode(k.to_pkcs8_der().map_err(key_err)?.as_bytes()))
         };
         let saved = serde_json::json!({
             "format": "peersm relay keys v1",
@@ -119,32 +121,37 @@ impl RelayKeys {
         Ok(saved.to_string())
     }
 
-    fn from_saved(text: &str) -> Result<RelayKeys, String> {
+    fn from_saved(text: &str) -> Result<RelayKeys, NodeError> {
         use rsa::pkcs8::DecodePrivateKey;
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(key_err)?;
         if v["format"] != "peersm relay keys v1" {
-            return Err("not a peersm relay key file".into());
+            return Err(NodeError::Keys("not a peersm relay key file".into()));
         }
-        let bytes = |field: &str| -> Result<Vec<u8>, String> {
-            hex::decode(v[field].as_str().ok_or(format!("missing {field}"))?)
-                .map_err(|_| format!("{field} is not hex"))
+        let bytes = |field: &str| -> Result<Vec<u8>, NodeError> {
+            hex::decode(
+                v[field]
+                    .as_str()
+                    .ok_or_else(|| NodeError::Keys(format!("missing {field}")))?,
+            )
+            .map_err(|_| NodeError::Keys(format!("{field} is not hex")))
         };
-        let key32 = |field: &str| -> Result<[u8; 32], String> {
+        let key32 = |field: &str| -> Result<[u8; 32], NodeError> {
             bytes(field)?
                 .try_into()
-                .map_err(|_| format!("{field} is not 32 bytes"))
+                .map_err(|_| NodeError::Keys(format!("{field} is not 32 bytes")))
         };
-        let rsa = |field: &str| -> Result<PrivateKey, String> {
-            PrivateKey::from_pkcs8_der(&bytes(field)?).map_err(|e| format!("{field}: {e}"))
+        let rsa = |field: &str| -> Result<PrivateKey, NodeError> {
+            PrivateKey::from_pkcs8_der(&bytes(field)?)
+                .map_err(|e| NodeError::Keys(format!("{field}: {e}")))
         };
         let rsa_identity = rsa("rsa_identity")?;
         let spki = rsa_identity
             .to_public_key()
             .to_public_key_der()
-            .map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
         let rsa_id = peersm_core::crypto::RsaIdentityKey::from_spki(spki.as_bytes())
             .and_then(|k| k.tor_identity_digest())
-            .map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
         Ok(RelayKeys {
             rsa_identity,
             rsa_id,
@@ -163,25 +170,25 @@ impl RelayKeys {
     }
 
     /// SHA-256 of our DER PKCS#1 RSA identity key (AUTH0003's CID).
-    pub fn rsa_key_sha256(&self) -> Result<[u8; 32], String> {
+    pub fn rsa_key_sha256(&self) -> Result<[u8; 32], NodeError> {
         let der = self
             .rsa_identity
             .to_public_key()
             .to_pkcs1_der()
-            .map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
         Ok(Sha256::digest(der.as_bytes()).into())
     }
 
     /// The CERTS cell body for link handshakes as responder: the signing
     /// key certifies our TLS certificate (type 5).
-    pub fn certs(&self) -> Result<Certs, String> {
+    pub fn certs(&self) -> Result<Certs, NodeError> {
         let tls_digest: [u8; 32] = Sha256::digest(&self.tls_cert).into();
         self.certs_with(tor_cert_type::ED_SIGNING_LINK, 3, tls_digest)
     }
 
     /// The CERTS cell body as initiator: the signing key certifies the
     /// authentication key (type 6) that signs AUTHENTICATE.
-    pub fn initiator_certs(&self) -> Result<Certs, String> {
+    pub fn initiator_certs(&self) -> Result<Certs, NodeError> {
         let auth_key = self.ed_auth.verifying_key().to_bytes();
         self.certs_with(tor_cert_type::ED_SIGNING_AUTH, 1, auth_key)
     }
@@ -189,7 +196,7 @@ impl RelayKeys {
     /// The CERTS cell body of a bridge on its WebSocket endpoint: no TLS
     /// certificate to bind there, so the signing key certifies our ntor key
     /// (Peersm type 0x81) and tabs authenticate us through ntor.
-    pub fn bridge_certs(&self) -> Result<Certs, String> {
+    pub fn bridge_certs(&self) -> Result<Certs, NodeError> {
         use peersm_core::cell::cert_type::{PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE};
         self.certs_with(PEERSM_BRIDGE_NTOR, PEERSM_NTOR_KEY_TYPE, self.ntor.public)
     }
@@ -200,7 +207,7 @@ impl RelayKeys {
         signed_type: u8,
         certified_key_type: u8,
         certified: [u8; 32],
-    ) -> Result<Certs, String> {
+    ) -> Result<Certs, NodeError> {
         let now = unix_now();
         let expires = u32::try_from(now / 3600)
             .unwrap_or(u32::MAX)
@@ -244,7 +251,7 @@ impl RelayKeys {
     }
 
     /// RSA→Ed25519 cross-certificate (cert-spec §2.3).
-    fn cross_cert(&self, expires: u32) -> Result<Vec<u8>, String> {
+    fn cross_cert(&self, expires: u32) -> Result<Vec<u8>, NodeError> {
         let mut body = self.ed25519_id().to_vec();
         body.extend_from_slice(&expires.to_be_bytes());
         let mut h = Sha256::new();
@@ -253,20 +260,22 @@ impl RelayKeys {
         let sig = self
             .rsa_identity
             .sign(Pkcs1v15Sign::new_unprefixed(), &h.finalize())
-            .map_err(|e| e.to_string())?;
-        body.push(u8::try_from(sig.len()).map_err(|_| "signature too long")?);
+            .map_err(key_err)?;
+        body.push(
+            u8::try_from(sig.len()).map_err(|_| NodeError::Keys("signature too long".into()))?,
+        );
         body.extend_from_slice(&sig);
         Ok(body)
     }
 
     /// The self-signed X.509 certificate of the RSA identity key, valid from
     /// a day ago for a year, signed sha256WithRSAEncryption.
-    fn rsa_identity_x509(&self, now: i64) -> Result<Vec<u8>, String> {
+    fn rsa_identity_x509(&self, now: i64) -> Result<Vec<u8>, NodeError> {
         let spki = self
             .rsa_identity
             .to_public_key()
             .to_public_key_der()
-            .map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
         let alg = der(0x30, &[der(0x06, SHA256_WITH_RSA), der(0x05, &[])].concat());
         let name = der(
             0x30,
@@ -309,7 +318,7 @@ impl RelayKeys {
         let sig = self
             .rsa_identity
             .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
-            .map_err(|e| e.to_string())?;
+            .map_err(key_err)?;
         let mut bits = vec![0u8];
         bits.extend_from_slice(&sig);
         Ok(der(0x30, &[tbs, alg, der(0x03, &bits)].concat()))
@@ -404,7 +413,9 @@ mod tests {
     /// responder computes from its side (tor-spec §4.4.2).
     #[test]
     fn relay_authenticate_fields() {
-        use peersm_core::cell::{command, AuthChallenge, Authenticate, CircIdLen, Netinfo, Versions};
+        use peersm_core::cell::{
+            command, AuthChallenge, Authenticate, CircIdLen, Netinfo, Versions,
+        };
         use peersm_core::channel::tor_auth::{RelayAuthConfig, AUTH_METHOD_ED25519_SHA256_RFC5705};
         use peersm_core::channel::ResponderCheck;
         use peersm_core::channel::{decode_frame, encode_cells, InitiatorEvent, LinkInitiator};
@@ -558,5 +569,19 @@ mod tests {
     fn utc_time_format() {
         assert_eq!(utc_time(0), "700101000000Z");
         assert_eq!(utc_time(1_795_613_608), "261125133328Z");
+    }
+}
+
+fn key_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Keys(e.to_string())
+}
+
+/// Our identity key signs link handshakes (a bridge federating with another).
+impl crate::link::Signer for RelayKeys {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, NodeError> {
+        let digest = Sha256::digest(message);
+        self.rsa_identity
+            .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
+            .map_err(key_err)
     }
 }

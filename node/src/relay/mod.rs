@@ -1,12 +1,11 @@
-//! `peersm-node relay`: an onion router on a TLS ORPort: our certificates,
-//! inbound channels running relay circuits, outbound channels for EXTEND2,
-//! exit streams under an exit policy.
+//! `peersm-node relay`: an onion router on a TLS ORPort. `server` holds the
+//! relay (keys, exit policy) and accepts links; `node` runs its core (the
+//! router, exit and directory of `peersm-core`) and the sockets the core
+//! asks for; `outbound` opens links to next hops; `keys` and `descriptor`
+//! are what a Tor relay publishes.
 
 pub mod descriptor;
-mod dir_service;
-mod exit;
-pub mod exit_policy;
-pub mod inbound;
 pub mod keys;
+pub mod node;
 pub mod outbound;
 pub mod server;

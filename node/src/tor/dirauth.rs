@@ -36,10 +36,12 @@ fn hex20(s: &str) -> Option<[u8; 20]> {
 }
 
 impl FromStr for DirAuthority {
-    type Err = String;
+    type Err = crate::error::NodeError;
 
-    fn from_str(line: &str) -> Result<Self, String> {
-        let err = |why: &str| format!("DirAuthority {line:?}: {why}");
+    fn from_str(line: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| {
+            crate::error::NodeError::invalid("DirAuthority line", format!("{line:?}: {why}"))
+        };
         let mut words = line.split_whitespace();
         let nickname = words.next().ok_or_else(|| err("empty"))?.to_string();
         let (mut or_port, mut v3ident, mut dir_addr) = (None, None, None);

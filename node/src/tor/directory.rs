@@ -10,20 +10,22 @@ use peersm_core::dir::consensus::Consensus;
 use peersm_core::dir::microdesc;
 use peersm_core::dir::path::NetDir;
 
-use super::channel::{self, ChannelHandle, StreamEvent};
+use super::client::{self, ChannelHandle, StreamEvent};
 use super::dirauth::DirAuthority;
+use crate::error::{NodeError, Result};
 
 /// Microdescriptors per request, keeping URLs reasonably short.
 const MICRODESCS_PER_REQUEST: usize = 90;
 
 /// An HTTP/1.0 GET over a BEGIN_DIR stream; returns the body of a 200.
-pub async fn dir_get(ch: &ChannelHandle, circ: u32, path: &str) -> Result<Vec<u8>, String> {
+pub async fn dir_get(ch: &ChannelHandle, circ: u32, path: &str) -> Result<Vec<u8>> {
     let (stream, mut events) = ch.begin(circ, StreamTarget::Directory).await?;
     ch.send(
         circ,
         stream,
         format!("GET {path} HTTP/1.0\r\n\r\n").into_bytes(),
-    )?;
+    )
+    .await?;
     let mut response = Vec::new();
     while let Some(e) = events.recv().await {
         match e {
@@ -35,20 +37,25 @@ pub async fn dir_get(ch: &ChannelHandle, circ: u32, path: &str) -> Result<Vec<u8
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("GET {path}: no HTTP header"))?;
+        .ok_or_else(|| {
+            NodeError::invalid("directory answer", format!("GET {path}: no HTTP header"))
+        })?;
     let status = String::from_utf8_lossy(&response[..split])
         .lines()
         .next()
         .unwrap_or_default()
         .to_string();
     if !status.contains(" 200") {
-        return Err(format!("GET {path}: {status}"));
+        return Err(NodeError::invalid(
+            "directory answer",
+            format!("GET {path}: {status}"),
+        ));
     }
     Ok(response.split_off(split + 4))
 }
 
 /// Fetches a verified NetDir from the first authority that answers.
-pub async fn bootstrap(authorities: &[DirAuthority]) -> Result<NetDir, String> {
+pub async fn bootstrap(authorities: &[DirAuthority]) -> Result<NetDir> {
     let trusted: Vec<[u8; 20]> = authorities.iter().map(|a| a.v3ident).collect();
     let mut errors = Vec::new();
     for auth in authorities {
@@ -60,14 +67,17 @@ pub async fn bootstrap(authorities: &[DirAuthority]) -> Result<NetDir, String> {
             }
         }
     }
-    Err(format!(
-        "no authority gave a usable directory ({})",
-        errors.join("; ")
+    Err(NodeError::invalid(
+        "directory",
+        format!(
+            "no authority gave a usable directory ({})",
+            errors.join("; ")
+        ),
     ))
 }
 
-async fn bootstrap_from(auth: &DirAuthority, trusted: &[[u8; 20]]) -> Result<NetDir, String> {
-    let ch = channel::connect(auth.or_addr, Some(auth.fingerprint), None).await?;
+async fn bootstrap_from(auth: &DirAuthority, trusted: &[[u8; 20]]) -> Result<NetDir> {
+    let ch = client::connect(auth.or_addr, Some(auth.fingerprint), None).await?;
     let circ = ch.create_fast().await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -79,8 +89,9 @@ async fn bootstrap_from(auth: &DirAuthority, trusted: &[[u8; 20]]) -> Result<Net
         &dir_get(&ch, circ, "/tor/status-vote/current/consensus-microdesc").await?,
     )
     .to_string();
-    let signers = verify_consensus(&text, trusted, &certs).map_err(|e| e.to_string())?;
-    let consensus = Consensus::parse(&text).map_err(|e| e.to_string())?;
+    let signers =
+        verify_consensus(&text, trusted, &certs).map_err(|e| NodeError::invalid("consensus", e))?;
+    let consensus = Consensus::parse(&text).map_err(|e| NodeError::invalid("consensus", e))?;
     let mut mds = Vec::new();
     for batch in consensus.routers.chunks(MICRODESCS_PER_REQUEST) {
         let list: Vec<String> = batch

@@ -1,7 +1,7 @@
-//! Speaking Tor to relays over TLS: the client side of channels and
-//! circuits, directory bootstrap, on top of the sans-IO core.
+//! Speaking Tor to relays over TLS as a client: `client` is a link to one
+//! relay with the core's `ClientMux` on it; `directory` bootstraps a
+//! verified directory over BEGIN_DIR; `dirauth` names the authorities.
 
-pub mod channel;
+pub mod client;
 pub mod dirauth;
 pub mod directory;
-pub mod tls;

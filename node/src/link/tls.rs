@@ -1,17 +1,26 @@
 //! TLS for Tor links (tor-spec §2): relays present self-signed certificates,
 //! so the TLS layer accepts any certificate (still checking that the peer
 //! holds its key) and hands the certificate up; the CERTS cell then proves
-//! which relay it belongs to.
+//! which relay it belongs to. A TLS link is a byte stream: `TlsRx` cuts
+//! it into frames of whole cells (the first cell, VERSIONS, has a 2-byte
+//! circuit id); `TlsTx` writes and flushes each batch.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use peersm_core::channel::whole_cells_len;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+use super::{FrameRx, FrameTx};
+use crate::error::{NodeError, Result};
+
+/// Largest read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
@@ -74,9 +83,12 @@ fn connector() -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+pub type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
+
 /// Opens TCP + TLS to a relay; returns the stream and the relay's TLS
 /// certificate (DER).
-pub async fn connect(addr: SocketAddr) -> std::io::Result<(TlsStream<TcpStream>, Vec<u8>)> {
+pub async fn connect(addr: SocketAddr) -> std::io::Result<(ClientTls, Vec<u8>)> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     // An IP server name: rustls sends no SNI, like C tor clients' anonymous hellos.
@@ -93,12 +105,67 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<(TlsStream<TcpStream>,
     Ok((stream, cert))
 }
 
-/// TLS buffers records until flushed: every batch of cells goes out now.
-pub async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    w.write_all(bytes).await?;
-    w.flush().await
+/// The reading half of a TLS link, cut into frames of whole cells.
+pub struct TlsRx<S> {
+    reader: ReadHalf<S>,
+    buf: Vec<u8>,
+    at_start: bool,
+}
+
+/// The writing half: each frame is written and flushed (TLS holds records
+/// until flushed).
+pub struct TlsTx<S> {
+    writer: WriteHalf<S>,
+}
+
+/// Splits a TLS stream into a link's two halves.
+pub fn split<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (TlsRx<S>, TlsTx<S>) {
+    let (reader, writer) = tokio::io::split(stream);
+    (
+        TlsRx {
+            reader,
+            buf: Vec::new(),
+            at_start: true,
+        },
+        TlsTx { writer },
+    )
+}
+
+impl<S: AsyncRead + Send> FrameRx for TlsRx<S> {
+    async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            let whole = whole_cells_len(&self.buf, self.at_start);
+            if whole > 0 {
+                self.at_start = false;
+                let rest = self.buf.split_off(whole);
+                return Ok(Some(std::mem::replace(&mut self.buf, rest)));
+            }
+            if self.buf.len() > peersm_core::channel::MAX_FRAME_LEN {
+                return Err(NodeError::invalid("cell", "longer than any cell may be"));
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf
+                .extend_from_slice(chunk.get(..n).unwrap_or_default());
+        }
+    }
+}
+
+impl<S: AsyncWrite + Send + 'static> FrameTx for TlsTx<S> {
+    async fn send(&mut self, frame: Vec<u8>) -> Result<()> {
+        self.writer.write_all(&frame).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    fn cells_per_frame(&self) -> Option<usize> {
+        None
+    }
+
+    async fn close(&mut self, _: Option<super::LinkEnd>) {
+        let _ = self.writer.shutdown().await;
+    }
 }

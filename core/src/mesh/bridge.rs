@@ -1,0 +1,537 @@
+//! The bridge's part in the mesh (docs/PROTOCOL.md "Mesh"), sans IO: tabs
+//! register a control circuit with DB_FIND_PEER and learn the registered
+//! peers closest to an ID (DB_FOUND_PEER); INTRODUCE / INTRODUCED carry an
+//! SDP offer from one tab to another and the answer back, so two tabs can
+//! open a WebRTC link. Only tabs that authenticated their link (and send
+//! the modulus of that key) can register; introductions name peers by ID,
+//! and the bridge forwards them only to the control circuit of that ID.
+//!
+//! Federation: bridges announce themselves (BRIDGE_HELLO), keep each other
+//! told of their tabs (BRIDGE_PEERS), and carry introductions between a
+//! tab here and a tab there (RELAY_INTRODUCE / RELAY_INTRODUCED). Bridges
+//! keep a Kademlia routing table of bridges (by RSA fingerprint); a bridge
+//! that says hello is answered with the known bridges closest to it
+//! (BRIDGE_NODES) and federates with those it has room for.
+//!
+//! A route is a circuit on a link, `(link, circuit id)`: a tab's control
+//! circuit through our router, or our own circuit to a federated bridge.
+//! Messages to send and bridges to federate with come out of `poll_event`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Debug;
+
+use crate::cell::peersm::{MAX_BRIDGE_PEERS, MAX_FOUND_PEERS};
+use crate::cell::ControlMessage;
+use crate::crypto::PeerId;
+use crate::dht::{Distance, RoutingTable, K};
+
+/// A circuit control messages travel on: its link and id there.
+pub type Route<L> = (L, u32);
+
+/// Who is at the other end of a link: a tab's peer ID and key modulus,
+/// and the RSA fingerprint of that key (how bridges are named).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkIdentity {
+    pub id: PeerId,
+    pub modulus: Vec<u8>,
+    pub fingerprint: [u8; 20],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeMeshEvent<L> {
+    Send {
+        route: Route<L>,
+        message: ControlMessage,
+    },
+    /// Federate with the bridge at `url` (found through BRIDGE_NODES).
+    Federate { url: String },
+}
+
+struct FederatedBridge<L> {
+    url: String,
+    /// Every circuit on which it said hello: two bridges that find each
+    /// other at once federate both ways, and either circuit carries its
+    /// messages.
+    routes: Vec<Route<L>>,
+    /// The tabs it hosts.
+    peers: Vec<PeerId>,
+}
+
+pub struct BridgeMesh<L> {
+    peers: BTreeMap<PeerId, Route<L>>,
+    /// Federated bridges, by fingerprint.
+    bridges: BTreeMap<PeerId, FederatedBridge<L>>,
+    /// The bridges' DHT, by fingerprint, with their URLs.
+    routing: RoutingTable<String>,
+    /// URLs we are federating with or trying to.
+    discovering: BTreeSet<String>,
+    /// Introductions from a federated bridge's tab to one of ours, waiting
+    /// for our tab's answer: (our tab, their tab) → their bridge.
+    remote_origins: BTreeMap<(PeerId, PeerId), PeerId>,
+    introductions: u64,
+    events: VecDeque<BridgeMeshEvent<L>>,
+}
+
+impl<L: Copy + Ord + Debug> BridgeMesh<L> {
+    /// The mesh of the bridge whose RSA fingerprint is `me`.
+    pub fn new(me: [u8; 20]) -> Self {
+        BridgeMesh {
+            peers: BTreeMap::new(),
+            bridges: BTreeMap::new(),
+            routing: RoutingTable::new(PeerId(me)),
+            discovering: BTreeSet::new(),
+            remote_origins: BTreeMap::new(),
+            introductions: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A federation link to `url` is being set up (or retried).
+    pub fn federating_with(&mut self, url: &str) {
+        self.discovering.insert(url.to_string());
+    }
+
+    pub fn poll_event(&mut self) -> Option<BridgeMeshEvent<L>> {
+        self.events.pop_front()
+    }
+
+    fn send(&mut self, route: Route<L>, message: ControlMessage) {
+        self.events
+            .push_back(BridgeMeshEvent::Send { route, message });
+    }
+
+    fn send_to_bridge(&mut self, bridge: &PeerId, message: ControlMessage) {
+        if let Some(route) = self.bridges.get(bridge).and_then(|b| b.routes.first()) {
+            let route = *route;
+            self.send(route, message);
+        }
+    }
+
+    /// A control message on `route`, from the link's authenticated peer
+    /// `from` (`None`: an anonymous link, which may not use the mesh).
+    /// `now` orders the bridges' routing table (ms).
+    pub fn handle(
+        &mut self,
+        from: Option<&LinkIdentity>,
+        route: Route<L>,
+        message: ControlMessage,
+        now: u64,
+    ) {
+        let Some(from) = from else {
+            tracing::debug!("control message on an anonymous link: ignored");
+            return;
+        };
+        let me = from.id;
+        // Bridges are named by fingerprint.
+        let bridge_id = PeerId(from.fingerprint);
+        let from_bridge = self
+            .bridges
+            .get(&bridge_id)
+            .is_some_and(|b| b.routes.contains(&route));
+        match message {
+            ControlMessage::FindPeer { target, modulus } => {
+                if modulus != from.modulus {
+                    tracing::info!(peer = %me, "DB_FIND_PEER with another key's modulus: ignored");
+                    return;
+                }
+                self.peers.insert(me, route);
+                let reply = self.found_peers(me, &target);
+                self.send(route, reply);
+                self.announce_peers();
+            }
+            ControlMessage::Introduce { peer, sdp } => {
+                self.introductions += 1;
+                if peer != me {
+                    if let Some(&target) = self.peers.get(&peer) {
+                        return self.send(target, ControlMessage::Introduce { peer: me, sdp });
+                    }
+                    let remote = self
+                        .bridges
+                        .iter()
+                        .find(|(_, b)| b.peers.contains(&peer))
+                        .map(|(id, _)| *id);
+                    if let Some(bridge) = remote {
+                        let relay = ControlMessage::RelayIntroduce {
+                            from: me,
+                            to: peer,
+                            sdp,
+                        };
+                        return self.send_to_bridge(&bridge, relay);
+                    }
+                }
+                self.send(
+                    route,
+                    ControlMessage::Introduced {
+                        peer,
+                        sdp: String::new(),
+                    },
+                );
+            }
+            ControlMessage::Introduced { peer, sdp } => {
+                if let Some(&origin) = self.peers.get(&peer) {
+                    self.send(origin, ControlMessage::Introduced { peer: me, sdp });
+                } else if let Some(bridge) = self.remote_origins.remove(&(me, peer)) {
+                    let relay = ControlMessage::RelayIntroduced {
+                        from: me,
+                        to: peer,
+                        sdp,
+                    };
+                    self.send_to_bridge(&bridge, relay);
+                }
+            }
+            ControlMessage::BridgeHello { url } => self.hello(bridge_id, route, url, now),
+            ControlMessage::BridgeNodes { bridges } if from_bridge => {
+                let me_fp = *self.routing.me();
+                for (id, url) in bridges {
+                    let new = id != me_fp
+                        && !self.bridges.contains_key(&id)
+                        && !self.discovering.contains(&url)
+                        && self.routing.has_room_for(&id);
+                    if new {
+                        tracing::info!(bridge = %id, %url, "bridge found through the DHT");
+                        self.discovering.insert(url.clone());
+                        self.events.push_back(BridgeMeshEvent::Federate { url });
+                    }
+                }
+            }
+            ControlMessage::BridgePeers { peers } if from_bridge => {
+                if let Some(b) = self.bridges.get_mut(&bridge_id) {
+                    b.peers = peers;
+                }
+            }
+            ControlMessage::RelayIntroduce { from, to, sdp } if from_bridge => {
+                match self.peers.get(&to).copied() {
+                    Some(target) => {
+                        self.send(target, ControlMessage::Introduce { peer: from, sdp });
+                        self.remote_origins.insert((to, from), bridge_id);
+                    }
+                    None => self.send(
+                        route,
+                        ControlMessage::RelayIntroduced {
+                            from: to,
+                            to: from,
+                            sdp: String::new(),
+                        },
+                    ),
+                }
+            }
+            ControlMessage::RelayIntroduced { from, to, sdp } if from_bridge => {
+                if let Some(&origin) = self.peers.get(&to) {
+                    self.send(origin, ControlMessage::Introduced { peer: from, sdp });
+                }
+            }
+            // Answers are the bridge's to give, not to receive; FIND_NODE
+            // is for tabs (their linked peers); bridge messages only count
+            // from a bridge that said hello on that circuit.
+            _ => {}
+        }
+    }
+
+    /// A bridge said hello on `route` (or we greet one we linked to).
+    fn hello(&mut self, bridge_id: PeerId, route: Route<L>, url: String, now: u64) {
+        tracing::info!(bridge = %bridge_id, %url, "federated bridge");
+        self.routing.insert(bridge_id, url.clone(), now);
+        self.discovering.insert(url.clone());
+        let bridge = self.bridges.entry(bridge_id).or_insert(FederatedBridge {
+            url,
+            routes: Vec::new(),
+            peers: Vec::new(),
+        });
+        if !bridge.routes.contains(&route) {
+            bridge.routes.push(route);
+        }
+        let peers = self.local_peers();
+        self.send(route, ControlMessage::BridgePeers { peers });
+        // The other bridges hear of the newcomer too: whichever said hello
+        // first still learns of every later bridge.
+        let newcomer_url = self
+            .bridges
+            .get(&bridge_id)
+            .map(|b| b.url.clone())
+            .unwrap_or_default();
+        let others: Vec<PeerId> = self
+            .bridges
+            .keys()
+            .filter(|id| **id != bridge_id)
+            .copied()
+            .collect();
+        for other in others {
+            let nodes = ControlMessage::BridgeNodes {
+                bridges: vec![(bridge_id, newcomer_url.clone())],
+            };
+            self.send_to_bridge(&other, nodes);
+        }
+        let known = self
+            .routing
+            .closest(&bridge_id, K + 1)
+            .into_iter()
+            .filter(|e| e.id != bridge_id)
+            .take(K)
+            .map(|e| (e.id, e.contact))
+            .collect();
+        self.send(route, ControlMessage::BridgeNodes { bridges: known });
+    }
+
+    /// We greet the bridge at `url` over our circuit `route` to it: it is
+    /// federated from our side too.
+    pub fn greeted(&mut self, bridge: &LinkIdentity, route: Route<L>, url: String, now: u64) {
+        let id = PeerId(bridge.fingerprint);
+        self.hello(id, route, url, now);
+        // The answer to our own hello is the peer's to give, not ours.
+        self.events.retain(|e| {
+            !matches!(e, BridgeMeshEvent::Send { route: r, message: ControlMessage::BridgeNodes { .. } } if *r == route)
+        });
+    }
+
+    /// Circuit `route` is gone: a tab's registration, a bridge's route.
+    pub fn circuit_closed(&mut self, route: Route<L>) {
+        self.forget(|r| *r == route);
+    }
+
+    /// Every circuit on `link` is gone.
+    pub fn link_closed(&mut self, link: L) {
+        self.forget(|r| r.0 == link);
+    }
+
+    fn forget(&mut self, gone: impl Fn(&Route<L>) -> bool) {
+        let before = self.peers.len();
+        self.peers.retain(|_, r| !gone(r));
+        for b in self.bridges.values_mut() {
+            b.routes.retain(|r| !gone(r));
+        }
+        let dead: Vec<PeerId> = self
+            .bridges
+            .iter()
+            .filter(|(_, b)| b.routes.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            if let Some(b) = self.bridges.remove(&id) {
+                self.discovering.remove(&b.url);
+            }
+            self.routing.remove_dead(&id);
+        }
+        if self.peers.len() != before {
+            self.announce_peers();
+        }
+    }
+
+    /// A federation attempt to `url` ended; it may be found again.
+    pub fn federation_failed(&mut self, url: &str) {
+        if !self.bridges.values().any(|b| b.url == url) {
+            self.discovering.remove(url);
+        }
+    }
+
+    pub fn introductions(&self) -> u64 {
+        self.introductions
+    }
+
+    /// Tabs registered here.
+    pub fn registered(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_registered(&self, id: &PeerId) -> bool {
+        self.peers.contains_key(id)
+    }
+
+    /// Federated bridges and how many tabs each hosts.
+    pub fn federation(&self) -> Vec<(String, usize)> {
+        self.bridges
+            .values()
+            .map(|b| (b.url.clone(), b.peers.len()))
+            .collect()
+    }
+
+    fn local_peers(&self) -> Vec<PeerId> {
+        let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        ids.truncate(MAX_BRIDGE_PEERS);
+        ids
+    }
+
+    /// Tells every federated bridge our current tabs.
+    fn announce_peers(&mut self) {
+        let peers = self.local_peers();
+        let bridges: Vec<PeerId> = self.bridges.keys().copied().collect();
+        for b in bridges {
+            self.send_to_bridge(
+                &b,
+                ControlMessage::BridgePeers {
+                    peers: peers.clone(),
+                },
+            );
+        }
+    }
+
+    /// Our tabs and the federated bridges' tabs closest to `target`, not
+    /// `me`; ours with an empty bridge (this one), theirs with their URL.
+    fn found_peers(&self, me: PeerId, target: &PeerId) -> ControlMessage {
+        let mut all: Vec<(PeerId, String)> =
+            self.peers.keys().map(|p| (*p, String::new())).collect();
+        for b in self.bridges.values() {
+            all.extend(b.peers.iter().map(|p| (*p, b.url.clone())));
+        }
+        all.retain(|(p, _)| *p != me);
+        all.sort_by_key(|(p, _)| Distance::between(p, target));
+        all.dedup_by_key(|(p, _)| *p);
+        all.truncate(MAX_FOUND_PEERS);
+        ControlMessage::FoundPeer { peers: all }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lp(id: PeerId, modulus: [u8; 4]) -> LinkIdentity {
+        LinkIdentity {
+            id,
+            modulus: modulus.to_vec(),
+            fingerprint: id.0,
+        }
+    }
+
+    fn sent(mesh: &mut BridgeMesh<u32>) -> Vec<(Route<u32>, ControlMessage)> {
+        std::iter::from_fn(|| mesh.poll_event())
+            .filter_map(|e| match e {
+                BridgeMeshEvent::Send { route, message } => Some((route, message)),
+                BridgeMeshEvent::Federate { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registration_lookup_and_introductions() {
+        let mut mesh = BridgeMesh::new([0xee; 20]);
+        let (a, b, c) = (PeerId([1; 20]), PeerId([2; 20]), PeerId([3; 20]));
+        let find = |target| ControlMessage::FindPeer {
+            target,
+            modulus: vec![9; 4],
+        };
+        // Anonymous links and other keys' moduli register nothing.
+        mesh.handle(None, (1, 5), find(a), 0);
+        mesh.handle(Some(&lp(a, [8; 4])), (1, 5), find(a), 0);
+        assert_eq!(mesh.registered(), 0);
+        assert!(sent(&mut mesh).is_empty());
+
+        mesh.handle(Some(&lp(a, [9; 4])), (1, 5), find(a), 0);
+        assert_eq!(
+            sent(&mut mesh),
+            [((1, 5), ControlMessage::FoundPeer { peers: vec![] })]
+        );
+        mesh.handle(Some(&lp(b, [9; 4])), (2, 7), find(b), 0);
+        assert_eq!(
+            sent(&mut mesh),
+            [(
+                (2, 7),
+                ControlMessage::FoundPeer {
+                    peers: vec![(a, String::new())]
+                }
+            )]
+        );
+        // b introduces itself to a: a's control circuit gets it, from b.
+        let offer = ControlMessage::Introduce {
+            peer: a,
+            sdp: "offer".into(),
+        };
+        mesh.handle(Some(&lp(b, [9; 4])), (2, 7), offer, 0);
+        assert_eq!(
+            sent(&mut mesh),
+            [(
+                (1, 5),
+                ControlMessage::Introduce {
+                    peer: b,
+                    sdp: "offer".into()
+                }
+            )]
+        );
+        let answer = ControlMessage::Introduced {
+            peer: b,
+            sdp: "answer".into(),
+        };
+        mesh.handle(Some(&lp(a, [9; 4])), (1, 5), answer, 0);
+        assert_eq!(
+            sent(&mut mesh),
+            [(
+                (2, 7),
+                ControlMessage::Introduced {
+                    peer: a,
+                    sdp: "answer".into()
+                }
+            )]
+        );
+        // An unknown peer: the introduction fails at once.
+        let to_c = ControlMessage::Introduce {
+            peer: c,
+            sdp: "offer".into(),
+        };
+        mesh.handle(Some(&lp(a, [9; 4])), (1, 5), to_c, 0);
+        assert_eq!(
+            sent(&mut mesh),
+            [(
+                (1, 5),
+                ControlMessage::Introduced {
+                    peer: c,
+                    sdp: String::new()
+                }
+            )]
+        );
+        // A closed link unregisters its tabs.
+        mesh.link_closed(1);
+        assert_eq!(mesh.registered(), 1);
+        assert!(!mesh.is_registered(&a));
+    }
+
+    /// Two bridges that find each other at once federate both ways: a
+    /// message on either circuit counts as the bridge's.
+    #[test]
+    fn a_bridge_federated_on_two_circuits_is_heard_on_both() {
+        let mut mesh = BridgeMesh::new([0xee; 20]);
+        let (tab, bridge) = (PeerId([1; 20]), PeerId([7; 20]));
+        let find = ControlMessage::FindPeer {
+            target: tab,
+            modulus: vec![9; 4],
+        };
+        mesh.handle(Some(&lp(tab, [9; 4])), (1, 5), find, 0);
+        let hello = || ControlMessage::BridgeHello {
+            url: "ws://127.0.0.1:9/bridge".into(),
+        };
+        let b = lp(bridge, [0; 4]);
+        mesh.handle(Some(&b), (2, 1), hello(), 0);
+        mesh.greeted(&b, (3, 2), "ws://127.0.0.1:9/bridge".into(), 0);
+        assert_eq!(mesh.federation().len(), 1, "one bridge, two circuits");
+        sent(&mut mesh);
+        let offer = ControlMessage::RelayIntroduce {
+            from: PeerId([3; 20]),
+            to: tab,
+            sdp: "offer".into(),
+        };
+        mesh.handle(Some(&b), (2, 1), offer, 0);
+        assert!(
+            matches!(
+                sent(&mut mesh).as_slice(),
+                [((1, 5), ControlMessage::Introduce { .. })]
+            ),
+            "the introduction on the first circuit reached the tab"
+        );
+        // Bridge messages on a circuit that did not say hello are ignored.
+        mesh.handle(
+            Some(&b),
+            (9, 9),
+            ControlMessage::BridgePeers {
+                peers: vec![PeerId([4; 20])],
+            },
+            0,
+        );
+        assert_eq!(
+            mesh.federation(),
+            [("ws://127.0.0.1:9/bridge".to_string(), 0)]
+        );
+        // One circuit closing leaves the bridge federated on the other.
+        mesh.circuit_closed((2, 1));
+        assert_eq!(mesh.federation().len(), 1);
+        mesh.circuit_closed((3, 2));
+        assert!(mesh.federation().is_empty());
+    }
+}
