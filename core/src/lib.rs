@@ -37,4 +37,6 @@ pub mod peer;
 pub mod rng;
 pub mod router;
 pub mod service;
+#[cfg(test)]
+mod sim;
 pub mod socks;

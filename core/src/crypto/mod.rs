@@ -7,6 +7,7 @@ pub mod ed25519_cert;
 pub mod identity;
 pub mod kdf;
 pub mod ntor;
+pub mod relay_certs;
 pub mod relay_crypto;
 pub mod x509;
 

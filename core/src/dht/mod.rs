@@ -9,9 +9,6 @@ pub mod distance;
 pub mod lookup;
 pub mod routing;
 
-#[cfg(test)]
-mod sim;
-
 pub use distance::Distance;
 pub use lookup::{Lookup, LookupAction};
 pub use routing::{Insert, RoutingTable};

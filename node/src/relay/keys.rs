@@ -11,17 +11,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::NodeError;
 
-use ed25519_dalek::{Signer, SigningKey};
-use peersm_core::cell::{CertEntry, Certs};
+use ed25519_dalek::SigningKey;
+use peersm_core::cell::Certs;
 use peersm_core::channel::tor_certs::tor_cert_type;
 use peersm_core::crypto::ntor::NtorRelayKey;
+pub(crate) use peersm_core::crypto::relay_certs::ed25519_cert;
+use peersm_core::crypto::relay_certs::{relay_certs, CertSigners};
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::sha2::{Digest, Sha256};
 use rsa::PrivateKey;
-
-const CERT_LIFETIME_HOURS: u32 = 24 * 30;
 
 pub struct RelayKeys {
     pub rsa_identity: PrivateKey,
@@ -208,120 +208,24 @@ impl RelayKeys {
         certified_key_type: u8,
         certified: [u8; 32],
     ) -> Result<Certs, NodeError> {
-        let now = unix_now();
-        let expires = u32::try_from(now / 3600)
-            .unwrap_or(u32::MAX)
-            .saturating_add(CERT_LIFETIME_HOURS);
-        let id_cert = self.rsa_identity_x509(now)?;
-        let id_signing = ed25519_cert(
-            tor_cert_type::ED_ID_SIGNING,
-            expires,
-            1,
-            self.ed_signing.verifying_key().to_bytes(),
-            &self.ed_identity,
-        );
-        let by_signing_key = ed25519_cert(
+        let serial: [u8; 8] = random32()[..8].try_into().unwrap_or_default();
+        relay_certs(
+            &self.signers(),
             signed_type,
-            expires,
             certified_key_type,
             certified,
-            &self.ed_signing,
-        );
-        let cross = self.cross_cert(expires)?;
-        Ok(Certs {
-            certs: vec![
-                CertEntry {
-                    cert_type: tor_cert_type::RSA_ID_X509,
-                    body: id_cert,
-                },
-                CertEntry {
-                    cert_type: tor_cert_type::ED_ID_SIGNING,
-                    body: id_signing,
-                },
-                CertEntry {
-                    cert_type: signed_type,
-                    body: by_signing_key,
-                },
-                CertEntry {
-                    cert_type: tor_cert_type::RSA_ED_CROSSCERT,
-                    body: cross,
-                },
-            ],
-        })
+            unix_now(),
+            serial,
+        )
+        .map_err(key_err)
     }
 
-    /// RSA→Ed25519 cross-certificate (cert-spec §2.3).
-    fn cross_cert(&self, expires: u32) -> Result<Vec<u8>, NodeError> {
-        let mut body = self.ed25519_id().to_vec();
-        body.extend_from_slice(&expires.to_be_bytes());
-        let mut h = Sha256::new();
-        h.update(b"Tor TLS RSA/Ed25519 cross-certificate");
-        h.update(&body);
-        let sig = self
-            .rsa_identity
-            .sign(Pkcs1v15Sign::new_unprefixed(), &h.finalize())
-            .map_err(key_err)?;
-        body.push(
-            u8::try_from(sig.len()).map_err(|_| NodeError::Keys("signature too long".into()))?,
-        );
-        body.extend_from_slice(&sig);
-        Ok(body)
-    }
-
-    /// The self-signed X.509 certificate of the RSA identity key, valid from
-    /// a day ago for a year, signed sha256WithRSAEncryption.
-    fn rsa_identity_x509(&self, now: i64) -> Result<Vec<u8>, NodeError> {
-        let spki = self
-            .rsa_identity
-            .to_public_key()
-            .to_public_key_der()
-            .map_err(key_err)?;
-        let alg = der(0x30, &[der(0x06, SHA256_WITH_RSA), der(0x05, &[])].concat());
-        let name = der(
-            0x30,
-            &der(
-                0x31,
-                &der(
-                    0x30,
-                    &[
-                        der(0x06, &[0x55, 0x04, 0x03]),
-                        der(0x0c, b"www.peersm.invalid"),
-                    ]
-                    .concat(),
-                ),
-            ),
-        );
-        let mut serial = random32()[..8].to_vec();
-        serial[0] &= 0x7f;
-        let validity = der(
-            0x30,
-            &[
-                der(0x17, utc_time(now - 86_400).as_bytes()),
-                der(0x17, utc_time(now + 365 * 86_400).as_bytes()),
-            ]
-            .concat(),
-        );
-        let tbs = der(
-            0x30,
-            &[
-                der(0xa0, &der(0x02, &[2])),
-                der(0x02, &serial),
-                alg.clone(),
-                name.clone(),
-                validity,
-                name,
-                spki.as_bytes().to_vec(),
-            ]
-            .concat(),
-        );
-        let digest = Sha256::digest(&tbs);
-        let sig = self
-            .rsa_identity
-            .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
-            .map_err(key_err)?;
-        let mut bits = vec![0u8];
-        bits.extend_from_slice(&sig);
-        Ok(der(0x30, &[tbs, alg, der(0x03, &bits)].concat()))
+    fn signers(&self) -> CertSigners<'_> {
+        CertSigners {
+            rsa_identity: &self.rsa_identity,
+            ed_identity: &self.ed_identity,
+            ed_signing: &self.ed_signing,
+        }
     }
 }
 
@@ -336,55 +240,6 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path)?.write_all(bytes)
-}
-
-const SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
-
-/// One DER TLV.
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-/// UTCTime "YYMMDDHHMMSSZ".
-fn utc_time(unix: i64) -> String {
-    let (y, m, d, h, mi, s) = peersm_core::crypto::der::civil_from_unix(unix);
-    format!("{:02}{m:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100)
-}
-
-/// A cert-spec §2.1 Ed25519 certificate with the signed-with-key extension.
-pub(crate) fn ed25519_cert(
-    cert_type: u8,
-    expires_hours: u32,
-    key_type: u8,
-    certified: [u8; 32],
-    signer: &SigningKey,
-) -> Vec<u8> {
-    let mut b = vec![1, cert_type];
-    b.extend_from_slice(&expires_hours.to_be_bytes());
-    b.push(key_type);
-    b.extend_from_slice(&certified);
-    b.push(1);
-    b.extend_from_slice(&32u16.to_be_bytes());
-    b.extend_from_slice(&[4, 0]);
-    b.extend_from_slice(signer.verifying_key().as_bytes());
-    let sig = signer.sign(&b);
-    b.extend_from_slice(&sig.to_bytes());
-    b
 }
 
 #[cfg(test)]
@@ -563,12 +418,6 @@ mod tests {
             "a foreign file is refused"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn utc_time_format() {
-        assert_eq!(utc_time(0), "700101000000Z");
-        assert_eq!(utc_time(1_795_613_608), "261125133328Z");
     }
 }
 

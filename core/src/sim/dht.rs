@@ -1,12 +1,13 @@
-//! A deterministic simulation of the DHT: thousands of peers, each with
-//! its own `RoutingTable`, joining through one bootstrap peer and then
-//! running `Lookup`s whose FIND_NODEs are delivered by a virtual network
-//! (a dead peer never answers). Lookups are checked against brute force.
+//! The DHT alone at scale: thousands of peers, each with its own
+//! `RoutingTable`, joining through one bootstrap peer and then running
+//! `Lookup`s whose FIND_NODEs are delivered directly (a dead peer never
+//! answers). Lookups are checked against brute force. The whole-network
+//! simulation (`mod.rs`) runs the same lookups through circuits of tabs.
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Distance, Insert, Lookup, LookupAction, RoutingTable, K};
 use crate::crypto::PeerId;
+use crate::dht::{Distance, Insert, Lookup, LookupAction, RoutingTable, K};
 
 /// SplitMix64: a small seeded generator, so every run is the same.
 struct Rng(u64);

@@ -1,0 +1,529 @@
+//! Links to other tabs (docs/PROTOCOL.md "Mesh"): each is one WebRTC
+//! peer connection with one data channel carrying the link protocol. A
+//! link goes Offering/Answering → Connecting → Open. The offer and answer
+//! travel through an introducer (the bridge, or a tab linked to the
+//! other), each SDP with every ICE candidate in it. Both tabs prove their
+//! IDs in the link handshake and bind them to the DTLS fingerprints of the
+//! SDPs (PEERSM_DTLS_BINDING), so a forged introduction cannot link a tab
+//! to any ID other than the one it asked for.
+//!
+//! Glare: when two tabs offer to each other at once, the offer of the tab
+//! with the smaller ID wins: that tab refuses the other's offer (an empty
+//! answer), the other drops its own attempt and answers.
+
+use crate::cell::{cert_type, CertEntry, Certs, CircIdLen, ControlMessage};
+use crate::channel::{
+    decode_frame, dtls_binding_cert, dtls_binding_message, Handshake, HandshakeEvent,
+    LinkInitiator, LinkResponder, ResponderCheck,
+};
+use crate::circuit::LinkSide;
+use crate::crypto::PeerId;
+use crate::dht::Insert;
+use crate::rng::random_bytes;
+use crate::router::{CircuitKey, LinkPeer};
+
+use super::tasks::{HopSpec, Purpose};
+use super::{LinkId, Signing, TabEvent, TabPeer};
+
+/// How long a link may take from the first step to open.
+const ESTABLISH_MS: u64 = 30_000;
+
+/// Who carries our offer.
+#[derive(Debug, Clone)]
+pub(super) enum Introducer {
+    /// Our bridge, on our control circuit.
+    Bridge,
+    /// The last tab of this route, which is linked to the peer (it named
+    /// it in a lookup).
+    Route(Vec<HopSpec>),
+}
+
+/// Where our answer to an offer goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reply {
+    Bridge,
+    /// Back on the circuit through us that carried the offer.
+    Relay {
+        circuit: CircuitKey<LinkId>,
+    },
+}
+
+/// A link's state, as `peer.peers()` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Introducing,
+    Connecting,
+    Open,
+}
+
+impl LinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Introducing => "introducing",
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Open => "open",
+        }
+    }
+}
+
+enum LinkState {
+    /// We offer: waiting for our SDP, its binding, then the answer.
+    Offering { introducer: Introducer },
+    /// We answer an offer: waiting for our SDP and its binding.
+    Answering { reply: Reply },
+    /// The SDPs are exchanged: the link handshake over the data channel.
+    Connecting { hs: Box<Handshake> },
+    /// Both proved their IDs; the link carries cells.
+    Open {
+        spki: Vec<u8>,
+        ntor: [u8; 32],
+        ntor_sig: Vec<u8>,
+    },
+}
+
+pub(super) struct TabLink {
+    pub(super) peer: PeerId,
+    we_initiated: bool,
+    state: LinkState,
+    pub(super) channel_open: bool,
+    /// Dropped unless open by then (`u64::MAX` once open).
+    pub(super) deadline: u64,
+    local_sdp: Option<String>,
+    binding: Option<CertEntry>,
+    remote_fingerprint: Option<String>,
+    /// The core knows the link (it is open).
+    added: bool,
+}
+
+/// The `a=fingerprint:` value of an SDP (`sha-256 AB:CD:…`).
+pub fn fingerprint_of(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_string())
+}
+
+impl TabPeer {
+    /// Our links to tabs and their states.
+    pub fn links(&self) -> Vec<(PeerId, LinkStatus)> {
+        let mut out: Vec<(PeerId, LinkStatus)> = self
+            .links
+            .values()
+            .map(|l| {
+                let status = match l.state {
+                    LinkState::Offering { .. } | LinkState::Answering { .. } => {
+                        LinkStatus::Introducing
+                    }
+                    LinkState::Connecting { .. } => LinkStatus::Connecting,
+                    LinkState::Open { .. } => LinkStatus::Open,
+                };
+                (l.peer, status)
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Open links: the peer, the link and its ntor key.
+    pub(super) fn open_links(&self) -> Vec<(PeerId, LinkId, [u8; 32])> {
+        self.links
+            .iter()
+            .filter_map(|(link, l)| match &l.state {
+                LinkState::Open { ntor, .. } => Some((l.peer, *link, *ntor)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An open link's identity key and signed ntor key.
+    pub(super) fn open_link_keys(&self, link: LinkId) -> Option<(Vec<u8>, [u8; 32], Vec<u8>)> {
+        match &self.links.get(&link)?.state {
+            LinkState::Open {
+                spki,
+                ntor,
+                ntor_sig,
+            } => Some((spki.clone(), *ntor, ntor_sig.clone())),
+            _ => None,
+        }
+    }
+
+    pub(super) fn link_of(&self, peer: &PeerId) -> Option<LinkId> {
+        let link = *self.by_peer.get(peer)?;
+        matches!(self.links.get(&link)?.state, LinkState::Open { .. }).then_some(link)
+    }
+
+    /// Starts linking to `peer` through `introducer`.
+    pub(super) fn offer(&mut self, peer: PeerId, introducer: Introducer) {
+        if peer == self.me || self.by_peer.contains_key(&peer) || self.onion.is_none() {
+            return;
+        }
+        let link = self.new_link_id();
+        self.links.insert(
+            link,
+            TabLink {
+                peer,
+                we_initiated: true,
+                state: LinkState::Offering { introducer },
+                channel_open: false,
+                deadline: self.now + ESTABLISH_MS,
+                local_sdp: None,
+                binding: None,
+                remote_fingerprint: None,
+                added: false,
+            },
+        );
+        self.by_peer.insert(peer, link);
+        self.events.push_back(TabEvent::CreateOffer { link });
+    }
+
+    /// `asker` offers to link; we answer through `reply` (an empty answer
+    /// refuses).
+    pub(super) fn answer(&mut self, asker: PeerId, offer: &str, reply: Reply) {
+        let existing = self.by_peer.get(&asker).and_then(|l| self.links.get(l));
+        let refuse = asker == self.me
+            || self.onion.is_none()
+            || existing.is_some_and(|l| {
+                matches!(l.state, LinkState::Open { .. })
+                    || !l.we_initiated
+                    || (l.we_initiated && self.me < asker)
+            });
+        let Some(remote) = fingerprint_of(offer).filter(|_| !refuse) else {
+            return self.send_reply(reply, asker, String::new());
+        };
+        if let Some(ours) = self.by_peer.get(&asker).copied() {
+            // Their offer wins the glare: our own attempt goes.
+            self.drop_link(ours, "their offer crossed ours and wins", true);
+        }
+        let link = self.new_link_id();
+        self.links.insert(
+            link,
+            TabLink {
+                peer: asker,
+                we_initiated: false,
+                state: LinkState::Answering { reply },
+                channel_open: false,
+                deadline: self.now + ESTABLISH_MS,
+                local_sdp: None,
+                binding: None,
+                remote_fingerprint: Some(remote),
+                added: false,
+            },
+        );
+        self.by_peer.insert(asker, link);
+        self.events.push_back(TabEvent::AcceptOffer {
+            link,
+            offer: offer.to_string(),
+        });
+    }
+
+    fn send_reply(&mut self, reply: Reply, asker: PeerId, sdp: String) {
+        match reply {
+            Reply::Bridge => self.bridge_reply(asker, sdp),
+            Reply::Relay { circuit } => {
+                let message = ControlMessage::RelayIntroduced {
+                    from: self.me,
+                    to: asker,
+                    sdp,
+                };
+                let _ = self.core.router.send_control(circuit, &message);
+            }
+        }
+    }
+
+    /// The platform made our offer or answer (every candidate gathered).
+    pub fn handle_local_sdp(&mut self, link: LinkId, sdp: Result<String, String>, now: u64) {
+        self.now = now.max(self.now);
+        let fingerprint = match &sdp {
+            Ok(s) => fingerprint_of(s),
+            Err(_) => None,
+        };
+        match (sdp, fingerprint, self.links.get_mut(&link)) {
+            (Ok(sdp), Some(fp), Some(l)) => {
+                l.local_sdp = Some(sdp);
+                self.sign(Signing::Binding(link), dtls_binding_message(&fp));
+            }
+            (Err(e), _, Some(_)) => self.drop_link(link, &format!("no local SDP: {e}"), true),
+            (Ok(_), None, Some(_)) => self.drop_link(link, "our SDP has no fingerprint", true),
+            (_, _, None) => {}
+        }
+        self.after_input();
+    }
+
+    /// Our DTLS binding is signed: send the offer, or the answer.
+    pub(super) fn binding_signed(&mut self, link: LinkId, signature: Result<Vec<u8>, String>) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let fp = l.local_sdp.as_deref().and_then(fingerprint_of);
+        let cert = match (signature, fp) {
+            (Ok(sig), Some(fp)) => dtls_binding_cert(&fp, &sig),
+            _ => None,
+        };
+        let Some(body) = cert else {
+            return self.drop_link(link, "could not sign our DTLS binding", true);
+        };
+        l.binding = Some(CertEntry {
+            cert_type: cert_type::PEERSM_DTLS_BINDING,
+            body,
+        });
+        let (peer, sdp) = (l.peer, l.local_sdp.clone().unwrap_or_default());
+        match &l.state {
+            LinkState::Offering { introducer } => match introducer.clone() {
+                Introducer::Bridge => {
+                    if !self.bridge_introduce(link, peer, sdp) {
+                        self.drop_link(link, "not registered with a bridge", true);
+                    }
+                }
+                Introducer::Route(route) => {
+                    let purpose = Purpose::Introduce {
+                        asker: self.me,
+                        target: peer,
+                        sdp,
+                    };
+                    self.spawn_route(route, purpose, tasks_parent_offer(link));
+                }
+            },
+            LinkState::Answering { reply } => {
+                let reply = *reply;
+                if let Err(e) = self.start_responder(link) {
+                    return self.drop_link(link, &e, true);
+                }
+                self.send_reply(reply, peer, sdp);
+            }
+            _ => {}
+        }
+    }
+
+    fn start_responder(&mut self, link: LinkId) -> Result<(), String> {
+        let onion = self.onion.as_ref().ok_or("no onion key")?;
+        let onion_cert = CertEntry {
+            cert_type: cert_type::PEERSM_NTOR_KEY,
+            body: onion.cert.clone(),
+        };
+        let challenge = random_bytes(&mut self.rng).map_err(|e| e.to_string())?;
+        let now = u32::try_from(self.now / 1000).unwrap_or(u32::MAX);
+        let spki = self.config.spki.clone();
+        let l = self.links.get_mut(&link).ok_or("gone")?;
+        let binding = l.binding.clone().ok_or("no binding")?;
+        let remote = l
+            .remote_fingerprint
+            .clone()
+            .ok_or("no remote fingerprint")?;
+        let certs = Certs {
+            certs: vec![
+                CertEntry {
+                    cert_type: cert_type::PEERSM_RSA_SPKI,
+                    body: spki,
+                },
+                binding,
+                onion_cert,
+            ],
+        };
+        let responder = LinkResponder::new(challenge, now, None, Vec::new())
+            .with_certs(certs)
+            .expect_peer(l.peer, remote);
+        l.state = LinkState::Connecting {
+            hs: Box::new(Handshake::responder(responder)),
+        };
+        Ok(())
+    }
+
+    /// The answer to our offer came (empty: the introduction failed).
+    pub(super) fn answered(&mut self, link: LinkId, answer: String) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        if !matches!(l.state, LinkState::Offering { .. }) {
+            return;
+        }
+        if answer.is_empty() {
+            return self.drop_link(link, "the introducer could not introduce us", true);
+        }
+        let Some(remote) = fingerprint_of(&answer) else {
+            return self.drop_link(link, "the answer has no fingerprint", true);
+        };
+        let Some(onion) = self.onion.as_ref() else {
+            return self.drop_link(link, "no onion key", true);
+        };
+        let onion_cert = CertEntry {
+            cert_type: cert_type::PEERSM_NTOR_KEY,
+            body: onion.cert.clone(),
+        };
+        let peer = l.peer;
+        let Some(binding) = l.binding.clone() else {
+            return self.drop_link(link, "no binding", true);
+        };
+        let check = ResponderCheck::Peer {
+            id: peer,
+            dtls_fingerprint: remote.clone(),
+        };
+        let initiator = match LinkInitiator::new(Some(self.config.spki.clone()), check) {
+            Ok(i) => i.with_extra_certs(vec![binding, onion_cert]),
+            Err(e) => return self.drop_link(link, &e.to_string(), true),
+        };
+        if let Some(l) = self.links.get_mut(&link) {
+            l.remote_fingerprint = Some(remote);
+            l.state = LinkState::Connecting {
+                hs: Box::new(Handshake::initiator(initiator)),
+            };
+        }
+        self.events
+            .push_back(TabEvent::ApplyAnswer { link, answer });
+        self.pump_link_handshake(link);
+    }
+
+    /// The link's data channel is open: frames flow.
+    pub fn handle_channel_open(&mut self, link: LinkId, now: u64) {
+        self.now = now.max(self.now);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.channel_open = true;
+        }
+        self.pump_link_handshake(link);
+        self.after_input();
+    }
+
+    pub(super) fn link_frame(&mut self, link: LinkId, frame: &[u8]) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        match &mut l.state {
+            LinkState::Connecting { hs } => {
+                if let Err(e) = hs.handle_frame(frame) {
+                    return self.drop_link(link, &format!("protocol error: {e}"), true);
+                }
+                self.pump_link_handshake(link);
+            }
+            LinkState::Open { .. } => {
+                match decode_frame(frame, CircIdLen::Four, |_| CircIdLen::Four) {
+                    Ok(cells) => self.core.handle_cells(link, cells),
+                    Err(e) => self.drop_link(link, &format!("protocol error: {e}"), true),
+                }
+            }
+            _ => self.drop_link(link, "a frame before the handshake", true),
+        }
+    }
+
+    fn pump_link_handshake(&mut self, link: LinkId) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let LinkState::Connecting { hs } = &mut l.state else {
+            return;
+        };
+        while let Some(f) = hs.poll_transmit() {
+            self.frames.push_back((link, f));
+        }
+        let mut opened = None;
+        let mut early = Vec::new();
+        let mut to_sign = None;
+        while let Some(e) = hs.poll_event() {
+            match e {
+                HandshakeEvent::SignatureNeeded(m) => to_sign = Some(m),
+                HandshakeEvent::Open(o) => opened = Some(o),
+                HandshakeEvent::Cell(c) => early.push(c),
+            }
+        }
+        let (peer, we_initiated) = (l.peer, l.we_initiated);
+        if let Some(m) = to_sign {
+            self.sign(Signing::Handshake(link), m);
+        }
+        let Some(opened) = opened else {
+            return;
+        };
+        let proven = opened.peer.filter(|p| p.id == peer);
+        let Some((p, (ntor, ntor_sig))) = proven.and_then(|p| {
+            let ntor = p.ntor_key.clone()?;
+            Some((p, ntor))
+        }) else {
+            return self.drop_link(link, "the peer did not prove the ID introduced", true);
+        };
+        let side = if we_initiated {
+            LinkSide::Initiator
+        } else {
+            LinkSide::Responder
+        };
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.state = LinkState::Open {
+            spki: p.key.spki_der().to_vec(),
+            ntor,
+            ntor_sig,
+        };
+        l.deadline = u64::MAX;
+        l.added = true;
+        let router_peer = LinkPeer {
+            id: Some(peer.0),
+            ed25519_id: None,
+        };
+        if self.core.add_link(link, side, router_peer).is_err() {
+            return self.drop_link(link, "no randomness for the link", true);
+        }
+        tracing::info!("link to {peer}: open");
+        self.core.handle_cells(link, early);
+        if let Insert::Full { ping } = self.routing.insert(peer, (), self.now) {
+            // A full bucket keeps its live peers: the oldest is still
+            // linked (a dead one was evicted when its link closed).
+            if self.link_of(&ping).is_some() {
+                self.routing.insert(ping, (), self.now);
+            }
+        }
+    }
+
+    pub(super) fn handshake_signed(&mut self, link: LinkId, signature: Result<Vec<u8>, String>) {
+        if self.is_bridge(link) {
+            return self.bridge_signed(signature);
+        }
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let LinkState::Connecting { hs } = &mut l.state else {
+            return;
+        };
+        let result = match signature {
+            Ok(sig) => hs.handle_signature(sig).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("signing failed: {e}")),
+        };
+        match result {
+            Ok(()) => self.pump_link_handshake(link),
+            Err(e) => self.drop_link(link, &e, true),
+        }
+    }
+
+    /// Links that did not open in time are dropped.
+    pub(super) fn links_timeout(&mut self) {
+        let late: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.deadline <= self.now)
+            .map(|(id, _)| *id)
+            .collect();
+        for link in late {
+            self.drop_link(link, "not open in time", true);
+        }
+    }
+
+    /// Forgets a link; `tell` asks the platform to close it.
+    pub(super) fn drop_link(&mut self, link: LinkId, why: &str, tell: bool) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        tracing::info!("link to {} closed: {why}", l.peer);
+        if self.by_peer.get(&l.peer) == Some(&link) {
+            self.by_peer.remove(&l.peer);
+        }
+        if l.added {
+            self.routing.remove_dead(&l.peer);
+            self.core.remove_link(link);
+        }
+        if matches!(l.state, LinkState::Offering { .. }) {
+            self.bridge_forget_offer(&l.peer);
+        }
+        if tell {
+            self.events.push_back(TabEvent::CloseLink { link });
+        }
+    }
+}
+
+fn tasks_parent_offer(link: LinkId) -> super::tasks::Parent {
+    super::tasks::Parent::Offer(link)
+}

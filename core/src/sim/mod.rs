@@ -1,0 +1,409 @@
+//! A whole Peersm network in one process, deterministic: a virtual clock,
+//! seeded randomness, in-memory links with latency and bandwidth. It runs
+//! complete peer cores — `TabPeer`s and bridges' `RelayPeer`s, the very
+//! router, mesh, client and DHT code a tab and a node run — and replaces
+//! only the adapters: WebSockets and data channels are `Wire`s, WebCrypto
+//! is a native RSA key, an SDP is a line naming the other end.
+//!
+//! `Net::run_until` moves frames and fires timers until a virtual time;
+//! scenarios (tests.rs) join peers, run lookups and transfers, remove
+//! peers mid-transfer and slow readers down, and check the figures.
+
+mod bridge;
+mod dht;
+mod tab;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use crate::rng::SimRng;
+
+pub(crate) use bridge::SimBridge;
+pub(crate) use tab::SimTab;
+
+pub(crate) type NodeId = usize;
+/// A link id at one node (a tab's `LinkId`, a bridge's link number).
+pub(crate) type LinkNo = u32;
+
+/// What the network is like.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetConfig {
+    /// One-way latency of every wire (ms).
+    pub latency_ms: u64,
+    /// Bytes per ms each direction of a wire carries.
+    pub bytes_per_ms: u64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            latency_ms: 15,
+            // 10 MB/s per direction.
+            bytes_per_ms: 10_000,
+        }
+    }
+}
+
+/// One end of a wire: a node and its link id there.
+type End = (NodeId, LinkNo);
+
+struct Wire {
+    ends: [End; 2],
+    /// When each direction finishes sending what it has (ms).
+    busy_until: [u64; 2],
+}
+
+/// Something that reaches a node at a time.
+#[derive(Debug)]
+enum Delivery {
+    Frame(Vec<u8>),
+    /// The data channel (or WebSocket) is open at this end.
+    Open,
+    /// The other end went away.
+    Closed,
+}
+
+pub(crate) enum Node {
+    Bridge(Box<SimBridge>),
+    Tab(Box<SimTab>),
+}
+
+pub(crate) struct Net {
+    pub(crate) now: u64,
+    pub(crate) rng: SimRng,
+    pub(crate) config: NetConfig,
+    pub(crate) nodes: Vec<Node>,
+    wires: BTreeMap<u64, Wire>,
+    /// Each node's links to wires.
+    ends: BTreeMap<End, u64>,
+    next_wire: u64,
+    /// What is in flight, by (arrival time, order of sending).
+    in_flight: BTreeMap<(u64, u64), (End, Delivery)>,
+    seq: u64,
+    pub(crate) stats: Stats,
+}
+
+/// What the run measured.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Stats {
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+    /// The most bytes any one peer held in stream queues at once.
+    pub(crate) max_stream_bytes: usize,
+    /// The most cells any one peer's router held for its links at once.
+    pub(crate) max_router_cells: usize,
+    /// The most bytes in flight on wires at once.
+    pub(crate) max_in_flight_bytes: usize,
+}
+
+impl Net {
+    pub(crate) fn new(seed: u64, config: NetConfig) -> Net {
+        Net {
+            now: 1_700_000_000_000,
+            rng: SimRng::new(seed),
+            config,
+            nodes: Vec::new(),
+            wires: BTreeMap::new(),
+            ends: BTreeMap::new(),
+            next_wire: 1,
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn tab(&self, id: NodeId) -> Option<&SimTab> {
+        match self.nodes.get(id)? {
+            Node::Tab(t) => Some(t),
+            Node::Bridge(_) => None,
+        }
+    }
+
+    pub(crate) fn tab_mut(&mut self, id: NodeId) -> Option<&mut SimTab> {
+        match self.nodes.get_mut(id)? {
+            Node::Tab(t) => Some(t),
+            Node::Bridge(_) => None,
+        }
+    }
+
+    pub(crate) fn bridge(&self, id: NodeId) -> Option<&SimBridge> {
+        match self.nodes.get(id)? {
+            Node::Bridge(b) => Some(b),
+            Node::Tab(_) => None,
+        }
+    }
+
+    fn alive(&self, node: NodeId) -> bool {
+        match self.nodes.get(node) {
+            Some(Node::Tab(t)) => t.alive,
+            Some(Node::Bridge(_)) => true,
+            None => false,
+        }
+    }
+
+    /// Connects two ends; each hears `Open` after the latency.
+    pub(crate) fn connect(&mut self, a: End, b: End) {
+        let id = self.next_wire;
+        self.next_wire += 1;
+        self.wires.insert(
+            id,
+            Wire {
+                ends: [a, b],
+                busy_until: [self.now; 2],
+            },
+        );
+        self.ends.insert(a, id);
+        self.ends.insert(b, id);
+        let at = self.now + self.config.latency_ms;
+        self.schedule(at, a, Delivery::Open);
+        self.schedule(at, b, Delivery::Open);
+    }
+
+    /// Closes the wire at `end`; the other end hears it after the latency.
+    pub(crate) fn disconnect(&mut self, end: End) {
+        let Some(id) = self.ends.remove(&end) else {
+            return;
+        };
+        let Some(wire) = self.wires.remove(&id) else {
+            return;
+        };
+        let other = if wire.ends[0] == end {
+            wire.ends[1]
+        } else {
+            wire.ends[0]
+        };
+        self.ends.remove(&other);
+        let at = self.now + self.config.latency_ms;
+        self.schedule(at, other, Delivery::Closed);
+    }
+
+    /// Sends a frame from `from` over its wire.
+    pub(crate) fn send(&mut self, from: End, frame: Vec<u8>) {
+        let Some(wire) = self.ends.get(&from).and_then(|id| self.wires.get_mut(id)) else {
+            return;
+        };
+        let dir = usize::from(wire.ends[0] != from);
+        let to = wire.ends[1 - dir];
+        let len = frame.len() as u64;
+        let start = wire.busy_until[dir].max(self.now);
+        let done = start + len.div_ceil(self.config.bytes_per_ms.max(1));
+        wire.busy_until[dir] = done;
+        self.stats.frames += 1;
+        self.stats.bytes += len;
+        self.schedule(done + self.config.latency_ms, to, Delivery::Frame(frame));
+    }
+
+    fn schedule(&mut self, at: u64, to: End, d: Delivery) {
+        self.seq += 1;
+        self.in_flight.insert((at, self.seq), (to, d));
+    }
+
+    /// Takes a tab out of the network without a word: its wires close.
+    pub(crate) fn kill(&mut self, node: NodeId) {
+        if let Some(t) = self.tab_mut(node) {
+            t.alive = false;
+        }
+        let ends: Vec<End> = self
+            .ends
+            .keys()
+            .filter(|(n, _)| *n == node)
+            .copied()
+            .collect();
+        for end in ends {
+            self.disconnect(end);
+        }
+    }
+
+    /// Runs the network until virtual time `until` (ms).
+    pub(crate) fn run_until(&mut self, until: u64) {
+        let mut same_time = 0u32;
+        let mut last = self.now;
+        loop {
+            if self.now == last {
+                same_time += 1;
+                assert!(
+                    same_time < 10_000,
+                    "stuck at {}: {}",
+                    self.now,
+                    self.stuck_report()
+                );
+            } else {
+                (same_time, last) = (0, self.now);
+            }
+            self.settle();
+            let next_delivery = self.in_flight.keys().next().map(|(t, _)| *t);
+            let next_timer = (0..self.nodes.len())
+                .filter(|n| self.alive(*n))
+                .filter_map(|n| match &self.nodes[n] {
+                    Node::Tab(t) => t.peer.poll_timeout().map(|d| d.max(self.now)),
+                    Node::Bridge(_) => None,
+                })
+                .min();
+            let next = match (next_delivery, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => {
+                    self.now = self.now.max(until);
+                    return;
+                }
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next.max(self.now);
+            while let Some(entry) = self.in_flight.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let (to, d) = entry.remove();
+                self.deliver(to, d);
+            }
+            for n in 0..self.nodes.len() {
+                if !self.alive(n) {
+                    continue;
+                }
+                if let Node::Tab(t) = &mut self.nodes[n] {
+                    if t.peer.poll_timeout().is_some_and(|d| d <= self.now) {
+                        t.peer.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs until `done` holds (checked every 100 ms), or `limit` ms pass.
+    pub(crate) fn run_while(&mut self, limit: u64, mut done: impl FnMut(&Net) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            self.run_until((self.now + 100).min(end));
+        }
+        done(self)
+    }
+
+    fn stuck_report(&self) -> String {
+        let timers: Vec<(NodeId, Option<u64>)> = (0..self.nodes.len())
+            .filter_map(|n| Some((n, self.tab(n)?.peer.poll_timeout())))
+            .filter(|(_, t)| t.is_some_and(|t| t <= self.now))
+            .collect();
+        format!("timers due {timers:?}, {} in flight", self.in_flight.len())
+    }
+
+    fn deliver(&mut self, (node, link): End, d: Delivery) {
+        if !self.alive(node) {
+            return;
+        }
+        let now = self.now;
+        match (&mut self.nodes[node], d) {
+            (Node::Tab(t), Delivery::Frame(f)) => t.peer.handle_frame(link, &f, now),
+            (Node::Tab(t), Delivery::Open) => t.opened(link, now),
+            (Node::Tab(t), Delivery::Closed) => {
+                t.peer
+                    .handle_link_closed(link, "the other end went away", now)
+            }
+            (Node::Bridge(b), Delivery::Frame(f)) => b.frame(link, &f, now),
+            (Node::Bridge(_), Delivery::Open) => {}
+            (Node::Bridge(b), Delivery::Closed) => b.closed(link, now),
+        }
+    }
+
+    /// Lets every node act on what happened until nothing moves.
+    fn settle(&mut self) {
+        for round in 0..100_000 {
+            assert!(round < 99_999, "the nodes never settle at {}", self.now);
+            let mut moved = false;
+            for n in 0..self.nodes.len() {
+                if !self.alive(n) {
+                    continue;
+                }
+                moved |= match &self.nodes[n] {
+                    Node::Tab(_) => tab::step(self, n),
+                    Node::Bridge(_) => bridge::step(self, n),
+                };
+            }
+            self.sample();
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        for node in &self.nodes {
+            let q = match node {
+                Node::Tab(t) if t.alive => t.peer.queued(),
+                Node::Bridge(b) => b.peer.queued(),
+                Node::Tab(_) => continue,
+            };
+            self.stats.max_stream_bytes = self.stats.max_stream_bytes.max(q.stream_bytes);
+            self.stats.max_router_cells = self.stats.max_router_cells.max(q.router_cells);
+        }
+        let in_flight: usize = self
+            .in_flight
+            .values()
+            .map(|(_, d)| match d {
+                Delivery::Frame(f) => f.len(),
+                _ => 0,
+            })
+            .sum();
+        self.stats.max_in_flight_bytes = self.stats.max_in_flight_bytes.max(in_flight);
+    }
+}
+
+/// A native RSA identity for a simulated tab or bridge, with the
+/// signatures WebCrypto would make (RSASSA-PKCS1-v1_5, SHA-256).
+pub(crate) struct SimKey {
+    pub(crate) private: rsa::PrivateKey,
+    pub(crate) spki: Vec<u8>,
+}
+
+/// The seeded generator as RSA key generation wants it.
+struct KeyGenRng<'a>(&'a mut SimRng);
+
+impl rsa::rand_core::TryRng for KeyGenRng<'_> {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(self.0.next_u64() as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.0.next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        use crate::rng::Rng;
+        let _ = self.0.fill(dst);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::TryCryptoRng for KeyGenRng<'_> {}
+
+impl SimKey {
+    /// A 1024-bit key (2048 in a browser; the size does not matter to the
+    /// protocol and small keys keep hundreds of peers quick).
+    pub(crate) fn generate(rng: &mut SimRng) -> SimKey {
+        use rsa::pkcs8::EncodePublicKey;
+        let private = rsa::PrivateKey::new(&mut KeyGenRng(rng), 1024)
+            .unwrap_or_else(|e| unreachable!("RSA key generation: {e}"));
+        let spki = private
+            .to_public_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default();
+        SimKey { private, spki }
+    }
+
+    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(message);
+        self.private
+            .sign(rsa::pkcs1v15::Pkcs1v15Sign::new::<Sha256>(), &digest)
+            .unwrap_or_default()
+    }
+}

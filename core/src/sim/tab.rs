@@ -1,0 +1,199 @@
+//! A simulated tab: the very `TabPeer` a browser tab runs, with what the
+//! web adapter does around it played by the simulator: signatures from a
+//! native key, SDPs that name the other end, data channels as wires, and
+//! a store for download bodies that may be slow on purpose.
+
+use std::collections::BTreeMap;
+
+use crate::peer::tab::{LinkId, Outcome, TabConfig, TabEvent, TabPeer};
+use crate::rng::SimRng;
+
+use super::{LinkNo, Net, Node, NodeId, SimKey};
+
+/// A download as the simulated platform sees it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Stored {
+    pub(crate) bytes: u64,
+    /// Whether each byte stored so far is the test pattern's byte.
+    pub(crate) intact: bool,
+    pub(crate) chunks: u64,
+    pub(crate) restarts: u64,
+}
+
+pub(crate) struct SimTab {
+    pub(crate) peer: TabPeer,
+    key: SimKey,
+    pub(crate) alive: bool,
+    pub(crate) bridge: Option<NodeId>,
+    /// Finished operations.
+    pub(crate) results: BTreeMap<u64, Outcome>,
+    /// Downloads' stored bodies.
+    pub(crate) stored: BTreeMap<u64, Stored>,
+    /// Store acknowledgements held back (slow store): op → chunks.
+    pub(crate) held_acks: BTreeMap<u64, u64>,
+    /// Hold every store acknowledgement (a slow reader).
+    pub(crate) slow_store: bool,
+    /// Offers we answered, waiting for the offerer to apply our answer.
+    answering: BTreeMap<LinkNo, (NodeId, LinkNo)>,
+    fingerprint_seq: u64,
+}
+
+impl SimTab {
+    pub(crate) fn new(
+        rng: &mut SimRng,
+        mut config: impl FnMut(&mut TabConfig),
+        now: u64,
+    ) -> SimTab {
+        let key = SimKey::generate(rng);
+        let mut cfg = TabConfig::new(key.spki.clone());
+        config(&mut cfg);
+        let mut own = rng.fork();
+        let peer = TabPeer::new(cfg, &mut own, now).unwrap_or_else(|e| unreachable!("{e}"));
+        SimTab {
+            peer,
+            key,
+            alive: true,
+            bridge: None,
+            results: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            held_acks: BTreeMap::new(),
+            slow_store: false,
+            answering: BTreeMap::new(),
+            fingerprint_seq: 0,
+        }
+    }
+
+    pub(crate) fn opened(&mut self, link: LinkId, now: u64) {
+        // The bridge's WebSocket needs nothing more; a data channel opens.
+        if self.peer.bridge_link_id() != Some(link) {
+            self.peer.handle_channel_open(link, now);
+        }
+    }
+
+    /// Lets held store acknowledgements through (the reader caught up).
+    pub(crate) fn release_store(&mut self, now: u64) {
+        for (op, n) in std::mem::take(&mut self.held_acks) {
+            for _ in 0..n {
+                self.peer.handle_stored(op, now);
+            }
+        }
+    }
+
+    fn sdp(&mut self, node: NodeId, link: LinkNo) -> String {
+        self.fingerprint_seq += 1;
+        format!(
+            "v=0\r\na=sim-endpoint:{node}:{link}\r\na=fingerprint:sha-256 {node:04X}:{link:04X}:{:04X}\r\n",
+            self.fingerprint_seq
+        )
+    }
+}
+
+fn endpoint(sdp: &str) -> Option<(NodeId, LinkNo)> {
+    let line = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=sim-endpoint:"))?;
+    let (n, l) = line.trim().split_once(':')?;
+    Some((n.parse().ok()?, l.parse().ok()?))
+}
+
+/// A tab joins: it opens a WebSocket to `bridge`.
+pub(crate) fn connect_to_bridge(net: &mut Net, tab: NodeId, bridge: NodeId) {
+    let now = net.now;
+    let theirs = match net.nodes.get_mut(bridge) {
+        Some(Node::Bridge(b)) => b.accept(now),
+        _ => return,
+    };
+    let ours = match net.nodes.get_mut(tab) {
+        Some(Node::Tab(t)) => {
+            t.bridge = Some(bridge);
+            t.peer.bridge_opened(None, now)
+        }
+        _ => return,
+    };
+    net.connect((tab, ours), (bridge, theirs));
+}
+
+/// Moves what tab `n` has to send and acts on its events.
+pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
+    let now = net.now;
+    let mut moved = false;
+    loop {
+        let Some(Node::Tab(t)) = net.nodes.get_mut(n) else {
+            return moved;
+        };
+        if let Some((link, frame)) = t.peer.poll_transmit() {
+            moved = true;
+            net.send((n, link), frame);
+            continue;
+        }
+        let Some(event) = t.peer.poll_event() else {
+            return moved;
+        };
+        moved = true;
+        match event {
+            TabEvent::Sign { request, message } => {
+                let sig = t.key.sign(&message);
+                t.peer.handle_signature(request, Ok(sig), now);
+            }
+            TabEvent::CreateOffer { link } => {
+                let sdp = t.sdp(n, link);
+                t.peer.handle_local_sdp(link, Ok(sdp), now);
+            }
+            TabEvent::AcceptOffer { link, offer } => match endpoint(&offer) {
+                Some(offerer) => {
+                    t.answering.insert(link, offerer);
+                    let sdp = t.sdp(n, link);
+                    t.peer.handle_local_sdp(link, Ok(sdp), now);
+                }
+                None => t.peer.handle_local_sdp(link, Err("bad offer".into()), now),
+            },
+            TabEvent::ApplyAnswer { link, answer } => {
+                let Some(answerer) = endpoint(&answer) else {
+                    continue;
+                };
+                // The answerer's side must still wait for this very offer.
+                let waiting = match net.nodes.get_mut(answerer.0) {
+                    Some(Node::Tab(other)) if other.alive => {
+                        other.answering.remove(&answerer.1) == Some((n, link))
+                    }
+                    _ => false,
+                };
+                if waiting {
+                    net.connect((n, link), answerer);
+                }
+            }
+            TabEvent::CloseLink { link } => {
+                t.answering.remove(&link);
+                net.disconnect((n, link));
+            }
+            TabEvent::BridgeOpen { .. } | TabEvent::FetchProgress { .. } => {}
+            TabEvent::Done { op, outcome } => {
+                t.results.insert(op, outcome);
+            }
+            TabEvent::FetchBody { op, data } => {
+                let s = t.stored.entry(op).or_insert(Stored {
+                    intact: true,
+                    ..Default::default()
+                });
+                let from = s.bytes;
+                s.intact &= data
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == crate::service::dir::test_byte(from + i as u64));
+                s.bytes += data.len() as u64;
+                s.chunks += 1;
+                if t.slow_store {
+                    *t.held_acks.entry(op).or_default() += 1;
+                } else {
+                    t.peer.handle_stored(op, now);
+                }
+            }
+            TabEvent::FetchRestart { op } => {
+                let s = t.stored.entry(op).or_default();
+                s.bytes = 0;
+                s.intact = true;
+                s.restarts += 1;
+            }
+        }
+    }
+}
