@@ -1,20 +1,18 @@
-//! Browser adapters (wasm32 only): WebCrypto identity, the WebSocket link to
-//! a bridge, and the `Peer` JavaScript API. They move bytes and events
-//! between the browser and the sans-IO core; no protocol logic lives here.
+//! Browser adapters (wasm32 only): they put the core's `TabPeer` on
+//! browser APIs and expose the `Peer` JavaScript API. `driver.rs` moves
+//! the core's frames and acts on its events; `rtc.rs` is WebRTC, `store.rs`
+//! IndexedDB, `identity.rs` WebCrypto; `peer.rs` and `fetch.rs` are the
+//! page's API. No protocol logic lives here.
 
 mod bench;
-mod bridge_link;
-mod circuit_host;
-mod circuits;
+mod driver;
 mod fetch;
 pub mod identity;
 mod js;
 mod log;
-mod mesh;
 mod peer;
+mod rtc;
 mod store;
-mod tab_circuits;
-mod tab_relay;
 
 pub use identity::SessionIdentity;
 pub use peer::{Peer, PeerStatus};

@@ -1,23 +1,27 @@
 //! The `Peer` JavaScript API: `await Peer.start({ bridges })`, `peer.id`,
 //! `peer.status`, `peer.on('status', cb)`, `peer.fetch(url, options)`,
-//! `peer.buildCircuit()`, `peer.relays()`. It owns the session identity and
-//! keeps one link to a bridge up, reconnecting with backoff.
+//! `peer.buildCircuit()`, `peer.relays()`, the mesh (`peers()`,
+//! `routingTable()`, `buildTabCircuit`, `tabCircuitGet`, `findNode`,
+//! `circuits()`). It owns the session identity and keeps one WebSocket to
+//! a bridge up, reconnecting with backoff; everything else is the core's
+//! `TabPeer`, driven by `driver.rs`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::Function;
+use js_sys::{Array, ArrayBuffer, Function, Uint8Array};
+use peersm_core::crypto::PeerId;
+use peersm_core::peer::tab::{OpError, Outcome, TabConfig, TabPeer};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use super::bridge_link::{BridgeLink, LinkUpdate, TorLink};
-use super::circuits::{build_circuit, fetch_relay_list};
+use super::driver::{input, now, operation, pump, BridgeSocket, Driver, Shared};
 use super::fetch::{self, FetchOptions, FetchResponse};
 use super::identity::SessionIdentity;
 use super::js::{get, js_error, set, set_timeout};
 use super::log;
-use super::mesh::{self, SharedMesh};
-use super::tab_circuits;
 
 /// First reconnection delay; doubles each failed attempt up to the maximum.
 const RECONNECT_BASE_MS: i32 = 500;
@@ -83,11 +87,11 @@ fn default_true() -> bool {
 }
 
 fn default_join_links() -> usize {
-    mesh::DEFAULT_JOIN_LINKS
+    peersm_core::peer::tab::DEFAULT_JOIN_LINKS
 }
 
 fn default_refresh_ms() -> i32 {
-    mesh::DEFAULT_REFRESH_MS
+    peersm_core::peer::tab::DEFAULT_REFRESH_MS as i32
 }
 
 struct Inner {
@@ -97,20 +101,23 @@ struct Inner {
     next_bridge: usize,
     failed_attempts: u32,
     status: PeerStatus,
-    link: Option<BridgeLink>,
-    /// A link being torn down; dropped later, outside its own callbacks.
-    retired: Option<BridgeLink>,
     stopped: bool,
     listeners: Vec<(String, Function)>,
-    /// Links to other tabs.
-    mesh: SharedMesh,
-    /// Whether to join the mesh through the bridge (default true).
-    join_mesh: bool,
+    /// The core and the browser objects around it.
+    driver: Shared,
 }
 
 #[wasm_bindgen]
 pub struct Peer {
     inner: Rc<RefCell<Inner>>,
+}
+
+fn op_error(what: &str, e: OpError) -> JsValue {
+    js_error(&format!("{what}: {e}"))
+}
+
+fn stopped(what: &str) -> JsValue {
+    js_error(&format!("{what}: the peer stopped"))
 }
 
 #[wasm_bindgen]
@@ -149,6 +156,14 @@ impl Peer {
         }
         let identity = Rc::new(SessionIdentity::generate().await?);
         log::info(&format!("session peer ID {}", identity.id()));
+        let mut config = TabConfig::new(identity.spki().to_vec());
+        config.mesh = options.mesh;
+        config.join_links = options.join_links;
+        config.refresh_ms = u64::try_from(options.refresh_ms.max(1000)).unwrap_or(60_000);
+        config.introduce_via_peers = options.introducer.as_deref() == Some("peers");
+        let tab = TabPeer::new(config, &mut peersm_core::rng::OsRng, now())
+            .map_err(|e| js_error(&format!("Peer.start: {e}")))?;
+        let driver = Driver::new(tab, identity.clone());
         let inner = Rc::new(RefCell::new(Inner {
             identity,
             bridges,
@@ -156,19 +171,23 @@ impl Peer {
             next_bridge: 0,
             failed_attempts: 0,
             status: PeerStatus::Disconnected,
-            link: None,
-            retired: None,
             stopped: false,
             listeners: Vec::new(),
-            mesh: mesh::new(
-                options.join_links,
-                options.refresh_ms,
-                options.introducer.as_deref() == Some("peers"),
-            ),
-            join_mesh: options.mesh,
+            driver: driver.clone(),
         }));
+        let weak = Rc::downgrade(&inner);
+        driver.borrow_mut().on_bridge = Some(Rc::new(move |open: bool, why: String| {
+            if let Some(inner) = weak.upgrade() {
+                on_bridge(&inner, open, why);
+            }
+        }));
+        pump(&driver);
         connect(&inner);
         Ok(Peer { inner })
+    }
+
+    fn driver(&self) -> Shared {
+        self.inner.borrow().driver.clone()
     }
 
     /// The 40-hex-character peer ID: SHA-1 of the identity key's SPKI.
@@ -204,18 +223,22 @@ impl Peer {
     /// The RSA fingerprint (hex) the connected bridge proved, or null.
     #[wasm_bindgen(getter, js_name = bridgeFingerprint)]
     pub fn bridge_fingerprint(&self) -> Option<String> {
-        current_tor(&self.inner).map(|t| hex::encode_upper(t.bridge.relay.rsa_id))
+        self.driver()
+            .borrow()
+            .tab
+            .bridge_fingerprint()
+            .map(hex::encode_upper)
     }
 
     /// This tab's links to other tabs: `[{ id, state, bridge }]`, state
     /// 'introducing' | 'connecting' | 'open'.
-    pub fn peers(&self) -> Result<js_sys::Array, JsValue> {
+    pub fn peers(&self) -> Result<Array, JsValue> {
         let bridge = self.bridge();
-        let out = js_sys::Array::new();
-        for (id, state) in mesh::snapshot(&self.inner.borrow().mesh) {
+        let out = Array::new();
+        for (id, state) in self.driver().borrow().tab.links() {
             let o = js_sys::Object::new();
             set(&o, "id", &JsValue::from_str(&id.to_hex()))?;
-            set(&o, "state", &JsValue::from_str(state))?;
+            set(&o, "state", &JsValue::from_str(state.as_str()))?;
             set(&o, "bridge", &JsValue::from_str(&bridge))?;
             out.push(&o);
         }
@@ -227,17 +250,15 @@ impl Peer {
     /// `closeTabCircuit(id)` or until a tab on it goes away.
     #[wasm_bindgen(js_name = buildTabCircuit)]
     pub async fn build_tab_circuit(&self, hops: Option<u32>) -> Result<JsValue, JsValue> {
-        let (mesh, me) = {
-            let i = self.inner.borrow();
-            (i.mesh.clone(), i.identity.id())
-        };
         let hops = hops.unwrap_or(3).clamp(1, 8) as usize;
         let started = js_sys::Date::now();
-        let c = tab_circuits::build(&mesh, me, hops)
-            .await
-            .map_err(|e| js_error(&format!("buildTabCircuit: {e}")))?;
+        let outcome = operation(&self.driver(), |tab, now| tab.build_tab_circuit(hops, now)).await;
+        let c = match outcome {
+            Some(Outcome::TabCircuit(r)) => r.map_err(|e| op_error("buildTabCircuit", e))?,
+            _ => return Err(stopped("buildTabCircuit")),
+        };
         let o = js_sys::Object::new();
-        set(&o, "id", &JsValue::from(c.circ))?;
+        set(&o, "id", &JsValue::from(c.id))?;
         set(&o, "hops", &hops_array(&c.hops))?;
         set(&o, "ms", &JsValue::from(js_sys::Date::now() - started))?;
         Ok(o.into())
@@ -248,11 +269,15 @@ impl Peer {
     /// (`text` for bodies under 4 KB).
     #[wasm_bindgen(js_name = tabCircuitGet)]
     pub async fn tab_circuit_get(&self, id: u32, path: String) -> Result<JsValue, JsValue> {
-        let mesh = self.inner.borrow().mesh.clone();
         let started = js_sys::Date::now();
-        let (status, body) = tab_circuits::get(&mesh, id, &path)
-            .await
-            .map_err(|e| js_error(&format!("tabCircuitGet: {e}")))?;
+        let outcome = operation(&self.driver(), |tab, now| {
+            tab.tab_circuit_get(id, &path, now)
+        })
+        .await;
+        let (status, body) = match outcome {
+            Some(Outcome::DirGot(r)) => r.map_err(|e| op_error("tabCircuitGet", e))?,
+            _ => return Err(stopped("tabCircuitGet")),
+        };
         let o = js_sys::Object::new();
         set(&o, "status", &JsValue::from(status))?;
         set(&o, "size", &JsValue::from(body.len() as f64))?;
@@ -271,16 +296,14 @@ impl Peer {
     /// introducers): `{ closest: [IDs], rounds, queries, ms }`.
     #[wasm_bindgen(js_name = findNode)]
     pub async fn find_node(&self, target: String) -> Result<JsValue, JsValue> {
-        let target = peersm_core::crypto::PeerId::from_hex(&target)
+        let target = PeerId::from_hex(&target)
             .map_err(|_| js_error("findNode: the target must be 40 hex characters"))?;
-        let (mesh, me) = {
-            let i = self.inner.borrow();
-            (i.mesh.clone(), i.identity.id())
-        };
         let started = js_sys::Date::now();
-        let found = tab_circuits::find_node(&mesh, me, target)
-            .await
-            .map_err(|e| js_error(&format!("findNode: {e}")))?;
+        let outcome = operation(&self.driver(), |tab, now| tab.find_node(target, now)).await;
+        let found = match outcome {
+            Some(Outcome::Found(r)) => r.map_err(|e| op_error("findNode", e))?,
+            _ => return Err(stopped("findNode")),
+        };
         let o = js_sys::Object::new();
         set(&o, "closest", &hops_array(&found.closest))?;
         set(&o, "rounds", &JsValue::from(found.rounds))?;
@@ -291,22 +314,28 @@ impl Peer {
 
     #[wasm_bindgen(js_name = closeTabCircuit)]
     pub fn close_tab_circuit(&self, id: u32) {
-        let mesh = self.inner.borrow().mesh.clone();
-        tab_circuits::close(&mesh, id);
+        input(&self.driver(), |tab, _| tab.close_tab_circuit(id));
     }
 
     /// The Kademlia routing table: `{ size, buckets: [[index, peers]] }`
     /// (bucket i holds peers at XOR distance in [2^i, 2^(i+1))).
     #[wasm_bindgen(js_name = routingTable)]
     pub fn routing_table(&self) -> Result<JsValue, JsValue> {
-        let mesh = self.inner.borrow().mesh.clone();
-        let (size, buckets) = mesh::routing_summary(&mesh);
+        let driver = self.driver();
+        let d = driver.borrow();
+        let t = d.tab.routing_table();
+        let mut buckets: std::collections::BTreeMap<usize, usize> = Default::default();
+        for e in t.entries() {
+            if let Some(b) = peersm_core::dht::Distance::between(t.me(), &e.id).bucket() {
+                *buckets.entry(b).or_default() += 1;
+            }
+        }
         let o = js_sys::Object::new();
-        set(&o, "size", &JsValue::from(size as u32))?;
-        let list: js_sys::Array = buckets
+        set(&o, "size", &JsValue::from(t.len() as u32))?;
+        let list: Array = buckets
             .into_iter()
             .map(|(i, n)| -> JsValue {
-                js_sys::Array::of2(&JsValue::from(i as u32), &JsValue::from(n as u32)).into()
+                Array::of2(&JsValue::from(i as u32), &JsValue::from(n as u32)).into()
             })
             .collect();
         set(&o, "buckets", &list)?;
@@ -315,12 +344,11 @@ impl Peer {
 
     /// Circuits this tab built through tabs: `[{ id, hops, state }]`,
     /// state 'open' | 'closed'.
-    pub fn circuits(&self) -> Result<js_sys::Array, JsValue> {
-        let mesh = self.inner.borrow().mesh.clone();
-        let out = js_sys::Array::new();
-        for (c, alive) in tab_circuits::list(&mesh) {
+    pub fn circuits(&self) -> Result<Array, JsValue> {
+        let out = Array::new();
+        for (c, alive) in self.driver().borrow().tab.tab_circuits() {
             let o = js_sys::Object::new();
-            set(&o, "id", &JsValue::from(c.circ))?;
+            set(&o, "id", &JsValue::from(c.id))?;
             set(&o, "hops", &hops_array(&c.hops))?;
             set(
                 &o,
@@ -334,10 +362,15 @@ impl Peer {
 
     /// The relays behind the bridge: `[{ nickname, address, fingerprint,
     /// exit }]`, fetched through the bridge's directory (BEGIN_DIR).
-    pub async fn relays(&self) -> Result<js_sys::Array, JsValue> {
-        let tor = current_tor(&self.inner).ok_or_else(|| js_error("relays: not connected"))?;
-        let relays = fetch_relay_list(&tor).await.map_err(|e| js_error(&e))?;
-        let out = js_sys::Array::new();
+    pub async fn relays(&self) -> Result<Array, JsValue> {
+        if self.status() != "connected" {
+            return Err(js_error("relays: not connected"));
+        }
+        let relays = match operation(&self.driver(), |tab, now| tab.relays(now)).await {
+            Some(Outcome::Relays(r)) => r.map_err(|e| op_error("relays", e))?,
+            _ => return Err(stopped("relays")),
+        };
+        let out = Array::new();
         for r in relays {
             let o = js_sys::Object::new();
             set(&o, "nickname", &JsValue::from_str(&r.nickname))?;
@@ -358,19 +391,18 @@ impl Peer {
     /// and benchmarks.
     #[wasm_bindgen(js_name = buildCircuit)]
     pub async fn build_circuit(&self) -> Result<JsValue, JsValue> {
-        let tor =
-            current_tor(&self.inner).ok_or_else(|| js_error("buildCircuit: not connected"))?;
-        let relays = fetch_relay_list(&tor).await.map_err(|e| js_error(&e))?;
-        let started = js_sys::Date::now();
-        let c = build_circuit(&tor, &relays, &[])
-            .await
-            .map_err(|e| js_error(&e))?;
-        let ms = js_sys::Date::now() - started;
-        tor.destroy(c.id);
+        if self.status() != "connected" {
+            return Err(js_error("buildCircuit: not connected"));
+        }
+        let outcome = operation(&self.driver(), |tab, now| tab.build_bridge_circuit(now)).await;
+        let (ms, middle, exit) = match outcome {
+            Some(Outcome::BridgeCircuit(r)) => r.map_err(|e| op_error("buildCircuit", e))?,
+            _ => return Err(stopped("buildCircuit")),
+        };
         let o = js_sys::Object::new();
-        set(&o, "ms", &JsValue::from(ms))?;
-        set(&o, "middle", &JsValue::from_str(&c.middle.nickname))?;
-        set(&o, "exit", &JsValue::from_str(&c.exit.nickname))?;
+        set(&o, "ms", &JsValue::from(ms as f64))?;
+        set(&o, "middle", &JsValue::from_str(&middle.nickname))?;
+        set(&o, "exit", &JsValue::from_str(&exit.nickname))?;
         Ok(o.into())
     }
 
@@ -387,9 +419,7 @@ impl Peer {
             serde_wasm_bindgen::from_value(rest)
                 .map_err(|e| js_error(&format!("fetch: bad options: {e}")))?
         };
-        let weak = Rc::downgrade(&self.inner);
-        let tor = move || weak.upgrade().and_then(|inner| current_tor(&inner));
-        fetch::fetch(tor, &url, options, on_progress).await
+        fetch::fetch(&self.driver(), &url, options, on_progress).await
     }
 
     /// Registers `callback` for `event`; 'status' calls it with the new status.
@@ -414,29 +444,32 @@ impl Peer {
             .retain(|(e, f)| !(e == event && f == callback));
     }
 
-    /// Closes the bridge link and stops reconnecting.
+    /// Closes the bridge link and every link to other tabs, and stops
+    /// reconnecting.
     pub fn stop(&self) {
-        let link = {
+        let driver = {
             let mut inner = self.inner.borrow_mut();
             inner.stopped = true;
-            inner.link.take()
+            inner.driver.clone()
         };
-        if let Some(link) = link {
-            link.close();
-        }
-        let mesh = self.inner.borrow().mesh.clone();
-        mesh::close_all(&mesh);
+        let (bridge, rtc) = {
+            let mut d = driver.borrow_mut();
+            (d.bridge.take(), std::mem::take(&mut d.rtc))
+        };
+        drop(bridge);
+        drop(rtc);
         set_status(&self.inner, PeerStatus::Disconnected);
     }
 }
 
+/// Opens a WebSocket to the next bridge; the core's link handshake starts
+/// once it is open.
 fn connect(inner: &Rc<RefCell<Inner>>) {
-    let (url, fingerprint, identity) = {
+    let (url, fingerprint, driver) = {
         let mut i = inner.borrow_mut();
         if i.stopped {
             return;
         }
-        i.retired = None;
         let n = i.bridges.len();
         let (url, fingerprint) = i
             .bridges
@@ -444,54 +477,92 @@ fn connect(inner: &Rc<RefCell<Inner>>) {
             .cloned()
             .unwrap_or_default();
         i.next_bridge = (i.next_bridge + 1) % n;
-        (url, fingerprint, i.identity.clone())
+        (url, fingerprint, i.driver.clone())
     };
     set_status(inner, PeerStatus::Connecting);
-    let weak = Rc::downgrade(inner);
-    let sink = Rc::new(move |update: LinkUpdate| {
-        if let Some(inner) = weak.upgrade() {
-            on_link_update(&inner, update);
-        }
-    });
-    match BridgeLink::connect(&url, fingerprint, identity, sink) {
-        Ok(link) => inner.borrow_mut().link = Some(link),
+    let ws = match WebSocket::new(&url) {
+        Ok(ws) => ws,
         Err(e) => {
             log::warn(&format!("cannot open WebSocket to {url}: {e:?}"));
             set_status(inner, PeerStatus::Disconnected);
-            schedule_reconnect(inner);
+            return schedule_reconnect(inner);
         }
-    }
+    };
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    let on_open = {
+        let weak = Rc::downgrade(&driver);
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                let link = shared.borrow_mut().tab.bridge_opened(fingerprint, now());
+                if let Some(b) = shared.borrow_mut().bridge.as_mut() {
+                    b.link = Some(link);
+                }
+                pump(&shared);
+            }
+        })
+    };
+    let on_message = {
+        let weak = Rc::downgrade(&driver);
+        Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(shared) = weak.upgrade() else { return };
+            let link = shared.borrow().bridge.as_ref().and_then(|b| b.link);
+            let (Some(link), Ok(buf)) = (link, ev.data().dyn_into::<ArrayBuffer>()) else {
+                return;
+            };
+            let frame = Uint8Array::new(&buf).to_vec();
+            input(&shared, |tab, now| tab.handle_frame(link, &frame, now));
+        })
+    };
+    let on_close = {
+        let weak = Rc::downgrade(inner);
+        Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
+            if let Some(inner) = weak.upgrade() {
+                let why = format!("closed by bridge (code {}) {}", ev.code(), ev.reason());
+                bridge_socket_closed(&inner, why);
+            }
+        })
+    };
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let old = driver.borrow_mut().bridge.replace(BridgeSocket {
+        ws,
+        link: None,
+        _closures: vec![Box::new(on_open), Box::new(on_message), Box::new(on_close)],
+    });
+    // Dropped later, outside its own callbacks.
+    wasm_bindgen_futures::spawn_local(async move { drop(old) });
 }
 
-fn on_link_update(inner: &Rc<RefCell<Inner>>, update: LinkUpdate) {
-    match update {
-        LinkUpdate::Open => {
-            inner.borrow_mut().failed_attempts = 0;
-            set_status(inner, PeerStatus::Connected);
-            let (join, tor, mesh, identity) = {
-                let i = inner.borrow();
-                (
-                    i.join_mesh,
-                    current_tor(inner),
-                    i.mesh.clone(),
-                    i.identity.clone(),
-                )
-            };
-            if let (true, Some(tor)) = (join, tor) {
-                wasm_bindgen_futures::spawn_local(mesh::run(mesh, tor, identity));
-            }
-        }
-        LinkUpdate::Closed { reason } => {
-            log::warn(&format!("bridge link lost: {reason}"));
-            {
-                let mut i = inner.borrow_mut();
-                i.retired = i.link.take();
-                i.failed_attempts = i.failed_attempts.saturating_add(1);
-            }
-            set_status(inner, PeerStatus::Disconnected);
-            schedule_reconnect(inner);
-        }
+/// The bridge's WebSocket closed: the core forgets the link, and we
+/// reconnect.
+fn bridge_socket_closed(inner: &Rc<RefCell<Inner>>, why: String) {
+    let driver = inner.borrow().driver.clone();
+    let socket = driver.borrow_mut().bridge.take();
+    if let Some(link) = socket.as_ref().and_then(|b| b.link) {
+        input(&driver, |tab, now| tab.handle_link_closed(link, &why, now));
     }
+    wasm_bindgen_futures::spawn_local(async move { drop(socket) });
+    on_bridge(inner, false, why);
+}
+
+/// The core opened the bridge link (its handshake done), or it failed.
+fn on_bridge(inner: &Rc<RefCell<Inner>>, open: bool, why: String) {
+    if open {
+        inner.borrow_mut().failed_attempts = 0;
+        set_status(inner, PeerStatus::Connected);
+        return;
+    }
+    if inner.borrow().status == PeerStatus::Disconnected && !inner.borrow().stopped {
+        return; // Already reconnecting.
+    }
+    log::warn(&format!("bridge link lost: {why}"));
+    {
+        let mut i = inner.borrow_mut();
+        i.failed_attempts = i.failed_attempts.saturating_add(1);
+    }
+    set_status(inner, PeerStatus::Disconnected);
+    schedule_reconnect(inner);
 }
 
 fn schedule_reconnect(inner: &Rc<RefCell<Inner>>) {
@@ -538,11 +609,6 @@ fn set_status(inner: &Rc<RefCell<Inner>>, status: PeerStatus) {
     }
 }
 
-/// The open link's circuit handle, if the peer is connected.
-fn current_tor(inner: &Rc<RefCell<Inner>>) -> Option<TorLink> {
-    inner.borrow().link.as_ref().and_then(|l| l.tor())
-}
-
 /// Takes `onProgress` (a function, which serde cannot carry) out of the
 /// fetch options; returns it and the other options.
 fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsValue> {
@@ -564,7 +630,7 @@ fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsVa
     Ok((callback, rest.into()))
 }
 
-fn hops_array(hops: &[peersm_core::crypto::PeerId]) -> js_sys::Array {
+fn hops_array(hops: &[PeerId]) -> Array {
     hops.iter()
         .map(|h| JsValue::from_str(&h.to_hex()))
         .collect()

@@ -27,14 +27,61 @@ pub const STREAM_SEND_CAPACITY: usize = 64 * 1024;
 /// refused with END RESOURCELIMIT at the far end, or an error here).
 pub const MAX_STREAMS_PER_CIRCUIT: usize = 256;
 
+/// Bytes in order: appended at the back, taken from the front in bulk.
+#[derive(Debug, Default)]
+struct ByteQueue {
+    buf: Vec<u8>,
+    /// Bytes before this were taken.
+    head: usize,
+}
+
+impl ByteQueue {
+    fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            // Reuse the taken front instead of growing.
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.len());
+        let out = self
+            .buf
+            .get(self.head..self.head + n)
+            .unwrap_or_default()
+            .to_vec();
+        self.head += n;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+        out
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.head = 0;
+    }
+}
+
 /// One stream's two queues and its windows.
 #[derive(Debug)]
 pub struct StreamQueue {
-    outgoing: VecDeque<u8>,
+    outgoing: ByteQueue,
     package_window: u16,
     /// A write was cut short: tell the writer when there is room again.
     writer_waiting: bool,
-    incoming: VecDeque<u8>,
+    incoming: ByteQueue,
     /// Bytes left unread of each received cell, oldest first.
     unread_cells: VecDeque<usize>,
     deliver_window: u16,
@@ -49,10 +96,10 @@ pub struct StreamQueue {
 impl Default for StreamQueue {
     fn default() -> Self {
         StreamQueue {
-            outgoing: VecDeque::new(),
+            outgoing: ByteQueue::default(),
             package_window: STREAM_WINDOW_START,
             writer_waiting: false,
-            incoming: VecDeque::new(),
+            incoming: ByteQueue::default(),
             unread_cells: VecDeque::new(),
             deliver_window: STREAM_WINDOW_START,
             taken_cells: 0,
@@ -67,7 +114,7 @@ impl StreamQueue {
     /// `Writable`.
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = self.room().min(data.len());
-        self.outgoing.extend(data.iter().take(n));
+        self.outgoing.push(data.get(..n).unwrap_or_default());
         // A short write, or a full queue: the writer waits for Writable.
         if n < data.len() || self.room() == 0 {
             self.writer_waiting = true;
@@ -100,9 +147,8 @@ impl StreamQueue {
         if !self.can_package() {
             return None;
         }
-        let n = self.outgoing.len().min(RELAY_DATA_LEN);
         self.package_window -= 1;
-        Some(self.outgoing.drain(..n).collect())
+        Some(self.outgoing.take(RELAY_DATA_LEN))
     }
 
     fn on_sendme(&mut self) -> Result<(), FlowError> {
@@ -125,7 +171,7 @@ impl StreamQueue {
             self.taken_cells += 1;
             return Ok(false);
         }
-        self.incoming.extend(data);
+        self.incoming.push(data);
         self.unread_cells.push_back(data.len());
         let tell = !self.readable_reported;
         self.readable_reported = true;
@@ -135,9 +181,8 @@ impl StreamQueue {
     /// Takes up to `max` received bytes. Returns them and how many stream
     /// SENDMEs are now due (one per 50 cells taken).
     fn read(&mut self, max: usize) -> (Vec<u8>, u16) {
-        let n = self.incoming.len().min(max);
-        let data: Vec<u8> = self.incoming.drain(..n).collect();
-        let mut left = n;
+        let data = self.incoming.take(max);
+        let mut left = data.len();
         while let Some(head) = self.unread_cells.front_mut() {
             if *head > left {
                 *head -= left;

@@ -80,7 +80,9 @@ pub(crate) struct Net {
     next_wire: u64,
     /// What is in flight, by (arrival time, order of sending).
     in_flight: BTreeMap<(u64, u64), (End, Delivery)>,
+    in_flight_bytes: usize,
     seq: u64,
+    last_sample: u64,
     pub(crate) stats: Stats,
 }
 
@@ -108,7 +110,9 @@ impl Net {
             ends: BTreeMap::new(),
             next_wire: 1,
             in_flight: BTreeMap::new(),
+            in_flight_bytes: 0,
             seq: 0,
+            last_sample: 0,
             stats: Stats::default(),
         }
     }
@@ -195,6 +199,11 @@ impl Net {
     }
 
     fn schedule(&mut self, at: u64, to: End, d: Delivery) {
+        if let Delivery::Frame(f) = &d {
+            self.in_flight_bytes += f.len();
+            self.stats.max_in_flight_bytes =
+                self.stats.max_in_flight_bytes.max(self.in_flight_bytes);
+        }
         self.seq += 1;
         self.in_flight.insert((at, self.seq), (to, d));
     }
@@ -236,7 +245,7 @@ impl Net {
             let next_timer = (0..self.nodes.len())
                 .filter(|n| self.alive(*n))
                 .filter_map(|n| match &self.nodes[n] {
-                    Node::Tab(t) => t.peer.poll_timeout().map(|d| d.max(self.now)),
+                    Node::Tab(t) => t.timer.map(|d| d.max(self.now)),
                     Node::Bridge(_) => None,
                 })
                 .min();
@@ -258,6 +267,9 @@ impl Net {
                     break;
                 }
                 let (to, d) = entry.remove();
+                if let Delivery::Frame(f) = &d {
+                    self.in_flight_bytes -= f.len();
+                }
                 self.deliver(to, d);
             }
             for n in 0..self.nodes.len() {
@@ -265,8 +277,9 @@ impl Net {
                     continue;
                 }
                 if let Node::Tab(t) = &mut self.nodes[n] {
-                    if t.peer.poll_timeout().is_some_and(|d| d <= self.now) {
+                    if t.timer.is_some_and(|d| d <= self.now) {
                         t.peer.handle_timeout(self.now);
+                        t.timer = t.peer.poll_timeout();
                     }
                 }
             }
@@ -325,14 +338,20 @@ impl Net {
                     Node::Bridge(_) => bridge::step(self, n),
                 };
             }
-            self.sample();
             if !moved {
+                self.sample();
                 return;
             }
         }
     }
 
+    /// Records the queues' sizes (every 20 ms of virtual time: walking
+    /// every peer's circuits costs).
     fn sample(&mut self) {
+        if self.now < self.last_sample + 20 {
+            return;
+        }
+        self.last_sample = self.now;
         for node in &self.nodes {
             let q = match node {
                 Node::Tab(t) if t.alive => t.peer.queued(),
@@ -342,15 +361,6 @@ impl Net {
             self.stats.max_stream_bytes = self.stats.max_stream_bytes.max(q.stream_bytes);
             self.stats.max_router_cells = self.stats.max_router_cells.max(q.router_cells);
         }
-        let in_flight: usize = self
-            .in_flight
-            .values()
-            .map(|(_, d)| match d {
-                Delivery::Frame(f) => f.len(),
-                _ => 0,
-            })
-            .sum();
-        self.stats.max_in_flight_bytes = self.stats.max_in_flight_bytes.max(in_flight);
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct SimTab {
     /// Offers we answered, waiting for the offerer to apply our answer.
     answering: BTreeMap<LinkNo, (NodeId, LinkNo)>,
     fingerprint_seq: u64,
+    /// The core's next deadline, as of its last step.
+    pub(crate) timer: Option<u64>,
 }
 
 impl SimTab {
@@ -60,6 +62,7 @@ impl SimTab {
             slow_store: false,
             answering: BTreeMap::new(),
             fingerprint_seq: 0,
+            timer: None,
         }
     }
 
@@ -127,6 +130,7 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
             continue;
         }
         let Some(event) = t.peer.poll_event() else {
+            t.timer = t.peer.poll_timeout();
             return moved;
         };
         moved = true;

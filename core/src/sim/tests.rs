@@ -4,7 +4,6 @@
 use super::tab::connect_to_bridge;
 use super::*;
 use crate::crypto::PeerId;
-use crate::dht::{Distance, K};
 use crate::peer::tab::{FetchOptions, LinkStatus, Outcome, TabConfig};
 
 /// Bridges (federated in a star around the first) and tabs joining one
@@ -99,4 +98,236 @@ fn a_small_network_links_builds_circuits_through_tabs_and_looks_up() {
         panic!("the lookup did not finish");
     };
     assert_eq!(found.closest.first(), Some(&target));
+}
+
+/// Picks `n` distinct live tabs other than `not`.
+fn pick(net: &mut Net, n: usize, not: &[NodeId]) -> Vec<NodeId> {
+    let mut pool: Vec<NodeId> = tabs(net).into_iter().filter(|t| !not.contains(t)).collect();
+    let mut out = Vec::new();
+    while out.len() < n && !pool.is_empty() {
+        let i = net.rng.below(pool.len());
+        out.push(pool.swap_remove(i));
+    }
+    out
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// Starts a download through `hops` tabs from every tab in `from`.
+fn start_transfers(net: &mut Net, from: &[NodeId], bytes: u64) -> Vec<(NodeId, u64)> {
+    let url = format!("http://directory/peersm/bytes?n={bytes}");
+    let now = net.now;
+    from.iter()
+        .filter_map(|n| {
+            let options = FetchOptions {
+                through_tabs: Some(3),
+                max_attempts: Some(8),
+                ..Default::default()
+            };
+            let op = net.tab_mut(*n)?.peer.fetch(&url, options, now);
+            Some((*n, op))
+        })
+        .collect()
+}
+
+fn transfers_done(net: &Net, ops: &[(NodeId, u64)]) -> bool {
+    ops.iter()
+        .all(|(n, op)| net.tab(*n).is_some_and(|t| t.results.contains_key(op)))
+}
+
+/// Checks finished downloads: complete and every byte right; returns the
+/// attempts each took.
+fn check_transfers(net: &Net, ops: &[(NodeId, u64)], bytes: u64) -> Vec<u32> {
+    ops.iter()
+        .map(|(n, op)| {
+            let t = net.tab(*n).unwrap();
+            match t.results.get(op) {
+                Some(Outcome::Fetched(Ok(f))) => {
+                    let s = &t.stored[op];
+                    assert_eq!((f.status, f.size, s.bytes), (200, bytes, bytes), "tab {n}");
+                    assert!(s.intact, "tab {n}: bytes differ from the pattern");
+                    f.attempts
+                }
+                other => panic!("tab {n}: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// The whole network: 200 tabs and 3 bridges join; routing tables fill;
+/// lookups through tabs find their targets; downloads through circuits
+/// of 3 tabs complete; 30 % of the tabs leave mid-transfer and the
+/// downloads resume on circuits around them; a slow reader keeps every
+/// queue bounded.
+#[test]
+fn two_hundred_tabs_and_three_bridges() {
+    const TABS: usize = 200;
+    let started = std::time::Instant::now();
+    let mut net = network(0x9ee75, 3, TABS, |c| c.refresh_ms = 15_000);
+    let joined_at = net.now;
+    // Routing tables fill: joining links, then bucket refreshes.
+    net.run_until(net.now + 60_000);
+    let all = tabs(&net);
+    let links: Vec<usize> = all.iter().map(|n| open_links(&net, *n)).collect();
+    let table: Vec<usize> = all
+        .iter()
+        .map(|n| net.tab(*n).map_or(0, |t| t.peer.routing_table().len()))
+        .collect();
+    let mean_table = table.iter().sum::<usize>() as f64 / table.len() as f64;
+    println!(
+        "join: {TABS} tabs on 3 federated bridges; after 60 s: links per tab min {} mean {:.1} max {}; routing table mean {mean_table:.1}",
+        links.iter().min().unwrap(),
+        links.iter().sum::<usize>() as f64 / links.len() as f64,
+        links.iter().max().unwrap(),
+    );
+    assert!(
+        links.iter().all(|l| *l >= 4),
+        "every tab has links: {links:?}"
+    );
+    assert!(mean_table >= 10.0, "routing tables fill: mean {mean_table}");
+    for b in 0..3 {
+        let (registered, _, federation) = net.bridge(b).unwrap().peer.mesh_status();
+        assert!(registered >= TABS / 3 - 1, "bridge {b}: {registered} tabs");
+        assert_eq!(federation.len(), 2, "bridge {b} federated with both others");
+    }
+
+    // Lookups through tabs for tabs' IDs: the target is the closest found.
+    let (mut hits, mut rounds, mut queries, mut times) = (0, Vec::new(), Vec::new(), Vec::new());
+    const LOOKUPS: usize = 40;
+    for _ in 0..LOOKUPS {
+        let pair = pick(&mut net, 2, &[]);
+        let (from, to) = (pair[0], pair[1]);
+        let target = net.tab(to).unwrap().peer.id();
+        let now = net.now;
+        let op = net.tab_mut(from).unwrap().peer.find_node(target, now);
+        let begun = net.now;
+        match wait(&mut net, from, op, 60_000) {
+            Some(Outcome::Found(Ok(found))) => {
+                hits += usize::from(found.closest.first() == Some(&target));
+                rounds.push(u64::from(found.rounds));
+                queries.push(found.queries as u64);
+                times.push(net.now - begun);
+            }
+            other => panic!("lookup: {other:?}"),
+        }
+    }
+    println!(
+        "lookups: {hits}/{LOOKUPS} found their target first; rounds median {} max {}; queries median {}; virtual time median {} ms",
+        median(rounds.clone()),
+        rounds.iter().max().unwrap(),
+        median(queries),
+        median(times)
+    );
+    assert!(
+        hits >= LOOKUPS * 9 / 10,
+        "{hits}/{LOOKUPS} lookups found their target"
+    );
+
+    // Circuits through three tabs: build time, then downloads.
+    let mut build_ms = Vec::new();
+    for n in pick(&mut net, 20, &[]) {
+        let now = net.now;
+        let op = net.tab_mut(n).unwrap().peer.build_tab_circuit(3, now);
+        match wait(&mut net, n, op, 30_000) {
+            Some(Outcome::TabCircuit(Ok(c))) => {
+                assert_eq!(c.hops.len(), 3);
+                build_ms.push(net.now - now);
+                net.tab_mut(n).unwrap().peer.close_tab_circuit(c.id);
+            }
+            other => panic!("circuit through tabs: {other:?}"),
+        }
+    }
+    println!(
+        "circuits through 3 tabs: build time median {} ms, max {} ms (virtual; {} ms one-way latency)",
+        median(build_ms.clone()),
+        build_ms.iter().max().unwrap(),
+        net.config.latency_ms
+    );
+    const BYTES: u64 = 1_000_000;
+    let origins = pick(&mut net, 20, &[]);
+    let ops = start_transfers(&mut net, &origins, BYTES);
+    let begun = net.now;
+    assert!(
+        net.run_while(120_000, |net| transfers_done(net, &ops)),
+        "downloads finish"
+    );
+    let attempts = check_transfers(&net, &ops, BYTES);
+    println!(
+        "downloads: 20 × {BYTES} bytes through 3 tabs in {} ms virtual; attempts {:?}",
+        net.now - begun,
+        attempts.iter().max()
+    );
+
+    // 30 % of the tabs leave mid-transfer: downloads resume elsewhere.
+    let origins = pick(&mut net, 20, &[]);
+    let ops = start_transfers(&mut net, &origins, 4 * BYTES);
+    net.run_until(net.now + 1_500);
+    let leaving = pick(&mut net, TABS * 3 / 10, &origins);
+    for n in &leaving {
+        net.kill(*n);
+    }
+    assert!(
+        net.run_while(300_000, |net| transfers_done(net, &ops)),
+        "downloads finish after the departures"
+    );
+    let attempts = check_transfers(&net, &ops, 4 * BYTES);
+    let resumed = attempts.iter().filter(|a| **a > 1).count();
+    println!(
+        "churn: {} of {TABS} tabs left mid-transfer; 20 downloads of {} bytes complete, {resumed} resumed on a new circuit (attempts max {})",
+        leaving.len(),
+        4 * BYTES,
+        attempts.iter().max().unwrap()
+    );
+    assert!(resumed > 0, "some downloads lost a hop and resumed");
+
+    // A slow reader: its store holds every chunk; nothing grows.
+    let before = net.stats.clone();
+    let reader = pick(&mut net, 1, &[])[0];
+    net.tab_mut(reader).unwrap().slow_store = true;
+    let ops = start_transfers(&mut net, &[reader], 8 * BYTES);
+    net.stats.max_stream_bytes = 0;
+    net.stats.max_router_cells = 0;
+    net.run_until(net.now + 20_000);
+    let stuck = net
+        .tab(reader)
+        .unwrap()
+        .stored
+        .get(&ops[0].1)
+        .map_or(0, |s| s.bytes);
+    let held = net.stats.clone();
+    println!(
+        "slow reader: after 20 s it took {stuck} bytes; the most any peer queued meanwhile: {} stream bytes, {} router cells",
+        held.max_stream_bytes, held.max_router_cells
+    );
+    assert!(stuck < 8 * BYTES, "the reader holds the download back");
+    assert!(
+        held.max_stream_bytes < 1_200_000,
+        "stream queues stay bounded: {}",
+        held.max_stream_bytes
+    );
+    assert!(
+        held.max_router_cells < 2_500,
+        "router queues stay bounded: {}",
+        held.max_router_cells
+    );
+    // The reader catches up: the download completes.
+    let t = net.tab_mut(reader).unwrap();
+    t.slow_store = false;
+    let now = net.now;
+    net.tab_mut(reader).unwrap().release_store(now);
+    assert!(net.run_while(120_000, |net| transfers_done(net, &ops)));
+    check_transfers(&net, &ops, 8 * BYTES);
+    println!(
+        "whole run: {} s virtual since the joins, {} frames, {} MB on wires, most bytes in flight {}; queued at most (before the slow reader) {} stream bytes, {} router cells; {:.1} s real",
+        (net.now - joined_at) / 1000,
+        net.stats.frames,
+        net.stats.bytes / 1_000_000,
+        net.stats.max_in_flight_bytes,
+        before.max_stream_bytes,
+        before.max_router_cells,
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -27,6 +27,13 @@ use super::{LinkId, Signing, TabEvent, TabPeer};
 
 /// How long a link may take from the first step to open.
 const ESTABLISH_MS: u64 = 30_000;
+/// Links (open or being made) a tab opens or accepts freely: each is a
+/// peer connection with its own ICE and DTLS upkeep.
+pub const MAX_LINKS: usize = 32;
+/// Beyond `MAX_LINKS`, an offer is still accepted while the routing table
+/// has room for the peer (its bucket is not full: Kademlia keeps the peers
+/// close to us, which lookups for them depend on), up to this many.
+pub const HARD_MAX_LINKS: usize = 64;
 
 /// Who carries our offer.
 #[derive(Debug, Clone)]
@@ -153,7 +160,9 @@ impl TabPeer {
 
     /// Starts linking to `peer` through `introducer`.
     pub(super) fn offer(&mut self, peer: PeerId, introducer: Introducer) {
-        if peer == self.me || self.by_peer.contains_key(&peer) || self.onion.is_none() {
+        let n = self.links.len();
+        let full = n >= HARD_MAX_LINKS || (n >= MAX_LINKS && !self.routing.has_room_for(&peer));
+        if peer == self.me || self.by_peer.contains_key(&peer) || self.onion.is_none() || full {
             return;
         }
         let link = self.new_link_id();
@@ -179,8 +188,12 @@ impl TabPeer {
     /// refuses).
     pub(super) fn answer(&mut self, asker: PeerId, offer: &str, reply: Reply) {
         let existing = self.by_peer.get(&asker).and_then(|l| self.links.get(l));
+        let n = self.links.len();
+        let full = existing.is_none()
+            && (n >= HARD_MAX_LINKS || (n >= MAX_LINKS && !self.routing.has_room_for(&asker)));
         let refuse = asker == self.me
             || self.onion.is_none()
+            || full
             || existing.is_some_and(|l| {
                 matches!(l.state, LinkState::Open { .. })
                     || !l.we_initiated

@@ -1,0 +1,297 @@
+//! Drives the core's `TabPeer` in the browser: after every input (a
+//! WebSocket or data-channel message, a connection change, a signature,
+//! a stored chunk, a timer) it sends the frames the core queued and does
+//! what its events ask — sign with WebCrypto, make or apply an SDP, close
+//! a connection, store body bytes in IndexedDB, complete a JS promise.
+//! Everything here is a browser call; the decisions are the core's.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+
+use futures_channel::oneshot;
+use js_sys::{Function, Object};
+use peersm_core::peer::tab::{LinkId, Outcome, TabEvent, TabPeer};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::WebSocket;
+
+use super::identity::SessionIdentity;
+use super::js::{set, set_timeout};
+use super::log;
+use super::rtc::RtcLink;
+use super::store::DownloadStore;
+
+/// Close code for protocol violations; browsers only let pages send 1000
+/// and 3000–4999.
+const CLOSE_PROTOCOL_ERROR: u16 = 4002;
+
+/// A download's bytes on their way to IndexedDB.
+pub(crate) struct FetchSink {
+    pub(crate) store: Rc<DownloadStore>,
+    /// The record key of the body (a new one when the body restarts).
+    pub(crate) id: String,
+    pub(crate) next_seq: u32,
+    pub(crate) on_progress: Option<Function>,
+    pub(crate) started: f64,
+}
+
+pub(crate) struct BridgeSocket {
+    pub(crate) ws: WebSocket,
+    /// The core's id for this link, once the socket opened.
+    pub(crate) link: Option<LinkId>,
+    /// Kept alive as long as the socket.
+    pub(crate) _closures: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Drop for BridgeSocket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
+pub(crate) struct Driver {
+    pub(crate) tab: TabPeer,
+    pub(crate) identity: Rc<SessionIdentity>,
+    pub(crate) bridge: Option<BridgeSocket>,
+    pub(crate) rtc: BTreeMap<LinkId, RtcLink>,
+    /// Promises waiting for an operation.
+    pub(crate) waiters: BTreeMap<u64, oneshot::Sender<Outcome>>,
+    pub(crate) fetches: BTreeMap<u64, FetchSink>,
+    /// The deadline a timer is set for.
+    timer_at: Option<u64>,
+    /// Told when the bridge link opens or closes.
+    pub(crate) on_bridge: Option<Rc<dyn Fn(bool, String)>>,
+}
+
+pub(crate) type Shared = Rc<RefCell<Driver>>;
+
+pub(crate) fn now() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+impl Driver {
+    pub(crate) fn new(tab: TabPeer, identity: Rc<SessionIdentity>) -> Shared {
+        Rc::new(RefCell::new(Driver {
+            tab,
+            identity,
+            bridge: None,
+            rtc: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            fetches: BTreeMap::new(),
+            timer_at: None,
+            on_bridge: None,
+        }))
+    }
+}
+
+/// Runs `input` on the core, then does what it produced.
+pub(crate) fn input(shared: &Shared, input: impl FnOnce(&mut TabPeer, u64)) {
+    {
+        let mut d = shared.borrow_mut();
+        input(&mut d.tab, now());
+    }
+    pump(shared);
+}
+
+/// Starts an operation and waits for its outcome.
+pub(crate) async fn operation(
+    shared: &Shared,
+    start: impl FnOnce(&mut TabPeer, u64) -> u64,
+) -> Option<Outcome> {
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut d = shared.borrow_mut();
+        let op = start(&mut d.tab, now());
+        d.waiters.insert(op, tx);
+    }
+    pump(shared);
+    rx.await.ok()
+}
+
+/// Sends what the core queued and acts on its events.
+pub(crate) fn pump(shared: &Shared) {
+    loop {
+        let (frames, events) = {
+            let mut d = shared.borrow_mut();
+            let frames: Vec<(LinkId, Vec<u8>)> =
+                std::iter::from_fn(|| d.tab.poll_transmit()).collect();
+            let events: Vec<TabEvent> = std::iter::from_fn(|| d.tab.poll_event()).collect();
+            (frames, events)
+        };
+        if frames.is_empty() && events.is_empty() {
+            break;
+        }
+        send_frames(shared, frames);
+        for e in events {
+            on_event(shared, e);
+        }
+    }
+    arm_timer(shared);
+}
+
+fn send_frames(shared: &Shared, frames: Vec<(LinkId, Vec<u8>)>) {
+    let d = shared.borrow();
+    for (link, frame) in frames {
+        let sent = match &d.bridge {
+            Some(b) if b.link == Some(link) => b.ws.send_with_u8_array(&frame),
+            _ => match d.rtc.get(&link) {
+                Some(r) => r.send(&frame),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = sent {
+            log::warn(&format!("send on link {link} failed: {e:?}"));
+        }
+    }
+}
+
+fn on_event(shared: &Shared, e: TabEvent) {
+    match e {
+        TabEvent::Sign { request, message } => {
+            let (weak, identity) = (Rc::downgrade(shared), shared.borrow().identity.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let signed = identity.sign(&message).await.map_err(|e| format!("{e:?}"));
+                if let Some(shared) = weak.upgrade() {
+                    input(&shared, |tab, now| {
+                        tab.handle_signature(request, signed, now)
+                    });
+                }
+            });
+        }
+        TabEvent::CreateOffer { link } => super::rtc::create_offer(shared, link),
+        TabEvent::AcceptOffer { link, offer } => super::rtc::accept_offer(shared, link, offer),
+        TabEvent::ApplyAnswer { link, answer } => super::rtc::apply_answer(shared, link, answer),
+        TabEvent::CloseLink { link } => close_link(shared, link),
+        TabEvent::BridgeOpen { .. } => {
+            let cb = shared.borrow().on_bridge.clone();
+            if let Some(cb) = cb {
+                cb(true, String::new());
+            }
+        }
+        TabEvent::Done { op, outcome } => {
+            let waiter = shared.borrow_mut().waiters.remove(&op);
+            if let Some(w) = waiter {
+                let _ = w.send(outcome);
+            }
+        }
+        TabEvent::FetchProgress {
+            op,
+            received,
+            total,
+            attempt,
+        } => progress(shared, op, received, total, attempt),
+        TabEvent::FetchBody { op, data } => store_chunk(shared, op, data),
+        TabEvent::FetchRestart { op } => restart_body(shared, op),
+    }
+}
+
+/// The core is done with a link: close its connection.
+fn close_link(shared: &Shared, link: LinkId) {
+    let bridge = {
+        let mut d = shared.borrow_mut();
+        if d.bridge.as_ref().is_some_and(|b| b.link == Some(link)) {
+            d.bridge.take()
+        } else {
+            let rtc = d.rtc.remove(&link);
+            // Dropped later, outside our borrow and its own callbacks.
+            wasm_bindgen_futures::spawn_local(async move { drop(rtc) });
+            None
+        }
+    };
+    if let Some(b) = bridge {
+        let _ =
+            b.ws.close_with_code_and_reason(CLOSE_PROTOCOL_ERROR, "protocol error");
+        let cb = shared.borrow().on_bridge.clone();
+        wasm_bindgen_futures::spawn_local(async move { drop(b) });
+        if let Some(cb) = cb {
+            cb(false, "the bridge link failed".into());
+        }
+    }
+}
+
+fn progress(shared: &Shared, op: u64, received: u64, total: Option<u64>, attempt: u32) {
+    let (cb, started) = match shared.borrow().fetches.get(&op) {
+        Some(f) => (f.on_progress.clone(), f.started),
+        None => return,
+    };
+    let Some(cb) = cb else { return };
+    let elapsed = ((js_sys::Date::now() - started) / 1000.0).max(0.001);
+    let obj = Object::new();
+    let _ = set(&obj, "received", &JsValue::from(received as f64));
+    let total = total.map_or(JsValue::NULL, |t| JsValue::from(t as f64));
+    let _ = set(&obj, "total", &total);
+    let _ = set(&obj, "speed", &JsValue::from(received as f64 / elapsed));
+    let _ = set(&obj, "attempt", &JsValue::from(attempt));
+    if let Err(e) = cb.call1(&JsValue::NULL, &obj) {
+        log::warn(&format!("onProgress threw: {e:?}"));
+    }
+}
+
+/// Stores a body chunk; the core reads on once it is stored.
+fn store_chunk(shared: &Shared, op: u64, data: Vec<u8>) {
+    let target = {
+        let mut d = shared.borrow_mut();
+        d.fetches.get_mut(&op).map(|f| {
+            let seq = f.next_seq;
+            f.next_seq += 1;
+            (f.store.clone(), f.id.clone(), seq)
+        })
+    };
+    let Some((store, id, seq)) = target else {
+        return;
+    };
+    let weak: Weak<RefCell<Driver>> = Rc::downgrade(shared);
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = store.put_chunk(&id, seq, &data).await {
+            log::warn(&format!("storing a download chunk failed: {e:?}"));
+        }
+        if let Some(shared) = weak.upgrade() {
+            input(&shared, |tab, now| tab.handle_stored(op, now));
+        }
+    });
+}
+
+/// The body starts again: the stored chunks go, new ones get a new key.
+fn restart_body(shared: &Shared, op: u64) {
+    let old = {
+        let mut d = shared.borrow_mut();
+        d.fetches.get_mut(&op).map(|f| {
+            let old = std::mem::replace(&mut f.id, super::fetch::new_body_id());
+            f.next_seq = 0;
+            (f.store.clone(), old)
+        })
+    };
+    if let Some((store, old)) = old {
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = store.delete(&old).await;
+        });
+    }
+}
+
+/// Keeps one timer set for the core's next deadline.
+fn arm_timer(shared: &Shared) {
+    let deadline = {
+        let d = shared.borrow();
+        match (d.tab.poll_timeout(), d.timer_at) {
+            (Some(t), Some(armed)) if armed <= t => return,
+            (Some(t), _) => t,
+            (None, _) => return,
+        }
+    };
+    shared.borrow_mut().timer_at = Some(deadline);
+    let delay = deadline.saturating_sub(now()).min(i32::MAX as u64) as i32;
+    let weak = Rc::downgrade(shared);
+    let callback = Closure::once_into_js(move || {
+        if let Some(shared) = weak.upgrade() {
+            shared.borrow_mut().timer_at = None;
+            input(&shared, |tab, now| tab.handle_timeout(now));
+        }
+    });
+    if let Err(e) = set_timeout(callback.unchecked_ref(), delay) {
+        log::warn(&format!("cannot set a timer: {e:?}"));
+    }
+}
