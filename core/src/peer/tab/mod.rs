@@ -479,10 +479,8 @@ impl TabPeer {
             | MuxEvent::CircuitClosed { circ, .. }
             | MuxEvent::Control { circ, .. } => self.circ_owners.get(&(link, *circ)).copied(),
         };
-        if let MuxEvent::CircuitClosed { circ, .. } = &event {
-            self.own_circuits
-                .retain(|_, c| !(c.link == link && c.circ == *circ));
-        }
+        // A kept circuit that died stays listed, as closed, until the
+        // page closes it (`tab_circuits` asks the mux whether it lives).
         if let Some(task) = owner {
             self.task_input(task, TaskInput::Mux(link, event));
         }
