@@ -303,7 +303,7 @@ async fn read_until<T>(
         if n == 0 || buf.len() > 1024 {
             return Err(NodeError::Closed("SOCKS client during its handshake"));
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
 }
 

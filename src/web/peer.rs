@@ -395,14 +395,14 @@ impl Peer {
             return Err(js_error("buildCircuit: not connected"));
         }
         let outcome = operation(&self.driver(), |tab, now| tab.build_bridge_circuit(now)).await;
-        let (ms, middle, exit) = match outcome {
+        let built = match outcome {
             Some(Outcome::BridgeCircuit(r)) => r.map_err(|e| op_error("buildCircuit", e))?,
             _ => return Err(stopped("buildCircuit")),
         };
         let o = js_sys::Object::new();
-        set(&o, "ms", &JsValue::from(ms as f64))?;
-        set(&o, "middle", &JsValue::from_str(&middle.nickname))?;
-        set(&o, "exit", &JsValue::from_str(&exit.nickname))?;
+        set(&o, "ms", &JsValue::from(built.ms as f64))?;
+        set(&o, "middle", &JsValue::from_str(&built.middle.nickname))?;
+        set(&o, "exit", &JsValue::from_str(&built.exit.nickname))?;
         Ok(o.into())
     }
 

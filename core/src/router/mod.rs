@@ -279,7 +279,7 @@ impl<L: Copy + Ord + Debug> Router<L> {
             return None;
         }
         if let Some(&back) = self.by_next.get(&key) {
-            self.from_next(back, cell);
+            self.cell_from_next(back, cell);
             self.pump(back);
             return None;
         }
@@ -292,7 +292,7 @@ impl<L: Copy + Ord + Debug> Router<L> {
         }
     }
 
-    fn from_next(&mut self, back: (L, u32), cell: RawCell) {
+    fn cell_from_next(&mut self, back: (L, u32), cell: RawCell) {
         let Some(h) = self.hops.get_mut(&back) else {
             return;
         };

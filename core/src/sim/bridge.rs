@@ -33,7 +33,6 @@ enum BridgeLink {
 pub(crate) struct SimBridge {
     pub(crate) peer: RelayPeer<LinkNo>,
     pub(crate) key: SimKey,
-    pub(crate) rsa_id: [u8; 20],
     ed_identity: SigningKey,
     ed_signing: SigningKey,
     pub(crate) ntor_public: [u8; 32],
@@ -68,7 +67,6 @@ impl SimBridge {
         SimBridge {
             peer,
             key,
-            rsa_id,
             ed_identity,
             ed_signing,
             ntor_public,

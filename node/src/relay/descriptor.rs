@@ -62,8 +62,9 @@ fn ntor_as_ed25519(keys: &RelayKeys) -> (ExpandedSecretKey, VerifyingKey, u8) {
     h.update(a);
     let prefix = h.finalize();
     let mut expanded = [0u8; 64];
-    expanded[..32].copy_from_slice(&a);
-    expanded[32..].copy_from_slice(&prefix[..32]);
+    let (low, high) = expanded.split_at_mut(32);
+    low.copy_from_slice(&a);
+    high.copy_from_slice(prefix.get(..32).unwrap_or(&[0; 32]));
     let esk = ExpandedSecretKey::from_bytes(&expanded);
     let vk = VerifyingKey::from(&esk);
     let sign_bit = vk.as_bytes()[31] >> 7;

@@ -124,13 +124,13 @@ impl RelayKeys {
     fn from_saved(text: &str) -> Result<RelayKeys, NodeError> {
         use rsa::pkcs8::DecodePrivateKey;
         let v: serde_json::Value = serde_json::from_str(text).map_err(key_err)?;
-        if v["format"] != "peersm relay keys v1" {
+        if v.get("format").and_then(|f| f.as_str()) != Some("peersm relay keys v1") {
             return Err(NodeError::Keys("not a peersm relay key file".into()));
         }
         let bytes = |field: &str| -> Result<Vec<u8>, NodeError> {
             hex::decode(
-                v[field]
-                    .as_str()
+                v.get(field)
+                    .and_then(|f| f.as_str())
                     .ok_or_else(|| NodeError::Keys(format!("missing {field}")))?,
             )
             .map_err(|_| NodeError::Keys(format!("{field} is not hex")))
@@ -240,6 +240,20 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path)?.write_all(bytes)
+}
+
+fn key_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Keys(e.to_string())
+}
+
+/// Our identity key signs link handshakes (a bridge federating with another).
+impl crate::link::Signer for RelayKeys {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, NodeError> {
+        let digest = Sha256::digest(message);
+        self.rsa_identity
+            .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
+            .map_err(key_err)
+    }
 }
 
 #[cfg(test)]
@@ -418,19 +432,5 @@ mod tests {
             "a foreign file is refused"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-fn key_err(e: impl std::fmt::Display) -> NodeError {
-    NodeError::Keys(e.to_string())
-}
-
-/// Our identity key signs link handshakes (a bridge federating with another).
-impl crate::link::Signer for RelayKeys {
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, NodeError> {
-        let digest = Sha256::digest(message);
-        self.rsa_identity
-            .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
-            .map_err(key_err)
     }
 }

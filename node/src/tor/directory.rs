@@ -40,7 +40,7 @@ pub async fn dir_get(ch: &ChannelHandle, circ: u32, path: &str) -> Result<Vec<u8
         .ok_or_else(|| {
             NodeError::invalid("directory answer", format!("GET {path}: no HTTP header"))
         })?;
-    let status = String::from_utf8_lossy(&response[..split])
+    let status = String::from_utf8_lossy(response.get(..split).unwrap_or_default())
         .lines()
         .next()
         .unwrap_or_default()

@@ -154,38 +154,7 @@ impl TabPeer {
                 State::WaitingBridge => self.next_attempt(id, f),
                 _ => Ok(None),
             },
-            TaskInput::Child(_, TaskResult::Dir(status, body)) => {
-                match relays_from(status, &body) {
-                    Ok(relays) => {
-                        f.relays = relays;
-                        self.build(id, f)
-                    }
-                    Err(e) => self.broken(id, f, format!("relay list: {e}")),
-                }
-            }
-            TaskInput::Child(_, TaskResult::Circuit { link, circ }) => {
-                self.own_circuit(id, link, circ);
-                self.request(id, f, link, circ)
-            }
-            TaskInput::Child(_, TaskResult::Own(c)) => {
-                f.used.push(
-                    c.hops
-                        .iter()
-                        .map(|h| h.to_hex().get(..8).unwrap_or_default().to_string())
-                        .collect::<Vec<_>>()
-                        .join(" → "),
-                );
-                self.own_circuit(id, c.link, c.circ);
-                self.request(id, f, c.link, c.circ)
-            }
-            TaskInput::Child(_, TaskResult::Failed(e)) => {
-                let what = match f.state {
-                    State::GettingRelays => "relay list",
-                    _ => "building a circuit",
-                };
-                self.broken(id, f, format!("{what}: {e}"))
-            }
-            TaskInput::Child(..) => Ok(None),
+            TaskInput::Child(_, result) => self.fetch_child(id, f, *result),
             TaskInput::Mux(_, event) => self.fetch_event(id, f, event),
             TaskInput::Stored => {
                 f.unstored = f.unstored.saturating_sub(1);
@@ -204,6 +173,46 @@ impl TabPeer {
                 self.events.push_back(TabEvent::FetchRestart { op: id });
                 Some(TaskResult::Failed(e))
             }
+        }
+    }
+
+    fn fetch_child(
+        &mut self,
+        id: TaskId,
+        f: &mut FetchTask,
+        result: TaskResult,
+    ) -> Result<Option<TaskResult>, OpError> {
+        match result {
+            TaskResult::Dir(status, body) => match relays_from(status, &body) {
+                Ok(relays) => {
+                    f.relays = relays;
+                    self.build(id, f)
+                }
+                Err(e) => self.broken(id, f, format!("relay list: {e}")),
+            },
+            TaskResult::Circuit { link, circ } => {
+                self.own_circuit(id, link, circ);
+                self.request(id, f, link, circ)
+            }
+            TaskResult::Own(c) => {
+                f.used.push(
+                    c.hops
+                        .iter()
+                        .map(|h| h.to_hex().get(..8).unwrap_or_default().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" → "),
+                );
+                self.own_circuit(id, c.link, c.circ);
+                self.request(id, f, c.link, c.circ)
+            }
+            TaskResult::Failed(e) => {
+                let what = match f.state {
+                    State::GettingRelays => "relay list",
+                    _ => "building a circuit",
+                };
+                self.broken(id, f, format!("{what}: {e}"))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -195,9 +195,7 @@ impl TabPeer {
             || self.onion.is_none()
             || full
             || existing.is_some_and(|l| {
-                matches!(l.state, LinkState::Open { .. })
-                    || !l.we_initiated
-                    || (l.we_initiated && self.me < asker)
+                matches!(l.state, LinkState::Open { .. }) || !l.we_initiated || self.me < asker
             });
         let Some(remote) = fingerprint_of(offer).filter(|_| !refuse) else {
             return self.send_reply(reply, asker, String::new());

@@ -127,10 +127,18 @@ pub enum Outcome {
     DirGot(Result<(u16, Vec<u8>), OpError>),
     Found(Result<LookupOutcome, OpError>),
     Relays(Result<Vec<ListedRelay>, OpError>),
-    /// A 3-hop circuit through the bridge, built and closed: how long it
-    /// took (ms), the middle and the exit.
-    BridgeCircuit(Result<(u64, ListedRelay, ListedRelay), OpError>),
+    /// A 3-hop circuit through the bridge, built and closed.
+    BridgeCircuit(Result<Box<BridgeCircuitBuilt>, OpError>),
     Fetched(Result<Fetched, OpError>),
+}
+
+/// A 3-hop circuit the tab built through its bridge (and closed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeCircuitBuilt {
+    /// How long building took.
+    pub ms: u64,
+    pub middle: ListedRelay,
+    pub exit: ListedRelay,
 }
 
 #[derive(Debug, Clone, PartialEq)]

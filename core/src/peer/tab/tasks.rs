@@ -146,7 +146,7 @@ pub(super) enum OpKind {
 pub(super) enum TaskInput {
     Mux(LinkId, MuxEvent),
     Timeout,
-    Child(TaskId, TaskResult),
+    Child(TaskId, Box<TaskResult>),
     /// The platform stored body bytes (fetch).
     Stored,
 }
@@ -163,7 +163,7 @@ pub(super) enum TaskResult {
     Own(OwnCircuit),
     Lookup(LookupOutcome),
     Relays(Vec<ListedRelay>),
-    BridgeCircuit(u64, ListedRelay, ListedRelay),
+    BridgeCircuit(Box<super::BridgeCircuitBuilt>),
     Fetched(super::Fetched),
     Failed(OpError),
 }
@@ -211,13 +211,16 @@ pub(super) struct LookupTask {
     queries: BTreeMap<TaskId, PeerId>,
 }
 
+enum LookupInput {
+    Nodes(TaskId, Vec<(PeerId, [u8; 32])>),
+    Failed(TaskId),
+    Advance,
+}
+
 pub(super) enum BridgeCircuit {
     GettingRelays,
-    Building {
-        middle: ListedRelay,
-        exit: ListedRelay,
-        started: u64,
-    },
+    /// Building through the middle and exit since `started`.
+    Building(Box<super::BridgeCircuitBuilt>),
 }
 
 /// A GET on a stream of one of our circuits (BEGIN_DIR).
@@ -407,10 +410,14 @@ impl TabPeer {
             },
             Kind::Lookup(l) => self.lookup_step(id, l, input),
             Kind::Relays => match input {
-                TaskInput::Child(_, TaskResult::Dir(status, body)) => Some(
-                    relays_from(status, &body).map_or_else(TaskResult::Failed, TaskResult::Relays),
-                ),
-                TaskInput::Child(_, TaskResult::Failed(e)) => Some(TaskResult::Failed(e)),
+                TaskInput::Child(_, result) => match *result {
+                    TaskResult::Dir(status, body) => Some(
+                        relays_from(status, &body)
+                            .map_or_else(TaskResult::Failed, TaskResult::Relays),
+                    ),
+                    TaskResult::Failed(e) => Some(TaskResult::Failed(e)),
+                    _ => None,
+                },
                 TaskInput::Timeout => Some(TaskResult::Failed(OpError::Timeout("relay list"))),
                 _ => None,
             },
@@ -506,7 +513,7 @@ impl TabPeer {
                 let outcome = op_outcome(kind, result);
                 self.done(id, outcome);
             }
-            Parent::Task(p) => self.task_input(p, TaskInput::Child(id, result)),
+            Parent::Task(p) => self.task_input(p, TaskInput::Child(id, Box::new(result))),
             Parent::Offer(link) => {
                 let sdp = match result {
                     TaskResult::Sdp(s) => s,
@@ -840,8 +847,16 @@ impl TabPeer {
         l: &mut LookupTask,
         input: TaskInput,
     ) -> Option<TaskResult> {
+        let input = match input {
+            TaskInput::Child(child, result) => match *result {
+                TaskResult::Nodes(nodes) => LookupInput::Nodes(child, nodes),
+                _ => LookupInput::Failed(child),
+            },
+            TaskInput::Timeout => LookupInput::Advance,
+            _ => return None,
+        };
         match input {
-            TaskInput::Child(child, TaskResult::Nodes(nodes)) => {
+            LookupInput::Nodes(child, nodes) => {
                 let asked = l.queries.remove(&child)?;
                 let route = l.routes.get(&asked).cloned().unwrap_or_default();
                 for (peer, key) in &nodes {
@@ -855,15 +870,14 @@ impl TabPeer {
                 l.lookup
                     .on_answer(&asked, nodes.into_iter().map(|(p, _)| p));
             }
-            TaskInput::Child(child, _) => {
+            LookupInput::Failed(child) => {
                 if let Some(asked) = l.queries.remove(&child) {
                     tracing::debug!("lookup: {asked} did not answer");
                     l.lookup.on_failure(&asked);
                 }
             }
-            // Started (or a child was cut loose): ask what to do.
-            TaskInput::Timeout => {}
-            _ => return None,
+            // Started: ask the lookup what to do.
+            LookupInput::Advance => {}
         }
         // Every query the lookup allows goes out now: `ALPHA` in flight.
         loop {
@@ -959,7 +973,7 @@ impl TabPeer {
         let Some(hop) = hop else {
             return self.task_input(
                 parent,
-                TaskInput::Child(0, TaskResult::Failed(OpError::NotConnected)),
+                TaskInput::Child(0, Box::new(TaskResult::Failed(OpError::NotConnected))),
             );
         };
         self.spawn_route_on(
@@ -989,8 +1003,15 @@ impl TabPeer {
         b: &mut BridgeCircuit,
         input: TaskInput,
     ) -> Option<TaskResult> {
-        match (input, &*b) {
-            (TaskInput::Child(_, TaskResult::Dir(status, body)), BridgeCircuit::GettingRelays) => {
+        let result = match input {
+            TaskInput::Child(_, result) => *result,
+            TaskInput::Timeout => {
+                return Some(TaskResult::Failed(OpError::Timeout("building a circuit")))
+            }
+            _ => return None,
+        };
+        match (result, &*b) {
+            (TaskResult::Dir(status, body), BridgeCircuit::GettingRelays) => {
                 let relays = match relays_from(status, &body) {
                     Ok(r) => r,
                     Err(e) => return Some(TaskResult::Failed(e)),
@@ -1002,35 +1023,23 @@ impl TabPeer {
                     None => return Some(TaskResult::Failed(no_path(&relays, 0))),
                 };
                 let hops = vec![bridge, HopSpec::relay(&middle), HopSpec::relay(&exit)];
-                *b = BridgeCircuit::Building {
+                *b = BridgeCircuit::Building(Box::new(super::BridgeCircuitBuilt {
+                    ms: self.now,
                     middle,
                     exit,
-                    started: self.now,
-                };
+                }));
                 self.spawn_route_on(self.bridge_link(), hops, Purpose::Hold, Parent::Task(id));
                 None
             }
-            (
-                TaskInput::Child(_, TaskResult::Circuit { link, circ }),
-                BridgeCircuit::Building {
-                    middle,
-                    exit,
-                    started,
-                },
-            ) => {
+            (TaskResult::Circuit { link, circ }, BridgeCircuit::Building(built)) => {
                 if let Some(m) = self.core.mux(link) {
                     m.destroy(circ);
                 }
-                Some(TaskResult::BridgeCircuit(
-                    self.now.saturating_sub(*started),
-                    middle.clone(),
-                    exit.clone(),
-                ))
+                let mut built = built.clone();
+                built.ms = self.now.saturating_sub(built.ms);
+                Some(TaskResult::BridgeCircuit(built))
             }
-            (TaskInput::Child(_, TaskResult::Failed(e)), _) => Some(TaskResult::Failed(e)),
-            (TaskInput::Timeout, _) => {
-                Some(TaskResult::Failed(OpError::Timeout("building a circuit")))
-            }
+            (TaskResult::Failed(e), _) => Some(TaskResult::Failed(e)),
             _ => None,
         }
     }
@@ -1076,9 +1085,7 @@ fn op_outcome(kind: OpKind, result: TaskResult) -> Outcome {
         (OpKind::Lookup, r) => Outcome::Found(err(r)),
         (OpKind::Relays, TaskResult::Relays(r)) => Outcome::Relays(Ok(r)),
         (OpKind::Relays, r) => Outcome::Relays(err(r)),
-        (OpKind::BridgeCircuit, TaskResult::BridgeCircuit(ms, m, e)) => {
-            Outcome::BridgeCircuit(Ok((ms, m, e)))
-        }
+        (OpKind::BridgeCircuit, TaskResult::BridgeCircuit(b)) => Outcome::BridgeCircuit(Ok(b)),
         (OpKind::BridgeCircuit, r) => Outcome::BridgeCircuit(err(r)),
         (OpKind::Fetch, TaskResult::Fetched(f)) => Outcome::Fetched(Ok(f)),
         (OpKind::Fetch, r) => Outcome::Fetched(err(r)),
