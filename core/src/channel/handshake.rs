@@ -46,7 +46,37 @@ pub enum HandshakeEvent {
     Cell(RawCell),
 }
 
+/// Everything a handshake produced since last asked.
+#[derive(Debug, Default)]
+pub struct HandshakeOutput {
+    /// Frames to send, in order.
+    pub frames: Vec<Vec<u8>>,
+    /// Sign this and `handle_signature` (initiators that authenticate).
+    pub to_sign: Option<Vec<u8>>,
+    /// The link is open: what the other end proved.
+    pub opened: Option<Box<LinkOpened>>,
+    /// Cells that came with the end of the handshake.
+    pub early: Vec<RawCell>,
+}
+
 impl Handshake {
+    /// Takes every frame and event waiting, for adapters that act on them
+    /// together (the tab; the simulation's bridges).
+    pub fn take_output(&mut self) -> HandshakeOutput {
+        let mut out = HandshakeOutput::default();
+        while let Some(f) = self.poll_transmit() {
+            out.frames.push(f);
+        }
+        while let Some(e) = self.poll_event() {
+            match e {
+                HandshakeEvent::SignatureNeeded(m) => out.to_sign = Some(m),
+                HandshakeEvent::Open(o) => out.opened = Some(o),
+                HandshakeEvent::Cell(c) => out.early.push(c),
+            }
+        }
+        out
+    }
+
     pub fn initiator(h: LinkInitiator) -> Self {
         Handshake::Initiator(Box::new(h))
     }

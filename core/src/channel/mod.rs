@@ -19,7 +19,7 @@ pub use auth::{
     verify_dtls_binding, verify_ntor_key_cert,
 };
 pub use frames::{decode_frame, encode_cells, whole_cells_len};
-pub use handshake::{Handshake, HandshakeEvent, LinkOpened};
+pub use handshake::{Handshake, HandshakeEvent, HandshakeOutput, LinkOpened};
 pub use initiator::{InitiatorEvent, LinkInitiator, ResponderCheck};
 pub use responder::{AuthenticatedPeer, LinkResponder, ResponderEvent};
 

@@ -18,7 +18,7 @@ use crate::crypto::relay_crypto::ClientCircuitCrypto;
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 
 use super::flow::CircuitWindow;
-use super::stream::{StreamNotice, Streams};
+use super::stream::{StreamCarrier, StreamNotice, Streams};
 use super::{CircuitError, MAX_RELAY_EARLY};
 
 /// What a stream connects to at the exit.
@@ -260,12 +260,7 @@ impl ClientCircuit {
         if self.destroyed.is_some() {
             return Err(CircuitError::Destroyed);
         }
-        let n = self
-            .streams
-            .write(stream_id, data)
-            .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        self.flush_streams()?;
-        Ok(n)
+        self.with_streams(|streams, me| streams.write_and_flush(stream_id, data, me))
     }
 
     /// Bytes `write` would take now on this stream.
@@ -279,16 +274,7 @@ impl ClientCircuit {
         if self.destroyed.is_some() {
             return Err(CircuitError::Destroyed);
         }
-        let read = self
-            .streams
-            .read(stream_id, max)
-            .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        for _ in 0..read.sendmes {
-            let sendme = RelayCell::new(relay_command::SENDME, stream_id, Vec::new());
-            self.send_relay(read.hop, sendme, false)?;
-        }
-        self.flush_streams()?;
-        Ok(read.data)
+        self.with_streams(|streams, me| streams.read_and_ack(stream_id, max, me))
     }
 
     /// Closes a stream with RELAY_END at once (reason DONE for a normal
@@ -358,37 +344,6 @@ impl ClientCircuit {
         self.outbox
             .push_back(RawCell::new(self.circ_id, cmd, body.to_vec()));
         Ok(digest)
-    }
-
-    /// Sends what the windows allow of the streams' queued data,
-    /// round-robin over streams, and their deferred ENDs.
-    fn flush_streams(&mut self) -> Result<(), CircuitError> {
-        loop {
-            let windows = &self.windows;
-            let Some((hop, cell)) = self
-                .streams
-                .next_cell(|h| windows.get(h).is_some_and(|w| w.can_package()))
-            else {
-                break;
-            };
-            let is_data = cell.command == relay_command::DATA;
-            let digest = self.send_relay(hop, cell, false)?;
-            if is_data {
-                if let Some(w) = self.windows.get_mut(hop) {
-                    w.on_data_sent(digest);
-                }
-            }
-        }
-        while let Some(notice) = self.streams.poll_notice() {
-            self.events.push_back(match notice {
-                StreamNotice::Readable { stream_id } => CircuitEvent::StreamReadable { stream_id },
-                StreamNotice::Writable { stream_id } => CircuitEvent::StreamWritable { stream_id },
-                StreamNotice::Ended { stream_id, reason } => {
-                    CircuitEvent::StreamEnded { stream_id, reason }
-                }
-            });
-        }
-        Ok(())
     }
 
     /// Feeds a cell the channel received for this circuit. Protocol
@@ -565,4 +520,34 @@ fn unexpected(what: &'static str) -> CircuitError {
         what,
         why: "not acceptable here",
     })
+}
+
+impl StreamCarrier for ClientCircuit {
+    fn window_open(&self, hop: usize) -> bool {
+        self.windows.get(hop).is_some_and(|w| w.can_package())
+    }
+
+    fn send_cell(&mut self, hop: usize, cell: RelayCell) -> Result<[u8; 20], CircuitError> {
+        self.send_relay(hop, cell, false)
+    }
+
+    fn data_sent(&mut self, hop: usize, digest: [u8; 20]) {
+        if let Some(w) = self.windows.get_mut(hop) {
+            w.on_data_sent(digest);
+        }
+    }
+
+    fn streams(&mut self) -> &mut Streams {
+        &mut self.streams
+    }
+
+    fn notice(&mut self, notice: StreamNotice) {
+        self.events.push_back(match notice {
+            StreamNotice::Readable { stream_id } => CircuitEvent::StreamReadable { stream_id },
+            StreamNotice::Writable { stream_id } => CircuitEvent::StreamWritable { stream_id },
+            StreamNotice::Ended { stream_id, reason } => {
+                CircuitEvent::StreamEnded { stream_id, reason }
+            }
+        });
+    }
 }

@@ -31,7 +31,7 @@ use crate::crypto::{create_fast, CircuitKeys};
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 
 use super::flow::CircuitWindow;
-use super::stream::{StreamNotice, Streams};
+use super::stream::{StreamCarrier, StreamNotice, Streams};
 use super::{CircuitError, StreamTarget, MAX_RELAY_EARLY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,12 +449,7 @@ impl RelayCircuit {
         if self.destroyed {
             return Err(CircuitError::Destroyed);
         }
-        let n = self
-            .streams
-            .write(stream_id, data)
-            .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        self.flush_streams()?;
-        Ok(n)
+        self.with_streams(|streams, me| streams.write_and_flush(stream_id, data, me))
     }
 
     /// Bytes `write` would take now.
@@ -468,15 +463,7 @@ impl RelayCircuit {
         if self.destroyed {
             return Err(CircuitError::Destroyed);
         }
-        let read = self
-            .streams
-            .read(stream_id, max)
-            .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        for _ in 0..read.sendmes {
-            self.originate(RelayCell::new(relay_command::SENDME, stream_id, Vec::new()))?;
-        }
-        self.flush_streams()?;
-        Ok(read.data)
+        self.with_streams(|streams, me| streams.read_and_ack(stream_id, max, me))
     }
 
     /// The source closed: RELAY_END with `reason` once the queued bytes
@@ -544,30 +531,35 @@ impl RelayCircuit {
         ));
         Ok(digest)
     }
+}
 
-    /// Sends what the windows allow of the streams' queued data.
-    fn flush_streams(&mut self) -> Result<(), CircuitError> {
-        loop {
-            let window = &self.window;
-            let Some((_, cell)) = self.streams.next_cell(|_| window.can_package()) else {
-                break;
-            };
-            let is_data = cell.command == relay_command::DATA;
-            let digest = self.originate_digest(cell)?;
-            if is_data {
-                self.window.on_data_sent(digest);
+/// A hop carries its streams' cells toward the client, under its one
+/// circuit window.
+impl StreamCarrier for RelayCircuit {
+    fn window_open(&self, _hop: usize) -> bool {
+        self.window.can_package()
+    }
+
+    fn send_cell(&mut self, _hop: usize, cell: RelayCell) -> Result<[u8; 20], CircuitError> {
+        self.originate_digest(cell)
+    }
+
+    fn data_sent(&mut self, _hop: usize, digest: [u8; 20]) {
+        self.window.on_data_sent(digest);
+    }
+
+    fn streams(&mut self) -> &mut Streams {
+        &mut self.streams
+    }
+
+    fn notice(&mut self, notice: StreamNotice) {
+        self.events.push_back(match notice {
+            StreamNotice::Readable { stream_id } => RelayEvent::StreamReadable { stream_id },
+            StreamNotice::Writable { stream_id } => RelayEvent::StreamWritable { stream_id },
+            StreamNotice::Ended { stream_id, reason } => {
+                RelayEvent::StreamEnded { stream_id, reason }
             }
-        }
-        while let Some(notice) = self.streams.poll_notice() {
-            self.events.push_back(match notice {
-                StreamNotice::Readable { stream_id } => RelayEvent::StreamReadable { stream_id },
-                StreamNotice::Writable { stream_id } => RelayEvent::StreamWritable { stream_id },
-                StreamNotice::Ended { stream_id, reason } => {
-                    RelayEvent::StreamEnded { stream_id, reason }
-                }
-            });
-        }
-        Ok(())
+        });
     }
 }
 

@@ -205,6 +205,44 @@ impl StreamQueue {
     }
 }
 
+/// What a circuit does for its streams: `ClientCircuit` and `RelayCircuit`
+/// each carry their streams' cells (their own way: per hop, or at one
+/// hop), and the stream logic above is written once against this.
+pub(crate) trait StreamCarrier {
+    /// Whether the circuit window toward `hop` takes a DATA cell.
+    fn window_open(&self, hop: usize) -> bool;
+    /// Sends a relay cell toward `hop`; returns its running digest.
+    fn send_cell(&mut self, hop: usize, cell: RelayCell) -> Result<[u8; 20], super::CircuitError>;
+    /// A DATA cell with `digest` left toward `hop`.
+    fn data_sent(&mut self, hop: usize, digest: [u8; 20]);
+    /// Something for the application.
+    fn notice(&mut self, notice: StreamNotice);
+    /// The circuit's streams.
+    fn streams(&mut self) -> &mut Streams;
+
+    /// Runs `f` on the streams with the circuit as their carrier.
+    fn with_streams<T>(
+        &mut self,
+        f: impl FnOnce(&mut Streams, &mut Self) -> Result<T, super::CircuitError>,
+    ) -> Result<T, super::CircuitError>
+    where
+        Self: Sized,
+    {
+        let mut streams = std::mem::take(self.streams());
+        let result = f(&mut streams, self);
+        *self.streams() = streams;
+        result
+    }
+
+    /// Sends what the windows allow of the streams' queued data.
+    fn flush_streams(&mut self) -> Result<(), super::CircuitError>
+    where
+        Self: Sized,
+    {
+        self.with_streams(|streams, me| streams.flush(me))
+    }
+}
+
 /// What a circuit's streams tell the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamNotice {
@@ -448,8 +486,60 @@ impl Streams {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn poll_notice(&mut self) -> Option<StreamNotice> {
         self.notices.pop_front()
+    }
+
+    /// Sends what the windows allow of every stream's queued data
+    /// (round-robin) and the ENDs due; passes the notices on.
+    pub(crate) fn flush(
+        &mut self,
+        carrier: &mut impl StreamCarrier,
+    ) -> Result<(), super::CircuitError> {
+        while let Some((hop, cell)) = self.next_cell(|h| carrier.window_open(h)) {
+            let is_data = cell.command == relay_command::DATA;
+            let digest = carrier.send_cell(hop, cell)?;
+            if is_data {
+                carrier.data_sent(hop, digest);
+            }
+        }
+        while let Some(notice) = self.notices.pop_front() {
+            carrier.notice(notice);
+        }
+        Ok(())
+    }
+
+    /// `write` on a stream, then what it lets go out.
+    pub(crate) fn write_and_flush(
+        &mut self,
+        id: u16,
+        data: &[u8],
+        carrier: &mut impl StreamCarrier,
+    ) -> Result<usize, super::CircuitError> {
+        let n = self
+            .write(id, data)
+            .ok_or(super::CircuitError::NoSuchStream(id))?;
+        self.flush(carrier)?;
+        Ok(n)
+    }
+
+    /// `read` on a stream, with the stream SENDMEs the reader earned.
+    pub(crate) fn read_and_ack(
+        &mut self,
+        id: u16,
+        max: usize,
+        carrier: &mut impl StreamCarrier,
+    ) -> Result<Vec<u8>, super::CircuitError> {
+        let read = self
+            .read(id, max)
+            .ok_or(super::CircuitError::NoSuchStream(id))?;
+        for _ in 0..read.sendmes {
+            let sendme = RelayCell::new(relay_command::SENDME, id, Vec::new());
+            carrier.send_cell(read.hop, sendme)?;
+        }
+        self.flush(carrier)?;
+        Ok(read.data)
     }
 
     /// Bytes queued in every stream, both ways (for bounds checks).

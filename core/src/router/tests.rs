@@ -7,6 +7,17 @@ use crate::cell::{destroy_reason, end_reason, LinkSpec};
 use crate::client::{ClientMux, MuxEvent};
 use crate::rng::SimRng;
 
+/// The circuit a BEGIN arrived on, among router events.
+fn begun(events: &[(usize, RouterEvent<usize>)]) -> CircuitKey<usize> {
+    events
+        .iter()
+        .find_map(|(_, e)| match e {
+            RouterEvent::StreamBegin { circuit, .. } => Some(*circuit),
+            _ => None,
+        })
+        .expect("a BEGIN reached a router")
+}
+
 /// A client (node 0) and routers 1..=n, linked in a chain: link ids are
 /// the index of the node at the other end.
 struct Chain {
@@ -125,6 +136,13 @@ impl Chain {
         circ
     }
 
+    /// The circuit id of the first (or last) cell `to` got from `from`.
+    fn circ_seen(&self, to: usize, from: usize, last: bool) -> u32 {
+        let mut seen = self.log.iter().filter(|(t, f, _)| *t == to && *f == from);
+        let cell = if last { seen.next_back() } else { seen.next() };
+        cell.map(|(_, _, c)| c.circ_id).unwrap()
+    }
+
     /// DESTROY cells node `to` received from `from`, as reasons.
     fn destroys(&self, to: usize, from: usize) -> Vec<u8> {
         self.log
@@ -220,14 +238,7 @@ fn destroy_travels_both_ways_as_destroyed() {
     let circ = net.circuit(3);
     let key = CircuitKey {
         link: 2,
-        circ: net
-            .log
-            .iter()
-            .rev()
-            .find(|(t, f, _)| *t == 3 && *f == 2)
-            .unwrap()
-            .2
-            .circ_id,
+        circ: net.circ_seen(3, 2, true),
     };
     net.routers[3].destroy(key, destroy_reason::INTERNAL);
     net.run();
@@ -260,14 +271,7 @@ fn a_lost_link_closes_its_circuits_with_channel_closed() {
 fn relay_early_toward_the_client_closes_the_circuit() {
     let mut net = Chain::new(2, |c| c);
     let circ = net.circuit(2);
-    let back = net
-        .log
-        .iter()
-        .rev()
-        .find(|(t, f, _)| *t == 2 && *f == 1)
-        .unwrap()
-        .2
-        .circ_id;
+    let back = net.circ_seen(2, 1, true);
     // Router 2 (the last hop) "sends" RELAY_EARLY back to router 1.
     net.deliver(1, 2, RawCell::new(back, command::RELAY_EARLY, vec![0; 509]));
     net.run();
@@ -345,13 +349,7 @@ fn a_circuit_whose_cells_pile_up_is_destroyed_and_its_queue_freed() {
     let circ = net.circuit(2);
     let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
     let events = net.run();
-    let at_exit = events
-        .iter()
-        .find_map(|(_, e)| match e {
-            RouterEvent::StreamBegin { circuit, .. } => Some(*circuit),
-            _ => None,
-        })
-        .unwrap();
+    let at_exit = begun(&events);
     net.routers[2]
         .stream_connected(at_exit, stream, None)
         .unwrap();
@@ -397,13 +395,7 @@ fn streams_refused_and_ended_reach_the_client() {
         )
         .unwrap();
     let events = net.run();
-    let key = events
-        .iter()
-        .find_map(|(_, e)| match e {
-            RouterEvent::StreamBegin { circuit, .. } => Some(*circuit),
-            _ => None,
-        })
-        .unwrap();
+    let key = begun(&events);
     net.routers[1]
         .stream_refused(key, s, end_reason::EXITPOLICY)
         .unwrap();
@@ -420,13 +412,7 @@ fn streams_refused_and_ended_reach_the_client() {
 fn a_cell_no_hop_recognizes_closes_the_circuit_at_the_exit() {
     let mut net = Chain::new(3, |c| c);
     let circ = net.circuit(3);
-    let first = net
-        .log
-        .iter()
-        .find(|(t, f, _)| *t == 1 && *f == 0)
-        .unwrap()
-        .2
-        .circ_id;
+    let first = net.circ_seen(1, 0, false);
     net.deliver(1, 0, RawCell::new(first, command::RELAY, vec![0xab; 509]));
     net.run();
     assert_eq!(net.destroys(2, 3), [destroy_reason::PROTOCOL]);
@@ -450,13 +436,7 @@ fn a_forged_cell_toward_the_client_makes_it_destroy() {
 fn more_than_eight_relay_early_cells_close_the_circuit() {
     let mut net = Chain::new(3, |c| c);
     net.circuit(3);
-    let first = net
-        .log
-        .iter()
-        .find(|(t, f, _)| *t == 1 && *f == 0)
-        .unwrap()
-        .2
-        .circ_id;
+    let first = net.circ_seen(1, 0, false);
     // The client used two for its EXTEND2s; seven more make nine.
     for _ in 0..7 {
         net.deliver(

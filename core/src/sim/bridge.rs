@@ -9,8 +9,7 @@ use ed25519_dalek::SigningKey;
 
 use crate::cell::CircIdLen;
 use crate::channel::{
-    decode_frame, encode_cells, Handshake, HandshakeEvent, LinkInitiator, LinkOpened,
-    LinkResponder, ResponderCheck,
+    decode_frame, encode_cells, Handshake, LinkInitiator, LinkOpened, LinkResponder, ResponderCheck,
 };
 use crate::circuit::LinkSide;
 use crate::crypto::ntor::NtorRelayKey;
@@ -152,34 +151,23 @@ impl SimBridge {
             return;
         };
         loop {
-            while let Some(f) = hs.poll_transmit() {
-                self.out.push((link, f));
-            }
-            match hs.poll_event() {
-                Some(HandshakeEvent::SignatureNeeded(m)) => {
-                    let sig = self.key.sign(&m);
-                    if hs.handle_signature(sig).is_err() {
-                        self.links.remove(&link);
-                        return;
-                    }
-                }
-                Some(HandshakeEvent::Open(opened)) => {
-                    while let Some(f) = hs.poll_transmit() {
-                        self.out.push((link, f));
-                    }
-                    let mut early = Vec::new();
-                    while let Some(HandshakeEvent::Cell(c)) = hs.poll_event() {
-                        early.push(c);
-                    }
-                    let url = url.take();
-                    self.links.insert(link, BridgeLink::Open);
-                    self.opened(link, *opened, url, now);
-                    self.peer.handle_cells(link, early, now);
+            let out = hs.take_output();
+            self.out.extend(out.frames.into_iter().map(|f| (link, f)));
+            if let Some(m) = out.to_sign {
+                // WebCrypto would take a while; the simulated key answers now.
+                if hs.handle_signature(self.key.sign(&m)).is_err() {
+                    self.links.remove(&link);
                     return;
                 }
-                Some(HandshakeEvent::Cell(_)) => {}
-                None => return,
+                continue;
             }
+            if let Some(opened) = out.opened {
+                let url = url.take();
+                self.links.insert(link, BridgeLink::Open);
+                self.opened(link, *opened, url, now);
+                self.peer.handle_cells(link, out.early, now);
+            }
+            return;
         }
     }
 

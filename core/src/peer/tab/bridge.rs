@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::cell::CircIdLen;
 use crate::cell::{ControlMessage, LinkSpec};
 use crate::channel::tor_certs::BridgeIdentity;
-use crate::channel::{decode_frame, Handshake, HandshakeEvent, LinkInitiator, ResponderCheck};
+use crate::channel::{decode_frame, Handshake, LinkInitiator, ResponderCheck};
 use crate::circuit::LinkSide;
 use crate::client::MuxEvent;
 use crate::crypto::PeerId;
@@ -150,23 +150,14 @@ impl TabPeer {
         let BridgeState::Handshaking { hs, .. } = &mut b.state else {
             return;
         };
-        while let Some(f) = hs.poll_transmit() {
-            self.frames.push_back((link, f));
-        }
-        let mut opened = None;
-        let mut early = Vec::new();
-        let mut to_sign = None;
-        while let Some(e) = hs.poll_event() {
-            match e {
-                HandshakeEvent::SignatureNeeded(m) => to_sign = Some(m),
-                HandshakeEvent::Open(o) => opened = Some(o),
-                HandshakeEvent::Cell(c) => early.push(c),
-            }
-        }
-        if let Some(m) = to_sign {
+        let out = hs.take_output();
+        self.frames
+            .extend(out.frames.into_iter().map(|f| (link, f)));
+        let early = out.early;
+        if let Some(m) = out.to_sign {
             self.sign(Signing::Handshake(link), m);
         }
-        let Some(opened) = opened else {
+        let Some(opened) = out.opened else {
             return;
         };
         let Some(identity) = opened.bridge else {

@@ -13,8 +13,8 @@
 
 use crate::cell::{cert_type, CertEntry, Certs, CircIdLen, ControlMessage};
 use crate::channel::{
-    decode_frame, dtls_binding_cert, dtls_binding_message, Handshake, HandshakeEvent,
-    LinkInitiator, LinkResponder, ResponderCheck,
+    decode_frame, dtls_binding_cert, dtls_binding_message, Handshake, LinkInitiator, LinkResponder,
+    ResponderCheck,
 };
 use crate::circuit::LinkSide;
 use crate::crypto::PeerId;
@@ -420,24 +420,15 @@ impl TabPeer {
         let LinkState::Connecting { hs } = &mut l.state else {
             return;
         };
-        while let Some(f) = hs.poll_transmit() {
-            self.frames.push_back((link, f));
-        }
-        let mut opened = None;
-        let mut early = Vec::new();
-        let mut to_sign = None;
-        while let Some(e) = hs.poll_event() {
-            match e {
-                HandshakeEvent::SignatureNeeded(m) => to_sign = Some(m),
-                HandshakeEvent::Open(o) => opened = Some(o),
-                HandshakeEvent::Cell(c) => early.push(c),
-            }
-        }
+        let out = hs.take_output();
+        self.frames
+            .extend(out.frames.into_iter().map(|f| (link, f)));
+        let early = out.early;
         let (peer, we_initiated) = (l.peer, l.we_initiated);
-        if let Some(m) = to_sign {
+        if let Some(m) = out.to_sign {
             self.sign(Signing::Handshake(link), m);
         }
-        let Some(opened) = opened else {
+        let Some(opened) = out.opened else {
             return;
         };
         let proven = opened.peer.filter(|p| p.id == peer);
