@@ -222,3 +222,74 @@ async fn a_malformed_cell_destroys_only_its_circuit() {
     }
     assert!(got.ends_with(b"still here"));
 }
+
+/// A server that reads nothing until told, then everything: what it got.
+async fn slow_sink() -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<usize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let _ = go_rx.await;
+        let mut all = Vec::new();
+        let _ = sock.read_to_end(&mut all).await;
+        let _ = got_tx.send(all.len());
+    });
+    (addr, go_tx, got_rx)
+}
+
+/// End-to-end backpressure on the exit side: a server that does not read
+/// holds back the client's upload (the exit reads the circuit only as the
+/// server takes bytes, so stream SENDMEs stop and the client's window
+/// closes); once it reads, every byte arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_read_holds_back_the_upload() {
+    let (r1, a1) = start_relay("accept 127.0.0.0/8:*, reject *:*").await;
+    let ch = client::connect(a1, Some(r1.keys.rsa_id), None)
+        .await
+        .unwrap();
+    let circ = ch.create_ntor(r1.keys.ntor.public).await.unwrap();
+    let (addr, go, got) = slow_sink().await;
+    let (stream, _events) = ch
+        .begin(
+            circ,
+            StreamTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port: addr.port(),
+            },
+        )
+        .await
+        .unwrap();
+    // 16 MB: far more than a stream window (500 × 498 bytes), the exit's
+    // queues and the sockets' buffers together.
+    const TOTAL: usize = 16 * 1024 * 1024;
+    let upload = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            let mut sent = 0;
+            while sent < TOTAL {
+                ch.send(circ, stream, chunk.clone()).await.unwrap();
+                sent += chunk.len();
+            }
+            ch.end(circ, stream);
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        !upload.is_finished(),
+        "the upload waits while the server reads nothing"
+    );
+    go.send(()).unwrap();
+    upload.await.unwrap();
+    let received = tokio::time::timeout(std::time::Duration::from_secs(30), got)
+        .await
+        .expect("the server gets everything in time")
+        .unwrap();
+    assert_eq!(received, TOTAL);
+}

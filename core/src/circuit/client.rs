@@ -277,10 +277,16 @@ impl ClientCircuit {
         self.with_streams(|streams, me| streams.read_and_ack(stream_id, max, me))
     }
 
-    /// Closes a stream with RELAY_END at once (reason DONE for a normal
-    /// close); what it had not sent or read is dropped.
+    /// Closes a stream with RELAY_END (reason DONE for a normal close):
+    /// after the bytes already written, at once when there are none; what
+    /// it received and was not read is dropped.
     pub fn end_stream(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
         let remote_ended = self.streams.remote_ended(stream_id);
+        if self.destroyed.is_none() && !remote_ended && self.streams.has_unsent(stream_id) {
+            // Bytes the writer gave still go out; END follows them.
+            self.streams.end_after_data(stream_id, reason);
+            return self.flush_streams();
+        }
         let stream = self
             .streams
             .remove(stream_id)

@@ -398,6 +398,13 @@ impl Streams {
         None
     }
 
+    /// Whether an open stream still has bytes to send.
+    pub(crate) fn has_unsent(&self, id: u16) -> bool {
+        self.map
+            .get(&id)
+            .is_some_and(|s| s.open && s.queue.queued_out() > 0)
+    }
+
     /// Whether the other side already ended this stream.
     pub(crate) fn remote_ended(&self, id: u16) -> bool {
         self.map.get(&id).is_some_and(|s| s.remote_end.is_some())
