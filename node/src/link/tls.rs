@@ -20,7 +20,7 @@ use super::{FrameRx, FrameTx};
 use crate::error::{NodeError, Result};
 
 /// Largest read from the socket at once.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
@@ -134,7 +134,9 @@ pub fn split<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (TlsRx<S>
 impl<S: AsyncRead + Send> FrameRx for TlsRx<S> {
     async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
-            let whole = whole_cells_len(&self.buf, self.at_start);
+            // A frame holds whole cells and at most MAX_FRAME_LEN bytes.
+            let window = self.buf.len().min(peersm_core::channel::MAX_FRAME_LEN);
+            let whole = whole_cells_len(self.buf.get(..window).unwrap_or_default(), self.at_start);
             if whole > 0 {
                 self.at_start = false;
                 let rest = self.buf.split_off(whole);
@@ -143,13 +145,12 @@ impl<S: AsyncRead + Send> FrameRx for TlsRx<S> {
             if self.buf.len() > peersm_core::channel::MAX_FRAME_LEN {
                 return Err(NodeError::invalid("cell", "longer than any cell may be"));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let n = self.reader.read(&mut chunk).await?;
-            if n == 0 {
+            // Read straight into the buffer (cancel-safe: nothing is lost
+            // if this future is dropped while waiting).
+            self.buf.reserve(READ_CHUNK);
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
                 return Ok(None);
             }
-            self.buf
-                .extend_from_slice(chunk.get(..n).unwrap_or_default());
         }
     }
 }

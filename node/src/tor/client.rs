@@ -25,9 +25,9 @@ use crate::link::{self, tls, unix_now, Outbox};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events a stream's reader may have waiting.
-const STREAM_EVENTS: usize = 8;
+const STREAM_EVENTS: usize = 16;
 /// Bytes read out of the mux per data event.
-const READ_CHUNK: usize = 32 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 const COMMANDS: usize = 64;
 const CELL_BATCHES: usize = 64;
 
