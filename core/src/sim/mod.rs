@@ -93,8 +93,10 @@ pub(crate) struct Stats {
     pub(crate) bytes: u64,
     /// The most bytes any one peer held in stream queues at once.
     pub(crate) max_stream_bytes: usize,
-    /// The most cells any one peer's router held for its links at once.
-    pub(crate) max_router_cells: usize,
+    /// The most bytes waiting to go out on one direction of one wire: a
+    /// link's send queue (the simulated adapter hands the router's cells
+    /// to the wire at once, so this is where they wait).
+    pub(crate) max_link_backlog: u64,
     /// The most bytes in flight on wires at once.
     pub(crate) max_in_flight_bytes: usize,
 }
@@ -193,6 +195,8 @@ impl Net {
         let start = wire.busy_until[dir].max(self.now);
         let done = start + len.div_ceil(self.config.bytes_per_ms.max(1));
         wire.busy_until[dir] = done;
+        let backlog = (done - self.now) * self.config.bytes_per_ms;
+        self.stats.max_link_backlog = self.stats.max_link_backlog.max(backlog);
         self.stats.frames += 1;
         self.stats.bytes += len;
         self.schedule(done + self.config.latency_ms, to, Delivery::Frame(frame));
@@ -359,7 +363,6 @@ impl Net {
                 Node::Tab(_) => continue,
             };
             self.stats.max_stream_bytes = self.stats.max_stream_bytes.max(q.stream_bytes);
-            self.stats.max_router_cells = self.stats.max_router_cells.max(q.router_cells);
         }
     }
 }

@@ -289,7 +289,7 @@ fn two_hundred_tabs_and_three_bridges() {
     net.tab_mut(reader).unwrap().slow_store = true;
     let ops = start_transfers(&mut net, &[reader], 8 * BYTES);
     net.stats.max_stream_bytes = 0;
-    net.stats.max_router_cells = 0;
+    net.stats.max_link_backlog = 0;
     net.run_until(net.now + 20_000);
     let stuck = net
         .tab(reader)
@@ -299,19 +299,20 @@ fn two_hundred_tabs_and_three_bridges() {
         .map_or(0, |s| s.bytes);
     let held = net.stats.clone();
     println!(
-        "slow reader: after 20 s it took {stuck} bytes; the most any peer queued meanwhile: {} stream bytes, {} router cells",
-        held.max_stream_bytes, held.max_router_cells
+        "slow reader: after 20 s it took {stuck} bytes; the most queued meanwhile: {} stream bytes in a peer, {} bytes on a link",
+        held.max_stream_bytes, held.max_link_backlog
     );
     assert!(stuck < 8 * BYTES, "the reader holds the download back");
+    // One stream window (500 cells of 498 bytes) at most in any peer.
     assert!(
-        held.max_stream_bytes < 1_200_000,
+        held.max_stream_bytes <= 500 * 498,
         "stream queues stay bounded: {}",
         held.max_stream_bytes
     );
     assert!(
-        held.max_router_cells < 2_500,
-        "router queues stay bounded: {}",
-        held.max_router_cells
+        held.max_link_backlog < 1_000_000,
+        "link queues stay bounded: {}",
+        held.max_link_backlog
     );
     // The reader catches up: the download completes.
     let t = net.tab_mut(reader).unwrap();
@@ -321,13 +322,13 @@ fn two_hundred_tabs_and_three_bridges() {
     assert!(net.run_while(120_000, |net| transfers_done(net, &ops)));
     check_transfers(&net, &ops, 8 * BYTES);
     println!(
-        "whole run: {} s virtual since the joins, {} frames, {} MB on wires, most bytes in flight {}; queued at most (before the slow reader) {} stream bytes, {} router cells; {:.1} s real",
+        "whole run: {} s virtual since the joins, {} frames, {} MB on wires, most bytes in flight {}; queued at most (before the slow reader) {} stream bytes in a peer, {} bytes on a link; {:.1} s real",
         (net.now - joined_at) / 1000,
         net.stats.frames,
         net.stats.bytes / 1_000_000,
         net.stats.max_in_flight_bytes,
         before.max_stream_bytes,
-        before.max_router_cells,
+        before.max_link_backlog,
         started.elapsed().as_secs_f64()
     );
 }
