@@ -30,6 +30,53 @@ pub struct ListedRelay {
     pub exit: bool,
 }
 
+/// A bridge's relays: its own (embedded) ones and those that joined,
+/// each joined one listed until `ttl_ms` passes without a refresh. What
+/// it lists is the relay list tabs are served. Verifying a joining relay
+/// (it must prove the identities it claims) is the adapter's, before
+/// `joined`.
+#[derive(Debug, Clone)]
+pub struct RelayRoster {
+    embedded: Vec<ListedRelay>,
+    /// Joined relays by RSA identity, with when they last joined (ms).
+    joined: std::collections::BTreeMap<[u8; 20], (ListedRelay, u64)>,
+    ttl_ms: u64,
+}
+
+impl RelayRoster {
+    pub fn new(embedded: Vec<ListedRelay>, ttl_ms: u64) -> Self {
+        RelayRoster {
+            embedded,
+            joined: Default::default(),
+            ttl_ms,
+        }
+    }
+
+    /// A verified relay joined (or refreshed its entry) at `now`.
+    pub fn joined(&mut self, relay: ListedRelay, now: u64) {
+        self.joined.insert(relay.rsa_id, (relay, now));
+    }
+
+    /// Drops joined relays not refreshed in time; `true` when the list
+    /// changed.
+    pub fn prune(&mut self, now: u64) -> bool {
+        let before = self.joined.len();
+        let ttl = self.ttl_ms;
+        self.joined
+            .retain(|_, (_, seen)| now.saturating_sub(*seen) < ttl);
+        self.joined.len() != before
+    }
+
+    /// The list: embedded relays first, then joined ones by nickname.
+    pub fn list(&self) -> Vec<ListedRelay> {
+        let mut extra: Vec<ListedRelay> = self.joined.values().map(|(r, _)| r.clone()).collect();
+        extra.sort_by(|a, b| a.nickname.cmp(&b.nickname));
+        let mut all = self.embedded.clone();
+        all.extend(extra);
+        all
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayListError {
     #[error("line {line}: {what}")]
@@ -160,6 +207,20 @@ mod tests {
         ] {
             assert!(parse_relay_list(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn joined_relays_expire_unless_refreshed() {
+        let mut roster = RelayRoster::new(vec![relay(1, false)], 1000);
+        roster.joined(relay(3, true), 0);
+        roster.joined(relay(2, false), 500);
+        let names: Vec<String> = roster.list().into_iter().map(|r| r.nickname).collect();
+        assert_eq!(names, ["r1", "r2", "r3"]);
+        assert!(!roster.prune(999));
+        roster.joined(relay(3, true), 900);
+        assert!(roster.prune(1500), "r2 expired");
+        let names: Vec<String> = roster.list().into_iter().map(|r| r.nickname).collect();
+        assert_eq!(names, ["r1", "r3"]);
     }
 
     #[test]

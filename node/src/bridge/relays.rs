@@ -5,18 +5,18 @@
 //! handshake before it is listed, and must refresh its entry: an entry not
 //! refreshed for `JOIN_TTL` is dropped.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use peersm_core::dir::relay_list::{
-    encode_relay_list, parse_relay_list, ListedRelay, RELAY_LIST_PATH,
+    encode_relay_list, parse_relay_list, ListedRelay, RelayRoster, RELAY_LIST_PATH,
 };
 use peersm_core::router::ExtendTarget;
 use peersm_core::service::ExitPolicy;
 
 use crate::error::{Context, NodeError, Result};
+use crate::link::now_ms;
 use crate::relay::keys::RelayKeys;
 use crate::relay::node::NodeHandle;
 use crate::relay::server::{self as relay_server, Relay, RelayOptions};
@@ -27,10 +27,7 @@ pub const JOIN_TTL: Duration = Duration::from_secs(180);
 pub const JOIN_REFRESH: Duration = Duration::from_secs(60);
 
 pub struct RelayDirectory {
-    /// What tabs are served (also the bridge's directory document).
-    list: RwLock<Vec<ListedRelay>>,
-    embedded: Vec<ListedRelay>,
-    joined: Mutex<BTreeMap<[u8; 20], (ListedRelay, Instant)>>,
+    roster: Mutex<RelayRoster>,
     /// The bridge's core, whose directory serves the list.
     node: NodeHandle,
 }
@@ -39,10 +36,9 @@ impl RelayDirectory {
     /// The list of `embedded` relays (and those that join later), served
     /// by the directory of the bridge whose core is `node`.
     pub async fn new(embedded: Vec<ListedRelay>, node: NodeHandle) -> Arc<Self> {
+        let ttl = u64::try_from(JOIN_TTL.as_millis()).unwrap_or(u64::MAX);
         let dir = Arc::new(RelayDirectory {
-            list: RwLock::new(Vec::new()),
-            embedded,
-            joined: Mutex::new(BTreeMap::new()),
+            roster: Mutex::new(RelayRoster::new(embedded, ttl)),
             node,
         });
         dir.publish().await;
@@ -52,7 +48,10 @@ impl RelayDirectory {
             loop {
                 every.tick().await;
                 let Some(dir) = weak.upgrade() else { return };
-                dir.prune().await;
+                let changed = dir.roster.lock().is_ok_and(|mut r| r.prune(now_ms()));
+                if changed {
+                    dir.publish().await;
+                }
             }
         });
         dir
@@ -84,40 +83,20 @@ impl RelayDirectory {
             .link_to(target)
             .await
             .context(format!("cannot verify the relay at {}", relay.addr))?;
-        if let Ok(mut joined) = self.joined.lock() {
-            joined.insert(relay.rsa_id, (relay.clone(), Instant::now()));
+        if let Ok(mut roster) = self.roster.lock() {
+            roster.joined(relay.clone(), now_ms());
         }
         self.publish().await;
         Ok(relay.clone())
     }
 
-    async fn prune(&self) {
-        if let Ok(mut joined) = self.joined.lock() {
-            let before = joined.len();
-            joined.retain(|_, (_, seen)| seen.elapsed() < JOIN_TTL);
-            if joined.len() == before {
-                return;
-            }
-        }
-        self.publish().await;
-    }
-
     async fn publish(&self) {
-        let mut all = self.embedded.clone();
-        if let Ok(joined) = self.joined.lock() {
-            let mut extra: Vec<ListedRelay> = joined.values().map(|(r, _)| r.clone()).collect();
-            extra.sort_by(|a, b| a.nickname.cmp(&b.nickname));
-            all.extend(extra);
-        }
-        let document = encode_relay_list(&all).into_bytes();
-        if let Ok(mut list) = self.list.write() {
-            *list = all;
-        }
+        let document = encode_relay_list(&self.snapshot()).into_bytes();
         self.node.set_document(RELAY_LIST_PATH, document).await;
     }
 
     pub fn snapshot(&self) -> Vec<ListedRelay> {
-        self.list.read().map(|l| l.clone()).unwrap_or_default()
+        self.roster.lock().map(|r| r.list()).unwrap_or_default()
     }
 }
 
