@@ -19,7 +19,7 @@ use web_sys::WebSocket;
 use super::identity::SessionIdentity;
 use super::js::{set, set_timeout};
 use super::log;
-use super::rtc::RtcLink;
+use super::rtc::{DtlsCertificate, RtcLink};
 use super::store::DownloadStore;
 
 /// Close code for protocol violations; browsers only let pages send 1000
@@ -58,6 +58,8 @@ pub(crate) struct Driver {
     pub(crate) identity: Rc<SessionIdentity>,
     pub(crate) bridge: Option<BridgeSocket>,
     pub(crate) rtc: BTreeMap<LinkId, RtcLink>,
+    /// The DTLS certificate of every peer connection this session makes.
+    pub(crate) dtls: Rc<DtlsCertificate>,
     /// Promises waiting for an operation.
     pub(crate) waiters: BTreeMap<u64, oneshot::Sender<Outcome>>,
     pub(crate) fetches: BTreeMap<u64, FetchSink>,
@@ -74,12 +76,17 @@ pub(crate) fn now() -> u64 {
 }
 
 impl Driver {
-    pub(crate) fn new(tab: TabPeer, identity: Rc<SessionIdentity>) -> Shared {
+    pub(crate) fn new(
+        tab: TabPeer,
+        identity: Rc<SessionIdentity>,
+        dtls: Rc<DtlsCertificate>,
+    ) -> Shared {
         Rc::new(RefCell::new(Driver {
             tab,
             identity,
             bridge: None,
             rtc: BTreeMap::new(),
+            dtls,
             waiters: BTreeMap::new(),
             fetches: BTreeMap::new(),
             timer_at: None,

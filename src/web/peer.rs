@@ -22,6 +22,7 @@ use super::fetch::{self, FetchOptions, FetchResponse};
 use super::identity::SessionIdentity;
 use super::js::{get, js_error, set, set_timeout};
 use super::log;
+use super::rtc::DtlsCertificate;
 
 /// First reconnection delay; doubles each failed attempt up to the maximum.
 const RECONNECT_BASE_MS: i32 = 500;
@@ -163,7 +164,8 @@ impl Peer {
         config.introduce_via_peers = options.introducer.as_deref() == Some("peers");
         let tab = TabPeer::new(config, &mut peersm_core::rng::OsRng, now())
             .map_err(|e| js_error(&format!("Peer.start: {e}")))?;
-        let driver = Driver::new(tab, identity.clone());
+        let dtls = Rc::new(DtlsCertificate::generate().await?);
+        let driver = Driver::new(tab, identity.clone(), dtls);
         let inner = Rc::new(RefCell::new(Inner {
             identity,
             bridges,

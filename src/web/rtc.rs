@@ -4,20 +4,63 @@
 //! into the SDP: no trickle), and reports the data channel opening, its
 //! messages and the connection going away.
 
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
 
 use js_sys::{ArrayBuffer, Uint8Array};
-use peersm_core::peer::tab::LinkId;
+use peersm_core::peer::tab::{LinkId, LocalSdp};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelInit, RtcDataChannelType,
-    RtcIceGatheringState, RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit,
+    MessageEvent, RtcCertificate, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent,
+    RtcDataChannelInit, RtcDataChannelType, RtcIceGatheringState, RtcPeerConnection, RtcSdpType,
+    RtcSessionDescriptionInit,
 };
 
-use super::driver::{input, Shared};
+use super::driver::{input, Driver, Shared};
 use super::js::sleep_ms;
+
+/// This session's DTLS certificate, used by every peer connection. Its
+/// fingerprint comes from the certificate object (`getFingerprints()`),
+/// so the binding we sign names what DTLS will present, whatever the SDP
+/// text says by the time it reaches the other tab.
+pub(crate) struct DtlsCertificate {
+    cert: RtcCertificate,
+    /// `sha-256 ab:cd:…`
+    pub(crate) fingerprint: String,
+}
+
+impl DtlsCertificate {
+    pub(crate) async fn generate() -> Result<DtlsCertificate, JsValue> {
+        let params = js_sys::Object::new();
+        js_sys::Reflect::set(&params, &"name".into(), &"ECDSA".into())?;
+        js_sys::Reflect::set(&params, &"namedCurve".into(), &"P-256".into())?;
+        let cert: RtcCertificate = JsFuture::from(
+            RtcPeerConnection::generate_certificate_with_object(&params)?,
+        )
+        .await?
+        .dyn_into()?;
+        let get_fingerprints: js_sys::Function =
+            js_sys::Reflect::get(&cert, &"getFingerprints".into())?.dyn_into()?;
+        let list = js_sys::Array::from(&get_fingerprints.call0(&cert)?);
+        let fingerprint = list
+            .iter()
+            .find_map(|f| {
+                let alg = js_sys::Reflect::get(&f, &"algorithm".into())
+                    .ok()?
+                    .as_string()?;
+                let value = js_sys::Reflect::get(&f, &"value".into())
+                    .ok()?
+                    .as_string()?;
+                alg.eq_ignore_ascii_case("sha-256")
+                    .then(|| format!("sha-256 {value}"))
+            })
+            .ok_or_else(|| JsValue::from_str("the DTLS certificate has no SHA-256 fingerprint"))?;
+        Ok(DtlsCertificate { cert, fingerprint })
+    }
+}
 
 /// How long ICE gathering may take (loopback and LAN candidates only).
 const GATHER_TIMEOUT_MS: i32 = 5_000;
@@ -60,7 +103,10 @@ fn js_err(e: JsValue) -> String {
 
 /// A new peer connection for `link`, reporting when it goes away.
 fn new_connection(shared: &Shared, link: LinkId) -> Result<RtcPeerConnection, String> {
-    let pc = RtcPeerConnection::new().map_err(js_err)?;
+    let config = RtcConfiguration::new();
+    let certificate = shared.borrow().dtls.cert.clone();
+    config.set_certificates(&js_sys::Array::of1(&certificate));
+    let pc = RtcPeerConnection::new_with_configuration(&config).map_err(js_err)?;
     // A vanished peer stops answering ICE consent checks: the connection
     // turns "disconnected" within seconds (its data channel would take
     // about half a minute to notice).
@@ -102,7 +148,7 @@ fn gone(shared: &Shared, link: LinkId, why: &str) {
 pub(crate) fn create_offer(shared: &Shared, link: LinkId) {
     let pc = match new_connection(shared, link) {
         Ok(pc) => pc,
-        Err(e) => return input(shared, |tab, now| tab.handle_local_sdp(link, Err(e), now)),
+        Err(e) => return local_sdp(shared, link, Err(e)),
     };
     let init = RtcDataChannelInit::new();
     init.set_ordered(true);
@@ -112,7 +158,7 @@ pub(crate) fn create_offer(shared: &Shared, link: LinkId) {
     wasm_bindgen_futures::spawn_local(async move {
         let sdp = describe_locally(&pc, pc.create_offer()).await;
         if let Some(shared) = weak.upgrade() {
-            input(&shared, |tab, now| tab.handle_local_sdp(link, sdp, now));
+            local_sdp(&shared, link, sdp);
         }
     });
 }
@@ -122,7 +168,7 @@ pub(crate) fn create_offer(shared: &Shared, link: LinkId) {
 pub(crate) fn accept_offer(shared: &Shared, link: LinkId, offer: String) {
     let pc = match new_connection(shared, link) {
         Ok(pc) => pc,
-        Err(e) => return input(shared, |tab, now| tab.handle_local_sdp(link, Err(e), now)),
+        Err(e) => return local_sdp(shared, link, Err(e)),
     };
     let on_channel = {
         let weak = Rc::downgrade(shared);
@@ -145,9 +191,16 @@ pub(crate) fn accept_offer(shared: &Shared, link: LinkId, offer: String) {
             Err(e) => Err(js_err(e)),
         };
         if let Some(shared) = weak.upgrade() {
-            input(&shared, |tab, now| tab.handle_local_sdp(link, sdp, now));
+            local_sdp(&shared, link, sdp);
         }
     });
+}
+
+/// Hands our SDP for `link` to the core, with our certificate's fingerprint.
+fn local_sdp(shared: &Shared, link: LinkId, sdp: Result<String, String>) {
+    let fingerprint = shared.borrow().dtls.fingerprint.clone();
+    let local = sdp.map(|sdp| LocalSdp { sdp, fingerprint });
+    input(shared, |tab, now| tab.handle_local_sdp(link, local, now));
 }
 
 /// The answer to our offer on `link` came.
@@ -176,11 +229,7 @@ fn attach_channel(shared: &Shared, link: LinkId, dc: RtcDataChannel) {
     dc.set_binary_type(RtcDataChannelType::Arraybuffer);
     let on_open = {
         let weak = Rc::downgrade(shared);
-        Closure::<dyn FnMut()>::new(move || {
-            if let Some(shared) = weak.upgrade() {
-                input(&shared, |tab, now| tab.handle_channel_open(link, now));
-            }
-        })
+        Closure::<dyn FnMut()>::new(move || channel_opened(&weak, link))
     };
     let on_message = {
         let weak = Rc::downgrade(shared);
@@ -216,8 +265,72 @@ fn attach_channel(shared: &Shared, link: LinkId, dc: RtcDataChannel) {
         l.closures.push(Box::new(on_close));
     }
     if open_now {
-        input(shared, |tab, now| tab.handle_channel_open(link, now));
+        channel_opened(&Rc::downgrade(shared), link);
     }
+}
+
+/// The data channel of `link` opened: the core gets the fingerprint of
+/// the certificate DTLS actually negotiated, to check it against the SDP.
+fn channel_opened(weak: &Weak<RefCell<Driver>>, link: LinkId) {
+    let Some(pc) = weak
+        .upgrade()
+        .and_then(|s| s.borrow().rtc.get(&link).map(|l| l.pc.clone()))
+    else {
+        return;
+    };
+    let weak = weak.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let negotiated = remote_certificate(&pc).await;
+        if let Some(shared) = weak.upgrade() {
+            input(&shared, |tab, now| {
+                tab.handle_channel_open(link, negotiated, now)
+            });
+        }
+    });
+}
+
+/// The fingerprint (`sha-256 AB:CD:…`) of the certificate the other end
+/// presented in DTLS, from `getStats()`: every transport's
+/// `remoteCertificateId` names a certificate stat. All must agree.
+async fn remote_certificate(pc: &RtcPeerConnection) -> Result<String, String> {
+    let report = JsFuture::from(pc.get_stats()).await.map_err(js_err)?;
+    let get = |v: &JsValue, k: &str| {
+        js_sys::Reflect::get(v, &JsValue::from_str(k))
+            .ok()
+            .and_then(|x| x.as_string())
+    };
+    let mut stats = HashMap::new();
+    let entries = js_sys::try_iter(&report)
+        .map_err(js_err)?
+        .ok_or("the stats report is not iterable")?;
+    for entry in entries {
+        let entry = js_sys::Array::from(&entry.map_err(js_err)?);
+        if let Some(id) = entry.get(0).as_string() {
+            stats.insert(id, entry.get(1));
+        }
+    }
+    let mut found: Option<String> = None;
+    for stat in stats.values() {
+        if get(stat, "type").as_deref() != Some("transport") {
+            continue;
+        }
+        let Some(cert_id) = get(stat, "remoteCertificateId") else {
+            continue;
+        };
+        let cert = stats
+            .get(&cert_id)
+            .ok_or("the transport's certificate is not in the report")?;
+        let (Some(alg), Some(fp)) = (get(cert, "fingerprintAlgorithm"), get(cert, "fingerprint"))
+        else {
+            return Err("a certificate stat without a fingerprint".into());
+        };
+        let this = format!("{alg} {fp}");
+        if found.as_ref().is_some_and(|f| *f != this) {
+            return Err("the transports present different certificates".into());
+        }
+        found = Some(this);
+    }
+    found.ok_or_else(|| "no transport with a remote certificate".into())
 }
 
 /// Applies the offer or answer `created` resolves to as our local

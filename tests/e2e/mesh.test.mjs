@@ -16,10 +16,11 @@ after(async () => {
   await node?.stop();
 });
 
-async function openTab(query = '') {
+async function openTab(query = '', { initScript } = {}) {
   const browser = await launchBrowser();
   browsers.push(browser);
   const page = await browser.newPage();
+  if (initScript) await page.addInitScript(initScript);
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
   page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log('[page]', m.text()); });
@@ -114,4 +115,57 @@ test('introductions by peers: found peers are linked through the tab that named 
   // Only the four joins went through the bridge; the six other links
   // were introduced by tabs.
   assert.equal((await node.status()).introductions - before, 4);
+});
+
+// An introducer that slips a second a=fingerprint line into a tab's SDPs:
+// it copies the real line to the session level, where a parser taking the
+// first line finds it, and puts its own certificate's in the media
+// section, which Chromium enforces. Played here by the tab's own page
+// (every SDP the tab reads back is altered); the tab still signs its real
+// certificate, as the victim of such an introducer would.
+function forgeSecondFingerprint() {
+  const real = Object.getOwnPropertyDescriptor(RTCPeerConnection.prototype, 'localDescription');
+  Object.defineProperty(RTCPeerConnection.prototype, 'localDescription', {
+    get() {
+      const d = real.get.call(this);
+      if (!d) return d;
+      const line = d.sdp.match(/a=fingerprint:[^\r\n]*\r\n/)[0];
+      const attacker = `a=fingerprint:sha-256 ${Array(32).fill('AB').join(':')}\r\n`;
+      const sdp = d.sdp.replace(line, attacker).replace(/\r\nm=/, `\r\n${line}m=`);
+      return { type: d.type, sdp };
+    },
+  });
+}
+
+// Counts the peer connections a page makes.
+function countPeerConnections() {
+  const Real = RTCPeerConnection;
+  window.peerConnections = 0;
+  window.RTCPeerConnection = function counted(...args) {
+    window.peerConnections += 1;
+    return new Real(...args);
+  };
+  window.RTCPeerConnection.prototype = Real.prototype;
+  window.RTCPeerConnection.generateCertificate = Real.generateCertificate.bind(Real);
+}
+
+test('an SDP carrying two fingerprints is refused before any connection is made', async () => {
+  for (const b of browsers.splice(0)) await b.close();
+  const honest = [];
+  for (let i = 0; i < 2; i += 1) honest.push(await openTab('', { initScript: countPeerConnections }));
+  await eventually(async () => (await openLinks(honest[0])).length === 1, 30000, 'honest tabs link');
+  const before = (await node.status()).introductions;
+  const forged = await openTab('', { initScript: forgeSecondFingerprint });
+  // It offers to both through the bridge; the attempts end, refused.
+  await eventually(async () => (await node.status()).introductions - before >= 2, 30000,
+    'the forged tab offered to both');
+  await eventually(async () => {
+    const peers = await forged.page.evaluate(() => window.peersm.peers());
+    return peers.length === 0;
+  }, 40000, 'the forged tab has no link, open or pending');
+  for (const tab of honest) {
+    assert.deepEqual(await openLinks(tab), [honest.find((t) => t !== tab).id], 'honest links kept');
+    // One connection each: their own link. None for the forged offers.
+    assert.equal(await tab.page.evaluate(() => window.peerConnections), 1);
+  }
 });

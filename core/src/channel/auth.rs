@@ -74,7 +74,11 @@ pub fn verify_dtls_binding(
             "names another DTLS certificate than this connection's",
         ));
     }
-    key.verify_pkcs1v15_sha256(&dtls_binding_message(fingerprint), signature)
+    // The signature covers the bytes the binding names (which may differ
+    // from the SDP's in case only).
+    let mut message = DTLS_CONTEXT.to_vec();
+    message.extend_from_slice(named);
+    key.verify_pkcs1v15_sha256(&message, signature)
         .map_err(|_| super::ChannelError::DtlsBinding("bad signature"))
 }
 

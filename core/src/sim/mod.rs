@@ -9,6 +9,8 @@
 //! scenarios (tests.rs) join peers, run lookups and transfers, remove
 //! peers mid-transfer and slow readers down, and check the figures.
 
+#[cfg(test)]
+mod attacks;
 mod bridge;
 mod dht;
 mod tab;
@@ -58,8 +60,9 @@ struct Wire {
 #[derive(Debug)]
 enum Delivery {
     Frame(Vec<u8>),
-    /// The data channel (or WebSocket) is open at this end.
-    Open,
+    /// The data channel (or WebSocket) is open at this end; a data
+    /// channel names the certificate the other end presented in DTLS.
+    Open(Option<String>),
     /// The other end went away.
     Closed,
 }
@@ -150,6 +153,12 @@ impl Net {
 
     /// Connects two ends; each hears `Open` after the latency.
     pub(crate) fn connect(&mut self, a: End, b: End) {
+        self.connect_dtls(a, b, [None, None]);
+    }
+
+    /// Connects `a` and `b` by a data channel over DTLS, where `a` sees
+    /// the certificate `certs[0]` and `b` sees `certs[1]`.
+    pub(crate) fn connect_dtls(&mut self, a: End, b: End, certs: [Option<String>; 2]) {
         let id = self.next_wire;
         self.next_wire += 1;
         self.wires.insert(
@@ -162,8 +171,9 @@ impl Net {
         self.ends.insert(a, id);
         self.ends.insert(b, id);
         let at = self.now + self.config.latency_ms;
-        self.schedule(at, a, Delivery::Open);
-        self.schedule(at, b, Delivery::Open);
+        let [to_a, to_b] = certs;
+        self.schedule(at, a, Delivery::Open(to_a));
+        self.schedule(at, b, Delivery::Open(to_b));
     }
 
     /// Closes the wire at `end`; the other end hears it after the latency.
@@ -317,13 +327,13 @@ impl Net {
         let now = self.now;
         match (&mut self.nodes[node], d) {
             (Node::Tab(t), Delivery::Frame(f)) => t.peer.handle_frame(link, &f, now),
-            (Node::Tab(t), Delivery::Open) => t.opened(link, now),
+            (Node::Tab(t), Delivery::Open(cert)) => t.opened(link, cert, now),
             (Node::Tab(t), Delivery::Closed) => {
                 t.peer
                     .handle_link_closed(link, "the other end went away", now)
             }
             (Node::Bridge(b), Delivery::Frame(f)) => b.frame(link, &f, now),
-            (Node::Bridge(_), Delivery::Open) => {}
+            (Node::Bridge(_), Delivery::Open(_)) => {}
             (Node::Bridge(b), Delivery::Closed) => b.closed(link, now),
         }
     }

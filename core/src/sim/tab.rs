@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::peer::tab::{LinkId, Outcome, TabConfig, TabEvent, TabPeer};
+use crate::peer::tab::{LinkId, LocalSdp, Outcome, TabConfig, TabEvent, TabPeer};
 use crate::rng::SimRng;
 
 use super::{LinkNo, Net, Node, NodeId, SimKey};
@@ -36,6 +36,14 @@ pub(crate) struct SimTab {
     /// Offers we answered, waiting for the offerer to apply our answer.
     answering: BTreeMap<LinkNo, (NodeId, LinkNo)>,
     fingerprint_seq: u64,
+    /// The DTLS fingerprint each of our links' SDPs names.
+    local_fingerprints: BTreeMap<LinkNo, String>,
+    /// An introducer that tampers with this tab's offers and answers: they
+    /// carry a second `a=fingerprint` line (the attacker's, first).
+    pub(crate) sdps_carry_two_fingerprints: bool,
+    /// An attacker terminates DTLS in the middle of this tab's links: the
+    /// other end sees a certificate other than the one our SDP named.
+    pub(crate) dtls_intercepted: bool,
     /// The core's next deadline, as of its last step.
     pub(crate) timer: Option<u64>,
 }
@@ -62,15 +70,30 @@ impl SimTab {
             slow_store: false,
             answering: BTreeMap::new(),
             fingerprint_seq: 0,
+            local_fingerprints: BTreeMap::new(),
+            sdps_carry_two_fingerprints: false,
+            dtls_intercepted: false,
             timer: None,
         }
     }
 
-    pub(crate) fn opened(&mut self, link: LinkId, now: u64) {
-        // The bridge's WebSocket needs nothing more; a data channel opens.
+    pub(crate) fn opened(&mut self, link: LinkId, remote_cert: Option<String>, now: u64) {
+        // The bridge's WebSocket needs nothing more; a data channel opens
+        // and the platform names the certificate DTLS saw.
         if self.peer.bridge_link_id() != Some(link) {
-            self.peer.handle_channel_open(link, now);
+            let cert = remote_cert.ok_or_else(|| "no DTLS".to_string());
+            self.peer.handle_channel_open(link, cert, now);
         }
+    }
+
+    /// The certificate the other end of our link `link` sees.
+    fn presented_certificate(&self, link: LinkNo) -> Option<String> {
+        let ours = self.local_fingerprints.get(&link)?;
+        Some(if self.dtls_intercepted {
+            format!("sha-256 {}", "EE:".repeat(31) + "EE")
+        } else {
+            ours.clone()
+        })
     }
 
     /// Lets held store acknowledgements through (the reader caught up).
@@ -82,12 +105,19 @@ impl SimTab {
         }
     }
 
-    fn sdp(&mut self, node: NodeId, link: LinkNo) -> String {
+    fn sdp(&mut self, node: NodeId, link: LinkNo) -> LocalSdp {
         self.fingerprint_seq += 1;
-        format!(
-            "v=0\r\na=sim-endpoint:{node}:{link}\r\na=fingerprint:sha-256 {node:04X}:{link:04X}:{:04X}\r\n",
-            self.fingerprint_seq
-        )
+        let fingerprint = format!("sha-256 {node:04X}:{link:04X}:{:04X}", self.fingerprint_seq);
+        self.local_fingerprints.insert(link, fingerprint.clone());
+        let forged = if self.sdps_carry_two_fingerprints {
+            "a=fingerprint:sha-256 AA:AA:AA:AA\r\n"
+        } else {
+            ""
+        };
+        let sdp = format!(
+            "v=0\r\na=sim-endpoint:{node}:{link}\r\n{forged}m=application\r\na=fingerprint:{fingerprint}\r\n"
+        );
+        LocalSdp { sdp, fingerprint }
     }
 }
 
@@ -155,19 +185,22 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
                 let Some(answerer) = endpoint(&answer) else {
                     continue;
                 };
+                let ours = t.presented_certificate(link);
                 // The answerer's side must still wait for this very offer.
-                let waiting = match net.nodes.get_mut(answerer.0) {
+                let theirs = match net.nodes.get_mut(answerer.0) {
                     Some(Node::Tab(other)) if other.alive => {
-                        other.answering.remove(&answerer.1) == Some((n, link))
+                        let waiting = other.answering.remove(&answerer.1) == Some((n, link));
+                        waiting.then(|| other.presented_certificate(answerer.1))
                     }
-                    _ => false,
+                    _ => None,
                 };
-                if waiting {
-                    net.connect((n, link), answerer);
+                if let Some(theirs) = theirs {
+                    net.connect_dtls((n, link), answerer, [theirs, ours]);
                 }
             }
             TabEvent::CloseLink { link } => {
                 t.answering.remove(&link);
+                t.local_fingerprints.remove(&link);
                 net.disconnect((n, link));
             }
             TabEvent::BridgeOpen { .. } | TabEvent::FetchProgress { .. } => {}

@@ -8,7 +8,12 @@ use crate::peer::tab::{FetchOptions, LinkStatus, Outcome, TabConfig};
 
 /// Bridges (federated in a star around the first) and tabs joining one
 /// after another, spread over the bridges.
-fn network(seed: u64, bridges: usize, tabs: usize, config: impl Fn(&mut TabConfig)) -> Net {
+pub(super) fn network(
+    seed: u64,
+    bridges: usize,
+    tabs: usize,
+    config: impl Fn(&mut TabConfig),
+) -> Net {
     let mut net = Net::new(seed, NetConfig::default());
     for i in 0..bridges {
         let b = SimBridge::new(&mut net.rng, i);
@@ -30,13 +35,13 @@ fn network(seed: u64, bridges: usize, tabs: usize, config: impl Fn(&mut TabConfi
     net
 }
 
-fn tabs(net: &Net) -> Vec<NodeId> {
+pub(super) fn tabs(net: &Net) -> Vec<NodeId> {
     (0..net.nodes.len())
         .filter(|n| net.tab(*n).is_some_and(|t| t.alive))
         .collect()
 }
 
-fn open_links(net: &Net, n: NodeId) -> usize {
+pub(super) fn open_links(net: &Net, n: NodeId) -> usize {
     net.tab(n).map_or(0, |t| {
         t.peer
             .links()
@@ -47,7 +52,7 @@ fn open_links(net: &Net, n: NodeId) -> usize {
 }
 
 /// Runs until operation `op` of tab `n` is done; its outcome.
-fn wait(net: &mut Net, n: NodeId, op: u64, limit: u64) -> Option<Outcome> {
+pub(super) fn wait(net: &mut Net, n: NodeId, op: u64, limit: u64) -> Option<Outcome> {
     net.run_while(limit, |net| {
         net.tab(n).is_some_and(|t| t.results.contains_key(&op))
     });

@@ -92,21 +92,65 @@ pub(super) struct TabLink {
     pub(super) peer: PeerId,
     we_initiated: bool,
     state: LinkState,
+    /// The data channel is open and its DTLS certificate is the one the
+    /// SDP named: frames may flow.
     pub(super) channel_open: bool,
+    /// Frames that came before the certificate was confirmed.
+    early_frames: Vec<Vec<u8>>,
     /// Dropped unless open by then (`u64::MAX` once open).
     pub(super) deadline: u64,
-    local_sdp: Option<String>,
+    local_sdp: Option<LocalSdp>,
     binding: Option<CertEntry>,
     remote_fingerprint: Option<String>,
     /// The core knows the link (it is open).
     added: bool,
 }
 
-/// The `a=fingerprint:` value of an SDP (`sha-256 AB:CD:…`).
+/// Our side of a link as the platform made it: the SDP (offer or answer)
+/// and the fingerprint of our DTLS certificate, taken from the certificate
+/// itself (what we sign a binding for must be what DTLS presents, not a
+/// line of text that could have been altered).
+#[derive(Debug, Clone)]
+pub struct LocalSdp {
+    pub sdp: String,
+    pub fingerprint: String,
+}
+
+/// Frames a link may receive between its data channel opening and the
+/// platform confirming the DTLS certificate (a handshake's first flight).
+const MAX_FRAMES_BEFORE_CHECK: usize = 8;
+
+/// The `a=fingerprint:` value of an SDP (`sha-256 AB:CD:…`), if it has
+/// exactly one. An SDP with several (one per section, or a second one an
+/// introducer slipped into the media section) is refused: the browser
+/// would enforce one of them, and the link must be bound to the one it
+/// enforces, not to a line an introducer chose (RFC 8122 §5 allows a
+/// fingerprint at session and media level; we never produce two).
 pub fn fingerprint_of(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
-        .map(|f| f.trim().to_string())
+    let mut lines = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=fingerprint:"));
+    let only = lines.next()?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let value = canonical_fingerprint(only);
+    (!value.is_empty()).then_some(value)
+}
+
+/// A fingerprint value as we sign and compare it: `sha-256 AB:CD:…`
+/// (hash name in lower case, hex in upper case, one space), whatever
+/// case and spacing the SDP or the browser's certificate API used.
+pub fn canonical_fingerprint(value: &str) -> String {
+    let mut parts = value.split_whitespace();
+    let alg = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let hex = parts.collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+    format!("{alg} {hex}").trim().to_string()
+}
+
+/// Whether two fingerprint values name the same certificate.
+pub fn same_fingerprint(a: &str, b: &str) -> bool {
+    canonical_fingerprint(a) == canonical_fingerprint(b)
 }
 
 impl TabPeer {
@@ -173,6 +217,7 @@ impl TabPeer {
                 we_initiated: true,
                 state: LinkState::Offering { introducer },
                 channel_open: false,
+                early_frames: Vec::new(),
                 deadline: self.now + ESTABLISH_MS,
                 local_sdp: None,
                 binding: None,
@@ -212,6 +257,7 @@ impl TabPeer {
                 we_initiated: false,
                 state: LinkState::Answering { reply },
                 channel_open: false,
+                early_frames: Vec::new(),
                 deadline: self.now + ESTABLISH_MS,
                 local_sdp: None,
                 binding: None,
@@ -241,20 +287,17 @@ impl TabPeer {
     }
 
     /// The platform made our offer or answer (every candidate gathered).
-    pub fn handle_local_sdp(&mut self, link: LinkId, sdp: Result<String, String>, now: u64) {
+    pub fn handle_local_sdp(&mut self, link: LinkId, sdp: Result<LocalSdp, String>, now: u64) {
         self.now = now.max(self.now);
-        let fingerprint = match &sdp {
-            Ok(s) => fingerprint_of(s),
-            Err(_) => None,
-        };
-        match (sdp, fingerprint, self.links.get_mut(&link)) {
-            (Ok(sdp), Some(fp), Some(l)) => {
-                l.local_sdp = Some(sdp);
-                self.sign(Signing::Binding(link), dtls_binding_message(&fp));
+        match (sdp, self.links.get_mut(&link)) {
+            (Ok(mut local), Some(l)) => {
+                local.fingerprint = canonical_fingerprint(&local.fingerprint);
+                let message = dtls_binding_message(&local.fingerprint);
+                l.local_sdp = Some(local);
+                self.sign(Signing::Binding(link), message);
             }
-            (Err(e), _, Some(_)) => self.drop_link(link, &format!("no local SDP: {e}"), true),
-            (Ok(_), None, Some(_)) => self.drop_link(link, "our SDP has no fingerprint", true),
-            (_, _, None) => {}
+            (Err(e), Some(_)) => self.drop_link(link, &format!("no local SDP: {e}"), true),
+            (_, None) => {}
         }
         self.after_input();
     }
@@ -264,9 +307,8 @@ impl TabPeer {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
-        let fp = l.local_sdp.as_deref().and_then(fingerprint_of);
-        let cert = match (signature, fp) {
-            (Ok(sig), Some(fp)) => dtls_binding_cert(&fp, &sig),
+        let cert = match (signature, &l.local_sdp) {
+            (Ok(sig), Some(local)) => dtls_binding_cert(&local.fingerprint, &sig),
             _ => None,
         };
         let Some(body) = cert else {
@@ -276,7 +318,12 @@ impl TabPeer {
             cert_type: cert_type::PEERSM_DTLS_BINDING,
             body,
         });
-        let (peer, sdp) = (l.peer, l.local_sdp.clone().unwrap_or_default());
+        let sdp = l
+            .local_sdp
+            .as_ref()
+            .map(|s| s.sdp.clone())
+            .unwrap_or_default();
+        let peer = l.peer;
         match &l.state {
             LinkState::Offering { introducer } => match introducer.clone() {
                 Introducer::Bridge => {
@@ -382,13 +429,38 @@ impl TabPeer {
         self.pump_link_handshake(link);
     }
 
-    /// The link's data channel is open: frames flow.
-    pub fn handle_channel_open(&mut self, link: LinkId, now: u64) {
+    /// The link's data channel is open over a DTLS connection whose peer
+    /// presented the certificate with fingerprint `negotiated` (the
+    /// browser's `getStats()`: the transport's `remoteCertificateId`). The
+    /// link counts only if that is the certificate the SDP named, the one
+    /// the peer's binding signs: otherwise someone sits between the tabs.
+    pub fn handle_channel_open(
+        &mut self,
+        link: LinkId,
+        negotiated: Result<String, String>,
+        now: u64,
+    ) {
         self.now = now.max(self.now);
-        if let Some(l) = self.links.get_mut(&link) {
-            l.channel_open = true;
+        let Some(l) = self.links.get_mut(&link) else {
+            return self.after_input();
+        };
+        let expected = l.remote_fingerprint.clone().unwrap_or_default();
+        match negotiated {
+            Ok(fp) if same_fingerprint(&fp, &expected) => {
+                l.channel_open = true;
+                let early = std::mem::take(&mut l.early_frames);
+                self.pump_link_handshake(link);
+                for frame in early {
+                    self.link_frame(link, &frame);
+                }
+            }
+            Ok(fp) => self.drop_link(
+                link,
+                &format!("DTLS certificate {fp} is not the one introduced ({expected})"),
+                true,
+            ),
+            Err(e) => self.drop_link(link, &format!("no DTLS certificate to check: {e}"), true),
         }
-        self.pump_link_handshake(link);
         self.after_input();
     }
 
@@ -396,6 +468,13 @@ impl TabPeer {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
+        if !l.channel_open {
+            if l.early_frames.len() >= MAX_FRAMES_BEFORE_CHECK {
+                return self.drop_link(link, "too many frames before the DTLS check", true);
+            }
+            l.early_frames.push(frame.to_vec());
+            return;
+        }
         match &mut l.state {
             LinkState::Connecting { hs } => {
                 if let Err(e) = hs.handle_frame(frame) {

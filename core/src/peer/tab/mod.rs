@@ -43,7 +43,7 @@ use crate::router::{RouterConfig, RouterEvent};
 use crate::service::{DirRoutes, Services};
 
 pub use fetch::{FetchOptions, Fetched};
-pub use links::LinkStatus;
+pub use links::{fingerprint_of, same_fingerprint, LinkStatus, LocalSdp};
 pub use tasks::{LookupOutcome, OwnCircuit};
 
 use bridge::BridgeLink;
