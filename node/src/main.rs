@@ -11,6 +11,7 @@ use peersm_node::error::NodeError;
 use peersm_node::proxy::{self, Proxy};
 use peersm_node::relay::descriptor;
 use peersm_node::relay::keys::RelayKeys;
+use peersm_node::relay::own_addresses::own_addresses;
 use peersm_node::relay::server::{self as relay_server, Relay, RelayOptions};
 use peersm_node::tor::dirauth::{DirAuthority, PUBLIC_AUTHORITIES};
 use tracing_subscriber::EnvFilter;
@@ -37,7 +38,8 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         relays: usize,
         /// Exit policy of the embedded exit (same syntax as `relay`).
-        #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY)]
+        /// Default: public addresses on a reduced set of ports.
+        #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY, hide_default_value = true)]
         exit_policy: String,
         /// Source address of the embedded exit's connections.
         #[arg(long = "exit-bind")]
@@ -63,8 +65,10 @@ enum Command {
         #[arg(long = "or-port", default_value = "127.0.0.1:9001")]
         or_port: SocketAddr,
         /// Comma-separated `accept|reject ADDR[/BITS]:PORT[-PORT]` rules;
-        /// ADDR may be `*` or `private`. First match wins.
-        #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY)]
+        /// ADDR may be `*` or `private` (also the relay's own addresses).
+        /// First match wins. Default: public addresses on a reduced set of
+        /// ports (web, mail retrieval, chat, SSH, DNS…; not 25).
+        #[arg(long = "exit-policy", default_value = DEFAULT_EXIT_POLICY, hide_default_value = true)]
         exit_policy: String,
         /// Publish our descriptor to this directory authority (torrc
         /// DirAuthority syntax); repeat for each. Without it the relay is
@@ -136,7 +140,14 @@ async fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             // Tests and scripts read this line to learn the port.
             println!("Peersm bridge listening: open http://{addr}/ (WebSocket ws://{addr}/bridge, status http://{addr}/status)");
-            let policy: ExitPolicy = exit_policy.parse()?;
+            // The bridge's own addresses are off limits to its exit.
+            let own = own_addresses(
+                &[Some(addr.ip()), exit_bind]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            );
+            let policy = exit_policy.parse::<ExitPolicy>()?.with_own_addresses(&own);
             let embedded =
                 start_embedded_relays(relays, &policy, exit_bind, data_dir.as_deref()).await?;
             let keys = match &data_dir {
@@ -177,6 +188,13 @@ async fn main() -> anyhow::Result<()> {
                 .map(|l| l.parse::<DirAuthority>())
                 .collect::<Result<Vec<_>, _>>()?;
             let policy: ExitPolicy = exit_policy.parse()?;
+            let own = own_addresses(
+                &[Some(or_port.ip()), exit_bind]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            );
+            let policy = policy.with_own_addresses(&own);
             let keys = match &data_dir {
                 Some(dir) => RelayKeys::load_or_generate(&dir.join("relay-keys.json")),
                 None => RelayKeys::generate(),

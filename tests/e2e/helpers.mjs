@@ -117,7 +117,7 @@ export function makeBody(size) {
 /** An HTTP server for one file with Content-Length and Range support. It
  *  records each connection's remote address and each request's Range;
  *  `bytesPerSecond` throttles it. */
-export async function startFileServer(body, { bytesPerSecond = 0 } = {}) {
+export async function startFileServer(body, { bytesPerSecond = 0, host = '127.0.0.1', port = 0 } = {}) {
   const connections = [];
   const requests = [];
   const server = createServer(async (req, res) => {
@@ -147,9 +147,9 @@ export async function startFileServer(body, { bytesPerSecond = 0 } = {}) {
     res.end();
   });
   server.on('connection', (sock) => connections.push(sock.remoteAddress));
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise((r) => server.listen(port, host, r));
   return {
-    url: `http://127.0.0.1:${server.address().port}`,
+    url: `http://${host}:${server.address().port}`,
     connections,
     requests,
     close: () => { server.closeAllConnections?.(); server.close(); },

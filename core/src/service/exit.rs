@@ -199,3 +199,42 @@ impl<L: Copy + Ord + Debug> ExitService<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::LinkSide;
+    use crate::router::{LinkPeer, RouterConfig};
+
+    /// A name that resolves to an address reaching a private network in
+    /// another spelling (an AAAA of `::ffff:10.0.0.1`) is refused by
+    /// policy, and nothing is connected to.
+    #[test]
+    fn a_name_resolving_to_a_mapped_private_address_is_refused() {
+        let mut rng = crate::rng::SimRng::new(1);
+        let mut router: Router<u8> = Router::new(RouterConfig::new(Vec::new()), &mut rng).unwrap();
+        router.add_link(1, LinkSide::Responder, LinkPeer::default());
+        let policy: ExitPolicy = "reject private:*, accept *:*".parse().unwrap();
+        let mut exit = ExitService::new(policy);
+        let c = CircuitKey {
+            link: 1,
+            circ: 0x8000_0001,
+        };
+        exit.begin(&mut router, c, 1, "intranet.example".into(), 80);
+        let Some(ExitEvent::Resolve { stream, .. }) = exit.poll_event() else {
+            panic!("the name must be resolved first");
+        };
+        for addrs in [
+            vec!["::ffff:10.0.0.1".parse().unwrap()],
+            vec![
+                "::ffff:127.0.0.1".parse().unwrap(),
+                "64:ff9b::a00:1".parse().unwrap(),
+            ],
+        ] {
+            exit.starting.insert(stream, 80);
+            exit.resolved(&mut router, stream, Ok(addrs));
+            assert_eq!(exit.poll_event(), None, "nothing is connected to");
+            assert!(!exit.owns(&stream));
+        }
+    }
+}

@@ -8,4 +8,5 @@ pub mod descriptor;
 pub mod keys;
 pub mod node;
 pub mod outbound;
+pub mod own_addresses;
 pub mod server;
