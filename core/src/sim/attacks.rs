@@ -53,3 +53,66 @@ fn a_link_whose_dtls_certificate_is_not_the_introduced_one_never_opens() {
     }
     assert_eq!(open_links(&net, victim), 0, "{:?}", links_of(&net, victim));
 }
+
+/// Circuits through three tabs are closed, from the origin (DESTROY
+/// travels forward through every tab relay) and by a middle tab leaving
+/// (DESTROY travels both ways from the break): afterwards no tab keeps
+/// any of them. Before the peer core, a tab relay dropped its forward
+/// entry before the DESTROY went out, and the hops behind it kept the
+/// circuit until the link closed.
+#[test]
+fn after_a_destroy_no_hop_keeps_the_circuit() {
+    let mut net = network(23, 1, 6, |_| {});
+    let all = tabs(&net);
+    assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) == 5)));
+    let relayed = |net: &Net| -> usize {
+        all.iter()
+            .filter_map(|n| net.tab(*n))
+            .filter(|t| t.alive)
+            .map(|t| t.peer.relayed_circuits())
+            .sum()
+    };
+    let origin = all[0];
+    let mut built = Vec::new();
+    for _ in 0..4 {
+        let now = net.now;
+        let op = net
+            .tab_mut(origin)
+            .map(|t| t.peer.build_tab_circuit(3, now))
+            .unwrap_or(0);
+        match super::tests::wait(&mut net, origin, op, 10_000) {
+            Some(crate::peer::tab::Outcome::TabCircuit(Ok(c))) => built.push(c),
+            other => panic!("circuit through three tabs: {other:?}"),
+        }
+    }
+    assert_eq!(relayed(&net), 4 * 3, "each circuit has three relaying hops");
+
+    // The origin closes two: their hops drop them, the others stay.
+    for c in &built[..2] {
+        net.tab_mut(origin).unwrap().peer.close_tab_circuit(c.id);
+    }
+    net.run_until(net.now + 2_000);
+    assert_eq!(
+        relayed(&net),
+        2 * 3,
+        "closed circuits are gone at every hop"
+    );
+
+    // The middle hop of a third one leaves: the hops on both sides of it
+    // drop that circuit.
+    let middle = built[2].hops[1];
+    let leaving = *all
+        .iter()
+        .find(|n| net.tab(**n).is_some_and(|t| t.peer.id() == middle))
+        .unwrap();
+    let through_leaving =
+        |net: &Net| -> usize { net.tab(leaving).map_or(0, |t| t.peer.relayed_circuits()) };
+    let expected = relayed(&net) - through_leaving(&net) * 3;
+    net.kill(leaving);
+    net.run_until(net.now + 2_000);
+    assert_eq!(
+        relayed(&net),
+        expected,
+        "no hop keeps a circuit through the tab that left"
+    );
+}
