@@ -57,6 +57,10 @@ enum Command {
         /// identities survive restarts (default: new keys each start).
         #[arg(long = "data-dir", value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// List every tab's ID and address on `GET /status` to anyone
+        /// (default: only to requests from the loopback interface).
+        #[arg(long = "status-details")]
+        status_details: bool,
     },
     /// An onion router on a TLS ORPort: answers CREATE2/CREATE_FAST, extends
     /// circuits, and exits under its exit policy.
@@ -120,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             exit_bind,
             peer_bridges,
             public_url,
+            status_details,
             data_dir,
         } => {
             if !www.join("index.html").is_file() {
@@ -157,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             let mut config = BridgeConfig::with_keys(www, embedded, keys).await?;
             config.peer_bridges = peer_bridges;
             config.public_url = public_url;
+            config.status_details = status_details;
             tracing::info!(
                 fingerprint = %hex::encode_upper(config.relay.keys.rsa_id),
                 relays,

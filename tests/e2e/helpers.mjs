@@ -16,11 +16,12 @@ export const CHROMIUM_ARGS = [
   '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream',
 ];
 
-/** Starts `peersm-node serve` on 127.0.0.1 (port 0 = free port); resolves
- *  once it printed its address. */
-export async function startNode({ port = 0, args = [] } = {}) {
+/** Starts `peersm-node serve` on `host` (default 127.0.0.1; port 0 = free
+ *  port); resolves once it printed its address. `origin` is on 127.0.0.1
+ *  when the node listens on every address. */
+export async function startNode({ host = '127.0.0.1', port = 0, args = [] } = {}) {
   if (!existsSync(NODE_BIN)) throw new Error(`${NODE_BIN} missing: run cargo build -p peersm-node`);
-  const child = spawn(NODE_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--www', `${ROOT}www`, ...args], {
+  const child = spawn(NODE_BIN, ['serve', '--listen', `${host}:${port}`, '--www', `${ROOT}www`, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
   });
@@ -31,8 +32,8 @@ export async function startNode({ port = 0, args = [] } = {}) {
     const timer = setTimeout(() => reject(new Error(`node did not start:\n${out}${logs.join('')}`)), 15000);
     child.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/open (http:\/\/127\.0\.0\.1:\d+)\//);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
+      const m = out.match(/open http:\/\/([\d.]+):(\d+)\//);
+      if (m) { clearTimeout(timer); resolve(`http://${m[1] === '0.0.0.0' ? '127.0.0.1' : m[1]}:${m[2]}`); }
     });
     child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`node exited ${code}:\n${logs.join('')}`)); });
   });

@@ -45,6 +45,9 @@ pub struct BridgeConfig {
     /// Bridges to federate with (`ws://…/bridge`), and where tabs reach us.
     pub peer_bridges: Vec<String>,
     pub public_url: Option<String>,
+    /// `GET /status` lists each tab's ID and address to anyone, not only
+    /// to requests from the loopback interface (`--status-details`).
+    pub status_details: bool,
 }
 
 impl BridgeConfig {
@@ -72,6 +75,7 @@ impl BridgeConfig {
             directory,
             peer_bridges: Vec::new(),
             public_url: None,
+            status_details: false,
         })
     }
 }
@@ -81,6 +85,7 @@ struct AppState {
     registry: Arc<PeerRegistry>,
     relay: Arc<Relay>,
     directory: Arc<RelayDirectory>,
+    status_details: bool,
 }
 
 /// Serves until the listener fails.
@@ -89,6 +94,7 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
         registry: Arc::new(PeerRegistry::default()),
         relay: config.relay.clone(),
         directory: config.directory.clone(),
+        status_details: config.status_details,
     };
     let my_url = match &config.public_url {
         Some(u) => u.clone(),
@@ -181,17 +187,34 @@ struct StatusReport {
     mesh_peers: usize,
     /// Introductions asked of this bridge.
     introductions: u64,
-    /// Authenticated peers, by ID.
-    peers: Vec<RegisteredPeer>,
+    /// Authenticated peers: how many.
+    peer_count: usize,
+    /// Authenticated peers, by ID, with their address: only for the
+    /// operator (loopback, or `--status-details`), as they say who uses
+    /// this bridge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<RegisteredPeer>>,
     /// Open links, authenticated or not.
     links: usize,
 }
 
-async fn status(State(state): State<AppState>) -> impl IntoResponse {
+/// `GET /status`: counts for anyone (readable cross-origin); the list of
+/// tabs with their addresses only for the operator, and then not
+/// readable by pages of other origins.
+async fn status(
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
     let (peers, links) = state.registry.snapshot();
     let core = state.relay.node.status().await;
+    let details = state.status_details || remote.ip().to_canonical().is_loopback();
+    let cors = if details {
+        None
+    } else {
+        Some([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")])
+    };
     (
-        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        cors,
         Json(StatusReport {
             version: env!("CARGO_PKG_VERSION"),
             bridge: BridgeInfo {
@@ -211,7 +234,8 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
                 .collect(),
             mesh_peers: core.mesh_peers,
             introductions: core.introductions,
-            peers,
+            peer_count: peers.len(),
+            peers: details.then_some(peers),
             links,
         }),
     )
