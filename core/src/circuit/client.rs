@@ -229,6 +229,14 @@ impl ClientCircuit {
         Ok(())
     }
 
+    /// Sends any relay message to the last hop, as a misbehaving client
+    /// would: tests of what relays accept.
+    #[cfg(test)]
+    pub(crate) fn send_any_to_last_hop(&mut self, cell: RelayCell) -> Result<(), CircuitError> {
+        let hop = self.hop_count() - 1;
+        self.send_relay(hop, cell, false).map(|_| ())
+    }
+
     /// Opens a stream at the last hop; returns its id. Data may be queued
     /// with `send` at once; it goes out after CONNECTED.
     pub fn begin(&mut self, target: StreamTarget) -> Result<u16, CircuitError> {
@@ -454,7 +462,7 @@ impl ClientCircuit {
             relay_command::SENDME if stream_id == 0 => {
                 let sendme = Sendme::decode(&msg.data)?;
                 let digest = match &sendme {
-                    Sendme::V1 { digest } => Some(digest),
+                    Sendme::V1 { digest } => digest,
                     // The consensus requires FlowCtrl=1: relays authenticate.
                     Sendme::V0 => return Err(unexpected("unauthenticated circuit SENDME")),
                 };

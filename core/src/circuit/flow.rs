@@ -4,6 +4,7 @@
 //! Stream-level windows live with the stream queues (`stream.rs`).
 
 use std::collections::VecDeque;
+use subtle::ConstantTimeEq;
 
 use crate::crypto::relay_crypto::CellDigest;
 
@@ -64,16 +65,15 @@ impl CircuitWindow {
         }
     }
 
-    /// A circuit-level SENDME arrived: checks a v1 digest and reopens.
-    pub fn on_sendme(&mut self, digest: Option<&CellDigest>) -> Result<(), FlowError> {
+    /// A circuit-level SENDME arrived: checks its digest (v1; both ends
+    /// refuse v0) and reopens.
+    pub fn on_sendme(&mut self, digest: &CellDigest) -> Result<(), FlowError> {
         if self.package + CIRCUIT_WINDOW_INCREMENT > CIRCUIT_WINDOW_START {
             return Err(FlowError::WindowOverflow);
         }
         let expected = self.expected_digests.pop_front();
-        if let Some(d) = digest {
-            if expected.as_ref() != Some(d) {
-                return Err(FlowError::BadSendmeDigest);
-            }
+        if !expected.is_some_and(|e| bool::from(e.ct_eq(digest))) {
+            return Err(FlowError::BadSendmeDigest);
         }
         self.package += CIRCUIT_WINDOW_INCREMENT;
         Ok(())
@@ -110,16 +110,16 @@ mod tests {
         // The SENDME for the 100th cell (index 99) echoes its digest.
         let mut d99 = [0u8; 20];
         d99[..4].copy_from_slice(&99u32.to_be_bytes());
-        assert_eq!(w.on_sendme(Some(&[9; 20])), Err(FlowError::BadSendmeDigest));
+        assert_eq!(w.on_sendme(&[9; 20]), Err(FlowError::BadSendmeDigest));
         let mut w2 = CircuitWindow::default();
         for i in 0..100u32 {
             let mut d = [0u8; 20];
             d[..4].copy_from_slice(&i.to_be_bytes());
             w2.on_data_sent(d);
         }
-        assert_eq!(w2.on_sendme(Some(&d99)), Ok(()));
+        assert_eq!(w2.on_sendme(&d99), Ok(()));
         assert_eq!(w2.package_window(), 1000);
-        assert_eq!(w2.on_sendme(None), Err(FlowError::WindowOverflow));
+        assert_eq!(w2.on_sendme(&d99), Err(FlowError::WindowOverflow));
     }
 
     #[test]

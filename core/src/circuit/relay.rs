@@ -284,13 +284,14 @@ impl RelayCircuit {
                         .push_back(RelayEvent::StreamEnded { stream_id, reason });
                 }
             }
+            // Only authenticated circuit SENDMEs (prop 289; the consensus
+            // asks FlowCtrl=1): a v0 one would acknowledge cells unseen.
             relay_command::SENDME if stream_id == 0 => {
-                let digest = match Sendme::decode(&msg.data)? {
-                    Sendme::V1 { digest } => Some(digest),
-                    Sendme::V0 => None,
+                let Sendme::V1 { digest } = Sendme::decode(&msg.data)? else {
+                    return Err(unexpected("unauthenticated circuit SENDME"));
                 };
                 self.window
-                    .on_sendme(digest.as_ref())
+                    .on_sendme(&digest)
                     .map_err(|_| unexpected("circuit SENDME"))?;
             }
             relay_command::SENDME => {

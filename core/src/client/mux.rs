@@ -150,6 +150,16 @@ impl ClientMux {
         self.circuit(circ)?.send_control(message)
     }
 
+    /// Sends any relay message to the circuit's last hop (tests).
+    #[cfg(test)]
+    pub(crate) fn send_any_to_last_hop(
+        &mut self,
+        circ: u32,
+        cell: crate::cell::RelayCell,
+    ) -> Result<(), CircuitError> {
+        self.circuit(circ)?.send_any_to_last_hop(cell)
+    }
+
     /// Closes a stream from our side (END DONE); no event follows.
     pub fn end(&mut self, circ: u32, stream: u16) {
         self.streams.remove(&(circ, stream));

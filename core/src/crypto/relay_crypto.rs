@@ -8,6 +8,7 @@
 use aes::Aes128;
 use ctr::cipher::{KeyIvInit, StreamCipher};
 use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
 
 use super::kdf::CircuitKeys;
 use crate::cell::relay::DIGEST_RANGE;
@@ -69,7 +70,13 @@ impl Direction {
         let mut candidate = self.digest.clone();
         candidate.update(&zeroed[..]);
         let full: CellDigest = candidate.clone().finalize().into();
-        if full.get(..4) == body.get(DIGEST_RANGE) {
+        // Constant time: a timing side channel on the check would tell an
+        // observer how many digest bytes a forged cell got right.
+        let matches = match (full.get(..4), body.get(DIGEST_RANGE)) {
+            (Some(ours), Some(theirs)) => bool::from(ours.ct_eq(theirs)),
+            _ => false,
+        };
+        if matches {
             self.digest = candidate;
             Some(full)
         } else {

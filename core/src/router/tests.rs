@@ -449,3 +449,40 @@ fn more_than_eight_relay_early_cells_close_the_circuit() {
     assert!(net.destroys(0, 1).contains(&destroy_reason::PROTOCOL));
     assert_eq!(net.routers[1].circuit_count(), 0);
 }
+
+/// A client acknowledges data it never received: an unauthenticated (v0)
+/// circuit SENDME, or a v1 SENDME with a guessed digest, after the exit
+/// sent a window's hundred cells that never arrived. Either would let it
+/// make the exit send faster than it reads (prop 289); the exit destroys
+/// the circuit (FlowCtrl=1: only authenticated SENDMEs).
+#[test]
+fn blind_circuit_sendmes_destroy_the_circuit() {
+    use crate::cell::{relay_command, RelayCell, Sendme};
+    for blind in [Sendme::V0, Sendme::V1 { digest: [7; 20] }] {
+        let mut net = Chain::new(3, |c| c);
+        let circ = net.circuit(3);
+        let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
+        let at_exit = begun(&net.run());
+        net.routers[3]
+            .stream_connected(at_exit, stream, None)
+            .unwrap();
+        net.run();
+        // A hundred DATA cells leave the exit and are lost on the way.
+        let hundred_cells = vec![0x42; 100 * 498];
+        let written = net.routers[3]
+            .write(at_exit, stream, &hundred_cells)
+            .unwrap();
+        assert_eq!(written, hundred_cells.len());
+        let mut lost = 0;
+        while let Some((_, cells)) = net.routers[3].poll_transmit() {
+            lost += cells.len();
+        }
+        assert_eq!(lost, 100);
+        let sendme = RelayCell::new(relay_command::SENDME, 0, blind.encode());
+        net.client.send_any_to_last_hop(circ, sendme).unwrap();
+        net.run();
+        assert_eq!(net.destroys(2, 3), [destroy_reason::PROTOCOL], "{blind:?}");
+        assert_eq!(net.destroys(0, 1), [destroy_reason::DESTROYED], "{blind:?}");
+        assert!(net.routers.iter().all(|r| r.circuit_count() == 0));
+    }
+}
