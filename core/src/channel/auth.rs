@@ -3,7 +3,7 @@
 
 use crate::crypto::PeerId;
 
-const CONTEXT: &[u8] = b"peersm link auth v1\0";
+const CONTEXT: &[u8] = b"peersm link auth v2\0";
 const DTLS_CONTEXT: &[u8] = b"peersm dtls binding v1\0";
 const NTOR_CONTEXT: &[u8] = b"peersm ntor key v1\0";
 
@@ -82,13 +82,29 @@ pub fn verify_dtls_binding(
         .map_err(|_| super::ChannelError::DtlsBinding("bad signature"))
 }
 
-/// `"peersm link auth v1\0" || CHALLENGE (32) || PEER_ID (20)`, signed with
-/// RSASSA-PKCS1-v1_5 / SHA-256. The fresh challenge stops replays; the
-/// context string stops the signature being reused for anything else.
-pub fn peersm_auth_message(challenge: &[u8; 32], initiator: &PeerId) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + 52);
+/// `"peersm link auth v2\0" || CHALLENGE (32) || PEER_ID (20) ||
+/// SCERTS (32)`, signed with RSASSA-PKCS1-v1_5 / SHA-256. The fresh
+/// challenge stops replays; SCERTS, the digest of the responder's CERTS
+/// cell (`responder_certs_digest`), binds the signature to the responder
+/// the initiator saw, so a responder cannot relay another's challenge and
+/// pass the signature on; the context string stops the signature being
+/// reused for anything else.
+pub fn peersm_auth_message(
+    challenge: &[u8; 32],
+    initiator: &PeerId,
+    responder_certs: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CONTEXT.len() + 84);
     m.extend_from_slice(CONTEXT);
     m.extend_from_slice(challenge);
     m.extend_from_slice(initiator.as_bytes());
+    m.extend_from_slice(responder_certs);
     m
+}
+
+/// SHA-256 of the body of the responder's CERTS cell, as sent; 32 zero
+/// bytes when it sent none.
+pub fn responder_certs_digest(certs_cell_body: Option<&[u8]>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    certs_cell_body.map_or([0; 32], |b| Sha256::digest(b).into())
 }

@@ -19,7 +19,10 @@ use super::tor_auth::{
     AUTH_METHOD_ED25519_SHA256_RFC5705,
 };
 use super::tor_certs::{verify_bridge_certs, verify_relay_certs, BridgeIdentity, RelayIdentity};
-use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_VERSIONS};
+use super::{
+    decode_frame, encode_cells, peersm_auth_message, responder_certs_digest, ChannelError,
+    LINK_VERSIONS,
+};
 
 /// What the initiator requires of the responder's CERTS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,9 @@ pub struct LinkInitiator {
     bridge: Option<BridgeIdentity>,
     link_version: u16,
     challenge: Option<AuthChallenge>,
+    /// Digest of the responder's CERTS cell (one only), bound into our
+    /// signature.
+    responder_certs: Option<[u8; 32]>,
     responder_netinfo: Option<Netinfo>,
     /// Set when we authenticate as a Tor relay (a relay's outbound channels).
     relay_auth: Option<RelayAuthConfig>,
@@ -141,6 +147,7 @@ impl LinkInitiator {
             bridge: None,
             link_version: 0,
             challenge: None,
+            responder_certs: None,
             responder_netinfo: None,
             relay_auth: None,
             extra_certs: Vec::new(),
@@ -240,10 +247,9 @@ impl LinkInitiator {
                 self.state = State::AwaitResponderNetinfo;
             }
             (State::AwaitResponderNetinfo, command::VPADDING) => {}
-            (State::AwaitResponderNetinfo, command::CERTS)
-                if self.relay.is_none() && self.bridge.is_none() =>
-            {
+            (State::AwaitResponderNetinfo, command::CERTS) if self.responder_certs.is_none() => {
                 let certs = Certs::from_cell(&cell)?;
+                self.responder_certs = Some(responder_certs_digest(Some(&cell.body)));
                 match &self.check {
                     ResponderCheck::TorRelay {
                         tls_cert,
@@ -331,7 +337,13 @@ impl LinkInitiator {
             .is_some_and(|c| c.methods.contains(&auth_method::PEERSM_RSA_SHA256));
         match (&self.identity_spki, &self.challenge) {
             (Some(spki), Some(challenge)) if offered => {
-                let message = peersm_auth_message(&challenge.challenge, &PeerId::from_spki(spki));
+                let message = peersm_auth_message(
+                    &challenge.challenge,
+                    &PeerId::from_spki(spki),
+                    &self
+                        .responder_certs
+                        .unwrap_or_else(|| responder_certs_digest(None)),
+                );
                 self.state = State::AwaitSignature;
                 self.events
                     .push_back(InitiatorEvent::SignatureNeeded(message));

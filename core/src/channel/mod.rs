@@ -16,7 +16,7 @@ pub mod tor_certs;
 
 pub use auth::{
     dtls_binding_cert, dtls_binding_message, ntor_key_cert, ntor_key_message, peersm_auth_message,
-    verify_dtls_binding, verify_ntor_key_cert,
+    responder_certs_digest, verify_dtls_binding, verify_ntor_key_cert,
 };
 pub use frames::{decode_frame, encode_cells, whole_cells_len};
 pub use handshake::{Handshake, HandshakeEvent, HandshakeOutput, LinkOpened};

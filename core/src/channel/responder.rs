@@ -11,7 +11,10 @@ use crate::cell::{
 };
 use crate::crypto::{PeerId, RsaIdentityKey};
 
-use super::{decode_frame, encode_cells, peersm_auth_message, ChannelError, LINK_VERSIONS};
+use super::{
+    decode_frame, encode_cells, peersm_auth_message, responder_certs_digest, ChannelError,
+    LINK_VERSIONS,
+};
 
 /// An initiator that proved it holds the identity key it presented.
 #[derive(Debug, Clone)]
@@ -63,6 +66,8 @@ pub struct LinkResponder {
     authenticated: Option<AuthenticatedPeer>,
     /// Our own certificates, for Tor relays (sent after VERSIONS).
     our_certs: Option<Certs>,
+    /// Digest of the CERTS cell we sent, which the initiator signs.
+    our_certs_digest: [u8; 32],
     /// On a WebRTC link: the initiator must be this peer and bind its
     /// identity to this DTLS fingerprint (from the remote SDP).
     expected_peer: Option<(PeerId, String)>,
@@ -92,6 +97,7 @@ impl LinkResponder {
             presented_key: None,
             authenticated: None,
             our_certs: None,
+            our_certs_digest: responder_certs_digest(None),
             expected_peer: None,
             presented_binding: None,
             presented_ntor: None,
@@ -209,7 +215,9 @@ impl LinkResponder {
             .to_cell()
             .to_bytes(CircIdLen::Two)?;
         if let Some(certs) = &self.our_certs {
-            certs.to_cell()?.encode_into(CircIdLen::Four, &mut frame)?;
+            let cell = certs.to_cell()?;
+            self.our_certs_digest = responder_certs_digest(Some(&cell.body));
+            cell.encode_into(CircIdLen::Four, &mut frame)?;
         }
         let challenge = AuthChallenge {
             challenge: self.challenge,
@@ -237,7 +245,7 @@ impl LinkResponder {
             .presented_key
             .clone()
             .ok_or(ChannelError::MissingIdentity)?;
-        let message = peersm_auth_message(&self.challenge, &key.id());
+        let message = peersm_auth_message(&self.challenge, &key.id(), &self.our_certs_digest);
         key.verify_pkcs1v15_sha256(&message, &auth.authentication)?;
         if let Some((peer, fingerprint)) = &self.expected_peer {
             if key.id() != *peer {

@@ -153,7 +153,11 @@ fn wrong_signature_is_refused() {
     let (_, spki) = key();
     let (other_private, _) = key();
     let mut r = responder_after_versions();
-    let message = peersm_auth_message(&[42; 32], &crate::crypto::PeerId::from_spki(&spki));
+    let message = peersm_auth_message(
+        &[42; 32],
+        &crate::crypto::PeerId::from_spki(&spki),
+        &responder_certs_digest(None),
+    );
     let forged = other_private.pkcs1v15_sign::<Sha256>(&message).unwrap();
     let cells = [
         Certs {
@@ -367,4 +371,63 @@ mod webrtc_links {
             "{init:?}"
         );
     }
+}
+
+/// A bridge's CERTS for the relayed-challenge test: any body names it.
+fn bridge_certs(name: u8) -> Certs {
+    Certs {
+        certs: vec![CertEntry {
+            cert_type: cert_type::PEERSM_RSA_SPKI,
+            body: vec![name; 40],
+        }],
+    }
+}
+
+/// A malicious bridge M relays an honest bridge B's AUTH_CHALLENGE to a
+/// tab that links to M, then replays everything the tab sent to B: were
+/// the signature only over the challenge and the tab's ID, B would take
+/// M's link as the tab's own (and evict its real one). The tab signs the
+/// digest of the CERTS it was shown, M's, so B refuses.
+#[test]
+fn a_challenge_relayed_from_another_responder_does_not_authenticate_there() {
+    let (private, spki) = key();
+    let challenge = [9; 32];
+    let mut honest =
+        LinkResponder::new(challenge, 1_700_000_000, None, vec![]).with_certs(bridge_certs(0xb));
+    let mut middle =
+        LinkResponder::new(challenge, 1_700_000_000, None, vec![]).with_certs(bridge_certs(0xa));
+    let mut tab = LinkInitiator::new(Some(spki), ResponderCheck::None).unwrap();
+    // The tab and M, with every frame the tab sends kept.
+    let mut sent = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(f) = tab.poll_transmit() {
+            middle.handle_frame(&f).unwrap();
+            sent.push(f);
+            moved = true;
+        }
+        while let Some(f) = middle.poll_transmit() {
+            tab.handle_frame(&f).unwrap();
+            moved = true;
+        }
+        while let Some(e) = tab.poll_event() {
+            if let InitiatorEvent::SignatureNeeded(m) = e {
+                let sig = private.pkcs1v15_sign::<Sha256>(&m).unwrap();
+                tab.handle_signature(sig).unwrap();
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(tab.is_open() && middle.is_open(), "the tab linked to M");
+    // M replays the tab's frames to B, whose challenge the tab signed.
+    let replayed: Result<Vec<()>, ChannelError> =
+        sent.iter().map(|f| honest.handle_frame(f)).collect();
+    assert!(
+        matches!(replayed, Err(ChannelError::Auth(_))),
+        "B refuses: {replayed:?}"
+    );
+    assert!(!honest.is_open());
 }
