@@ -293,3 +293,73 @@ async fn a_server_that_does_not_read_holds_back_the_upload() {
         .unwrap();
     assert_eq!(received, TOTAL);
 }
+
+/// A TCP listener that accepts connections and never says a word.
+async fn tarpit() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    addr
+}
+
+/// EXTEND2s to a tarpit (TCP answers, TLS never does), one naming an
+/// unknown relay and one naming a real relay's identity at the tarpit's
+/// address, do not hold up an extend to that real relay at its address
+/// (before: one pending connection per identity, and none of TCP or TLS
+/// timed out, so the real extend waited forever behind the tarpit). Once
+/// the real relay proved its identity on a link, the extend that named it
+/// at the wrong address goes out on that link too; the one naming an
+/// unknown relay fails within the link setup timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend2_to_a_tarpit_does_not_delay_other_extends() {
+    use std::time::{Duration, Instant};
+    let (r1, a1) = start_relay("reject *:*").await;
+    let (r2, a2) = start_relay("reject *:*").await;
+    let slow = tarpit().await;
+    let ch = client::connect(a1, Some(r1.keys.rsa_id), None)
+        .await
+        .unwrap();
+    let mut stuck = Vec::new();
+    for id in [[0x5a; 20], r2.keys.rsa_id] {
+        let circ = ch.create_ntor(r1.keys.ntor.public).await.unwrap();
+        let specs = vec![
+            peersm_core::cell::LinkSpec::Addr(slow),
+            peersm_core::cell::LinkSpec::LegacyId(id),
+        ];
+        let ch = ch.clone();
+        let key = r2.keys.ntor.public;
+        stuck.push(tokio::spawn(async move {
+            let began = Instant::now();
+            let result = ch.extend(circ, specs, id, key).await;
+            (result, began.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let circ = ch.create_ntor(r1.keys.ntor.public).await.unwrap();
+    let began = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        ch.extend(
+            circ,
+            server::link_specs(&r2, a2),
+            r2.keys.rsa_id,
+            r2.keys.ntor.public,
+        ),
+    )
+    .await
+    .expect("the extend to the real address is not held up by the tarpit")
+    .expect("extended to relay 2");
+    println!("extend beside two tarpit extends: {:?}", began.elapsed());
+    let mut stuck = stuck.into_iter();
+    let (unknown, took) = stuck.next().unwrap().await.unwrap();
+    let err = unknown.expect_err("the tarpit never completes a handshake");
+    assert!(err.to_string().contains("reason 6"), "CONNECTFAILED: {err}");
+    assert!(took < Duration::from_secs(14), "timed out in {took:?}");
+    let (named_r2, _) = stuck.next().unwrap().await.unwrap();
+    named_r2.expect("served by the link that proved relay 2's identity");
+}

@@ -154,7 +154,7 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
     }
 
     /// Opening a link the router asked for failed.
-    pub fn connect_failed(&mut self, target: &[u8; 20], now: u64) {
+    pub fn connect_failed(&mut self, target: &ExtendTarget, now: u64) {
         self.core.router.connect_failed(target);
         self.drive(now);
     }

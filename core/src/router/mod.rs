@@ -78,8 +78,10 @@ pub struct LinkPeer {
     pub ed25519_id: Option<[u8; 32]>,
 }
 
-/// The relay an EXTEND2 asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The relay an EXTEND2 asks for: an identity at some addresses. Two
+/// EXTEND2s naming one identity at different addresses are two targets,
+/// so a wrong address (a tarpit) cannot hold up extends to the right one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExtendTarget {
     pub id: [u8; 20],
     pub ed25519_id: Option<[u8; 32]>,
@@ -90,7 +92,7 @@ pub struct ExtendTarget {
 pub enum RouterEvent<L> {
     /// EXTEND2 names a relay we have no link to: open one, prove it is
     /// `target.id`, then `add_link` it with that peer; or call
-    /// `connect_failed`. Asked once per relay however many extends wait.
+    /// `connect_failed`. Asked once per target however many extends wait.
     Connect { target: ExtendTarget },
     /// A stream begins at this hop (BEGIN or BEGIN_DIR): a service
     /// answers with `stream_connected` or `stream_refused`.
@@ -146,8 +148,8 @@ pub struct Router<L> {
     hops: BTreeMap<(L, u32), Hop<L>>,
     /// The next-hop side of extended circuits → their client side.
     by_next: BTreeMap<(L, u32), (L, u32)>,
-    /// Extends waiting for a link to a relay (by its id).
-    waiting: BTreeMap<[u8; 20], Vec<(L, u32)>>,
+    /// Extends waiting for a link to a relay, by the target they named.
+    waiting: BTreeMap<ExtendTarget, Vec<(L, u32)>>,
     /// Cells waiting in link outboxes, by (link, circuit id).
     queued: BTreeMap<(L, u32), usize>,
     /// Links with cells to send.
@@ -192,10 +194,25 @@ impl<L: Copy + Ord + Debug> Router<L> {
                 outbox: VecDeque::new(),
             },
         );
+        // Every extend that named this identity goes out on the link,
+        // whatever address it gave: the link proved the identity.
         if let Some(id) = peer.id {
-            for back in self.waiting.remove(&id).unwrap_or_default() {
-                self.extend_over(back, link);
-                self.pump(back);
+            let served: Vec<ExtendTarget> = self
+                .waiting
+                .keys()
+                .filter(|t| {
+                    t.id == id
+                        && (t.ed25519_id.is_none()
+                            || peer.ed25519_id.is_none()
+                            || t.ed25519_id == peer.ed25519_id)
+                })
+                .cloned()
+                .collect();
+            for target in served {
+                for back in self.waiting.remove(&target).unwrap_or_default() {
+                    self.extend_over(back, link);
+                    self.pump(back);
+                }
             }
         }
     }
@@ -253,7 +270,7 @@ impl<L: Copy + Ord + Debug> Router<L> {
 
     /// Opening a link to `target` (asked with `Connect`) failed: the
     /// extends waiting for it fail with CONNECTFAILED.
-    pub fn connect_failed(&mut self, target: &[u8; 20]) {
+    pub fn connect_failed(&mut self, target: &ExtendTarget) {
         for back in self.waiting.remove(target).unwrap_or_default() {
             if let Some(h) = self.hops.get_mut(&back) {
                 h.circuit.extend_failed(destroy_reason::CONNECTFAILED);
@@ -504,16 +521,15 @@ impl<L: Copy + Ord + Debug> Router<L> {
         if !self.config.can_open_links {
             return self.fail_extend(key, destroy_reason::CONNECTFAILED);
         }
+        let target = ExtendTarget {
+            id: target,
+            ed25519_id: ed,
+            addresses: extend.addresses().collect(),
+        };
         let first = !self.waiting.contains_key(&target);
-        self.waiting.entry(target).or_default().push(key);
+        self.waiting.entry(target.clone()).or_default().push(key);
         if first {
-            self.events.push_back(RouterEvent::Connect {
-                target: ExtendTarget {
-                    id: target,
-                    ed25519_id: ed,
-                    addresses: extend.addresses().collect(),
-                },
-            });
+            self.events.push_back(RouterEvent::Connect { target });
         }
     }
 

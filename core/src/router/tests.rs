@@ -318,7 +318,8 @@ fn extends_to_an_unlinked_relay_ask_once_and_fail_together() {
         .collect();
     assert_eq!(connects.len(), 1, "one link asked for two extends");
     assert_eq!(connects[0].addresses, ["127.0.0.9:9001".parse().unwrap()]);
-    net.routers[1].connect_failed(&far.id);
+    let target = connects[0].clone();
+    net.routers[1].connect_failed(&target);
     net.run();
     assert_eq!(
         net.destroys(0, 1),
@@ -485,4 +486,63 @@ fn blind_circuit_sendmes_destroy_the_circuit() {
         assert_eq!(net.destroys(0, 1), [destroy_reason::DESTROYED], "{blind:?}");
         assert!(net.routers.iter().all(|r| r.circuit_count() == 0));
     }
+}
+
+/// An extend names a relay's identity at a wrong address (a tarpit): it
+/// is its own target, so an extend to the same identity at the right
+/// address is asked for at once rather than queued behind it; the link
+/// that proves the identity serves both; a failure of the tarpit target
+/// fails only the extends that named it.
+#[test]
+fn a_wrong_address_for_an_identity_does_not_hold_up_the_right_one() {
+    let mut net = Chain::new(1, |c| c);
+    let (tarpit, right, third) = (net.circuit(1), net.circuit(1), net.circuit(1));
+    let far = NtorRelayKey::new([9; 20], [9; 32]);
+    let at = |addr: &str| {
+        vec![
+            LinkSpec::Addr(addr.parse().unwrap()),
+            LinkSpec::LegacyId(far.id),
+        ]
+    };
+    for (circ, addr) in [
+        (tarpit, "127.0.0.66:9001"),
+        (right, "127.0.0.9:9001"),
+        (third, "127.0.0.66:9001"),
+    ] {
+        net.client
+            .extend(circ, at(addr), far.id, far.public)
+            .unwrap();
+    }
+    let connects: Vec<ExtendTarget> = net
+        .run()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            RouterEvent::Connect { target } => Some(target),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects.len(), 2, "one connect per (identity, address)");
+    // The tarpit fails: only the two extends that named it fail.
+    let slow: SocketAddr = "127.0.0.66:9001".parse().unwrap();
+    let stuck = connects.iter().find(|t| t.addresses == [slow]).unwrap();
+    net.routers[1].connect_failed(stuck);
+    net.run();
+    assert_eq!(
+        net.destroys(0, 1),
+        [destroy_reason::CONNECTFAILED, destroy_reason::CONNECTFAILED]
+    );
+    assert!(net.client.is_alive(right) && !net.client.is_alive(tarpit));
+    assert!(!net.client.is_alive(third));
+    // The right address links: its extend goes out on that link.
+    net.routers[1].add_link(
+        2,
+        LinkSide::Initiator,
+        LinkPeer {
+            id: Some(far.id),
+            ed25519_id: None,
+        },
+    );
+    let sent = net.routers[1].take_cells(2);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].command, command::CREATE2);
 }

@@ -236,7 +236,7 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
             RelayPeerEvent::Federate { url } => b.federate.push(url),
             RelayPeerEvent::FederationLost { link, .. } => lost.push(link),
             // No relays or exits behind simulated bridges.
-            RelayPeerEvent::Connect { target } => b.peer.connect_failed(&target.id, net.now),
+            RelayPeerEvent::Connect { target } => b.peer.connect_failed(&target, net.now),
             RelayPeerEvent::Exit(_) => {}
         }
     }

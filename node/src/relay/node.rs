@@ -44,6 +44,10 @@ const EXIT_READ_CHUNK: usize = 16 * 1024;
 /// Chunks waiting for an exit socket's writer.
 const EXIT_WRITE_QUEUE: usize = 4;
 const EXIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Outbound links being set up at once (each bounded by
+/// `outbound::LINK_SETUP_TIMEOUT`); beyond that, extends fail at once
+/// rather than pile up sockets.
+const MAX_PENDING_CONNECTS: usize = 64;
 
 /// A link the core should know about: what its handshake proved.
 pub struct LinkInfo {
@@ -103,8 +107,10 @@ enum Input {
     LinkDown {
         link: LinkId,
     },
-    ConnectFailed {
-        target: [u8; 20],
+    /// An outbound link is up (its `LinkUp` follows) or failed.
+    ConnectDone {
+        target: ExtendTarget,
+        ok: bool,
     },
     LinkTo {
         target: ExtendTarget,
@@ -193,8 +199,11 @@ struct Task {
     peer: RelayPeer<LinkId>,
     outboxes: BTreeMap<LinkId, Arc<Outbox>>,
     exits: BTreeMap<ExitStream<LinkId>, ExitState>,
-    /// `link_to` callers waiting for a link to a relay.
-    link_waiters: BTreeMap<[u8; 20], Vec<oneshot::Sender<Result<()>>>>,
+    /// `link_to` callers waiting for a link to a relay, by target.
+    link_waiters: BTreeMap<ExtendTarget, Vec<oneshot::Sender<Result<()>>>>,
+    /// Outbound links being set up, one per target (identity and
+    /// addresses): a slow or silent address holds up only its own.
+    connecting: std::collections::BTreeSet<ExtendTarget>,
     handle: NodeHandle,
 }
 
@@ -212,6 +221,7 @@ impl NodeHandle {
             outboxes: BTreeMap::new(),
             exits: BTreeMap::new(),
             link_waiters: BTreeMap::new(),
+            connecting: std::collections::BTreeSet::new(),
             handle: handle.clone(),
         };
         tokio::spawn(task.run(rx));
@@ -355,8 +365,18 @@ impl Task {
                     outbox.close_with(LinkEnd::new(link::EndKind::Away, e.to_string()));
                 }
                 if let Some(id) = info.peer.id {
-                    for w in self.link_waiters.remove(&id).unwrap_or_default() {
-                        let _ = w.send(Ok(()));
+                    // The link proved the identity: every caller that
+                    // named it is served, whatever address it gave.
+                    let served: Vec<ExtendTarget> = self
+                        .link_waiters
+                        .keys()
+                        .filter(|t| t.id == id)
+                        .cloned()
+                        .collect();
+                    for target in served {
+                        for w in self.link_waiters.remove(&target).unwrap_or_default() {
+                            let _ = w.send(Ok(()));
+                        }
                     }
                 }
                 self.peer.drive(now);
@@ -366,22 +386,22 @@ impl Task {
                 self.outboxes.remove(&link);
                 self.peer.remove_link(link, now);
             }
-            Input::ConnectFailed { target } => {
-                for w in self.link_waiters.remove(&target).unwrap_or_default() {
-                    let _ = w.send(Err(NodeError::Closed("the link to that relay")));
+            Input::ConnectDone { target, ok } => {
+                self.connecting.remove(&target);
+                if !ok {
+                    self.connect_failed(&target, now);
                 }
-                self.peer.connect_failed(&target, now);
             }
             Input::LinkTo { target, reply } => {
                 if self.peer.core.router.link_to(&target.id).is_some() {
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                let first = !self.link_waiters.contains_key(&target.id);
-                self.link_waiters.entry(target.id).or_default().push(reply);
-                if first {
-                    self.connect(target);
-                }
+                self.link_waiters
+                    .entry(target.clone())
+                    .or_default()
+                    .push(reply);
+                self.connect(target, now);
             }
             Input::Exit(e) => self.on_exit_input(e, now),
             Input::Status(reply) => {
@@ -413,7 +433,7 @@ impl Task {
     fn on_events(&mut self) {
         while let Some(e) = self.peer.poll_event() {
             match e {
-                RelayPeerEvent::Connect { target } => self.connect(target),
+                RelayPeerEvent::Connect { target } => self.connect(target, now_ms()),
                 RelayPeerEvent::Exit(e) => self.on_exit_event(e),
                 RelayPeerEvent::Federate { url } => {
                     tokio::spawn(crate::bridge::federation::federate(
@@ -432,23 +452,41 @@ impl Task {
     }
 
     /// Opens a link to the relay an EXTEND2 (or a join) named.
-    fn connect(&self, target: ExtendTarget) {
+    /// Sets up a link to `target` unless one is already being set up;
+    /// its end comes back as `ConnectDone`.
+    fn connect(&mut self, target: ExtendTarget, now: u64) {
+        if self.connecting.contains(&target) {
+            return;
+        }
+        if self.connecting.len() >= MAX_PENDING_CONNECTS {
+            tracing::info!("too many links being set up; an extend fails");
+            return self.connect_failed(&target, now);
+        }
+        self.connecting.insert(target.clone());
         let handle = self.handle.clone();
         tokio::spawn(async move {
-            let id = target.id;
             match outbound::connect(&handle.ctx.keys, &target).await {
                 Ok((rx, tx, opened, early)) => {
                     let info = LinkInfo::from_opened(&opened);
+                    handle.input(Input::ConnectDone { target, ok: true }).await;
                     if let Err(e) = handle.run_link(rx, tx, info, early).await {
                         tracing::info!("link to a next hop ended: {e}");
                     }
                 }
                 Err(e) => {
-                    tracing::info!(relay = %hex::encode_upper(id), "cannot link to the next hop: {e}");
-                    handle.input(Input::ConnectFailed { target: id }).await;
+                    tracing::info!(relay = %hex::encode_upper(target.id), "cannot link to the next hop: {e}");
+                    handle.input(Input::ConnectDone { target, ok: false }).await;
                 }
             }
         });
+    }
+
+    /// The extends and `link_to` callers that named `target` fail.
+    fn connect_failed(&mut self, target: &ExtendTarget, now: u64) {
+        for w in self.link_waiters.remove(target).unwrap_or_default() {
+            let _ = w.send(Err(NodeError::Closed("the link to that relay")));
+        }
+        self.peer.connect_failed(target, now);
     }
 
     fn on_exit_event(&mut self, e: ExitEvent<LinkId>) {

@@ -16,13 +16,23 @@ use crate::error::{Context, NodeError, Result};
 use crate::link::tls::{self, ClientTls, TlsRx, TlsTx};
 use crate::link::{self, unix_now};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a link to another relay may take to set up: TCP connect, TLS
+/// and the link handshake together. An address that never answers (a
+/// tarpit) costs one pending connection for this long, and holds up only
+/// the extends that named it.
+pub const LINK_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens and authenticates a link to the relay `target` names.
-pub async fn connect(
-    keys: &RelayKeys,
-    target: &ExtendTarget,
-) -> Result<(TlsRx<ClientTls>, TlsTx<ClientTls>, LinkOpened, Vec<RawCell>)> {
+type OutboundLink = (TlsRx<ClientTls>, TlsTx<ClientTls>, LinkOpened, Vec<RawCell>);
+
+/// Opens and authenticates a link to the relay `target` names, within
+/// `LINK_SETUP_TIMEOUT`.
+pub async fn connect(keys: &RelayKeys, target: &ExtendTarget) -> Result<OutboundLink> {
+    tokio::time::timeout(LINK_SETUP_TIMEOUT, set_up(keys, target))
+        .await
+        .map_err(|_| NodeError::Timeout("setting up a link to the next relay"))?
+}
+
+async fn set_up(keys: &RelayKeys, target: &ExtendTarget) -> Result<OutboundLink> {
     let addr = target
         .addresses
         .iter()
@@ -59,7 +69,7 @@ pub async fn connect(
         &mut tx,
         Handshake::initiator(initiator),
         None,
-        HANDSHAKE_TIMEOUT,
+        LINK_SETUP_TIMEOUT,
     )
     .await
     .context(format!("handshake with {addr}"))?;
