@@ -44,11 +44,19 @@ enum Command {
         /// Source address of the embedded exit's connections.
         #[arg(long = "exit-bind")]
         exit_bind: Option<std::net::IpAddr>,
-        /// Federate with the bridge at this WebSocket URL (ws://HOST:PORT/bridge):
-        /// tabs of both bridges learn of each other and are introduced.
-        /// Repeat for each.
-        #[arg(long = "peer-bridge", value_name = "URL")]
-        peer_bridges: Vec<String>,
+        /// Federate with the bridge at this WebSocket URL, which must prove
+        /// the identity after `#` (its /status fingerprint):
+        /// `ws://HOST:PORT/bridge#FINGERPRINT`. Tabs of both bridges learn
+        /// of each other and are introduced; that bridge's operator must
+        /// trust ours too (`--trust-bridge`). Repeat for each.
+        #[arg(long = "peer-bridge", value_name = "URL#FINGERPRINT", value_parser = parse_peer_bridge)]
+        peer_bridges: Vec<(String, [u8; 20])>,
+        /// Take federation (BRIDGE_HELLO) from the bridge with this
+        /// fingerprint, which links to us. Bridges named by `--peer-bridge`
+        /// are trusted too; other bridges only when one of those vouches
+        /// for them. Repeat for each.
+        #[arg(long = "trust-bridge", value_name = "FINGERPRINT", value_parser = parse_fingerprint)]
+        trusted_bridges: Vec<[u8; 20]>,
         /// Where tabs reach this bridge, as told to federated bridges
         /// (default ws://LISTEN/bridge).
         #[arg(long = "public-url", value_name = "URL")]
@@ -93,6 +101,13 @@ enum Command {
         #[arg(long = "data-dir", value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Print the bridge identity fingerprint kept in DIR (made if DIR has
+    /// none), as `serve --data-dir DIR` will use it: what other operators
+    /// give to `--peer-bridge` and `--trust-bridge`.
+    Fingerprint {
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
     /// A SOCKS5 onion proxy over 3-hop Tor circuits.
     Proxy {
         /// SOCKS5 listen address.
@@ -123,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             exit_policy,
             exit_bind,
             peer_bridges,
+            trusted_bridges,
             public_url,
             status_details,
             data_dir,
@@ -161,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             }?;
             let mut config = BridgeConfig::with_keys(www, embedded, keys).await?;
             config.peer_bridges = peer_bridges;
+            config.trusted_bridges = trusted_bridges;
             config.public_url = public_url;
             config.status_details = status_details;
             tracing::info!(
@@ -261,6 +278,11 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
             }
         }
+        Command::Fingerprint { data_dir } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let keys = RelayKeys::load_or_generate(&data_dir.join("bridge-keys.json"))?;
+            println!("{}", hex::encode_upper(keys.rsa_id));
+        }
         Command::Proxy {
             socks,
             dir_authorities,
@@ -335,4 +357,43 @@ async fn post_text(url: &str, body: &str) -> Result<String, NodeError> {
         .next()
         .unwrap_or_default()
         .to_string())
+}
+
+/// A 40-hex-digit RSA identity fingerprint (spaces allowed, as tor prints them).
+fn parse_fingerprint(text: &str) -> Result<[u8; 20], String> {
+    let hex_digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = hex::decode(&hex_digits)
+        .map_err(|_| format!("`{text}` is not a fingerprint: 40 hex digits expected"))?;
+    <[u8; 20]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("`{text}` is not a fingerprint: 40 hex digits expected"))
+}
+
+/// `ws://HOST:PORT/bridge#FINGERPRINT`.
+fn parse_peer_bridge(text: &str) -> Result<(String, [u8; 20]), String> {
+    let (url, fingerprint) = text.rsplit_once('#').ok_or_else(|| {
+        format!("`{text}`: add `#FINGERPRINT`, the bridge's identity (its /status `fingerprint`)")
+    })?;
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(format!("`{url}` is not a ws:// or wss:// URL"));
+    }
+    Ok((url.to_string(), parse_fingerprint(fingerprint)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_bridge_names_its_identity() {
+        let fp = "7F5CC6D8886049C9426F3EEF2579DDC4F9982728";
+        let (url, id) = parse_peer_bridge(&format!("ws://127.0.0.1:9/bridge#{fp}")).unwrap();
+        assert_eq!(url, "ws://127.0.0.1:9/bridge");
+        assert_eq!(hex::encode_upper(id), fp);
+        assert!(parse_peer_bridge("ws://127.0.0.1:9/bridge")
+            .unwrap_err()
+            .contains("#FINGERPRINT"));
+        assert!(parse_peer_bridge(&format!("http://x/#{fp}")).is_err());
+        assert!(parse_fingerprint("7F5C").is_err());
+        assert_eq!(parse_fingerprint("7F5C C6D8 8860 49C9 426F 3EEF 2579 DDC4 F998 2728"), Ok(id));
+    }
 }

@@ -50,6 +50,18 @@ export async function startNode({ host = '127.0.0.1', port = 0, args = [] } = {}
   };
 }
 
+/** A bridge identity made ahead of time (for `--peer-bridge URL#FP` and
+ *  `--trust-bridge FP` between bridges not started yet): start the node
+ *  with `--data-dir ${dataDir}`. */
+export async function bridgeIdentity() {
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { execFileSync } = await import('node:child_process');
+  const dataDir = mkdtempSync(`${tmpdir()}/peersm-bridge-`);
+  const fingerprint = execFileSync(NODE_BIN, ['fingerprint', '--data-dir', dataDir]).toString().trim();
+  return { dataDir, fingerprint };
+}
+
 export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',

@@ -6,16 +6,21 @@
 // Runs in a loopback-only network namespace (scripts/test).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startNode, launchBrowser, eventually } from './helpers.mjs';
+import { startNode, launchBrowser, eventually, bridgeIdentity } from './helpers.mjs';
 
 const TABS = Number(process.env.PEERSM_E2E_TABS ?? 8);
 const bridges = [];
 const browsers = [];
 before(async () => {
-  const b = await startNode({ args: ['--relays', '0'] });
+  const [first, second] = [await bridgeIdentity(), await bridgeIdentity()];
+  const b = await startNode({
+    args: ['--relays', '0', '--data-dir', first.dataDir, '--trust-bridge', second.fingerprint],
+  });
   bridges.push(b);
   const wsOf = (n) => `${n.origin.replace('http:', 'ws:')}/bridge`;
-  bridges.push(await startNode({ args: ['--relays', '0', '--peer-bridge', wsOf(b)] }));
+  bridges.push(await startNode({
+    args: ['--relays', '0', '--data-dir', second.dataDir, '--peer-bridge', `${wsOf(b)}#${first.fingerprint}`],
+  }));
   for (const n of bridges) {
     await eventually(async () => (await n.status()).federation.length === 1, 15000, 'bridges federated');
   }

@@ -13,6 +13,17 @@
 //! that says hello is answered with the known bridges closest to it
 //! (BRIDGE_NODES) and federates with those it has room for.
 //!
+//! Trust (docs/SECURITY.md): a bridge takes BRIDGE_HELLO only from a
+//! bridge identity it trusts: one the operator named (`trust_bridge`:
+//! `--peer-bridge URL#FINGERPRINT`, `--trust-bridge`), or one an
+//! operator-trusted bridge vouched for by listing it in BRIDGE_NODES on
+//! its own authenticated circuit. Vouches expire after `VOUCH_TTL_MS`
+//! and are not passed on: only operator-trusted bridges vouch. Without
+//! that, any tab could say hello and then speak for other bridges' tabs
+//! (BRIDGE_PEERS, RELAY_INTRODUCE) or send us dialling anywhere
+//! (BRIDGE_NODES). Discovery is capped: at most `MAX_DISCOVERING`
+//! federation attempts at once, `MAX_VOUCHED` vouches kept.
+//!
 //! A route is a circuit on a link, `(link, circuit id)`: a tab's control
 //! circuit through our router, or our own circuit to a federated bridge.
 //! Messages to send and bridges to federate with come out of `poll_event`.
@@ -24,6 +35,14 @@ use crate::cell::peersm::{MAX_BRIDGE_PEERS, MAX_FOUND_PEERS};
 use crate::cell::ControlMessage;
 use crate::crypto::PeerId;
 use crate::dht::{Distance, RoutingTable, K};
+
+/// How long a vouch from a trusted bridge lasts (ms); renewed each time
+/// it lists the bridge again.
+pub const VOUCH_TTL_MS: u64 = 60 * 60 * 1000;
+/// Vouched bridges kept at once.
+pub const MAX_VOUCHED: usize = 64;
+/// Federation attempts (URLs being linked to) at once.
+pub const MAX_DISCOVERING: usize = 16;
 
 /// A circuit control messages travel on: its link and id there.
 pub type Route<L> = (L, u32);
@@ -43,8 +62,9 @@ pub enum BridgeMeshEvent<L> {
         route: Route<L>,
         message: ControlMessage,
     },
-    /// Federate with the bridge at `url` (found through BRIDGE_NODES).
-    Federate { url: String },
+    /// Federate with the bridge at `url` (found through BRIDGE_NODES),
+    /// which must prove the identity `fingerprint`.
+    Federate { url: String, fingerprint: [u8; 20] },
 }
 
 struct FederatedBridge<L> {
@@ -65,6 +85,10 @@ pub struct BridgeMesh<L> {
     routing: RoutingTable<String>,
     /// URLs we are federating with or trying to.
     discovering: BTreeSet<String>,
+    /// Bridges the operator trusts (by fingerprint).
+    trusted: BTreeSet<PeerId>,
+    /// Bridges an operator-trusted bridge vouched for, until when (ms).
+    vouched: BTreeMap<PeerId, u64>,
     /// Introductions from a federated bridge's tab to one of ours, waiting
     /// for our tab's answer: (our tab, their tab) → their bridge.
     remote_origins: BTreeMap<(PeerId, PeerId), PeerId>,
@@ -80,10 +104,34 @@ impl<L: Copy + Ord + Debug> BridgeMesh<L> {
             bridges: BTreeMap::new(),
             routing: RoutingTable::new(PeerId(me)),
             discovering: BTreeSet::new(),
+            trusted: BTreeSet::new(),
+            vouched: BTreeMap::new(),
             remote_origins: BTreeMap::new(),
             introductions: 0,
             events: VecDeque::new(),
         }
+    }
+
+    /// The operator trusts the bridge whose RSA fingerprint is `fingerprint`.
+    pub fn trust_bridge(&mut self, fingerprint: [u8; 20]) {
+        self.trusted.insert(PeerId(fingerprint));
+    }
+
+    /// Whether a BRIDGE_HELLO from `bridge` is taken at `now`.
+    pub fn trusts(&self, bridge: &PeerId, now: u64) -> bool {
+        self.trusted.contains(bridge) || self.vouched.get(bridge).is_some_and(|until| *until > now)
+    }
+
+    /// An operator-trusted bridge listed `bridge`: trusted until
+    /// `now + VOUCH_TTL_MS`, if there is room.
+    fn vouch(&mut self, bridge: PeerId, now: u64) -> bool {
+        self.vouched.retain(|_, until| *until > now);
+        if self.vouched.len() >= MAX_VOUCHED && !self.vouched.contains_key(&bridge) {
+            return false;
+        }
+        self.vouched
+            .insert(bridge, now.saturating_add(VOUCH_TTL_MS));
+        true
     }
 
     /// A federation link to `url` is being set up (or retried).
@@ -179,18 +227,33 @@ impl<L: Copy + Ord + Debug> BridgeMesh<L> {
                     self.send_to_bridge(&bridge, relay);
                 }
             }
-            ControlMessage::BridgeHello { url } => self.hello(bridge_id, route, url, now),
-            ControlMessage::BridgeNodes { bridges } if from_bridge => {
+            ControlMessage::BridgeHello { url } => {
+                if !self.trusts(&bridge_id, now) {
+                    tracing::info!(from = %bridge_id, "BRIDGE_HELLO from an identity we do not trust: ignored");
+                    return;
+                }
+                self.hello(bridge_id, route, url, now)
+            }
+            // Only operator-trusted bridges vouch for others.
+            ControlMessage::BridgeNodes { bridges }
+                if from_bridge && self.trusted.contains(&bridge_id) =>
+            {
                 let me_fp = *self.routing.me();
-                for (id, url) in bridges {
-                    let new = id != me_fp
-                        && !self.bridges.contains_key(&id)
+                for (id, url) in bridges.into_iter().take(K) {
+                    if id == me_fp || !self.vouch(id, now) {
+                        continue;
+                    }
+                    let new = !self.bridges.contains_key(&id)
                         && !self.discovering.contains(&url)
+                        && self.discovering.len() < MAX_DISCOVERING
                         && self.routing.has_room_for(&id);
                     if new {
-                        tracing::info!(bridge = %id, %url, "bridge found through the DHT");
+                        tracing::info!(bridge = %id, %url, by = %bridge_id, "bridge vouched for by a trusted one");
                         self.discovering.insert(url.clone());
-                        self.events.push_back(BridgeMeshEvent::Federate { url });
+                        self.events.push_back(BridgeMeshEvent::Federate {
+                            url,
+                            fingerprint: id.0,
+                        });
                     }
                 }
             }
@@ -498,6 +561,7 @@ mod tests {
             url: "ws://127.0.0.1:9/bridge".into(),
         };
         let b = lp(bridge, [0; 4]);
+        mesh.trust_bridge(bridge.0);
         mesh.handle(Some(&b), (2, 1), hello(), 0);
         mesh.greeted(&b, (3, 2), "ws://127.0.0.1:9/bridge".into(), 0);
         assert_eq!(mesh.federation().len(), 1, "one bridge, two circuits");
@@ -533,5 +597,126 @@ mod tests {
         assert_eq!(mesh.federation().len(), 1);
         mesh.circuit_closed((3, 2));
         assert!(mesh.federation().is_empty());
+    }
+
+    fn federations(mesh: &mut BridgeMesh<u32>) -> Vec<(String, [u8; 20])> {
+        std::iter::from_fn(|| mesh.poll_event())
+            .filter_map(|e| match e {
+                BridgeMeshEvent::Federate { url, fingerprint } => Some((url, fingerprint)),
+                BridgeMeshEvent::Send { .. } => None,
+            })
+            .collect()
+    }
+
+    /// A tab (any authenticated link) says BRIDGE_HELLO, then speaks for
+    /// bridges: claims a tab of another bridge (BRIDGE_PEERS), spoofs the
+    /// origin of an introduction (RELAY_INTRODUCE) and lists URLs to dial
+    /// (BRIDGE_NODES). Before, one hello made all of it count; now the
+    /// hello is ignored and so is everything after it.
+    #[test]
+    fn a_tab_posing_as_a_bridge_is_not_federated() {
+        let mut mesh = BridgeMesh::new([0xee; 20]);
+        let (victim, mallory) = (PeerId([1; 20]), PeerId([6; 20]));
+        let find = |id| ControlMessage::FindPeer {
+            target: id,
+            modulus: vec![9; 4],
+        };
+        mesh.handle(Some(&lp(victim, [9; 4])), (1, 5), find(victim), 0);
+        sent(&mut mesh);
+        let m = lp(mallory, [9; 4]);
+        let hello = ControlMessage::BridgeHello {
+            url: "ws://127.0.0.1:9/bridge".into(),
+        };
+        mesh.handle(Some(&m), (2, 1), hello, 0);
+        mesh.handle(
+            Some(&m),
+            (2, 1),
+            ControlMessage::BridgePeers {
+                peers: vec![PeerId([4; 20])],
+            },
+            0,
+        );
+        let nodes = (0..100u8)
+            .map(|i| (PeerId([i; 20]), format!("ws://10.0.0.{i}:6379/")))
+            .collect();
+        mesh.handle(
+            Some(&m),
+            (2, 1),
+            ControlMessage::BridgeNodes { bridges: nodes },
+            0,
+        );
+        let spoofed = ControlMessage::RelayIntroduce {
+            from: PeerId([4; 20]),
+            to: victim,
+            sdp: "offer".into(),
+        };
+        mesh.handle(Some(&m), (2, 1), spoofed, 0);
+        assert!(mesh.federation().is_empty(), "not federated");
+        let out: Vec<BridgeMeshEvent<u32>> = std::iter::from_fn(|| mesh.poll_event()).collect();
+        assert!(out.is_empty(), "nothing sent, nothing dialled: {out:?}");
+        // Its FindPeer answers list no claimed tab.
+        mesh.handle(Some(&m), (2, 1), find(mallory), 0);
+        assert!(matches!(
+            sent(&mut mesh).as_slice(),
+            [(_, ControlMessage::FoundPeer { peers })] if peers == &[(victim, String::new())]
+        ));
+    }
+
+    /// A bridge the operator trusts vouches for the bridges it lists: we
+    /// dial them (at most MAX_DISCOVERING at once, naming the fingerprint
+    /// they must prove) and take their hello until the vouch expires. A
+    /// vouched bridge cannot vouch in turn.
+    #[test]
+    fn trusted_bridges_vouch_and_vouches_expire() {
+        let mut mesh = BridgeMesh::new([0xee; 20]);
+        let trusted = lp(PeerId([7; 20]), [0; 4]);
+        mesh.trust_bridge(trusted.fingerprint);
+        let hello = |url: &str| ControlMessage::BridgeHello { url: url.into() };
+        mesh.handle(Some(&trusted), (2, 1), hello("ws://t/bridge"), 0);
+        assert_eq!(mesh.federation().len(), 1);
+        sent(&mut mesh);
+        let nodes = (0..40u8)
+            .map(|i| (PeerId([0x80 | i; 20]), format!("ws://b{i}/bridge")))
+            .collect();
+        mesh.handle(
+            Some(&trusted),
+            (2, 1),
+            ControlMessage::BridgeNodes { bridges: nodes },
+            10,
+        );
+        let dials = federations(&mut mesh);
+        assert!(
+            !dials.is_empty() && dials.len() <= MAX_DISCOVERING.min(K),
+            "{}",
+            dials.len()
+        );
+        assert!(dials
+            .iter()
+            .all(|(url, fp)| url == &format!("ws://b{}/bridge", fp[0] & 0x7f)));
+        // A vouched bridge's hello counts, its own vouches do not.
+        let vouched = lp(PeerId(dials[0].1), [0; 4]);
+        mesh.handle(Some(&vouched), (3, 1), hello(&dials[0].0), 20);
+        assert_eq!(mesh.federation().len(), 2);
+        sent(&mut mesh);
+        let more = vec![(PeerId([0x33; 20]), "ws://x/bridge".to_string())];
+        mesh.handle(
+            Some(&vouched),
+            (3, 1),
+            ControlMessage::BridgeNodes { bridges: more },
+            30,
+        );
+        assert!(
+            federations(&mut mesh).is_empty(),
+            "no vouching at second hand"
+        );
+        // After the vouch expires, a vouched bridge's new hello is ignored.
+        let late = lp(PeerId(dials[1].1), [0; 4]);
+        mesh.handle(
+            Some(&late),
+            (4, 1),
+            hello(&dials[1].0),
+            10 + VOUCH_TTL_MS + 1,
+        );
+        assert_eq!(mesh.federation().len(), 2);
     }
 }

@@ -39,8 +39,9 @@ pub enum RelayPeerEvent<L> {
     Connect { target: ExtendTarget },
     /// The exit asks the platform.
     Exit(ExitEvent<L>),
-    /// Federate with the bridge at `url` (then `add_federation_link`).
-    Federate { url: String },
+    /// Federate with the bridge at `url`, which must prove `fingerprint`
+    /// (then `add_federation_link`); a few attempts, not forever.
+    Federate { url: String, fingerprint: [u8; 20] },
     /// A federation link lost its control circuit: close it (the adapter
     /// retries as it sees fit).
     FederationLost { link: L, url: String },
@@ -125,6 +126,14 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
             },
         );
         Ok(())
+    }
+
+    /// The operator trusts this bridge: its BRIDGE_HELLO is taken, and its
+    /// BRIDGE_NODES vouch for the bridges it lists.
+    pub fn trust_bridge(&mut self, fingerprint: [u8; 20]) {
+        if let Some(m) = self.mesh.as_mut() {
+            m.trust_bridge(fingerprint);
+        }
     }
 
     /// Starting to federate with `url` (or retrying).
@@ -338,9 +347,9 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
         for e in out {
             match e {
                 BridgeMeshEvent::Send { route, message } => self.send_control(route, &message),
-                BridgeMeshEvent::Federate { url } => {
-                    self.events.push_back(RelayPeerEvent::Federate { url })
-                }
+                BridgeMeshEvent::Federate { url, fingerprint } => self
+                    .events
+                    .push_back(RelayPeerEvent::Federate { url, fingerprint }),
             }
         }
     }

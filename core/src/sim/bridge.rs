@@ -41,8 +41,9 @@ pub(crate) struct SimBridge {
     rng: SimRng,
     /// Frames to send per link.
     out: Vec<(LinkNo, Vec<u8>)>,
-    /// Federation links to open (by URL).
-    federate: Vec<String>,
+    /// Federation links to open (URL, identity the bridge there must prove).
+    federate: Vec<(String, [u8; 20])>,
+    pub(crate) fingerprint: [u8; 20],
 }
 
 impl SimBridge {
@@ -75,6 +76,7 @@ impl SimBridge {
             rng: own,
             out: Vec::new(),
             federate: Vec::new(),
+            fingerprint: rsa_id,
         }
     }
 
@@ -109,12 +111,13 @@ impl SimBridge {
         link
     }
 
-    /// We open a federation link to the bridge at `url`.
-    pub(crate) fn initiate(&mut self, url: String, now: u64) -> LinkNo {
+    /// We open a federation link to the bridge at `url`, which must prove
+    /// `fingerprint`.
+    pub(crate) fn initiate(&mut self, url: String, fingerprint: [u8; 20], now: u64) -> LinkNo {
         let link = self.new_link();
         let check = ResponderCheck::Bridge {
             now: i64::try_from(now / 1000).unwrap_or(0),
-            rsa_id: None,
+            rsa_id: Some(fingerprint),
         };
         let initiator = LinkInitiator::new(Some(self.key.spki.clone()), check)
             .unwrap_or_else(|e| unreachable!("{e}"));
@@ -233,7 +236,7 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
     let mut lost = Vec::new();
     while let Some(e) = b.peer.poll_event() {
         match e {
-            RelayPeerEvent::Federate { url } => b.federate.push(url),
+            RelayPeerEvent::Federate { url, fingerprint } => b.federate.push((url, fingerprint)),
             RelayPeerEvent::FederationLost { link, .. } => lost.push(link),
             // No relays or exits behind simulated bridges.
             RelayPeerEvent::Connect { target } => b.peer.connect_failed(&target, net.now),
@@ -248,14 +251,31 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
     for link in lost {
         net.disconnect((n, link));
     }
-    for url in federate {
-        federate_with(net, n, &url);
+    for (url, fingerprint) in federate {
+        federate_with(net, n, &url, fingerprint);
     }
     moved
 }
 
-/// Bridge `from` links to the bridge at `url` (as `--peer-bridge`).
-pub(crate) fn federate_with(net: &mut Net, from: NodeId, url: &str) {
+/// The operators of bridges `a` and `b` trust each other (as
+/// `--peer-bridge URL#FINGERPRINT` on one side, `--trust-bridge` on the
+/// other).
+pub(crate) fn trust_each_other(net: &mut Net, a: NodeId, b: NodeId) {
+    let fingerprint = |net: &Net, n| net.bridge(n).map(|b| b.fingerprint);
+    let (Some(fa), Some(fb)) = (fingerprint(net, a), fingerprint(net, b)) else {
+        return;
+    };
+    if let Some(Node::Bridge(x)) = net.nodes.get_mut(a) {
+        x.peer.trust_bridge(fb);
+    }
+    if let Some(Node::Bridge(x)) = net.nodes.get_mut(b) {
+        x.peer.trust_bridge(fa);
+    }
+}
+
+/// Bridge `from` links to the bridge at `url`, which must prove
+/// `fingerprint` (as `--peer-bridge URL#FINGERPRINT`, or a vouched one).
+pub(crate) fn federate_with(net: &mut Net, from: NodeId, url: &str, fingerprint: [u8; 20]) {
     let target = (0..net.nodes.len()).find(|i| net.bridge(*i).is_some_and(|b| b.url == url));
     let Some(target) = target else {
         return;
@@ -268,7 +288,7 @@ pub(crate) fn federate_with(net: &mut Net, from: NodeId, url: &str) {
     let ours = match net.nodes.get_mut(from) {
         Some(Node::Bridge(b)) => {
             b.peer.federating_with(url);
-            b.initiate(url.to_string(), now)
+            b.initiate(url.to_string(), fingerprint, now)
         }
         _ => return,
     };

@@ -20,8 +20,12 @@ pub(super) fn network(
         net.nodes.push(Node::Bridge(Box::new(b)));
     }
     let first_url = net.bridge(0).map(|b| b.url.clone()).unwrap_or_default();
+    let first_fingerprint = net.bridge(0).map(|b| b.fingerprint).unwrap_or_default();
     for i in 1..bridges {
-        bridge::federate_with(&mut net, i, &first_url);
+        // Each operator trusts the first bridge's; the others find each
+        // other through its vouches.
+        bridge::trust_each_other(&mut net, 0, i);
+        bridge::federate_with(&mut net, i, &first_url, first_fingerprint);
     }
     net.run_until(net.now + 2_000);
     for j in 0..tabs {

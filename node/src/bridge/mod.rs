@@ -42,8 +42,10 @@ pub struct BridgeConfig {
     /// with a directory (the relay list) and the mesh.
     pub relay: Arc<Relay>,
     pub directory: Arc<RelayDirectory>,
-    /// Bridges to federate with (`ws://…/bridge`), and where tabs reach us.
-    pub peer_bridges: Vec<String>,
+    /// Bridges to federate with (`ws://…/bridge`, the identity each must
+    /// prove), bridges we take federation from, and where tabs reach us.
+    pub peer_bridges: Vec<(String, [u8; 20])>,
+    pub trusted_bridges: Vec<[u8; 20]>,
     pub public_url: Option<String>,
     /// `GET /status` lists each tab's ID and address to anyone, not only
     /// to requests from the loopback interface (`--status-details`).
@@ -74,6 +76,7 @@ impl BridgeConfig {
             relay,
             directory,
             peer_bridges: Vec::new(),
+            trusted_bridges: Vec::new(),
             public_url: None,
             status_details: false,
         })
@@ -103,11 +106,17 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
     // Bridges found later through the bridges' DHT are federated with by
     // the core's task, which needs to know where tabs reach us.
     federation::set_public_url(&config.relay.node, my_url).await;
-    for peer in &config.peer_bridges {
-        config.relay.node.federating(peer).await;
+    for fingerprint in &config.trusted_bridges {
+        config.relay.node.trust_bridge(*fingerprint).await;
+    }
+    for (url, fingerprint) in &config.peer_bridges {
+        config.relay.node.trust_bridge(*fingerprint).await;
+        config.relay.node.federating(url).await;
         tokio::spawn(federation::federate(
-            peer.clone(),
+            url.clone(),
+            *fingerprint,
             config.relay.node.clone(),
+            None,
         ));
     }
     axum::serve(

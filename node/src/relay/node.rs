@@ -122,6 +122,9 @@ enum Input {
         path: String,
         body: Vec<u8>,
     },
+    TrustBridge {
+        fingerprint: [u8; 20],
+    },
     Federating {
         url: String,
     },
@@ -315,6 +318,11 @@ impl NodeHandle {
         rx.await.map_err(|_| NodeError::Closed("relay core"))?
     }
 
+    /// The operator trusts this bridge (`--peer-bridge`, `--trust-bridge`).
+    pub async fn trust_bridge(&self, fingerprint: [u8; 20]) {
+        self.input(Input::TrustBridge { fingerprint }).await;
+    }
+
     pub async fn federating(&self, url: &str) {
         self.input(Input::Federating {
             url: url.to_string(),
@@ -415,6 +423,7 @@ impl Task {
                 });
             }
             Input::SetDocument { path, body } => self.peer.set_document(&path, body),
+            Input::TrustBridge { fingerprint } => self.peer.trust_bridge(fingerprint),
             Input::Federating { url } => self.peer.federating_with(&url),
             Input::FederationFailed { url } => self.peer.federation_failed(&url),
         }
@@ -435,10 +444,12 @@ impl Task {
             match e {
                 RelayPeerEvent::Connect { target } => self.connect(target, now_ms()),
                 RelayPeerEvent::Exit(e) => self.on_exit_event(e),
-                RelayPeerEvent::Federate { url } => {
+                RelayPeerEvent::Federate { url, fingerprint } => {
                     tokio::spawn(crate::bridge::federation::federate(
                         url,
+                        fingerprint,
                         self.handle.clone(),
+                        Some(crate::bridge::federation::DISCOVERED_ATTEMPTS),
                     ));
                 }
                 RelayPeerEvent::FederationLost { link, url } => {
