@@ -65,6 +65,11 @@ enum Command {
         /// identities survive restarts (default: new keys each start).
         #[arg(long = "data-dir", value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Relays may join this bridge (`POST /relays`, listed to tabs) only
+        /// with this token (`relay --join URL --join-token TOKEN`). Without
+        /// it, no relay can join: only the embedded ones are listed.
+        #[arg(long = "join-token", value_name = "TOKEN", env = "PEERSM_JOIN_TOKEN")]
+        join_token: Option<String>,
         /// List every tab's ID and address on `GET /status` to anyone
         /// (default: only to requests from the loopback interface).
         #[arg(long = "status-details")]
@@ -94,6 +99,9 @@ enum Command {
         /// its tabs once we prove our identity. Repeat for each bridge.
         #[arg(long = "join", value_name = "URL")]
         join: Vec<String>,
+        /// The token the bridges' operators gave for `--join`.
+        #[arg(long = "join-token", value_name = "TOKEN", env = "PEERSM_JOIN_TOKEN")]
+        join_token: Option<String>,
         /// Source address of exit connections.
         #[arg(long = "exit-bind")]
         exit_bind: Option<std::net::IpAddr>,
@@ -140,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             peer_bridges,
             trusted_bridges,
             public_url,
+            join_token,
             status_details,
             data_dir,
         } => {
@@ -180,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
             config.trusted_bridges = trusted_bridges;
             config.public_url = public_url;
             config.status_details = status_details;
+            config.join_token = join_token;
             tracing::info!(
                 fingerprint = %hex::encode_upper(config.relay.keys.rsa_id),
                 relays,
@@ -197,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
             publish_to,
             nickname,
             join,
+            join_token,
             exit_bind,
             data_dir,
         } => {
@@ -271,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
             }
             for url in join {
                 let line = relay.listing(&nickname, addr).to_line();
-                tokio::spawn(join_bridge(url, line));
+                tokio::spawn(join_bridge(url, line, join_token.clone()));
             }
             tokio::select! {
                 r = relay_server::serve(listener, relay) => r?,
@@ -315,12 +326,12 @@ async fn main() -> anyhow::Result<()> {
 
 /// Keeps this relay listed at the bridge at `url`: POSTs our relay-list
 /// line now and every `JOIN_REFRESH`.
-async fn join_bridge(url: String, line: String) {
+async fn join_bridge(url: String, line: String, token: Option<String>) {
     let endpoint = format!("{}/relays", url.trim_end_matches('/'));
     let mut every = tokio::time::interval(JOIN_REFRESH);
     loop {
         every.tick().await;
-        match post_text(&endpoint, &line).await {
+        match post_text(&endpoint, &line, token.as_deref()).await {
             Ok(status) if status.contains(" 200 ") => {
                 tracing::info!(%endpoint, "listed by the bridge")
             }
@@ -332,7 +343,7 @@ async fn join_bridge(url: String, line: String) {
 
 /// A minimal HTTP/1.1 POST over plain TCP (bridges on loopback or a LAN);
 /// returns the status line.
-async fn post_text(url: &str, body: &str) -> Result<String, NodeError> {
+async fn post_text(url: &str, body: &str, token: Option<&str>) -> Result<String, NodeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or(NodeError::invalid(
         "bridge URL",
@@ -345,8 +356,9 @@ async fn post_text(url: &str, body: &str) -> Result<String, NodeError> {
         format!("/{path}")
     };
     let mut sock = tokio::net::TcpStream::connect(host).await?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     sock.write_all(request.as_bytes()).await?;
@@ -394,6 +406,9 @@ mod tests {
             .contains("#FINGERPRINT"));
         assert!(parse_peer_bridge(&format!("http://x/#{fp}")).is_err());
         assert!(parse_fingerprint("7F5C").is_err());
-        assert_eq!(parse_fingerprint("7F5C C6D8 8860 49C9 426F 3EEF 2579 DDC4 F998 2728"), Ok(id));
+        assert_eq!(
+            parse_fingerprint("7F5C C6D8 8860 49C9 426F 3EEF 2579 DDC4 F998 2728"),
+            Ok(id)
+        );
     }
 }

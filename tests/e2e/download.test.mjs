@@ -116,13 +116,17 @@ test('the page: URL box, progress bar, save link', async () => {
 });
 
 test('a relay killed mid-download: a new circuit resumes where it stopped', async () => {
-  // One embedded relay (the exit) and two joined middles.
-  const node = await startNode({ args: ['--relays', '1', ...EXIT_ARGS] });
-  const m1 = await startRelay({ join: node.origin, nickname: 'middle1' });
-  const m2 = await startRelay({ join: node.origin, nickname: 'middle2' });
+  // One embedded relay (the exit) and two joined middles; a third relay
+  // without the operator's join token is not listed.
+  const node = await startNode({ args: ['--relays', '1', ...EXIT_ARGS, '--join-token', 'e2e-token'] });
+  const m1 = await startRelay({ join: node.origin, nickname: 'middle1', args: ['--join-token', 'e2e-token'] });
+  const m2 = await startRelay({ join: node.origin, nickname: 'middle2', args: ['--join-token', 'e2e-token'] });
+  const intruder = await startRelay({ join: node.origin, nickname: 'intruder', args: ['--join-token', 'guess'] });
   const server = await startFileServer(body, { bytesPerSecond: 4 * 1000 * 1000 });
   try {
     await eventually(async () => (await node.status()).relays.length === 3, 15000, 'both middles listed');
+    await eventually(() => intruder.logs.join('').includes('bridge refused us'), 5000, 'the intruder refused');
+    assert.ok(!(await node.status()).relays.some((l) => l.includes(' intruder ')), 'no relay without the token');
     const page = await openPage(node);
     const relays = await page.evaluate(() => window.peersm.relays());
     const exit = relays.find((r) => r.exit);
@@ -140,6 +144,7 @@ test('a relay killed mid-download: a new circuit resumes where it stopped', asyn
     assert.ok(Number(/bytes=(\d+)-/.exec(resumed[0].range)[1]) > 3e6, resumed[0].range);
     await page.close();
   } finally {
+    intruder.kill();
     m2.kill();
     m1.kill();
     server.close();

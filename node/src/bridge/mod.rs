@@ -47,6 +47,9 @@ pub struct BridgeConfig {
     pub peer_bridges: Vec<(String, [u8; 20])>,
     pub trusted_bridges: Vec<[u8; 20]>,
     pub public_url: Option<String>,
+    /// `POST /relays` needs `Authorization: Bearer <this>`; `None`: no
+    /// relay may join.
+    pub join_token: Option<String>,
     /// `GET /status` lists each tab's ID and address to anyone, not only
     /// to requests from the loopback interface (`--status-details`).
     pub status_details: bool,
@@ -78,6 +81,7 @@ impl BridgeConfig {
             peer_bridges: Vec::new(),
             trusted_bridges: Vec::new(),
             public_url: None,
+            join_token: None,
             status_details: false,
         })
     }
@@ -89,6 +93,7 @@ struct AppState {
     relay: Arc<Relay>,
     directory: Arc<RelayDirectory>,
     status_details: bool,
+    joins: Arc<relays::JoinGate>,
 }
 
 /// Serves until the listener fails.
@@ -98,6 +103,7 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
         relay: config.relay.clone(),
         directory: config.directory.clone(),
         status_details: config.status_details,
+        joins: Arc::new(relays::JoinGate::new(config.join_token.clone())),
     };
     let my_url = match &config.public_url {
         Some(u) => u.clone(),
@@ -157,8 +163,26 @@ async fn accept_link(
         .on_upgrade(move |socket| ws_link::run(socket, remote, state.registry, state.relay))
 }
 
-/// `POST /relays` with one relay-list line: a relay joins this bridge.
-async fn join_relay(State(state): State<AppState>, body: String) -> impl IntoResponse {
+/// `POST /relays` with one relay-list line: a relay joins this bridge, if
+/// it brings the operator's join token and its address is not joining too
+/// often (`relays::JoinGate`), and once it proved the identities it claims.
+async fn join_relay(
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Err(refusal) = state
+        .joins
+        .admit(remote.ip(), token, std::time::Instant::now())
+    {
+        tracing::info!(%remote, "relay join refused: {refusal}");
+        return (refusal.status(), format!("{refusal}\n"));
+    }
     match state.directory.join(&state.relay, &body).await {
         Ok(r) => {
             tracing::info!(nickname = %r.nickname, addr = %r.addr, "relay joined");

@@ -26,6 +26,83 @@ pub const JOIN_TTL: Duration = Duration::from_secs(180);
 /// How often joined relays refresh (`peersm-node relay --join`).
 pub const JOIN_REFRESH: Duration = Duration::from_secs(60);
 
+/// Join attempts one address may make per `JOIN_WINDOW` (a relay
+/// refreshes once a minute; a few retries fit).
+pub const JOINS_PER_WINDOW: u32 = 6;
+pub const JOIN_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses the rate limiter remembers at once.
+const MAX_JOIN_SOURCES: usize = 4096;
+
+/// Why a join was refused before any work was done for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefusal {
+    #[error("this bridge takes no relays (its operator did not set --join-token)")]
+    Closed,
+    #[error("a join needs the bridge operator's token (relay --join-token)")]
+    BadToken,
+    #[error("too many joins from this address; try again in a minute")]
+    TooOften,
+}
+
+impl JoinRefusal {
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            JoinRefusal::Closed | JoinRefusal::BadToken => StatusCode::FORBIDDEN,
+            JoinRefusal::TooOften => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+/// The operator's consent to joins (a token) and a rate limit per source
+/// address: a join makes the bridge open a TLS link and a handshake, and
+/// lists the relay to every tab, so neither comes free.
+pub struct JoinGate {
+    token: Option<String>,
+    /// Per source address: when its window began, joins in it.
+    seen: Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+impl JoinGate {
+    pub fn new(token: Option<String>) -> Self {
+        JoinGate {
+            token,
+            seen: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Whether a join from `from` with `token` may go on at `now`.
+    pub fn admit(
+        &self,
+        from: std::net::IpAddr,
+        token: Option<&str>,
+        now: std::time::Instant,
+    ) -> Result<(), JoinRefusal> {
+        use subtle::ConstantTimeEq;
+        let expected = self.token.as_deref().ok_or(JoinRefusal::Closed)?;
+        let given = token.unwrap_or_default();
+        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+            return Err(JoinRefusal::BadToken);
+        }
+        let mut seen = self.seen.lock().map_err(|_| JoinRefusal::TooOften)?;
+        if seen.len() >= MAX_JOIN_SOURCES {
+            seen.retain(|_, (began, _)| now.duration_since(*began) < JOIN_WINDOW);
+        }
+        if seen.len() >= MAX_JOIN_SOURCES && !seen.contains_key(&from) {
+            return Err(JoinRefusal::TooOften);
+        }
+        let entry = seen.entry(from).or_insert((now, 0));
+        if now.duration_since(entry.0) >= JOIN_WINDOW {
+            *entry = (now, 0);
+        }
+        if entry.1 >= JOINS_PER_WINDOW {
+            return Err(JoinRefusal::TooOften);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
 pub struct RelayDirectory {
     roster: Mutex<RelayRoster>,
     /// The bridge's core, whose directory serves the list.
@@ -143,4 +220,32 @@ pub async fn start_embedded_relays(
         });
     }
     Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn joins_need_the_token_and_are_rate_limited_per_address() {
+        let closed = JoinGate::new(None);
+        let a = "127.0.0.5".parse().unwrap();
+        let b = "127.0.0.6".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(closed.admit(a, Some("x"), t0), Err(JoinRefusal::Closed));
+        let gate = JoinGate::new(Some("s3cret".into()));
+        assert_eq!(gate.admit(a, None, t0), Err(JoinRefusal::BadToken));
+        assert_eq!(gate.admit(a, Some("s3cre"), t0), Err(JoinRefusal::BadToken));
+        for _ in 0..JOINS_PER_WINDOW {
+            assert_eq!(gate.admit(a, Some("s3cret"), t0), Ok(()));
+        }
+        assert_eq!(
+            gate.admit(a, Some("s3cret"), t0),
+            Err(JoinRefusal::TooOften)
+        );
+        assert_eq!(gate.admit(b, Some("s3cret"), t0), Ok(()), "per address");
+        let later = t0 + JOIN_WINDOW;
+        assert_eq!(gate.admit(a, Some("s3cret"), later), Ok(()), "a new window");
+    }
 }
