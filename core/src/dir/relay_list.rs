@@ -6,7 +6,12 @@
 //! docs/PROTOCOL.md "Relay list".
 //!
 //! One line per relay:
-//! `relay NICKNAME IP:PORT RSA-ID-HEX ED25519-ID-B64 NTOR-KEY-B64 exit|middle`.
+//! `relay NICKNAME IP:PORT RSA-ID-HEX ED25519-ID-B64 NTOR-KEY-B64 exit|middle`,
+//! then `signature SIG-B64`: the bridge's Ed25519 identity key over
+//! `"peersm relay list v1\0"` and every byte before that line
+//! (`sign_relay_list`, `verify_relay_list`). Tabs take only a list that
+//! verifies against the identity their bridge proved in its CERTS, so a
+//! list copied, cached or relayed by anyone else cannot be altered.
 //! Unknown lines are skipped, so later versions can add keywords.
 
 use std::net::SocketAddr;
@@ -77,8 +82,63 @@ impl RelayRoster {
     }
 }
 
+const SIGNATURE_CONTEXT: &[u8] = b"peersm relay list v1\0";
+const SIGNATURE_KEYWORD: &str = "signature ";
+
+/// `body` (relay lines) followed by its signature line, made with the
+/// bridge's Ed25519 identity key.
+pub fn sign_relay_list(body: &str, identity: &ed25519_dalek::SigningKey) -> String {
+    use ed25519_dalek::Signer;
+    let mut body = body.to_string();
+    if !body.is_empty() && !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut message = SIGNATURE_CONTEXT.to_vec();
+    message.extend_from_slice(body.as_bytes());
+    let signature = identity.sign(&message);
+    format!(
+        "{body}{SIGNATURE_KEYWORD}{}\n",
+        base64_encode(&signature.to_bytes(), false)
+    )
+}
+
+/// Checks a signed list against the bridge's Ed25519 identity; returns
+/// the signed part (what to parse).
+pub fn verify_relay_list<'a>(
+    text: &'a str,
+    bridge_ed25519_id: &[u8; 32],
+) -> Result<&'a str, RelayListError> {
+    let at = if text.starts_with(SIGNATURE_KEYWORD) {
+        0
+    } else {
+        text.rfind(&format!("\n{SIGNATURE_KEYWORD}"))
+            .map(|i| i + 1)
+            .ok_or(RelayListError::Unsigned)?
+    };
+    let (body, line) = text.split_at(at);
+    let encoded = line
+        .strip_prefix(SIGNATURE_KEYWORD)
+        .map(|l| l.trim_end_matches('\n'))
+        .ok_or(RelayListError::Unsigned)?;
+    let signature = base64_decode(encoded)
+        .and_then(|v| <[u8; 64]>::try_from(v).ok())
+        .map(|b| ed25519_dalek::Signature::from_bytes(&b))
+        .ok_or(RelayListError::BadSignature)?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bridge_ed25519_id)
+        .map_err(|_| RelayListError::BadSignature)?;
+    let mut message = SIGNATURE_CONTEXT.to_vec();
+    message.extend_from_slice(body.as_bytes());
+    key.verify_strict(&message, &signature)
+        .map_err(|_| RelayListError::BadSignature)?;
+    Ok(body)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayListError {
+    #[error("the relay list is not signed")]
+    Unsigned,
+    #[error("the relay list's signature is not the bridge's")]
+    BadSignature,
     #[error("line {line}: {what}")]
     BadLine { line: usize, what: &'static str },
     #[error("more than {MAX_LISTED_RELAYS} relays")]
@@ -235,5 +295,42 @@ mod tests {
         // Only one relay besides the avoided ones: no path.
         assert!(choose_middle_and_exit(&list, &[[1; 20], [3; 20]], 0).is_none());
         assert!(choose_middle_and_exit(&list[..1], &[], 0).is_none());
+    }
+
+    /// A list signed by the bridge verifies against its identity; a list
+    /// altered after signing (a relay added, a key swapped), signed by
+    /// another key or not signed at all is refused.
+    #[test]
+    fn the_list_is_signed_by_the_bridge_identity() {
+        let bridge = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+        let id = bridge.verifying_key().to_bytes();
+        let body = encode_relay_list(&[relay(1, false), relay(2, true)]);
+        let signed = sign_relay_list(&body, &bridge);
+        let verified = verify_relay_list(&signed, &id).unwrap();
+        assert_eq!(parse_relay_list(verified).unwrap().len(), 2);
+        let added = signed.replacen(
+            "relay ",
+            &format!("{}\nrelay ", relay(3, true).to_line()),
+            1,
+        );
+        assert_eq!(
+            verify_relay_list(&added, &id),
+            Err(RelayListError::BadSignature)
+        );
+        let swapped = signed.replacen(&relay(2, true).to_line(), &relay(4, true).to_line(), 1);
+        assert_eq!(
+            verify_relay_list(&swapped, &id),
+            Err(RelayListError::BadSignature)
+        );
+        let by_other = sign_relay_list(&body, &other);
+        assert_eq!(
+            verify_relay_list(&by_other, &id),
+            Err(RelayListError::BadSignature)
+        );
+        assert_eq!(verify_relay_list(&body, &id), Err(RelayListError::Unsigned));
+        // An empty list signs and verifies too.
+        let empty = sign_relay_list("", &bridge);
+        assert_eq!(verify_relay_list(&empty, &id), Ok(""));
     }
 }

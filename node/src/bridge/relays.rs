@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peersm_core::dir::relay_list::{
-    encode_relay_list, parse_relay_list, ListedRelay, RelayRoster, RELAY_LIST_PATH,
+    encode_relay_list, parse_relay_list, sign_relay_list, ListedRelay, RelayRoster, RELAY_LIST_PATH,
 };
 use peersm_core::router::ExtendTarget;
 use peersm_core::service::ExitPolicy;
@@ -168,7 +168,8 @@ impl RelayDirectory {
     }
 
     async fn publish(&self) {
-        let document = encode_relay_list(&self.snapshot()).into_bytes();
+        let body = encode_relay_list(&self.snapshot());
+        let document = sign_relay_list(&body, &self.node.keys().ed_identity).into_bytes();
         self.node.set_document(RELAY_LIST_PATH, document).await;
     }
 

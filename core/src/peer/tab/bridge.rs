@@ -108,6 +108,14 @@ impl TabPeer {
     }
 
     /// The bridge as the first hop of a circuit.
+    /// The Ed25519 identity our bridge proved (it signs the relay list).
+    pub(super) fn bridge_ed25519_id(&self) -> Option<[u8; 32]> {
+        match &self.bridge.as_ref()?.state {
+            BridgeState::Open { identity } => Some(identity.relay.ed25519_id),
+            BridgeState::Handshaking { .. } => None,
+        }
+    }
+
     pub(super) fn bridge_hop(&self) -> Option<HopSpec> {
         match &self.bridge.as_ref()?.state {
             BridgeState::Open { identity } => Some(HopSpec {

@@ -183,13 +183,15 @@ impl TabPeer {
         result: TaskResult,
     ) -> Result<Option<TaskResult>, OpError> {
         match result {
-            TaskResult::Dir(status, body) => match relays_from(status, &body) {
-                Ok(relays) => {
-                    f.relays = relays;
-                    self.build(id, f)
+            TaskResult::Dir(status, body) => {
+                match relays_from(status, &body, self.bridge_ed25519_id()) {
+                    Ok(relays) => {
+                        f.relays = relays;
+                        self.build(id, f)
+                    }
+                    Err(e) => self.broken(id, f, format!("relay list: {e}")),
                 }
-                Err(e) => self.broken(id, f, format!("relay list: {e}")),
-            },
+            }
             TaskResult::Circuit { link, circ } => {
                 self.own_circuit(id, link, circ);
                 self.request(id, f, link, circ)

@@ -22,7 +22,7 @@ use crate::client::{ClientMux, MuxEvent};
 use crate::crypto::PeerId;
 use crate::dht::{Lookup, LookupAction, K};
 use crate::dir::relay_list::{
-    choose_middle_and_exit, parse_relay_list, ListedRelay, RELAY_LIST_PATH,
+    choose_middle_and_exit, parse_relay_list, verify_relay_list, ListedRelay, RELAY_LIST_PATH,
 };
 use crate::http::{get_request, HttpUrl, ResponseReader};
 use crate::router::CircuitKey;
@@ -412,7 +412,7 @@ impl TabPeer {
             Kind::Relays => match input {
                 TaskInput::Child(_, result) => match *result {
                     TaskResult::Dir(status, body) => Some(
-                        relays_from(status, &body)
+                        relays_from(status, &body, self.bridge_ed25519_id())
                             .map_or_else(TaskResult::Failed, TaskResult::Relays),
                     ),
                     TaskResult::Failed(e) => Some(TaskResult::Failed(e)),
@@ -1012,7 +1012,7 @@ impl TabPeer {
         };
         match (result, &*b) {
             (TaskResult::Dir(status, body), BridgeCircuit::GettingRelays) => {
-                let relays = match relays_from(status, &body) {
+                let relays = match relays_from(status, &body, self.bridge_ed25519_id()) {
                     Ok(r) => r,
                     Err(e) => return Some(TaskResult::Failed(e)),
                 };
@@ -1049,8 +1049,13 @@ impl TabPeer {
     }
 }
 
-/// The relay list out of a directory answer.
-pub(super) fn relays_from(status: u16, body: &[u8]) -> Result<Vec<ListedRelay>, OpError> {
+/// The relay list out of a directory answer, signed by the bridge whose
+/// Ed25519 identity is `bridge`.
+pub(super) fn relays_from(
+    status: u16,
+    body: &[u8],
+    bridge: Option<[u8; 32]>,
+) -> Result<Vec<ListedRelay>, OpError> {
     if status != 200 {
         return Err(OpError::BadAnswer(format!(
             "the bridge answered {status} for its relay list"
@@ -1058,7 +1063,10 @@ pub(super) fn relays_from(status: u16, body: &[u8]) -> Result<Vec<ListedRelay>, 
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| OpError::BadAnswer("the relay list is not UTF-8".into()))?;
-    parse_relay_list(text).map_err(|e| OpError::BadAnswer(e.to_string()))
+    let bridge =
+        bridge.ok_or_else(|| OpError::BadAnswer("no bridge to check the relay list".into()))?;
+    let signed = verify_relay_list(text, &bridge).map_err(|e| OpError::BadAnswer(e.to_string()))?;
+    parse_relay_list(signed).map_err(|e| OpError::BadAnswer(e.to_string()))
 }
 
 pub(super) fn no_path(relays: &[ListedRelay], avoided: usize) -> OpError {
