@@ -34,6 +34,7 @@ async function download(peer, url) {
   $('progress-text').textContent = 'Building a circuit…';
   try {
     const res = await peer.fetch(url, {
+      singleOperator: $('single-operator').checked,
       onProgress: ({ received, total, speed, attempt }) => {
         if (total) { bar.max = total; bar.value = received; }
         const of = total ? ` of ${human(total)}` : '';
@@ -96,6 +97,18 @@ try {
   };
   refresh();
   setInterval(refresh, 1000);
+  // Circuits whose relays are all the bridge's are the user's choice: on
+  // their own machine (a local `npm start` network) the box starts ticked,
+  // elsewhere not; the note says when the network has nothing else.
+  $('single-operator').checked = ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname);
+  const showOperators = async () => {
+    try {
+      const relays = await peer.relays();
+      $('operator-note').hidden = !(relays.length > 0 && relays.every((r) => r.bridgeRun));
+    } catch { /* not connected yet: the next status change retries */ }
+  };
+  peer.on('status', (s) => { if (s === 'connected') showOperators(); });
+  if (peer.status === 'connected') showOperators();
   $('build-circuit').addEventListener('click', async () => {
     try {
       await peer.buildTabCircuit(3);

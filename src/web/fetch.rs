@@ -1,4 +1,4 @@
-//! `peer.fetch(url, { onProgress, path, maxAttempts })`: the core's
+//! `peer.fetch(url, { onProgress, path, maxAttempts, singleOperator })`: the core's
 //! download (3 hops through the bridge's relays, resumed on a new circuit
 //! when one breaks) with its body in IndexedDB, and the response the page
 //! gets back. The decisions are the core's (`peer::tab::fetch`); this file
@@ -24,6 +24,9 @@ pub(crate) struct FetchOptions {
     path: Option<Vec<String>>,
     #[serde(default)]
     max_attempts: Option<u32>,
+    /// Accept relays all run by the bridge (which then sees both ends).
+    #[serde(default)]
+    single_operator: bool,
 }
 
 /// What the page gets back: status, headers and the stored body.
@@ -151,6 +154,7 @@ pub(crate) async fn fetch(
         path,
         max_attempts: options.max_attempts,
         through_tabs: None,
+        single_operator: options.single_operator,
     };
     let started = js_sys::Date::now();
     let sink = FetchSink {

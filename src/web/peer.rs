@@ -363,7 +363,8 @@ impl Peer {
     }
 
     /// The relays behind the bridge: `[{ nickname, address, fingerprint,
-    /// exit }]`, fetched through the bridge's directory (BEGIN_DIR).
+    /// exit, bridgeRun }]` (`bridgeRun`: run by the bridge itself), from
+    /// the bridge's signed list (BEGIN_DIR).
     pub async fn relays(&self) -> Result<Array, JsValue> {
         if self.status() != "connected" {
             return Err(js_error("relays: not connected"));
@@ -383,6 +384,7 @@ impl Peer {
                 &JsValue::from_str(&hex::encode_upper(r.rsa_id)),
             )?;
             set(&o, "exit", &JsValue::from_bool(r.exit))?;
+            set(&o, "bridgeRun", &JsValue::from_bool(r.bridge_run))?;
             out.push(&o);
         }
         Ok(out)
@@ -411,7 +413,9 @@ impl Peer {
     /// HTTP GET of `url` through a 3-hop circuit. Options: `onProgress`
     /// (called with `{ received, total, speed, attempt }`), `path`
     /// (`[middleFingerprint, exitFingerprint]` for the first circuit),
-    /// `maxAttempts` (circuits to try, default 5). Resolves to a
+    /// `maxAttempts` (circuits to try, default 5), `singleOperator`
+    /// (accept relays all run by the bridge, which then sees both ends;
+    /// default false: such a path is refused). Resolves to a
     /// `FetchResponse` whose body is in IndexedDB.
     pub async fn fetch(&self, url: String, options: JsValue) -> Result<FetchResponse, JsValue> {
         let (on_progress, rest) = split_progress(&options)?;

@@ -31,7 +31,7 @@ try {
     const pair = await page.evaluate(async ({ url, oursFirst }) => {
       const viaTor = async () => {
         const t0 = performance.now();
-        const res = await window.peersm.fetch(url);
+        const res = await window.peersm.fetch(url, { singleOperator: true });
         const ms = performance.now() - t0;
         const size = res.size;
         await res.remove();

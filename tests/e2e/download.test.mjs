@@ -36,7 +36,9 @@ async function openPage(node) {
 function fetchInPage(page, url, options = {}) {
   return page.evaluate(async ({ url, options }) => {
     window.progress = { received: 0, calls: 0 };
+    // The test networks' relays are the bridge's own: the user's choice.
     const res = await window.peersm.fetch(url, {
+      singleOperator: true,
       ...options,
       onProgress: (p) => { window.progress = { ...p, calls: window.progress.calls + 1 }; },
     });
@@ -76,10 +78,19 @@ test('20 MB through bridge + 2 relays: bytes equal, the server sees only the exi
     const moved = await fetchInPage(page, `${server.url}/moved`);
     assert.equal(moved.sha256, sha256(body));
     const closedPort = await page.evaluate(async () => {
-      try { await window.peersm.fetch('http://127.0.0.1:1/x', { maxAttempts: 1 }); return 'no error'; }
+      try { await window.peersm.fetch('http://127.0.0.1:1/x', { maxAttempts: 1, singleOperator: true }); return 'no error'; }
       catch (e) { return e.message; }
     });
     assert.match(closedPort, /refused/);
+    // Every relay here is the bridge's: without the user's consent, no
+    // circuit is built and the reason is given.
+    const bridgeOnly = await page.evaluate(async (url) => {
+      const relays = await window.peersm.relays();
+      try { await window.peersm.fetch(url, { maxAttempts: 1 }); return { relays, error: 'no error' }; }
+      catch (e) { return { relays, error: e.message }; }
+    }, `${server.url}/file.bin`);
+    assert.ok(bridgeOnly.relays.every((r) => r.bridgeRun), 'the embedded relays are marked');
+    assert.match(bridgeOnly.error, /run by the bridge itself/);
     const https = await page.evaluate(async () => {
       try { await window.peersm.fetch('https://example.org/'); return 'no error'; }
       catch (e) { return e.message; }

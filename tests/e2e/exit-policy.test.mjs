@@ -34,7 +34,7 @@ after(async () => {
 function fetchInPage(url) {
   return page.evaluate(async (url) => {
     try {
-      const res = await window.peersm.fetch(url, { maxAttempts: 1 });
+      const res = await window.peersm.fetch(url, { maxAttempts: 1, singleOperator: true });
       const bytes = await res.bytes();
       const digest = await crypto.subtle.digest('SHA-256', bytes);
       await res.remove();

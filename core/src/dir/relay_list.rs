@@ -12,6 +12,7 @@
 //! (`sign_relay_list`, `verify_relay_list`). Tabs take only a list that
 //! verifies against the identity their bridge proved in its CERTS, so a
 //! list copied, cached or relayed by anyone else cannot be altered.
+//! `bridge-run RSA-ID-HEX` marks a relay the bridge runs itself.
 //! Unknown lines are skipped, so later versions can add keywords.
 
 use std::net::SocketAddr;
@@ -33,6 +34,10 @@ pub struct ListedRelay {
     /// Whether its exit policy lets it open streams to the Internet (or,
     /// in tests, to 127.0.0.0/8).
     pub exit: bool,
+    /// Run by the bridge itself (embedded in its process): a circuit whose
+    /// every hop is the bridge's would let it see both ends. Listed as a
+    /// `bridge-run RSA-ID-HEX` line.
+    pub bridge_run: bool,
 }
 
 /// A bridge's relays: its own (embedded) ones and those that joined,
@@ -74,9 +79,23 @@ impl RelayRoster {
 
     /// The list: embedded relays first, then joined ones by nickname.
     pub fn list(&self) -> Vec<ListedRelay> {
-        let mut extra: Vec<ListedRelay> = self.joined.values().map(|(r, _)| r.clone()).collect();
+        let mut extra: Vec<ListedRelay> = self
+            .joined
+            .values()
+            .map(|(r, _)| ListedRelay {
+                bridge_run: false,
+                ..r.clone()
+            })
+            .collect();
         extra.sort_by(|a, b| a.nickname.cmp(&b.nickname));
-        let mut all = self.embedded.clone();
+        let mut all: Vec<ListedRelay> = self
+            .embedded
+            .iter()
+            .map(|r| ListedRelay {
+                bridge_run: true,
+                ..r.clone()
+            })
+            .collect();
         all.extend(extra);
         all
     }
@@ -160,17 +179,36 @@ impl ListedRelay {
 }
 
 pub fn encode_relay_list(relays: &[ListedRelay]) -> String {
-    relays.iter().map(|r| r.to_line() + "\n").collect()
+    relays
+        .iter()
+        .map(|r| {
+            let mut line = r.to_line() + "\n";
+            if r.bridge_run {
+                line += &format!("bridge-run {}\n", hex::encode(r.rsa_id));
+            }
+            line
+        })
+        .collect()
 }
 
 pub fn parse_relay_list(text: &str) -> Result<Vec<ListedRelay>, RelayListError> {
     let mut relays = Vec::new();
+    let mut bridge_run = std::collections::BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
         let bad = |what| RelayListError::BadLine { line: i + 1, what };
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
         let [keyword, rest @ ..] = fields.as_slice() else {
             continue;
         };
+        if *keyword == "bridge-run" {
+            let [rsa] = rest else {
+                return Err(bad("expected 1 field after `bridge-run`"));
+            };
+            let mut rsa_id = [0u8; 20];
+            hex::decode_to_slice(rsa, &mut rsa_id).map_err(|_| bad("bad RSA identity"))?;
+            bridge_run.insert(rsa_id);
+            continue;
+        }
         if *keyword != "relay" {
             continue;
         }
@@ -203,29 +241,44 @@ pub fn parse_relay_list(text: &str) -> Result<Vec<ListedRelay>, RelayListError> 
             ed25519_id: key32(ed, "bad Ed25519 identity")?,
             ntor_key: key32(ntor, "bad ntor key")?,
             exit,
+            bridge_run: false,
         });
+    }
+    for r in &mut relays {
+        r.bridge_run = bridge_run.contains(&r.rsa_id);
     }
     Ok(relays)
 }
 
 /// Picks a middle and an exit for a circuit behind a bridge: distinct
 /// relays, neither in `avoid` (the bridge itself, relays that just
-/// failed); `random` drives the choice. `None` when the list cannot make
-/// such a path.
+/// failed); `random` drives the choice. With `independent`, at least one
+/// of them is not run by the bridge (which is the first hop), so the
+/// bridge alone does not hold the whole circuit. `None` when the list
+/// cannot make such a path.
 pub fn choose_middle_and_exit<'a>(
     relays: &'a [ListedRelay],
     avoid: &[[u8; 20]],
     random: u64,
+    independent: bool,
 ) -> Option<(&'a ListedRelay, &'a ListedRelay)> {
     let usable: Vec<&ListedRelay> = relays
         .iter()
         .filter(|r| !avoid.contains(&r.rsa_id))
         .collect();
     let exits: Vec<&&ListedRelay> = usable.iter().filter(|r| r.exit).collect();
-    let exit = **exits.get(pick(random, exits.len())?)?;
-    let middles: Vec<&&ListedRelay> = usable.iter().filter(|r| r.rsa_id != exit.rsa_id).collect();
-    let middle = **middles.get(pick(random >> 32, middles.len())?)?;
-    Some((middle, exit))
+    let first = pick(random, exits.len())?;
+    // From a random exit on, the first that has a middle to go with it.
+    (0..exits.len()).find_map(|k| {
+        let exit = **exits.get((first + k) % exits.len())?;
+        let middles: Vec<&&ListedRelay> = usable
+            .iter()
+            .filter(|r| r.rsa_id != exit.rsa_id)
+            .filter(|r| !(independent && exit.bridge_run && r.bridge_run))
+            .collect();
+        let middle = **middles.get(pick(random >> 32, middles.len())?)?;
+        Some((middle, exit))
+    })
 }
 
 fn pick(random: u64, len: usize) -> Option<usize> {
@@ -246,6 +299,7 @@ mod tests {
             ed25519_id: [n; 32],
             ntor_key: [n.wrapping_add(1); 32],
             exit,
+            bridge_run: false,
         }
     }
 
@@ -287,14 +341,15 @@ mod tests {
     fn path_choice() {
         let list = vec![relay(1, false), relay(2, true), relay(3, false)];
         for random in 0..64u64 {
-            let (m, e) = choose_middle_and_exit(&list, &[[3; 20]], random * 0x1_0000_0001).unwrap();
+            let (m, e) =
+                choose_middle_and_exit(&list, &[[3; 20]], random * 0x1_0000_0001, true).unwrap();
             assert!(e.exit);
             assert_ne!(m.rsa_id, e.rsa_id);
             assert_ne!(m.rsa_id, [3; 20]);
         }
         // Only one relay besides the avoided ones: no path.
-        assert!(choose_middle_and_exit(&list, &[[1; 20], [3; 20]], 0).is_none());
-        assert!(choose_middle_and_exit(&list[..1], &[], 0).is_none());
+        assert!(choose_middle_and_exit(&list, &[[1; 20], [3; 20]], 0, true).is_none());
+        assert!(choose_middle_and_exit(&list[..1], &[], 0, true).is_none());
     }
 
     /// A list signed by the bridge verifies against its identity; a list
@@ -332,5 +387,31 @@ mod tests {
         // An empty list signs and verifies too.
         let empty = sign_relay_list("", &bridge);
         assert_eq!(verify_relay_list(&empty, &id), Ok(""));
+    }
+
+    /// The bridge's own relays are marked; a tab that wants a path the
+    /// bridge does not hold whole gets one with a relay not run by the
+    /// bridge, or none when there is no such relay.
+    #[test]
+    fn paths_independent_of_the_bridge() {
+        let mut own_middle = relay(1, false);
+        own_middle.bridge_run = true;
+        let mut own_exit = relay(2, true);
+        own_exit.bridge_run = true;
+        let joined = relay(3, false);
+        let text = encode_relay_list(&[own_middle.clone(), own_exit.clone(), joined.clone()]);
+        let parsed = parse_relay_list(&text).unwrap();
+        assert_eq!(
+            parsed,
+            [own_middle.clone(), own_exit.clone(), joined.clone()]
+        );
+        for random in 0..64u64 {
+            let random = random.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let (m, e) = choose_middle_and_exit(&parsed, &[], random, true).unwrap();
+            assert_eq!((m.rsa_id, e.rsa_id), (joined.rsa_id, own_exit.rsa_id));
+        }
+        let only_own = [own_middle.clone(), own_exit.clone()];
+        assert!(choose_middle_and_exit(&only_own, &[], 7, true).is_none());
+        assert!(choose_middle_and_exit(&only_own, &[], 7, false).is_some());
     }
 }

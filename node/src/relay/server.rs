@@ -95,6 +95,8 @@ impl Relay {
             ed25519_id: self.keys.ed25519_id(),
             ntor_key: self.keys.ntor.public,
             exit: !self.policy.rejects_everything(),
+            // The bridge's roster marks the relays it embeds.
+            bridge_run: false,
         }
     }
 }

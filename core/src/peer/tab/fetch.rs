@@ -35,7 +35,17 @@ pub struct FetchOptions {
     /// circuit through tabs, BEGIN_DIR) instead of through the bridge's
     /// relays and an exit.
     pub through_tabs: Option<usize>,
+    /// Accept a circuit whose relays are all run by the bridge (the first
+    /// hop), which then sees both ends: the user's choice, for a network
+    /// of one operator such as `npm start`'s. Off by default.
+    pub single_operator: bool,
 }
+
+/// Why a fetch is refused on a network whose relays are all the bridge's.
+pub const SINGLE_OPERATOR_REFUSED: &str =
+    "every relay behind this bridge is run by the bridge itself, \
+which would see both who fetches and what: allow it with { singleOperator: true } \
+(the page's \"relays run by this bridge\" box) or join relays of other operators";
 
 /// A finished download (the body is in the platform's store).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +81,7 @@ pub(super) struct FetchTask {
     through_tabs: Option<usize>,
     max_attempts: u32,
     forced: Option<([u8; 20], [u8; 20])>,
+    single_operator: bool,
     attempt: u32,
     relays: Vec<ListedRelay>,
     avoid: Vec<[u8; 20]>,
@@ -102,6 +113,7 @@ impl TabPeer {
             through_tabs: options.through_tabs,
             max_attempts: options.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1),
             forced: options.path,
+            single_operator: options.single_operator,
             attempt: 0,
             relays: Vec::new(),
             avoid: Vec::new(),
@@ -280,13 +292,20 @@ impl TabPeer {
                 let random = self.random_u64();
                 let mut excluded = f.avoid.clone();
                 excluded.push(bridge.id);
-                let pick = choose_middle_and_exit(&f.relays, &excluded, random)
+                let independent = !f.single_operator;
+                let pick = choose_middle_and_exit(&f.relays, &excluded, random, independent)
                     .or_else(|| {
                         // Avoiding every suspect may leave no path: forget them.
                         f.avoid.clear();
-                        choose_middle_and_exit(&f.relays, &[bridge.id], random)
+                        choose_middle_and_exit(&f.relays, &[bridge.id], random, independent)
                     })
                     .map(|(m, e)| (m.clone(), e.clone()));
+                let only_the_bridges = independent
+                    && pick.is_none()
+                    && choose_middle_and_exit(&f.relays, &[bridge.id], random, false).is_some();
+                if only_the_bridges {
+                    return Err(OpError::NoPath(SINGLE_OPERATOR_REFUSED.into()));
+                }
                 pick
             }
         };

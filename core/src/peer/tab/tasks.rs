@@ -1018,10 +1018,11 @@ impl TabPeer {
                 };
                 let bridge = self.bridge_hop()?;
                 let random = self.random_u64();
-                let (middle, exit) = match choose_middle_and_exit(&relays, &[bridge.id], random) {
-                    Some((m, e)) => (m.clone(), e.clone()),
-                    None => return Some(TaskResult::Failed(no_path(&relays, 0))),
-                };
+                let (middle, exit) =
+                    match choose_middle_and_exit(&relays, &[bridge.id], random, false) {
+                        Some((m, e)) => (m.clone(), e.clone()),
+                        None => return Some(TaskResult::Failed(no_path(&relays, 0))),
+                    };
                 let hops = vec![bridge, HopSpec::relay(&middle), HopSpec::relay(&exit)];
                 *b = BridgeCircuit::Building(Box::new(super::BridgeCircuitBuilt {
                     ms: self.now,
