@@ -3,6 +3,7 @@
 //! bridge built on it, `TabPeer` a browser tab.
 
 pub mod core;
+pub mod limits;
 pub mod relay;
 pub mod tab;
 

@@ -242,6 +242,13 @@ impl TabPeer {
             || existing.is_some_and(|l| {
                 matches!(l.state, LinkState::Open { .. }) || !l.we_initiated || self.me < asker
             });
+        // Each answer makes an RTCPeerConnection: a rate for everyone's.
+        let refuse = refuse || {
+            let now = self.now;
+            let limited = !self.introductions.allow(now);
+            self.refused.introductions += u64::from(limited);
+            limited
+        };
         let Some(remote) = fingerprint_of(offer).filter(|_| !refuse) else {
             return self.send_reply(reply, asker, String::new());
         };

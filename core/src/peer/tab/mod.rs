@@ -38,6 +38,7 @@ use crate::crypto::{PeerId, RsaIdentityKey};
 use crate::dht::RoutingTable;
 use crate::dir::relay_list::ListedRelay;
 use crate::peer::core::{CoreEvent, PeerCore, Queued};
+use crate::peer::limits::TokenBucket;
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 use crate::router::{RouterConfig, RouterEvent};
 use crate::service::{DirRoutes, Services};
@@ -225,6 +226,26 @@ pub struct TabPeer {
     next_own: u32,
     now: u64,
     next_refresh: u64,
+    /// Control messages that end here, per link (FIND_NODE answers are
+    /// ~4 KB for a 1-cell request; control cells have no SENDME window).
+    control_budget: BTreeMap<LinkId, TokenBucket>,
+    /// Offers we answer (each costs an RTCPeerConnection), from anyone.
+    introductions: TokenBucket,
+    refused: Refused,
+}
+
+/// Per link: control messages served at once, then per second.
+pub const CONTROL_BURST: u32 = 64;
+pub const CONTROL_PER_SECOND: u32 = 16;
+/// Introductions answered at once, then per second (from all introducers).
+pub const INTRODUCTION_BURST: u32 = 16;
+pub const INTRODUCTIONS_PER_SECOND: u32 = 1;
+
+/// What this tab refused under its rate limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    pub control_messages: u64,
+    pub introductions: u64,
 }
 
 impl TabPeer {
@@ -275,6 +296,9 @@ impl TabPeer {
             next_request: 1,
             next_own: 1,
             now,
+            control_budget: BTreeMap::new(),
+            introductions: TokenBucket::new(INTRODUCTION_BURST, INTRODUCTIONS_PER_SECOND, now),
+            refused: Refused::default(),
         };
         let message = ntor_key_message(&ntor.public);
         tab.unsigned_ntor = Some(ntor);
@@ -307,6 +331,11 @@ impl TabPeer {
     /// Bytes and cells waiting in this tab's queues.
     pub fn queued(&self) -> Queued {
         self.core.queued()
+    }
+
+    /// What the rate limits refused so far.
+    pub fn refused(&self) -> Refused {
+        self.refused
     }
 
     /// Circuits through this tab (as a hop for others).
@@ -397,6 +426,7 @@ impl TabPeer {
     /// A link's connection is gone (closed, failed, or a peer vanished).
     pub fn handle_link_closed(&mut self, link: LinkId, why: &str, now: u64) {
         self.now = now.max(self.now);
+        self.control_budget.remove(&link);
         if self.is_bridge(link) {
             self.bridge_closed(why);
         } else {
@@ -463,7 +493,17 @@ impl TabPeer {
         match e {
             CoreEvent::Mux { link, event } => self.on_mux(link, event),
             CoreEvent::Router(RouterEvent::Control { circuit, message }) => {
-                self.serve_control(circuit, message)
+                let now = self.now;
+                let allowed = self
+                    .control_budget
+                    .entry(circuit.link)
+                    .or_insert_with(|| TokenBucket::new(CONTROL_BURST, CONTROL_PER_SECOND, now))
+                    .allow(now);
+                if allowed {
+                    self.serve_control(circuit, message)
+                } else {
+                    self.refused.control_messages += 1;
+                }
             }
             // Tabs have no exit and open no links on demand; the router
             // already refused what needs either.

@@ -26,3 +26,87 @@ fn fingerprints_compare_without_case() {
     assert!(!same_fingerprint("sha-256 AB:CD", "sha-256 AB:CE"));
     assert!(!same_fingerprint("sha-1 AB:CD", "sha-256 AB:CD"));
 }
+
+/// A tab whose ntor key is signed (so it may answer introductions).
+fn ready_tab(now: u64) -> super::TabPeer {
+    use crate::sim::SimKey;
+    let mut rng = crate::rng::SimRng::new(11);
+    let key = SimKey::generate(&mut rng);
+    let config = super::TabConfig::new(key.spki.clone());
+    let mut tab = super::TabPeer::new(config, &mut rng, now).unwrap();
+    while let Some(e) = tab.poll_event() {
+        if let super::TabEvent::Sign { request, message } = e {
+            tab.handle_signature(request, Ok(key.sign(&message)), now);
+        }
+    }
+    tab
+}
+
+/// A linked peer floods FIND_NODE (a 1-cell request, a ~4 KB answer;
+/// control cells have no SENDME window): the tab answers a burst, then
+/// at the link's rate, and counts the rest as refused. Another link has
+/// its own budget.
+#[test]
+fn control_messages_are_served_at_a_bounded_rate_per_link() {
+    use super::{CONTROL_BURST, CONTROL_PER_SECOND};
+    use crate::cell::ControlMessage;
+    use crate::crypto::PeerId;
+    use crate::peer::core::CoreEvent;
+    use crate::router::{CircuitKey, RouterEvent};
+    let mut tab = ready_tab(1_000);
+    let find = |link, circ| {
+        CoreEvent::Router(RouterEvent::Control {
+            circuit: CircuitKey { link, circ },
+            message: ControlMessage::FindNode {
+                target: PeerId([9; 20]),
+            },
+        })
+    };
+    for i in 0..200 {
+        tab.on_core_event(find(7, i));
+    }
+    let burst = u64::from(CONTROL_BURST);
+    assert_eq!(tab.refused().control_messages, 200 - burst);
+    tab.on_core_event(find(8, 1));
+    assert_eq!(
+        tab.refused().control_messages,
+        200 - burst,
+        "its own budget"
+    );
+    tab.now += 1_000;
+    for i in 0..100 {
+        tab.on_core_event(find(7, 300 + i));
+    }
+    let per_second = u64::from(CONTROL_PER_SECOND);
+    assert_eq!(
+        tab.refused().control_messages,
+        200 - burst + 100 - per_second
+    );
+}
+
+/// Offers from many askers at once (each answer would make an
+/// RTCPeerConnection): a burst is answered, the rest get an empty answer
+/// until the rate allows more.
+#[test]
+fn introductions_are_answered_at_a_bounded_rate() {
+    use super::links::Reply;
+    use super::{INTRODUCTIONS_PER_SECOND, INTRODUCTION_BURST};
+    use crate::crypto::PeerId;
+    let mut tab = ready_tab(1_000);
+    let offer = "v=0\r\na=fingerprint:sha-256 AB:CD:EF\r\n";
+    let askers = u64::from(INTRODUCTION_BURST) + 4;
+    for i in 0..askers {
+        tab.answer(PeerId([i as u8 + 1; 20]), offer, Reply::Bridge);
+    }
+    assert_eq!(tab.refused().introductions, 4);
+    let accepted = std::iter::from_fn(|| tab.poll_event())
+        .filter(|e| matches!(e, super::TabEvent::AcceptOffer { .. }))
+        .count();
+    assert_eq!(accepted as u64, u64::from(INTRODUCTION_BURST));
+    tab.now += 2_000;
+    for i in 0..4u8 {
+        tab.answer(PeerId([100 + i; 20]), offer, Reply::Bridge);
+    }
+    let more = u64::from(INTRODUCTIONS_PER_SECOND) * 2;
+    assert_eq!(tab.refused().introductions, 4 + 4 - more);
+}
