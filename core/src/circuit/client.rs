@@ -346,7 +346,10 @@ impl ClientCircuit {
             .crypto
             .encrypt_outbound(&mut body, hop)
             .map_err(|_| CircuitError::NoHops)?;
-        let early = early && self.relay_early_left > 0;
+        // As C tor: RELAY_EARLY for extends and for any cell past the
+        // first hop while some are left, so the first hop cannot tell an
+        // extend (and so the circuit's length) from other cells.
+        let early = (early || hop != 0) && self.relay_early_left > 0;
         if early {
             self.relay_early_left -= 1;
         }
@@ -472,6 +475,10 @@ impl ClientCircuit {
                     .on_sendme(digest)
                     .map_err(|_| unexpected("circuit SENDME"))?;
             }
+            // END and stream SENDMEs count only from the stream's own hop
+            // (as C tor finds streams by hop): another hop cannot close or
+            // open a stream it does not carry.
+            relay_command::SENDME if !self.from_streams_hop(stream_id, hop) => {}
             relay_command::SENDME => {
                 self.streams
                     .on_sendme(stream_id)
@@ -510,6 +517,7 @@ impl ClientCircuit {
                         unexpected("DATA on a stream that is not open, or past its window")
                     })?;
             }
+            relay_command::END if !self.from_streams_hop(stream_id, hop) => {}
             relay_command::END => {
                 if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
                     self.events
@@ -526,6 +534,20 @@ impl ClientCircuit {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl ClientCircuit {
+    /// Whether a cell for `stream_id` from `hop` comes from the hop the
+    /// stream was opened at (unknown streams: yes, the cell is harmless).
+    fn from_streams_hop(&mut self, stream_id: u16, hop: usize) -> bool {
+        match self.streams.get_mut(stream_id) {
+            Some(s) if s.hop != hop => {
+                tracing::debug!(stream_id, hop, "stream cell from another hop: ignored");
+                false
+            }
+            _ => true,
+        }
     }
 }
 

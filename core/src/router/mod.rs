@@ -690,6 +690,16 @@ impl<L: Copy + Ord + Debug> Router<L> {
         self.command(c, |h| h.read(stream, max))
     }
 
+    /// Sends any relay message toward the client from this hop (tests).
+    #[cfg(test)]
+    pub(crate) fn originate_any(
+        &mut self,
+        c: CircuitKey<L>,
+        cell: crate::cell::RelayCell,
+    ) -> Result<(), RouterError> {
+        self.command(c, |h| h.originate_any(cell))
+    }
+
     /// Ends a stream after its queued bytes (END `reason`).
     pub fn end_stream(
         &mut self,

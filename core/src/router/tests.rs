@@ -546,3 +546,83 @@ fn a_wrong_address_for_an_identity_does_not_hold_up_the_right_one() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].command, command::CREATE2);
 }
+
+/// The middle of a circuit sends END (and a stream SENDME) for a stream
+/// the client opened at the exit: the client ignores both (C tor finds a
+/// stream by its hop), so a middle cannot cut or unblock streams it does
+/// not carry. The stream still carries data.
+#[test]
+fn stream_cells_from_another_hop_are_ignored() {
+    use crate::cell::{relay_command, RelayCell};
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
+    let at_exit = begun(&net.run());
+    net.routers[3]
+        .stream_connected(at_exit, stream, None)
+        .unwrap();
+    net.run();
+    let at_middle = CircuitKey {
+        link: 1,
+        circ: net.circ_seen(2, 1, false),
+    };
+    for cell in [
+        RelayCell::new(relay_command::END, stream, vec![end_reason::DONE]),
+        RelayCell::new(relay_command::SENDME, stream, Vec::new()),
+    ] {
+        net.routers[2].originate_any(at_middle, cell).unwrap();
+        net.run();
+    }
+    assert!(
+        !net.client_events
+            .iter()
+            .any(|e| matches!(e, MuxEvent::StreamEnded { .. })),
+        "{:?}",
+        net.client_events
+    );
+    assert!(net.client.is_alive(circ));
+    net.routers[3]
+        .write(at_exit, stream, b"still here")
+        .unwrap();
+    net.run();
+    assert_eq!(net.client.read(circ, stream, 100).unwrap(), b"still here");
+}
+
+/// Like C tor, the client sends RELAY_EARLY for every cell past the first
+/// hop while it has any of its 8 left, not only for EXTEND2: the first
+/// hop sees 8 RELAY_EARLY cells on every circuit, whatever its length.
+#[test]
+fn the_first_eight_relay_cells_past_the_first_hop_are_relay_early() {
+    let mut net = Chain::new(3, |c| c);
+    let circ = net.circuit(3);
+    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
+    let at_exit = begun(&net.run());
+    net.routers[3]
+        .stream_connected(at_exit, stream, None)
+        .unwrap();
+    net.run();
+    for _ in 0..10 {
+        net.client.write(circ, stream, &[7; 400]).unwrap();
+        net.run();
+    }
+    let first: Vec<u8> = net
+        .log
+        .iter()
+        .filter(|(to, from, c)| *to == 1 && *from == 0 && c.command != command::CREATE2)
+        .map(|(_, _, c)| c.command)
+        .collect();
+    assert!(first.len() > 8);
+    assert!(
+        first[..8].iter().all(|c| *c == command::RELAY_EARLY),
+        "{first:?}"
+    );
+    assert!(first[8..].iter().all(|c| *c == command::RELAY), "{first:?}");
+    // The exit took them all as the stream's data.
+    assert_eq!(
+        net.routers[3]
+            .read(at_exit, stream, usize::MAX)
+            .unwrap()
+            .len(),
+        4000
+    );
+}

@@ -365,7 +365,6 @@ impl TabPeer {
             body: onion.cert.clone(),
         };
         let challenge = random_bytes(&mut self.rng).map_err(|e| e.to_string())?;
-        let now = u32::try_from(self.now / 1000).unwrap_or(u32::MAX);
         let spki = self.config.spki.clone();
         let l = self.links.get_mut(&link).ok_or("gone")?;
         let binding = l.binding.clone().ok_or("no binding")?;
@@ -383,9 +382,7 @@ impl TabPeer {
                 onion_cert,
             ],
         };
-        let responder = LinkResponder::new(challenge, now, None, Vec::new())
-            .with_certs(certs)
-            .expect_peer(l.peer, remote);
+        let responder = tab_link_responder(challenge, certs, l.peer, remote);
         l.state = LinkState::Connecting {
             hs: Box::new(Handshake::responder(responder)),
         };
@@ -610,6 +607,21 @@ impl TabPeer {
             self.events.push_back(TabEvent::CloseLink { link });
         }
     }
+}
+
+/// Our side of a link another tab opened to us: our certificates, the
+/// peer and DTLS fingerprint it must prove. NETINFO carries timestamp 0
+/// and no addresses, as Tor clients send (tor-spec §4.5): a linked tab
+/// learns nothing of our clock (its skew would help tell tabs apart).
+pub(super) fn tab_link_responder(
+    challenge: [u8; 32],
+    certs: Certs,
+    peer: PeerId,
+    remote_fingerprint: String,
+) -> LinkResponder {
+    LinkResponder::new(challenge, 0, None, Vec::new())
+        .with_certs(certs)
+        .expect_peer(peer, remote_fingerprint)
 }
 
 fn tasks_parent_offer(link: LinkId) -> super::tasks::Parent {

@@ -110,3 +110,31 @@ fn introductions_are_answered_at_a_bounded_rate() {
     let more = u64::from(INTRODUCTIONS_PER_SECOND) * 2;
     assert_eq!(tab.refused().introductions, 4 + 4 - more);
 }
+
+/// The NETINFO a tab sends on a link another tab opened carries no clock
+/// (timestamp 0) and no addresses.
+#[test]
+fn a_tab_link_netinfo_tells_no_time() {
+    use crate::cell::{command, CircIdLen, Netinfo, Versions};
+    use crate::channel::decode_frame;
+    let mut responder = super::links::tab_link_responder(
+        [1; 32],
+        crate::cell::Certs { certs: Vec::new() },
+        crate::crypto::PeerId([2; 20]),
+        "sha-256 AB:CD".into(),
+    );
+    let versions = Versions::new(&[4, 5])
+        .to_cell()
+        .to_bytes(CircIdLen::Two)
+        .unwrap();
+    responder.handle_frame(&versions).unwrap();
+    let frame = responder.poll_transmit().unwrap();
+    let cells = decode_frame(&frame, CircIdLen::Two, |_| CircIdLen::Four).unwrap();
+    let netinfo = cells
+        .iter()
+        .find(|c| c.command == command::NETINFO)
+        .unwrap();
+    let netinfo = Netinfo::from_cell(netinfo).unwrap();
+    assert_eq!(netinfo.timestamp, 0);
+    assert!(netinfo.my_addrs.is_empty() && netinfo.other_addr.is_none());
+}
