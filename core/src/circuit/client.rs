@@ -478,7 +478,7 @@ impl ClientCircuit {
             // END and stream SENDMEs count only from the stream's own hop
             // (as C tor finds streams by hop): another hop cannot close or
             // open a stream it does not carry.
-            relay_command::SENDME if !self.from_streams_hop(stream_id, hop) => {}
+            relay_command::SENDME if !self.is_streams_own_hop(stream_id, hop) => {}
             relay_command::SENDME => {
                 self.streams
                     .on_sendme(stream_id)
@@ -517,7 +517,7 @@ impl ClientCircuit {
                         unexpected("DATA on a stream that is not open, or past its window")
                     })?;
             }
-            relay_command::END if !self.from_streams_hop(stream_id, hop) => {}
+            relay_command::END if !self.is_streams_own_hop(stream_id, hop) => {}
             relay_command::END => {
                 if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
                     self.events
@@ -540,7 +540,7 @@ impl ClientCircuit {
 impl ClientCircuit {
     /// Whether a cell for `stream_id` from `hop` comes from the hop the
     /// stream was opened at (unknown streams: yes, the cell is harmless).
-    fn from_streams_hop(&mut self, stream_id: u16, hop: usize) -> bool {
+    fn is_streams_own_hop(&mut self, stream_id: u16, hop: usize) -> bool {
         match self.streams.get_mut(stream_id) {
             Some(s) if s.hop != hop => {
                 tracing::debug!(stream_id, hop, "stream cell from another hop: ignored");
