@@ -116,3 +116,47 @@ fn after_a_destroy_no_hop_keeps_the_circuit() {
         "no hop keeps a circuit through the tab that left"
     );
 }
+
+/// A first hop chooses who comes next when the origin takes any peer its
+/// FOUND_NODE answer names: a malicious hop would name its own Sybils. In
+/// a sparse network (each tab links to few others) the origin builds
+/// circuits through three tabs: every hop after the first must be a peer
+/// in the origin's own routing table (proved on its own link), whatever
+/// the hops it went through offered.
+#[test]
+fn later_hops_of_a_tab_circuit_are_peers_the_origin_knows() {
+    let mut net = network(24, 1, 24, |c| {
+        c.join_links = 4;
+        c.refresh_ms = 3_600_000;
+    });
+    net.run_until(net.now + 20_000);
+    let all = tabs(&net);
+    let mut built = 0;
+    for origin in all.iter().copied().take(6) {
+        for _ in 0..3 {
+            let now = net.now;
+            let op = net
+                .tab_mut(origin)
+                .map(|t| t.peer.build_tab_circuit(3, now))
+                .unwrap_or(0);
+            let outcome = super::tests::wait(&mut net, origin, op, 20_000);
+            let Some(crate::peer::tab::Outcome::TabCircuit(Ok(c))) = outcome else {
+                continue;
+            };
+            built += 1;
+            let t = net.tab(origin).unwrap();
+            for hop in &c.hops[1..] {
+                assert!(
+                    t.peer.routing_table().contains(hop),
+                    "hop {hop} of a circuit from tab {origin} is a peer it never linked to"
+                );
+            }
+            net.tab_mut(origin).unwrap().peer.close_tab_circuit(c.id);
+        }
+    }
+    let links: Vec<usize> = all.iter().map(|n| open_links(&net, *n)).collect();
+    assert!(
+        built >= 9,
+        "circuits built: {built} of 18 (links per tab {links:?})"
+    );
+}

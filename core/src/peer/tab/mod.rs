@@ -541,8 +541,4 @@ impl TabPeer {
     fn random_u64(&mut self) -> u64 {
         crate::rng::random_u64(&mut self.rng).unwrap_or(0)
     }
-
-    fn random_id(&mut self) -> PeerId {
-        PeerId(random_bytes(&mut self.rng).unwrap_or([0; 20]))
-    }
 }

@@ -203,7 +203,12 @@ pub(super) struct BuildTab {
     extending: Option<PeerId>,
     /// Listed in `peer.circuits()` (not when built for a download).
     listed: bool,
+    /// FIND_NODE questions put to the current last hop.
+    asked: usize,
 }
+
+/// FIND_NODE questions put to one hop for a next hop this tab knows.
+const ASKS_PER_HOP: usize = 6;
 
 pub(super) struct LookupTask {
     lookup: Lookup,
@@ -648,6 +653,7 @@ impl TabPeer {
                 path: Vec::new(),
                 extending: None,
                 listed,
+                asked: 0,
             }),
         );
         let Some(&(first, link, ntor)) = open.get(pick) else {
@@ -706,29 +712,34 @@ impl TabPeer {
                     }
                     return Some(TaskResult::Own(own));
                 }
-                // Which peers does the last hop know?
-                let target = self.random_id();
-                let ask = ControlMessage::FindNode { target };
-                match self.core.mux(b.link).map(|m| m.send_control(b.circ, &ask)) {
-                    Some(Ok(())) => None,
-                    _ => Some(TaskResult::Failed(OpError::NoCircuit)),
-                }
+                b.asked = 0;
+                self.ask_next_hop(b)
             }
             MuxEvent::Control {
                 message: ControlMessage::FoundNode { nodes },
                 ..
             } => {
+                // The next hop must be a peer the last hop is linked to
+                // (tabs open no links on demand) *and* one this tab knows
+                // itself: a peer in its own routing table, whose ID it
+                // proved on its own link. A malicious hop can name only
+                // peers we already trust that much, never Sybils of its own.
                 let candidates: Vec<(PeerId, [u8; 32])> = nodes
                     .iter()
                     .filter_map(|n| Some((n.verify().ok()?, n.ntor_key)))
                     .filter(|(id, _)| *id != self.me && !b.path.contains(id))
+                    .filter(|(id, _)| self.routing.contains(id))
                     .collect();
                 let pick = self.random_below(candidates.len());
                 let Some(&(next, key)) = candidates.get(pick) else {
+                    if b.asked < ASKS_PER_HOP {
+                        return self.ask_next_hop(b);
+                    }
                     return Some(TaskResult::Failed(OpError::NoPath(format!(
-                        "after {} hops: the last hop knows no new peer ({} offered)",
+                        "after {} hops: the last hop named no peer this tab knows ({} offered to {} questions)",
                         b.path.len(),
-                        nodes.len()
+                        nodes.len(),
+                        b.asked
                     ))));
                 };
                 let hop = HopSpec::tab(next, key);
@@ -750,6 +761,37 @@ impl TabPeer {
                 format!("circuit closed (reason {reason})"),
             ))),
             _ => None,
+        }
+    }
+
+    /// Asks the circuit's last hop FIND_NODE for a target from our own
+    /// routing table. Kademlia tables are densest near their owner's ID,
+    /// so the peers we know that are closest to the last hop are the ones
+    /// it is most likely linked to: the questions go through them (the
+    /// first among the 3 closest at random), and one is our own ID.
+    fn ask_next_hop(&mut self, b: &mut BuildTab) -> Option<TaskResult> {
+        let last = b.path.last().copied().unwrap_or(self.me);
+        let mut known: Vec<PeerId> = self
+            .routing
+            .entries()
+            .map(|e| e.id)
+            .filter(|id| !b.path.contains(id))
+            .collect();
+        known.sort_by_key(|id| crate::dht::Distance::between(id, &last));
+        let target = match b.asked {
+            0 => {
+                let pick = self.random_below(known.len().min(3));
+                known.get(pick).copied()
+            }
+            1 => Some(self.me),
+            n => known.get(n - 1).copied(),
+        }
+        .unwrap_or(self.me);
+        b.asked += 1;
+        let ask = ControlMessage::FindNode { target };
+        match self.core.mux(b.link).map(|m| m.send_control(b.circ, &ask)) {
+            Some(Ok(())) => None,
+            _ => Some(TaskResult::Failed(OpError::NoCircuit)),
         }
     }
 
