@@ -43,6 +43,12 @@ pub enum ExitEvent<L> {
     Closed { stream: ExitStream<L> },
 }
 
+/// Connections (starting or open) one circuit may hold at the exit; a
+/// BEGIN beyond is refused with END RESOURCELIMIT. Each is a socket.
+pub const MAX_EXIT_CONNECTIONS_PER_CIRCUIT: usize = 64;
+/// Connections the whole exit holds at once.
+pub const MAX_EXIT_CONNECTIONS: usize = 8192;
+
 pub struct ExitService<L> {
     policy: ExitPolicy,
     /// Streams waiting for a resolution or a connection.
@@ -90,6 +96,17 @@ impl<L: Copy + Ord + Debug> ExitService<L> {
         let key = (c, stream);
         if self.policy.rejects_everything() {
             let _ = router.stream_refused(c, stream, end_reason::EXITPOLICY);
+            return;
+        }
+        let on_circuit = self
+            .open
+            .iter()
+            .chain(self.starting.keys())
+            .filter(|(k, _)| *k == c)
+            .count();
+        let total = self.open.len() + self.starting.len();
+        if on_circuit >= MAX_EXIT_CONNECTIONS_PER_CIRCUIT || total >= MAX_EXIT_CONNECTIONS {
+            let _ = router.stream_refused(c, stream, end_reason::RESOURCELIMIT);
             return;
         }
         self.starting.insert(key, port);
@@ -236,5 +253,33 @@ mod tests {
             assert_eq!(exit.poll_event(), None, "nothing is connected to");
             assert!(!exit.owns(&stream));
         }
+    }
+
+    /// One circuit asks for more connections than an exit gives a
+    /// circuit: each BEGIN beyond the limit is refused at once and no
+    /// socket is opened for it; another circuit is not affected.
+    #[test]
+    fn a_circuit_gets_a_bounded_number_of_exit_connections() {
+        let mut rng = crate::rng::SimRng::new(1);
+        let mut router: Router<u8> = Router::new(RouterConfig::new(Vec::new()), &mut rng).unwrap();
+        router.add_link(1, LinkSide::Responder, LinkPeer::default());
+        let mut exit = ExitService::new("accept *:*".parse().unwrap());
+        let c = |circ| CircuitKey { link: 1, circ };
+        let connects = |exit: &mut ExitService<u8>| {
+            std::iter::from_fn(|| exit.poll_event())
+                .filter(|e| matches!(e, ExitEvent::Connect { .. }))
+                .count()
+        };
+        for stream in 1..=100u16 {
+            exit.begin(&mut router, c(0x8000_0001), stream, "192.0.2.1".into(), 80);
+        }
+        assert_eq!(connects(&mut exit), MAX_EXIT_CONNECTIONS_PER_CIRCUIT);
+        assert!(!exit.owns(&(c(0x8000_0001), 100)));
+        exit.begin(&mut router, c(0x8000_0002), 1, "192.0.2.1".into(), 80);
+        assert_eq!(connects(&mut exit), 1, "another circuit has its own");
+        // A stream that ends frees its place.
+        exit.ended((c(0x8000_0001), 1));
+        exit.begin(&mut router, c(0x8000_0001), 101, "192.0.2.1".into(), 80);
+        assert_eq!(connects(&mut exit), 1);
     }
 }
