@@ -16,6 +16,7 @@ use crate::cell::{ControlMessage, RawCell};
 use crate::circuit::LinkSide;
 use crate::client::MuxEvent;
 use crate::mesh::bridge::{BridgeMesh, BridgeMeshEvent, LinkIdentity};
+use crate::peer::limits::TokenBucket;
 use crate::rng::{Rng, RngError};
 use crate::router::{CircuitKey, ExtendTarget, LinkPeer, RouterConfig, RouterEvent};
 use crate::service::{DirRoutes, ExitEvent, ExitPolicy, ExitStream, Services};
@@ -63,7 +64,22 @@ pub struct RelayPeer<L> {
     identities: BTreeMap<L, LinkIdentity>,
     federation: BTreeMap<L, Federation>,
     events: VecDeque<RelayPeerEvent<L>>,
+    /// Since when each link has carried no circuit (ms).
+    idle_since: BTreeMap<L, u64>,
+    /// Mesh messages (registrations, introductions, bridge messages) per
+    /// link: each may make the bridge send to others.
+    mesh_budget: BTreeMap<L, TokenBucket>,
+    mesh_refused: u64,
 }
+
+/// Per link: mesh messages taken at once, then per second.
+pub const MESH_BURST: u32 = 64;
+pub const MESH_PER_SECOND: u32 = 8;
+
+/// A link that carries no circuit for this long is closed (C tor closes
+/// channels without circuits after a few minutes too): a peer cannot
+/// keep links open for nothing.
+pub const LINK_IDLE_MS: u64 = 180_000;
 
 impl<L: Copy + Ord + Debug> RelayPeer<L> {
     pub fn new(config: RelayPeerConfig, rng: &mut dyn Rng) -> Result<Self, RngError> {
@@ -74,6 +90,9 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
             identities: BTreeMap::new(),
             federation: BTreeMap::new(),
             events: VecDeque::new(),
+            idle_since: BTreeMap::new(),
+            mesh_budget: BTreeMap::new(),
+            mesh_refused: 0,
         })
     }
 
@@ -150,7 +169,57 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
         }
     }
 
+    /// Links that carried no circuit, ours or through us, for `idle_ms`
+    /// up to `now`: the adapter closes them. Call it now and then (a link
+    /// counts as busy until the first call sees it idle).
+    pub fn idle_links(&mut self, now: u64, idle_ms: u64) -> Vec<L> {
+        let links: Vec<L> = self.core.links().map(|(l, _, _)| *l).collect();
+        self.idle_since.retain(|l, _| links.contains(l));
+        let mut idle = Vec::new();
+        for link in links {
+            let busy = self.core.router.carries_circuits(&link)
+                || self
+                    .core
+                    .mux_ref(&link)
+                    .is_some_and(|m| m.circuit_count() > 0);
+            if busy {
+                self.idle_since.remove(&link);
+                continue;
+            }
+            let since = *self.idle_since.entry(link).or_insert(now);
+            if now.saturating_sub(since) >= idle_ms {
+                idle.push(link);
+            }
+        }
+        idle
+    }
+
+    /// A control message that ends here: to the mesh, within the link's
+    /// rate.
+    fn on_control(&mut self, circuit: CircuitKey<L>, message: ControlMessage, now: u64) {
+        let allowed = self
+            .mesh_budget
+            .entry(circuit.link)
+            .or_insert_with(|| TokenBucket::new(MESH_BURST, MESH_PER_SECOND, now))
+            .allow(now);
+        if !allowed {
+            self.mesh_refused += 1;
+            return;
+        }
+        let from = self.identities.get(&circuit.link).cloned();
+        if let Some(m) = self.mesh.as_mut() {
+            m.handle(from.as_ref(), (circuit.link, circuit.circ), message, now);
+        }
+    }
+
+    /// Mesh messages dropped under the per-link rate.
+    pub fn mesh_refused(&self) -> u64 {
+        self.mesh_refused
+    }
+
     pub fn remove_link(&mut self, link: L, now: u64) {
+        self.idle_since.remove(&link);
+        self.mesh_budget.remove(&link);
         self.core.remove_link(link);
         if let Some(m) = self.mesh.as_mut() {
             m.link_closed(link);
@@ -267,10 +336,7 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
                     self.events.push_back(RelayPeerEvent::Connect { target })
                 }
                 CoreEvent::Router(RouterEvent::Control { circuit, message }) => {
-                    let from = self.identities.get(&circuit.link).cloned();
-                    if let Some(m) = self.mesh.as_mut() {
-                        m.handle(from.as_ref(), (circuit.link, circuit.circ), message, now);
-                    }
+                    self.on_control(circuit, message, now)
                 }
                 CoreEvent::Router(RouterEvent::CircuitClosed { circuit, .. }) => {
                     if let Some(m) = self.mesh.as_mut() {
@@ -373,5 +439,84 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
 
     pub fn queued(&self) -> Queued {
         self.core.queued()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::{command, destroy_reason};
+
+    /// A link that carries no circuit is reported idle after the timeout
+    /// (and closed by the adapter); one with a circuit is not, until the
+    /// circuit ends.
+    #[test]
+    fn links_without_circuits_go_idle() {
+        let config = RelayPeerConfig {
+            router: RouterConfig::new(Vec::new()),
+            dir: None,
+            exit: None,
+            bridge: None,
+        };
+        let mut rng = crate::rng::SimRng::new(3);
+        let mut peer: RelayPeer<u8> = RelayPeer::new(config, &mut rng).unwrap();
+        for link in [1, 2] {
+            peer.add_link(link, LinkSide::Responder, LinkPeer::default(), None)
+                .unwrap();
+        }
+        assert!(peer.idle_links(0, LINK_IDLE_MS).is_empty());
+        // Link 2 carries a circuit.
+        let create = RawCell::new(0x8000_0001, command::CREATE_FAST, vec![7; 20]);
+        peer.handle_cells(2, vec![create], 1_000);
+        assert_eq!(peer.core.router.circuit_count(), 1);
+        assert!(peer.idle_links(LINK_IDLE_MS - 1, LINK_IDLE_MS).is_empty());
+        assert_eq!(peer.idle_links(LINK_IDLE_MS, LINK_IDLE_MS), [1]);
+        // Its circuit ends: link 2 idles from then on.
+        let destroy = RawCell::new(
+            0x8000_0001,
+            command::DESTROY,
+            vec![destroy_reason::FINISHED],
+        );
+        peer.handle_cells(2, vec![destroy], LINK_IDLE_MS);
+        assert_eq!(peer.idle_links(LINK_IDLE_MS + 1, LINK_IDLE_MS), [1]);
+        assert_eq!(peer.idle_links(2 * LINK_IDLE_MS + 1, LINK_IDLE_MS), [1, 2]);
+        peer.remove_link(1, 2 * LINK_IDLE_MS + 1);
+        assert_eq!(peer.idle_links(2 * LINK_IDLE_MS + 2, LINK_IDLE_MS), [2]);
+    }
+
+    /// A tab floods its bridge with mesh messages (each may make the
+    /// bridge write to other tabs): a burst is taken, then the link's
+    /// rate; another link has its own.
+    #[test]
+    fn mesh_messages_are_taken_at_a_bounded_rate_per_link() {
+        let config = RelayPeerConfig {
+            router: RouterConfig::new(Vec::new()),
+            dir: None,
+            exit: None,
+            bridge: Some([0xee; 20]),
+        };
+        let mut rng = crate::rng::SimRng::new(3);
+        let mut peer: RelayPeer<u8> = RelayPeer::new(config, &mut rng).unwrap();
+        let intro = || ControlMessage::Introduce {
+            peer: crate::crypto::PeerId([1; 20]),
+            sdp: "offer".into(),
+        };
+        let on = |link| CircuitKey {
+            link,
+            circ: 0x8000_0001,
+        };
+        for _ in 0..200 {
+            peer.on_control(on(1), intro(), 1_000);
+        }
+        assert_eq!(peer.mesh_refused(), 200 - u64::from(MESH_BURST));
+        peer.on_control(on(2), intro(), 1_000);
+        assert_eq!(peer.mesh_refused(), 200 - u64::from(MESH_BURST));
+        for _ in 0..20 {
+            peer.on_control(on(1), intro(), 2_000);
+        }
+        assert_eq!(
+            peer.mesh_refused(),
+            200 - u64::from(MESH_BURST) + 20 - u64::from(MESH_PER_SECOND)
+        );
     }
 }

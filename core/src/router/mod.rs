@@ -229,6 +229,12 @@ impl<L: Copy + Ord + Debug> Router<L> {
             .map(|(k, _)| *k)
     }
 
+    /// Whether any circuit through us uses `link`, either side.
+    pub fn carries_circuits(&self, link: &L) -> bool {
+        self.links.get(link).is_some_and(|l| l.circuits_in > 0)
+            || self.by_next.keys().any(|(l, _)| l == link)
+    }
+
     pub fn link_side(&self, link: &L) -> Option<LinkSide> {
         self.links.get(link).map(|l| l.side)
     }

@@ -48,6 +48,9 @@ const EXIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// `outbound::LINK_SETUP_TIMEOUT`); beyond that, extends fail at once
 /// rather than pile up sockets.
 const MAX_PENDING_CONNECTS: usize = 64;
+/// How often links are checked for having carried no circuit for
+/// `peersm_core::peer::relay::LINK_IDLE_MS`.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// A link the core should know about: what its handshake proved.
 pub struct LinkInfo {
@@ -125,6 +128,8 @@ enum Input {
     TrustBridge {
         fingerprint: [u8; 20],
     },
+    /// Time to close links that carry no circuit.
+    CloseIdleLinks,
     Federating {
         url: String,
     },
@@ -228,6 +233,17 @@ impl NodeHandle {
             handle: handle.clone(),
         };
         tokio::spawn(task.run(rx));
+        let ticker = handle.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(IDLE_CHECK);
+            loop {
+                every.tick().await;
+                // The task ends only with the process; so does this.
+                if ticker.tx.send(Input::CloseIdleLinks).await.is_err() {
+                    return;
+                }
+            }
+        });
         handle
     }
 
@@ -424,6 +440,17 @@ impl Task {
             }
             Input::SetDocument { path, body } => self.peer.set_document(&path, body),
             Input::TrustBridge { fingerprint } => self.peer.trust_bridge(fingerprint),
+            Input::CloseIdleLinks => {
+                let idle = self
+                    .peer
+                    .idle_links(now, peersm_core::peer::relay::LINK_IDLE_MS);
+                for link in idle {
+                    if let Some(o) = self.outboxes.get(&link) {
+                        tracing::debug!(link, "closing a link that carries no circuit");
+                        o.close_with(LinkEnd::new(link::EndKind::Normal, "idle: no circuits"));
+                    }
+                }
+            }
             Input::Federating { url } => self.peer.federating_with(&url),
             Input::FederationFailed { url } => self.peer.federation_failed(&url),
         }
