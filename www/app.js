@@ -97,14 +97,15 @@ try {
   };
   refresh();
   setInterval(refresh, 1000);
-  // Circuits whose relays are all the bridge's are the user's choice: on
+  // Exits run by the bridge itself are the user's choice: on
   // their own machine (a local `npm start` network) the box starts ticked,
   // elsewhere not; the note says when the network has nothing else.
   $('single-operator').checked = ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname);
   const showOperators = async () => {
     try {
       const relays = await peer.relays();
-      $('operator-note').hidden = !(relays.length > 0 && relays.every((r) => r.bridgeRun));
+      const exits = relays.filter((r) => r.exit);
+      $('operator-note').hidden = !(exits.length > 0 && exits.every((r) => r.bridgeRun));
     } catch { /* not connected yet: the next status change retries */ }
   };
   peer.on('status', (s) => { if (s === 'connected') showOperators(); });

@@ -24,7 +24,7 @@ pub(crate) struct FetchOptions {
     path: Option<Vec<String>>,
     #[serde(default)]
     max_attempts: Option<u32>,
-    /// Accept relays all run by the bridge (which then sees both ends).
+    /// Accept an exit run by the bridge (which then sees both ends).
     #[serde(default)]
     single_operator: bool,
 }

@@ -414,7 +414,7 @@ impl Peer {
     /// (called with `{ received, total, speed, attempt }`), `path`
     /// (`[middleFingerprint, exitFingerprint]` for the first circuit),
     /// `maxAttempts` (circuits to try, default 5), `singleOperator`
-    /// (accept relays all run by the bridge, which then sees both ends;
+    /// (accept an exit run by the bridge, which then sees both ends;
     /// default false: such a path is refused). Resolves to a
     /// `FetchResponse` whose body is in IndexedDB.
     pub async fn fetch(&self, url: String, options: JsValue) -> Result<FetchResponse, JsValue> {

@@ -337,6 +337,7 @@ impl ClientCircuit {
         cell: RelayCell,
         early: bool,
     ) -> Result<[u8; 20], CircuitError> {
+        let relay_command = cell.command;
         let rng = &mut self.rng;
         let mut body = cell.encode(|pad| {
             // Unpredictable padding (tor-spec §6.1); zeros if it fails.
@@ -348,8 +349,12 @@ impl ClientCircuit {
             .map_err(|_| CircuitError::NoHops)?;
         // As C tor: RELAY_EARLY for extends and for any cell past the
         // first hop while some are left, so the first hop cannot tell an
-        // extend (and so the circuit's length) from other cells.
-        let early = (early || hop != 0) && self.relay_early_left > 0;
+        // extend (and so the circuit's length) from other cells. Not for
+        // Peersm control messages: a circuit through tabs asks FIND_NODE
+        // between its extends, and needs its RELAY_EARLY for them.
+        let early = (early
+            || (hop != 0 && !crate::cell::relay_command::is_peersm_control(relay_command)))
+            && self.relay_early_left > 0;
         if early {
             self.relay_early_left -= 1;
         }

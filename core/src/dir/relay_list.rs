@@ -252,10 +252,10 @@ pub fn parse_relay_list(text: &str) -> Result<Vec<ListedRelay>, RelayListError> 
 
 /// Picks a middle and an exit for a circuit behind a bridge: distinct
 /// relays, neither in `avoid` (the bridge itself, relays that just
-/// failed); `random` drives the choice. With `independent`, at least one
-/// of them is not run by the bridge (which is the first hop), so the
-/// bridge alone does not hold the whole circuit. `None` when the list
-/// cannot make such a path.
+/// failed); `random` drives the choice. With `independent`, the exit is
+/// not one the bridge runs: the bridge is the first hop and sees who
+/// fetches, so it must not also be the hop that sees what. `None` when
+/// the list cannot make such a path.
 pub fn choose_middle_and_exit<'a>(
     relays: &'a [ListedRelay],
     avoid: &[[u8; 20]],
@@ -266,19 +266,14 @@ pub fn choose_middle_and_exit<'a>(
         .iter()
         .filter(|r| !avoid.contains(&r.rsa_id))
         .collect();
-    let exits: Vec<&&ListedRelay> = usable.iter().filter(|r| r.exit).collect();
-    let first = pick(random, exits.len())?;
-    // From a random exit on, the first that has a middle to go with it.
-    (0..exits.len()).find_map(|k| {
-        let exit = **exits.get((first + k) % exits.len())?;
-        let middles: Vec<&&ListedRelay> = usable
-            .iter()
-            .filter(|r| r.rsa_id != exit.rsa_id)
-            .filter(|r| !(independent && exit.bridge_run && r.bridge_run))
-            .collect();
-        let middle = **middles.get(pick(random >> 32, middles.len())?)?;
-        Some((middle, exit))
-    })
+    let exits: Vec<&&ListedRelay> = usable
+        .iter()
+        .filter(|r| r.exit && !(independent && r.bridge_run))
+        .collect();
+    let exit = **exits.get(pick(random, exits.len())?)?;
+    let middles: Vec<&&ListedRelay> = usable.iter().filter(|r| r.rsa_id != exit.rsa_id).collect();
+    let middle = **middles.get(pick(random >> 32, middles.len())?)?;
+    Some((middle, exit))
 }
 
 fn pick(random: u64, len: usize) -> Option<usize> {
@@ -390,28 +385,34 @@ mod tests {
     }
 
     /// The bridge's own relays are marked; a tab that wants a path the
-    /// bridge does not hold whole gets one with a relay not run by the
-    /// bridge, or none when there is no such relay.
+    /// bridge does not see both ends of gets an exit the bridge does not
+    /// run (whatever the middle), or no path when every exit is the
+    /// bridge's, even with an independent middle.
     #[test]
     fn paths_independent_of_the_bridge() {
         let mut own_middle = relay(1, false);
         own_middle.bridge_run = true;
         let mut own_exit = relay(2, true);
         own_exit.bridge_run = true;
-        let joined = relay(3, false);
-        let text = encode_relay_list(&[own_middle.clone(), own_exit.clone(), joined.clone()]);
-        let parsed = parse_relay_list(&text).unwrap();
-        assert_eq!(
-            parsed,
-            [own_middle.clone(), own_exit.clone(), joined.clone()]
-        );
+        let joined_middle = relay(3, false);
+        let joined_exit = relay(4, true);
+        let all = [
+            own_middle.clone(),
+            own_exit.clone(),
+            joined_middle.clone(),
+            joined_exit.clone(),
+        ];
+        let parsed = parse_relay_list(&encode_relay_list(&all)).unwrap();
+        assert_eq!(parsed, all);
         for random in 0..64u64 {
             let random = random.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let (m, e) = choose_middle_and_exit(&parsed, &[], random, true).unwrap();
-            assert_eq!((m.rsa_id, e.rsa_id), (joined.rsa_id, own_exit.rsa_id));
+            assert_eq!(e.rsa_id, joined_exit.rsa_id);
+            assert_ne!(m.rsa_id, e.rsa_id);
         }
-        let only_own = [own_middle.clone(), own_exit.clone()];
-        assert!(choose_middle_and_exit(&only_own, &[], 7, true).is_none());
-        assert!(choose_middle_and_exit(&only_own, &[], 7, false).is_some());
+        // A joined middle does not make the bridge's exit acceptable.
+        let own_exits_only = [own_middle.clone(), own_exit.clone(), joined_middle];
+        assert!(choose_middle_and_exit(&own_exits_only, &[], 7, true).is_none());
+        assert!(choose_middle_and_exit(&own_exits_only, &[], 7, false).is_some());
     }
 }

@@ -243,9 +243,15 @@ impl<L: Copy + Ord + Debug> BridgeMesh<L> {
                     if id == me_fp || !self.vouch(id, now) {
                         continue;
                     }
+                    // Attempts in progress: URLs not (yet) a federated bridge's.
+                    let attempts = self
+                        .discovering
+                        .iter()
+                        .filter(|u| !self.bridges.values().any(|b| &b.url == *u))
+                        .count();
                     let new = !self.bridges.contains_key(&id)
                         && !self.discovering.contains(&url)
-                        && self.discovering.len() < MAX_DISCOVERING
+                        && attempts < MAX_DISCOVERING
                         && self.routing.has_room_for(&id);
                     if new {
                         tracing::info!(bridge = %id, %url, by = %bridge_id, "bridge vouched for by a trusted one");
@@ -293,8 +299,12 @@ impl<L: Copy + Ord + Debug> BridgeMesh<L> {
     /// A bridge said hello on `route` (or we greet one we linked to).
     fn hello(&mut self, bridge_id: PeerId, route: Route<L>, url: String, now: u64) {
         tracing::info!(bridge = %bridge_id, %url, "federated bridge");
-        self.routing.insert(bridge_id, url.clone(), now);
-        self.discovering.insert(url.clone());
+        // A bridge keeps the URL it first gave: a repeated hello with new
+        // URLs neither grows `discovering` nor gets them announced.
+        if !self.bridges.contains_key(&bridge_id) {
+            self.routing.insert(bridge_id, url.clone(), now);
+            self.discovering.insert(url.clone());
+        }
         let bridge = self.bridges.entry(bridge_id).or_insert(FederatedBridge {
             url,
             routes: Vec::new(),
@@ -305,30 +315,35 @@ impl<L: Copy + Ord + Debug> BridgeMesh<L> {
         }
         let peers = self.local_peers();
         self.send(route, ControlMessage::BridgePeers { peers });
-        // The other bridges hear of the newcomer too: whichever said hello
-        // first still learns of every later bridge.
-        let newcomer_url = self
-            .bridges
-            .get(&bridge_id)
-            .map(|b| b.url.clone())
-            .unwrap_or_default();
-        let others: Vec<PeerId> = self
-            .bridges
-            .keys()
-            .filter(|id| **id != bridge_id)
-            .copied()
-            .collect();
-        for other in others {
-            let nodes = ControlMessage::BridgeNodes {
-                bridges: vec![(bridge_id, newcomer_url.clone())],
-            };
-            self.send_to_bridge(&other, nodes);
+        // The other bridges hear of the newcomer too (whichever said hello
+        // first still learns of every later bridge), and the newcomer of
+        // the bridges we know. What we list, bridges that trust us take as
+        // vouched for: so we list only bridges our own operator trusts,
+        // never ones we took on another bridge's word.
+        if self.trusted.contains(&bridge_id) {
+            let newcomer_url = self
+                .bridges
+                .get(&bridge_id)
+                .map(|b| b.url.clone())
+                .unwrap_or_default();
+            let others: Vec<PeerId> = self
+                .bridges
+                .keys()
+                .filter(|id| **id != bridge_id)
+                .copied()
+                .collect();
+            for other in others {
+                let nodes = ControlMessage::BridgeNodes {
+                    bridges: vec![(bridge_id, newcomer_url.clone())],
+                };
+                self.send_to_bridge(&other, nodes);
+            }
         }
         let known = self
             .routing
-            .closest(&bridge_id, K + 1)
+            .closest(&bridge_id, self.routing.len())
             .into_iter()
-            .filter(|e| e.id != bridge_id)
+            .filter(|e| e.id != bridge_id && self.trusted.contains(&e.id))
             .take(K)
             .map(|e| (e.id, e.contact))
             .collect();
@@ -697,7 +712,28 @@ mod tests {
         let vouched = lp(PeerId(dials[0].1), [0; 4]);
         mesh.handle(Some(&vouched), (3, 1), hello(&dials[0].0), 20);
         assert_eq!(mesh.federation().len(), 2);
-        sent(&mut mesh);
+        // We pass no vouch on: the trusted bridge is not told of it, and
+        // the vouched one hears only of operator-trusted bridges.
+        for (route, message) in sent(&mut mesh) {
+            if let ControlMessage::BridgeNodes { bridges } = message {
+                assert!(
+                    bridges
+                        .iter()
+                        .all(|(id, _)| *id == PeerId(trusted.fingerprint)),
+                    "{route:?}: {bridges:?}"
+                );
+            }
+        }
+        // A repeated hello with other URLs changes nothing.
+        for i in 0..50 {
+            mesh.handle(
+                Some(&vouched),
+                (3, 1),
+                hello(&format!("ws://other{i}/bridge")),
+                25,
+            );
+        }
+        assert_eq!(mesh.discovering.len(), 1 + dials.len());
         let more = vec![(PeerId([0x33; 20]), "ws://x/bridge".to_string())];
         mesh.handle(
             Some(&vouched),

@@ -78,6 +78,9 @@ pub struct LinkPeer {
     pub ed25519_id: Option<[u8; 32]>,
 }
 
+/// Extends from one link that may wait for new links at once.
+pub const MAX_WAITING_EXTENDS_PER_LINK: usize = 8;
+
 /// The relay an EXTEND2 asks for: an identity at some addresses. Two
 /// EXTEND2s naming one identity at different addresses are two targets,
 /// so a wrong address (a tarpit) cannot hold up extends to the right one.
@@ -526,6 +529,17 @@ impl<L: Copy + Ord + Debug> Router<L> {
         }
         if !self.config.can_open_links {
             return self.fail_extend(key, destroy_reason::CONNECTFAILED);
+        }
+        // Extends from one link waiting for links at once: a client cannot
+        // hold up the node's link setup (and its global cap) alone.
+        let waiting_here = self
+            .waiting
+            .values()
+            .flatten()
+            .filter(|(l, _)| *l == key.0)
+            .count();
+        if waiting_here >= MAX_WAITING_EXTENDS_PER_LINK {
+            return self.fail_extend(key, destroy_reason::RESOURCELIMIT);
         }
         let target = ExtendTarget {
             id: target,

@@ -626,3 +626,30 @@ fn the_first_eight_relay_cells_past_the_first_hop_are_relay_early() {
         4000
     );
 }
+
+/// One client link names ten unlinked relays (tarpits, say): eight of its
+/// extends wait for links, the rest fail at once with RESOURCELIMIT, so
+/// one client cannot fill the node's pending-link budget by itself.
+#[test]
+fn extends_waiting_for_links_are_bounded_per_link() {
+    let mut net = Chain::new(1, |c| c);
+    let circuits: Vec<u32> = (0..10).map(|_| net.circuit(1)).collect();
+    for (i, circ) in circuits.iter().enumerate() {
+        let far = NtorRelayKey::new([100 + i as u8; 20], [9; 32]);
+        let specs = vec![
+            LinkSpec::Addr(format!("127.0.0.{}:9001", 10 + i).parse().unwrap()),
+            LinkSpec::LegacyId(far.id),
+        ];
+        net.client.extend(*circ, specs, far.id, far.public).unwrap();
+    }
+    let connects = net
+        .run()
+        .iter()
+        .filter(|(_, e)| matches!(e, RouterEvent::Connect { .. }))
+        .count();
+    assert_eq!(connects, MAX_WAITING_EXTENDS_PER_LINK);
+    assert_eq!(
+        net.destroys(0, 1),
+        vec![destroy_reason::RESOURCELIMIT; 10 - MAX_WAITING_EXTENDS_PER_LINK]
+    );
+}

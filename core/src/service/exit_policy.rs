@@ -96,6 +96,12 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    // A rule written as an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`)
+    // is the IPv4 network with 96 fewer bits.
+    let bits = match (net, canonical(net)) {
+        (IpAddr::V6(_), IpAddr::V4(_)) => bits.saturating_sub(96),
+        _ => bits,
+    };
     match (ip, canonical(net)) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = if bits == 0 {
@@ -370,5 +376,16 @@ mod tests {
         }
         assert!(!p.allows(ip("::ffff:127.0.0.1"), 80));
         assert!(!p.allows(ip("224.0.0.1"), 80));
+    }
+
+    /// A rule spelled as an IPv4-mapped IPv6 network keeps its prefix.
+    #[test]
+    fn a_mapped_rule_keeps_its_prefix() {
+        let p: ExitPolicy = "reject [::ffff:10.0.0.0]/104:*, accept *:*"
+            .parse()
+            .unwrap();
+        assert!(!p.allows(ip("10.1.2.3"), 80));
+        assert!(!p.allows(ip("::ffff:10.9.9.9"), 80));
+        assert!(p.allows(ip("11.0.0.1"), 80));
     }
 }

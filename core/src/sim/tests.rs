@@ -341,3 +341,21 @@ fn two_hundred_tabs_and_three_bridges() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A circuit through six tabs: each extend needs a RELAY_EARLY cell, and
+/// the FIND_NODE questions between them must not use those up.
+#[test]
+fn a_circuit_through_six_tabs_is_built() {
+    let mut net = network(25, 1, 8, |_| {});
+    let all = tabs(&net);
+    assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) == 7)));
+    let now = net.now;
+    let op = net
+        .tab_mut(all[0])
+        .map(|t| t.peer.build_tab_circuit(6, now))
+        .unwrap_or(0);
+    match wait(&mut net, all[0], op, 20_000) {
+        Some(Outcome::TabCircuit(Ok(c))) => assert_eq!(c.hops.len(), 6),
+        other => panic!("circuit through six tabs: {other:?}"),
+    }
+}

@@ -35,17 +35,17 @@ pub struct FetchOptions {
     /// circuit through tabs, BEGIN_DIR) instead of through the bridge's
     /// relays and an exit.
     pub through_tabs: Option<usize>,
-    /// Accept a circuit whose relays are all run by the bridge (the first
-    /// hop), which then sees both ends: the user's choice, for a network
-    /// of one operator such as `npm start`'s. Off by default.
+    /// Accept an exit run by the bridge (the first hop), which then sees
+    /// both ends: the user's choice, for a network of one operator such
+    /// as `npm start`'s. Off by default.
     pub single_operator: bool,
 }
 
-/// Why a fetch is refused on a network whose relays are all the bridge's.
+/// Why a fetch is refused on a network whose exits are all the bridge's.
 pub const SINGLE_OPERATOR_REFUSED: &str =
-    "every relay behind this bridge is run by the bridge itself, \
+    "every exit behind this bridge is run by the bridge itself, \
 which would see both who fetches and what: allow it with { singleOperator: true } \
-(the page's \"relays run by this bridge\" box) or join relays of other operators";
+(the page's \"relays run by this bridge\" box) or join exits of other operators";
 
 /// A finished download (the body is in the platform's store).
 #[derive(Debug, Clone, PartialEq, Eq)]

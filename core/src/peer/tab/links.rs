@@ -243,13 +243,15 @@ impl TabPeer {
                 matches!(l.state, LinkState::Open { .. }) || !l.we_initiated || self.me < asker
             });
         // Each answer makes an RTCPeerConnection: a rate for everyone's.
-        let refuse = refuse || {
+        // Offers refused anyway (no single fingerprint…) cost no token.
+        let remote = fingerprint_of(offer);
+        let refuse = refuse || remote.is_none() || {
             let now = self.now;
             let limited = !self.introductions.allow(now);
             self.refused.introductions += u64::from(limited);
             limited
         };
-        let Some(remote) = fingerprint_of(offer).filter(|_| !refuse) else {
+        let Some(remote) = remote.filter(|_| !refuse) else {
             return self.send_reply(reply, asker, String::new());
         };
         if let Some(ours) = self.by_peer.get(&asker).copied() {
@@ -589,6 +591,7 @@ impl TabPeer {
 
     /// Forgets a link; `tell` asks the platform to close it.
     pub(super) fn drop_link(&mut self, link: LinkId, why: &str, tell: bool) {
+        self.control_budget.remove(&link);
         let Some(l) = self.links.remove(&link) else {
             return;
         };

@@ -93,6 +93,11 @@ fn introductions_are_answered_at_a_bounded_rate() {
     use super::{INTRODUCTIONS_PER_SECOND, INTRODUCTION_BURST};
     use crate::crypto::PeerId;
     let mut tab = ready_tab(1_000);
+    // Offers refused for what they are cost no token.
+    for i in 0..50u8 {
+        tab.answer(PeerId([200 + i % 50; 20]), "v=0\r\n", Reply::Bridge);
+    }
+    assert_eq!(tab.refused().introductions, 0);
     let offer = "v=0\r\na=fingerprint:sha-256 AB:CD:EF\r\n";
     let askers = u64::from(INTRODUCTION_BURST) + 4;
     for i in 0..askers {
