@@ -262,3 +262,70 @@ async fn page_is_served_with_cross_origin_headers() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// A relay on the ORPort of a fresh listener.
+async fn start_relay() -> (
+    std::sync::Arc<peersm_node::relay::server::Relay>,
+    SocketAddr,
+) {
+    use peersm_node::relay::{keys::RelayKeys, server};
+    let relay = server::Relay::new(
+        RelayKeys::generate().unwrap(),
+        "reject *:*".parse().unwrap(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, relay.clone()));
+    (relay, addr)
+}
+
+/// Joins need the operator's token, and a join must prove the identities
+/// it names *at the address it gives*: naming a listed relay's identity
+/// at another relay's address is refused, even though the bridge already
+/// holds a link to that identity (before, that link was taken as proof).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_must_prove_its_identity_at_the_address_it_gives() {
+    let www = std::env::temp_dir().join(format!("peersm-www-join-{}", std::process::id()));
+    std::fs::create_dir_all(&www).unwrap();
+    let mut config = BridgeConfig::new(www, Vec::new()).await.unwrap();
+    config.join_token = Some("operator-token".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = listener.local_addr().unwrap();
+    tokio::spawn(bridge::serve(listener, config));
+    let (honest, honest_addr) = start_relay().await;
+    let (_other, other_addr) = start_relay().await;
+    let client = reqwest::Client::new();
+    let join = |line: String, token: &'static str| {
+        client
+            .post(format!("http://{bridge}/relays"))
+            .bearer_auth(token)
+            .body(line)
+            .send()
+    };
+    let line = honest.listing("honest", honest_addr);
+    assert_eq!(join(line.to_line(), "guess").await.unwrap().status(), 403);
+    assert_eq!(
+        join(line.to_line(), "operator-token")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut forged = line.clone();
+    forged.addr = other_addr;
+    let refused = join(forged.to_line(), "operator-token").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let listed: serde_json::Value = reqwest::get(format!("http://{bridge}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let relays = listed["relays"].as_array().unwrap();
+    assert_eq!(relays.len(), 1);
+    assert!(relays[0]
+        .as_str()
+        .unwrap()
+        .contains(&honest_addr.to_string()));
+}

@@ -19,6 +19,7 @@ use crate::error::{Context, NodeError, Result};
 use crate::link::now_ms;
 use crate::relay::keys::RelayKeys;
 use crate::relay::node::NodeHandle;
+use crate::relay::outbound;
 use crate::relay::server::{self as relay_server, Relay, RelayOptions};
 
 /// How long a joined relay stays listed without refreshing.
@@ -155,11 +156,15 @@ impl RelayDirectory {
             ed25519_id: Some(relay.ed25519_id),
             addresses: vec![relay.addr],
         };
-        bridge
-            .node
-            .link_to(target)
+        // A fresh link to the address given, whatever links we have: the
+        // relay there must prove both identities the line claims (a link
+        // to that identity elsewhere proves nothing about this address).
+        // It is closed again; circuits open their own links on demand, so
+        // refreshes do not pile links up.
+        let proof = outbound::connect(&bridge.keys, &target)
             .await
             .context(format!("cannot verify the relay at {}", relay.addr))?;
+        drop(proof);
         if let Ok(mut roster) = self.roster.lock() {
             roster.joined(relay.clone(), now_ms());
         }

@@ -115,10 +115,6 @@ enum Input {
         target: ExtendTarget,
         ok: bool,
     },
-    LinkTo {
-        target: ExtendTarget,
-        reply: oneshot::Sender<Result<()>>,
-    },
     Exit(ExitInput),
     Status(oneshot::Sender<CoreStatus>),
     SetDocument {
@@ -207,8 +203,6 @@ struct Task {
     peer: RelayPeer<LinkId>,
     outboxes: BTreeMap<LinkId, Arc<Outbox>>,
     exits: BTreeMap<ExitStream<LinkId>, ExitState>,
-    /// `link_to` callers waiting for a link to a relay, by target.
-    link_waiters: BTreeMap<ExtendTarget, Vec<oneshot::Sender<Result<()>>>>,
     /// Outbound links being set up, one per target (identity and
     /// addresses): a slow or silent address holds up only its own.
     connecting: std::collections::BTreeSet<ExtendTarget>,
@@ -228,7 +222,6 @@ impl NodeHandle {
             peer,
             outboxes: BTreeMap::new(),
             exits: BTreeMap::new(),
-            link_waiters: BTreeMap::new(),
             connecting: std::collections::BTreeSet::new(),
             handle: handle.clone(),
         };
@@ -326,14 +319,6 @@ impl NodeHandle {
         .await;
     }
 
-    /// Opens (or finds) a link to the relay `target` names, proving its
-    /// identities; resolves once it is up.
-    pub async fn link_to(&self, target: ExtendTarget) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.input(Input::LinkTo { target, reply }).await;
-        rx.await.map_err(|_| NodeError::Closed("relay core"))?
-    }
-
     /// The operator trusts this bridge (`--peer-bridge`, `--trust-bridge`).
     pub async fn trust_bridge(&self, fingerprint: [u8; 20]) {
         self.input(Input::TrustBridge { fingerprint }).await;
@@ -388,21 +373,6 @@ impl Task {
                 if let Err(e) = added {
                     outbox.close_with(LinkEnd::new(link::EndKind::Away, e.to_string()));
                 }
-                if let Some(id) = info.peer.id {
-                    // The link proved the identity: every caller that
-                    // named it is served, whatever address it gave.
-                    let served: Vec<ExtendTarget> = self
-                        .link_waiters
-                        .keys()
-                        .filter(|t| t.id == id)
-                        .cloned()
-                        .collect();
-                    for target in served {
-                        for w in self.link_waiters.remove(&target).unwrap_or_default() {
-                            let _ = w.send(Ok(()));
-                        }
-                    }
-                }
                 self.peer.drive(now);
             }
             Input::Cells { link, cells } => self.peer.handle_cells(link, cells, now),
@@ -415,17 +385,6 @@ impl Task {
                 if !ok {
                     self.connect_failed(&target, now);
                 }
-            }
-            Input::LinkTo { target, reply } => {
-                if self.peer.core.router.link_to(&target.id).is_some() {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                self.link_waiters
-                    .entry(target.clone())
-                    .or_default()
-                    .push(reply);
-                self.connect(target, now);
             }
             Input::Exit(e) => self.on_exit_input(e, now),
             Input::Status(reply) => {
@@ -519,11 +478,8 @@ impl Task {
         });
     }
 
-    /// The extends and `link_to` callers that named `target` fail.
+    /// The extends that named `target` fail.
     fn connect_failed(&mut self, target: &ExtendTarget, now: u64) {
-        for w in self.link_waiters.remove(target).unwrap_or_default() {
-            let _ = w.send(Err(NodeError::Closed("the link to that relay")));
-        }
         self.peer.connect_failed(target, now);
     }
 
