@@ -354,11 +354,10 @@ impl<L: Copy + Ord + Debug> BridgeMesh<L> {
     /// federated from our side too.
     pub fn greeted(&mut self, bridge: &LinkIdentity, route: Route<L>, url: String, now: u64) {
         let id = PeerId(bridge.fingerprint);
+        // It also hears of the bridges our operator trusts: if it learned
+        // of a bridge that said hello to us before it was federated here,
+        // this is how it comes to trust (and find) that one.
         self.hello(id, route, url, now);
-        // The answer to our own hello is the peer's to give, not ours.
-        self.events.retain(|e| {
-            !matches!(e, BridgeMeshEvent::Send { route: r, message: ControlMessage::BridgeNodes { .. } } if *r == route)
-        });
     }
 
     /// Circuit `route` is gone: a tab's registration, a bridge's route.
@@ -754,5 +753,35 @@ mod tests {
             10 + VOUCH_TTL_MS + 1,
         );
         assert_eq!(mesh.federation().len(), 2);
+    }
+
+    /// A bridge that said hello to us before we federated with another
+    /// trusted one is still made known to it: our greeting lists the
+    /// bridges our operator trusts (else the two would never trust each
+    /// other, whatever the order they started in).
+    #[test]
+    fn a_bridge_greeted_later_hears_of_earlier_ones() {
+        let mut mesh = BridgeMesh::new([0xee; 20]);
+        let (first, later) = (lp(PeerId([1; 20]), [0; 4]), lp(PeerId([2; 20]), [0; 4]));
+        mesh.trust_bridge(first.fingerprint);
+        mesh.trust_bridge(later.fingerprint);
+        let hello = ControlMessage::BridgeHello {
+            url: "ws://later/bridge".into(),
+        };
+        mesh.handle(Some(&later), (2, 1), hello, 0);
+        sent(&mut mesh);
+        mesh.greeted(&first, (3, 1), "ws://first/bridge".into(), 10);
+        let to_first: Vec<ControlMessage> = sent(&mut mesh)
+            .into_iter()
+            .filter(|(r, _)| *r == (3, 1))
+            .map(|(_, m)| m)
+            .collect();
+        assert!(
+            to_first
+                .iter()
+                .any(|m| matches!(m, ControlMessage::BridgeNodes { bridges }
+                if bridges.iter().any(|(id, _)| *id == later.id))),
+            "{to_first:?}"
+        );
     }
 }
