@@ -136,6 +136,19 @@ impl Chain {
         circ
     }
 
+    /// A BEGIN_DIR stream on `circ` to its last router, connected there;
+    /// its id and the circuit as the exit knows it.
+    fn connected_stream(&mut self, circ: u32) -> (u16, CircuitKey<usize>) {
+        let stream = self.client.begin(circ, StreamTarget::Directory).unwrap();
+        let at_exit = begun(&self.run());
+        let exit = self.routers.len() - 1;
+        self.routers[exit]
+            .stream_connected(at_exit, stream, None)
+            .unwrap();
+        self.run();
+        (stream, at_exit)
+    }
+
     /// The circuit id of the first (or last) cell `to` got from `from`.
     fn circ_seen(&self, to: usize, from: usize, last: bool) -> u32 {
         let mut seen = self.log.iter().filter(|(t, f, _)| *t == to && *f == from);
@@ -348,13 +361,7 @@ fn a_circuit_whose_cells_pile_up_is_destroyed_and_its_queue_freed() {
         c
     });
     let circ = net.circuit(2);
-    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
-    let events = net.run();
-    let at_exit = begun(&events);
-    net.routers[2]
-        .stream_connected(at_exit, stream, None)
-        .unwrap();
-    net.run();
+    let (stream, at_exit) = net.connected_stream(circ);
     // The exit sends (in bursts its own limit allows); router 1 relays
     // toward a client link nobody drains.
     for _ in 0..2 {
@@ -462,12 +469,7 @@ fn blind_circuit_sendmes_destroy_the_circuit() {
     for blind in [Sendme::V0, Sendme::V1 { digest: [7; 20] }] {
         let mut net = Chain::new(3, |c| c);
         let circ = net.circuit(3);
-        let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
-        let at_exit = begun(&net.run());
-        net.routers[3]
-            .stream_connected(at_exit, stream, None)
-            .unwrap();
-        net.run();
+        let (stream, at_exit) = net.connected_stream(circ);
         // A hundred DATA cells leave the exit and are lost on the way.
         let hundred_cells = vec![0x42; 100 * 498];
         let written = net.routers[3]
@@ -556,12 +558,7 @@ fn stream_cells_from_another_hop_are_ignored() {
     use crate::cell::{relay_command, RelayCell};
     let mut net = Chain::new(3, |c| c);
     let circ = net.circuit(3);
-    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
-    let at_exit = begun(&net.run());
-    net.routers[3]
-        .stream_connected(at_exit, stream, None)
-        .unwrap();
-    net.run();
+    let (stream, at_exit) = net.connected_stream(circ);
     let at_middle = CircuitKey {
         link: 1,
         circ: net.circ_seen(2, 1, false),
@@ -595,12 +592,7 @@ fn stream_cells_from_another_hop_are_ignored() {
 fn the_first_eight_relay_cells_past_the_first_hop_are_relay_early() {
     let mut net = Chain::new(3, |c| c);
     let circ = net.circuit(3);
-    let stream = net.client.begin(circ, StreamTarget::Directory).unwrap();
-    let at_exit = begun(&net.run());
-    net.routers[3]
-        .stream_connected(at_exit, stream, None)
-        .unwrap();
-    net.run();
+    let (stream, at_exit) = net.connected_stream(circ);
     for _ in 0..10 {
         net.client.write(circ, stream, &[7; 400]).unwrap();
         net.run();

@@ -2,7 +2,7 @@
 //! plays an attacker against real peers and checks the attack fails.
 
 use super::tab::connect_to_bridge;
-use super::tests::{network, open_links, tabs};
+use super::tests::{build_tab_circuit, network, open_links, tabs};
 use super::*;
 use crate::peer::tab::LinkStatus;
 
@@ -75,12 +75,7 @@ fn after_a_destroy_no_hop_keeps_the_circuit() {
     let origin = all[0];
     let mut built = Vec::new();
     for _ in 0..4 {
-        let now = net.now;
-        let op = net
-            .tab_mut(origin)
-            .map(|t| t.peer.build_tab_circuit(3, now))
-            .unwrap_or(0);
-        match super::tests::wait(&mut net, origin, op, 10_000) {
+        match build_tab_circuit(&mut net, origin, 3, 10_000) {
             Some(crate::peer::tab::Outcome::TabCircuit(Ok(c))) => built.push(c),
             other => panic!("circuit through three tabs: {other:?}"),
         }
@@ -134,12 +129,7 @@ fn later_hops_of_a_tab_circuit_are_peers_the_origin_knows() {
     let mut built = 0;
     for origin in all.iter().copied().take(6) {
         for _ in 0..3 {
-            let now = net.now;
-            let op = net
-                .tab_mut(origin)
-                .map(|t| t.peer.build_tab_circuit(3, now))
-                .unwrap_or(0);
-            let outcome = super::tests::wait(&mut net, origin, op, 20_000);
+            let outcome = build_tab_circuit(&mut net, origin, 3, 20_000);
             let Some(crate::peer::tab::Outcome::TabCircuit(Ok(c))) = outcome else {
                 continue;
             };

@@ -55,6 +55,22 @@ pub(super) fn open_links(net: &Net, n: NodeId) -> usize {
     })
 }
 
+/// Tab `origin` builds a circuit through `hops` other tabs; the outcome,
+/// once it came within `limit` ms.
+pub(super) fn build_tab_circuit(
+    net: &mut Net,
+    origin: NodeId,
+    hops: usize,
+    limit: u64,
+) -> Option<Outcome> {
+    let now = net.now;
+    let op = net
+        .tab_mut(origin)
+        .map(|t| t.peer.build_tab_circuit(hops, now))
+        .unwrap_or(0);
+    wait(net, origin, op, limit)
+}
+
 /// Runs until operation `op` of tab `n` is done; its outcome.
 pub(super) fn wait(net: &mut Net, n: NodeId, op: u64, limit: u64) -> Option<Outcome> {
     net.run_while(limit, |net| {
@@ -73,12 +89,8 @@ fn a_small_network_links_builds_circuits_through_tabs_and_looks_up() {
         all.iter().map(|n| open_links(&net, *n)).collect::<Vec<_>>()
     );
     let origin = all[0];
-    let now = net.now;
-    let op = net
-        .tab_mut(origin)
-        .map(|t| t.peer.build_tab_circuit(3, now))
-        .unwrap_or(0);
-    let Some(Outcome::TabCircuit(Ok(circuit))) = wait(&mut net, origin, op, 10_000) else {
+    let Some(Outcome::TabCircuit(Ok(circuit))) = build_tab_circuit(&mut net, origin, 3, 10_000)
+    else {
         panic!("no circuit through three tabs");
     };
     assert_eq!(circuit.hops.len(), 3);
@@ -239,8 +251,7 @@ fn two_hundred_tabs_and_three_bridges() {
     let mut build_ms = Vec::new();
     for n in pick(&mut net, 20, &[]) {
         let now = net.now;
-        let op = net.tab_mut(n).unwrap().peer.build_tab_circuit(3, now);
-        match wait(&mut net, n, op, 30_000) {
+        match build_tab_circuit(&mut net, n, 3, 30_000) {
             Some(Outcome::TabCircuit(Ok(c))) => {
                 assert_eq!(c.hops.len(), 3);
                 build_ms.push(net.now - now);
@@ -349,12 +360,7 @@ fn a_circuit_through_six_tabs_is_built() {
     let mut net = network(25, 1, 8, |_| {});
     let all = tabs(&net);
     assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) == 7)));
-    let now = net.now;
-    let op = net
-        .tab_mut(all[0])
-        .map(|t| t.peer.build_tab_circuit(6, now))
-        .unwrap_or(0);
-    match wait(&mut net, all[0], op, 20_000) {
+    match build_tab_circuit(&mut net, all[0], 6, 20_000) {
         Some(Outcome::TabCircuit(Ok(c))) => assert_eq!(c.hops.len(), 6),
         other => panic!("circuit through six tabs: {other:?}"),
     }
