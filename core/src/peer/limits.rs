@@ -41,6 +41,49 @@ impl TokenBucket {
     }
 }
 
+/// A `TokenBucket` per key (a link, say), made full on first use, with a
+/// count of what it refused.
+#[derive(Debug, Clone)]
+pub struct BucketPerKey<K> {
+    burst: u32,
+    per_second: u32,
+    buckets: std::collections::BTreeMap<K, TokenBucket>,
+    refused: u64,
+}
+
+impl<K: Ord> BucketPerKey<K> {
+    pub fn new(burst: u32, per_second: u32) -> Self {
+        BucketPerKey {
+            burst,
+            per_second,
+            buckets: std::collections::BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// Takes a token from `key`'s bucket at `now`; counts a refusal.
+    pub fn allow(&mut self, key: K, now: u64) -> bool {
+        let (burst, per_second) = (self.burst, self.per_second);
+        let allowed = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(burst, per_second, now))
+            .allow(now);
+        self.refused += u64::from(!allowed);
+        allowed
+    }
+
+    /// `key` is gone (a closed link): its bucket goes too.
+    pub fn forget(&mut self, key: &K) {
+        self.buckets.remove(key);
+    }
+
+    /// Requests refused so far, all keys together.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

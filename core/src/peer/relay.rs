@@ -16,7 +16,7 @@ use crate::cell::{ControlMessage, RawCell};
 use crate::circuit::LinkSide;
 use crate::client::MuxEvent;
 use crate::mesh::bridge::{BridgeMesh, BridgeMeshEvent, LinkIdentity};
-use crate::peer::limits::TokenBucket;
+use crate::peer::limits::BucketPerKey;
 use crate::rng::{Rng, RngError};
 use crate::router::{CircuitKey, ExtendTarget, LinkPeer, RouterConfig, RouterEvent};
 use crate::service::{DirRoutes, ExitEvent, ExitPolicy, ExitStream, Services};
@@ -68,8 +68,7 @@ pub struct RelayPeer<L> {
     idle_since: BTreeMap<L, u64>,
     /// Mesh messages (registrations, introductions, bridge messages) per
     /// link: each may make the bridge send to others.
-    mesh_budget: BTreeMap<L, TokenBucket>,
-    mesh_refused: u64,
+    mesh_budget: BucketPerKey<L>,
 }
 
 /// Per link: mesh messages taken at once, then per second.
@@ -91,8 +90,7 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
             federation: BTreeMap::new(),
             events: VecDeque::new(),
             idle_since: BTreeMap::new(),
-            mesh_budget: BTreeMap::new(),
-            mesh_refused: 0,
+            mesh_budget: BucketPerKey::new(MESH_BURST, MESH_PER_SECOND),
         })
     }
 
@@ -197,13 +195,7 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
     /// A control message that ends here: to the mesh, within the link's
     /// rate.
     fn on_control(&mut self, circuit: CircuitKey<L>, message: ControlMessage, now: u64) {
-        let allowed = self
-            .mesh_budget
-            .entry(circuit.link)
-            .or_insert_with(|| TokenBucket::new(MESH_BURST, MESH_PER_SECOND, now))
-            .allow(now);
-        if !allowed {
-            self.mesh_refused += 1;
+        if !self.mesh_budget.allow(circuit.link, now) {
             return;
         }
         let from = self.identities.get(&circuit.link).cloned();
@@ -214,12 +206,12 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
 
     /// Mesh messages dropped under the per-link rate.
     pub fn mesh_refused(&self) -> u64 {
-        self.mesh_refused
+        self.mesh_budget.refused()
     }
 
     pub fn remove_link(&mut self, link: L, now: u64) {
         self.idle_since.remove(&link);
-        self.mesh_budget.remove(&link);
+        self.mesh_budget.forget(&link);
         self.core.remove_link(link);
         if let Some(m) = self.mesh.as_mut() {
             m.link_closed(link);
@@ -447,19 +439,25 @@ mod tests {
     use super::*;
     use crate::cell::{command, destroy_reason};
 
+    /// A relay peer with no keys, directory or exit; a bridge (with a
+    /// mesh) when `bridge` names its fingerprint.
+    fn peer(bridge: Option<[u8; 20]>) -> RelayPeer<u8> {
+        let config = RelayPeerConfig {
+            router: RouterConfig::new(Vec::new()),
+            dir: None,
+            exit: None,
+            bridge,
+        };
+        let mut rng = crate::rng::SimRng::new(3);
+        RelayPeer::new(config, &mut rng).unwrap()
+    }
+
     /// A link that carries no circuit is reported idle after the timeout
     /// (and closed by the adapter); one with a circuit is not, until the
     /// circuit ends.
     #[test]
     fn links_without_circuits_go_idle() {
-        let config = RelayPeerConfig {
-            router: RouterConfig::new(Vec::new()),
-            dir: None,
-            exit: None,
-            bridge: None,
-        };
-        let mut rng = crate::rng::SimRng::new(3);
-        let mut peer: RelayPeer<u8> = RelayPeer::new(config, &mut rng).unwrap();
+        let mut peer = peer(None);
         for link in [1, 2] {
             peer.add_link(link, LinkSide::Responder, LinkPeer::default(), None)
                 .unwrap();
@@ -489,14 +487,7 @@ mod tests {
     /// rate; another link has its own.
     #[test]
     fn mesh_messages_are_taken_at_a_bounded_rate_per_link() {
-        let config = RelayPeerConfig {
-            router: RouterConfig::new(Vec::new()),
-            dir: None,
-            exit: None,
-            bridge: Some([0xee; 20]),
-        };
-        let mut rng = crate::rng::SimRng::new(3);
-        let mut peer: RelayPeer<u8> = RelayPeer::new(config, &mut rng).unwrap();
+        let mut peer = peer(Some([0xee; 20]));
         let intro = || ControlMessage::Introduce {
             peer: crate::crypto::PeerId([1; 20]),
             sdp: "offer".into(),

@@ -98,12 +98,7 @@ impl<L: Copy + Ord + Debug> ExitService<L> {
             let _ = router.stream_refused(c, stream, end_reason::EXITPOLICY);
             return;
         }
-        let on_circuit = self
-            .open
-            .iter()
-            .chain(self.starting.keys())
-            .filter(|(k, _)| *k == c)
-            .count();
+        let on_circuit = self.streams_on(c).count();
         let total = self.open.len() + self.starting.len();
         if on_circuit >= MAX_EXIT_CONNECTIONS_PER_CIRCUIT || total >= MAX_EXIT_CONNECTIONS {
             let _ = router.stream_refused(c, stream, end_reason::RESOURCELIMIT);
@@ -203,14 +198,17 @@ impl<L: Copy + Ord + Debug> ExitService<L> {
         }
     }
 
+    /// Streams of circuit `c`, starting or open: a range of each ordered
+    /// set, not a scan of every stream.
+    fn streams_on(&self, c: CircuitKey<L>) -> impl Iterator<Item = &ExitStream<L>> + '_ {
+        let all = (c, 0)..=(c, u16::MAX);
+        self.open
+            .range(all.clone())
+            .chain(self.starting.range(all).map(|(k, _)| k))
+    }
+
     pub(super) fn circuit_closed(&mut self, c: CircuitKey<L>) {
-        let gone: Vec<ExitStream<L>> = self
-            .open
-            .iter()
-            .chain(self.starting.keys())
-            .filter(|(k, _)| *k == c)
-            .copied()
-            .collect();
+        let gone: Vec<ExitStream<L>> = self.streams_on(c).copied().collect();
         for stream in gone {
             self.ended(stream);
         }

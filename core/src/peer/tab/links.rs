@@ -248,7 +248,7 @@ impl TabPeer {
         let refuse = refuse || remote.is_none() || {
             let now = self.now;
             let limited = !self.introductions.allow(now);
-            self.refused.introductions += u64::from(limited);
+            self.introductions_refused += u64::from(limited);
             limited
         };
         let Some(remote) = remote.filter(|_| !refuse) else {
@@ -591,7 +591,7 @@ impl TabPeer {
 
     /// Forgets a link; `tell` asks the platform to close it.
     pub(super) fn drop_link(&mut self, link: LinkId, why: &str, tell: bool) {
-        self.control_budget.remove(&link);
+        self.control_budget.forget(&link);
         let Some(l) = self.links.remove(&link) else {
             return;
         };

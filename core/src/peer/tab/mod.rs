@@ -38,7 +38,7 @@ use crate::crypto::{PeerId, RsaIdentityKey};
 use crate::dht::RoutingTable;
 use crate::dir::relay_list::ListedRelay;
 use crate::peer::core::{CoreEvent, PeerCore, Queued};
-use crate::peer::limits::TokenBucket;
+use crate::peer::limits::{BucketPerKey, TokenBucket};
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 use crate::router::{RouterConfig, RouterEvent};
 use crate::service::{DirRoutes, Services};
@@ -228,10 +228,11 @@ pub struct TabPeer {
     next_refresh: u64,
     /// Control messages that end here, per link (FIND_NODE answers are
     /// ~4 KB for a 1-cell request; control cells have no SENDME window).
-    control_budget: BTreeMap<LinkId, TokenBucket>,
+    control_budget: BucketPerKey<LinkId>,
     /// Offers we answer (each costs an RTCPeerConnection), from anyone.
     introductions: TokenBucket,
-    refused: Refused,
+    /// Offers refused under `introductions`.
+    introductions_refused: u64,
 }
 
 /// Per link: control messages served at once, then per second.
@@ -296,9 +297,9 @@ impl TabPeer {
             next_request: 1,
             next_own: 1,
             now,
-            control_budget: BTreeMap::new(),
+            control_budget: BucketPerKey::new(CONTROL_BURST, CONTROL_PER_SECOND),
             introductions: TokenBucket::new(INTRODUCTION_BURST, INTRODUCTIONS_PER_SECOND, now),
-            refused: Refused::default(),
+            introductions_refused: 0,
         };
         let message = ntor_key_message(&ntor.public);
         tab.unsigned_ntor = Some(ntor);
@@ -335,7 +336,10 @@ impl TabPeer {
 
     /// What the rate limits refused so far.
     pub fn refused(&self) -> Refused {
-        self.refused
+        Refused {
+            control_messages: self.control_budget.refused(),
+            introductions: self.introductions_refused,
+        }
     }
 
     /// Circuits through this tab (as a hop for others).
@@ -426,7 +430,7 @@ impl TabPeer {
     /// A link's connection is gone (closed, failed, or a peer vanished).
     pub fn handle_link_closed(&mut self, link: LinkId, why: &str, now: u64) {
         self.now = now.max(self.now);
-        self.control_budget.remove(&link);
+        self.control_budget.forget(&link);
         if self.is_bridge(link) {
             self.bridge_closed(why);
         } else {
@@ -493,16 +497,8 @@ impl TabPeer {
         match e {
             CoreEvent::Mux { link, event } => self.on_mux(link, event),
             CoreEvent::Router(RouterEvent::Control { circuit, message }) => {
-                let now = self.now;
-                let allowed = self
-                    .control_budget
-                    .entry(circuit.link)
-                    .or_insert_with(|| TokenBucket::new(CONTROL_BURST, CONTROL_PER_SECOND, now))
-                    .allow(now);
-                if allowed {
+                if self.control_budget.allow(circuit.link, self.now) {
                     self.serve_control(circuit, message)
-                } else {
-                    self.refused.control_messages += 1;
                 }
             }
             // Tabs have no exit and open no links on demand; the router
