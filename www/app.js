@@ -43,7 +43,8 @@ async function download(peer, url) {
       },
     });
     bar.max = 1; bar.value = 1;
-    $('progress-text').textContent = `${res.status} ${res.statusText}: ${human(res.size)} through ${res.circuits.join(', ')}`;
+    const tls = res.tls ? ` (${res.tls}, checked in this page)` : '';
+    $('progress-text').textContent = `${res.status} ${res.statusText}: ${human(res.size)} through ${res.circuits.join(', ')}${tls}`;
     const blob = await res.blob();
     if (previousObjectUrl) URL.revokeObjectURL(previousObjectUrl);
     previousObjectUrl = URL.createObjectURL(blob);

@@ -1,4 +1,4 @@
-//! `peer.fetch(url, { onProgress, path, maxAttempts, singleOperator })`: the core's
+//! `peer.fetch(url, { onProgress, path, maxAttempts, singleOperator, ca })`: the core's
 //! download (3 hops through the bridge's relays, resumed on a new circuit
 //! when one breaks) with its body in IndexedDB, and the response the page
 //! gets back. The decisions are the core's (`peer::tab::fetch`); this file
@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use super::driver::{now, pump, FetchSink, Shared};
 use super::js::{js_error, set};
 use super::store::DownloadStore;
-use peersm_core::http::HttpUrl;
+use peersm_core::http::{certificates_from_pem, HttpUrl};
 use peersm_core::peer::tab::{FetchOptions as CoreOptions, Outcome};
 
 #[derive(Deserialize, Default)]
@@ -27,6 +27,10 @@ pub(crate) struct FetchOptions {
     /// Accept an exit run by the bridge (which then sees both ends).
     #[serde(default)]
     single_operator: bool,
+    /// Extra trust anchors for https, as PEM text (each string may hold
+    /// several certificates): for a server with a private CA.
+    #[serde(default)]
+    ca: Vec<String>,
 }
 
 /// What the page gets back: status, headers and the stored body.
@@ -41,6 +45,7 @@ pub struct FetchResponse {
     circuits: Vec<String>,
     id: String,
     content_type: String,
+    tls: Option<String>,
     store: Rc<DownloadStore>,
 }
 
@@ -88,6 +93,14 @@ impl FetchResponse {
     #[wasm_bindgen(getter)]
     pub fn circuits(&self) -> Array {
         self.circuits.iter().map(|c| JsValue::from_str(c)).collect()
+    }
+
+    /// For an https URL, the TLS version and cipher suite the server and
+    /// the tab agreed ("TLS 1.3, TLS13_AES_128_GCM_SHA256"); undefined for
+    /// http.
+    #[wasm_bindgen(getter)]
+    pub fn tls(&self) -> Option<String> {
+        self.tls.clone()
     }
 
     /// The body as a Blob, assembled from IndexedDB.
@@ -149,12 +162,17 @@ pub(crate) async fn fetch(
             }
         },
     };
+    let mut ca = Vec::new();
+    for pem in &options.ca {
+        ca.extend(certificates_from_pem(pem).map_err(|e| js_error(&format!("fetch: {e}")))?);
+    }
     let store = Rc::new(DownloadStore::open().await?);
     let core_options = CoreOptions {
         path,
         max_attempts: options.max_attempts,
         through_tabs: None,
         single_operator: options.single_operator,
+        ca,
     };
     let started = js_sys::Date::now();
     let sink = FetchSink {
@@ -193,6 +211,7 @@ pub(crate) async fn fetch(
                 circuits: f.circuits,
                 id: id.unwrap_or_default(),
                 content_type,
+                tls: f.tls,
                 store,
             })
         }

@@ -1,7 +1,8 @@
 // Shared pieces of the end-to-end tests: a peersm-node process on a free
-// port, headless Chromium through playwright-core, and a plain HTTP server.
+// port, headless Chromium through playwright-core, and an HTTP(S) file server.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -127,19 +128,22 @@ export function makeBody(size) {
   return body;
 }
 
-/** An HTTP server for one file with Content-Length and Range support. It
- *  records each connection's remote address and each request's Range;
- *  `bytesPerSecond` throttles it. */
-export async function startFileServer(body, { bytesPerSecond = 0, host = '127.0.0.1', port = 0 } = {}) {
+/** An HTTP server for one file (at `path`) with Content-Length and Range
+ *  support. It records each connection's remote address and each request's
+ *  Range; `bytesPerSecond` throttles it; `tls: { key, cert }` (PEM) makes it
+ *  an https server. */
+export async function startFileServer(body, {
+  bytesPerSecond = 0, host = '127.0.0.1', port = 0, tls = null, path = '/file.bin',
+} = {}) {
   const connections = [];
   const requests = [];
-  const server = createServer(async (req, res) => {
+  const handler = async (req, res) => {
     requests.push({ url: req.url, range: req.headers.range ?? null, from: req.socket.remoteAddress });
     if (req.url === '/moved') {
-      res.writeHead(302, { location: '/file.bin', 'content-length': 0 });
+      res.writeHead(302, { location: path, 'content-length': 0 });
       return res.end();
     }
-    if (req.url !== '/file.bin') { res.writeHead(404); return res.end(); }
+    if (req.url !== path) { res.writeHead(404); return res.end(); }
     let start = 0;
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (m) start = Number(m[1]);
@@ -158,11 +162,12 @@ export async function startFileServer(body, { bytesPerSecond = 0, host = '127.0.
       else if (!ok) await new Promise((r) => res.once('drain', r));
     }
     res.end();
-  });
+  };
+  const server = tls ? createHttpsServer(tls, handler) : createServer(handler);
   server.on('connection', (sock) => connections.push(sock.remoteAddress));
   await new Promise((r) => server.listen(port, host, r));
   return {
-    url: `http://${host}:${server.address().port}`,
+    url: `${tls ? 'https' : 'http'}://${host}:${server.address().port}`,
     connections,
     requests,
     close: () => { server.closeAllConnections?.(); server.close(); },

@@ -2,14 +2,19 @@
 //! forms we accept, the GET request we send, and a response reader that
 //! takes bytes as they arrive. Head parsing is `httparse`'s; this module
 //! adds body framing (Content-Length, chunked, until close), redirects and
-//! Content-Range for resumed downloads. Sans IO: used by the tab's
+//! Content-Range for resumed downloads, and TLS inside the stream for
+//! https (`tls`). Sans IO: used by the tab's
 //! `peer.fetch` and testable natively.
 
 mod response;
+#[cfg(test)]
+pub(crate) mod test_pki;
+pub mod tls;
 mod url;
 
 pub use response::{BodyFraming, ResponseHead, ResponseReader};
-pub use url::HttpUrl;
+pub use tls::{certificates_from_pem, TlsSettings, TlsStream};
+pub use url::{HttpUrl, Scheme};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
@@ -23,6 +28,8 @@ pub enum HttpError {
     BadChunk,
     #[error("the connection closed before the body was complete")]
     Truncated,
+    #[error("https: {0}")]
+    Tls(String),
 }
 
 /// The GET request for `url`, asking for the bytes from `from` on when

@@ -1,12 +1,35 @@
-//! The URLs `peer.fetch` accepts: `http://host[:port][/path][?query]`.
+//! The URLs `peer.fetch` accepts: `http[s]://host[:port][/path][?query]`.
 //! The host goes to the exit as is (the exit resolves it, as with
-//! `curl --socks5-hostname`); HTTPS would need TLS inside the stream,
-//! which the tab does not do yet, so it is refused with a clear error.
+//! `curl --socks5-hostname`). For https the tab speaks TLS itself inside
+//! the stream (`super::tls`), so the exit sees only ciphertext.
 
 use super::HttpError;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    pub scheme: Scheme,
     pub host: String,
     pub port: u16,
     /// Starts with '/'; the fragment is dropped.
@@ -18,15 +41,11 @@ impl HttpUrl {
         let bad = |why: &str| HttpError::BadUrl(format!("{input:?}: {why}"));
         let input = input.trim();
         let (scheme, rest) = input.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" => {}
-            "https" => {
-                return Err(bad(
-                    "https is not supported yet (no TLS inside circuits); use http://",
-                ))
-            }
-            _ => return Err(bad("only http:// URLs can be fetched")),
-        }
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => return Err(bad("only http:// and https:// URLs can be fetched")),
+        };
         let rest = rest.split('#').next().unwrap_or_default();
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
@@ -56,7 +75,7 @@ impl HttpUrl {
         }
         let port = match port_text {
             Some(p) => p.parse::<u16>().map_err(|_| bad("bad port"))?,
-            None => 80,
+            None => scheme.default_port(),
         };
         if host.is_empty() || port == 0 {
             return Err(bad("no host"));
@@ -79,20 +98,22 @@ impl HttpUrl {
             return Err(bad("spaces or control characters in the path"));
         }
         Ok(HttpUrl {
+            scheme,
             host: host.to_ascii_lowercase(),
             port,
             path_and_query,
         })
     }
 
-    /// The Host header value (RFC 9110 §7.2): the port only when not 80.
+    /// The Host header value (RFC 9110 §7.2): the port only when not the
+    /// scheme's default.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == self.scheme.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -100,13 +121,14 @@ impl HttpUrl {
     }
 
     /// Resolves a Location header against this URL (absolute URLs,
-    /// absolute paths, and relative paths).
+    /// scheme-relative ones, absolute paths, and relative paths).
     pub fn join(&self, location: &str) -> Result<HttpUrl, HttpError> {
+        let scheme = self.scheme.as_str();
         if location.contains("://") {
             return HttpUrl::parse(location);
         }
         if let Some(rest) = location.strip_prefix("//") {
-            return HttpUrl::parse(&format!("http://{rest}"));
+            return HttpUrl::parse(&format!("{scheme}://{rest}"));
         }
         let path = if location.starts_with('/') {
             location.to_string()
@@ -115,13 +137,19 @@ impl HttpUrl {
             let dir = base.rsplit_once('/').map_or("", |(d, _)| d);
             format!("{dir}/{location}")
         };
-        HttpUrl::parse(&format!("http://{}{path}", self.host_header()))
+        HttpUrl::parse(&format!("{scheme}://{}{path}", self.host_header()))
     }
 }
 
 impl std::fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.host_header(), self.path_and_query)
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.host_header(),
+            self.path_and_query
+        )
     }
 }
 
@@ -142,8 +170,15 @@ mod tests {
         let u = HttpUrl::parse("http://[::1]:81/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 81));
         assert_eq!(u.host_header(), "[::1]:81");
+        let u = HttpUrl::parse("HTTPS://example.org/x").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Https, 443));
+        assert_eq!(
+            (u.host_header(), u.to_string()),
+            ("example.org".into(), "https://example.org/x".into())
+        );
+        let u = HttpUrl::parse("https://example.org:80/").unwrap();
+        assert_eq!(u.host_header(), "example.org:80");
         for bad in [
-            "https://example.org/",
             "ftp://x/",
             "example.org",
             "http://",
@@ -174,6 +209,12 @@ mod tests {
         );
         assert_eq!(base.join("http://x/y").unwrap().to_string(), "http://x/y");
         assert_eq!(base.join("//z/w").unwrap().to_string(), "http://z/w");
-        assert!(base.join("https://secure/").is_err());
+        assert_eq!(
+            base.join("https://secure/").unwrap().to_string(),
+            "https://secure/"
+        );
+        let secure = HttpUrl::parse("https://s/a/b").unwrap();
+        assert_eq!(secure.join("//t/u").unwrap().to_string(), "https://t/u");
+        assert_eq!(secure.join("c").unwrap().to_string(), "https://s/a/c");
     }
 }

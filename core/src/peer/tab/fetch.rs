@@ -39,6 +39,9 @@ pub struct FetchOptions {
     /// both ends: the user's choice, for a network of one operator such
     /// as `npm start`'s. Off by default.
     pub single_operator: bool,
+    /// Trust anchors for https beyond the web PKI roots (DER certificates;
+    /// `http::certificates_from_pem` reads them from PEM).
+    pub ca: Vec<Vec<u8>>,
 }
 
 /// Why a fetch is refused on a network whose exits are all the bridge's.
@@ -60,6 +63,8 @@ pub struct Fetched {
     pub attempts: u32,
     /// Each circuit used, as "middle → exit" nicknames.
     pub circuits: Vec<String>,
+    /// For https: the TLS version and cipher suite ("TLS 1.3, …").
+    pub tls: Option<String>,
 }
 
 enum State {
@@ -90,6 +95,8 @@ pub(super) struct FetchTask {
     state: State,
     last_error: String,
     buffer: Vec<u8>,
+    /// Bytes for the stream its queue had no room for yet (TLS).
+    unsent: Vec<u8>,
     unstored: usize,
     last_progress: u64,
 }
@@ -101,6 +108,7 @@ impl TabPeer {
         self.now = now.max(self.now);
         let parsed = HttpUrl::parse(url);
         let url = parsed.clone().unwrap_or(HttpUrl {
+            scheme: crate::http::Scheme::Http,
             host: String::new(),
             port: 0,
             path_and_query: String::new(),
@@ -108,7 +116,7 @@ impl TabPeer {
         let task = FetchTask {
             download: match options.through_tabs {
                 Some(_) => Download::from_directory(url),
-                None => Download::new(url),
+                None => Download::new(url).with_anchors(options.ca),
             },
             through_tabs: options.through_tabs,
             max_attempts: options.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1),
@@ -122,6 +130,7 @@ impl TabPeer {
             state: State::WaitingBridge,
             last_error: String::new(),
             buffer: Vec::new(),
+            unsent: Vec::new(),
             unstored: 0,
             last_progress: 0,
         };
@@ -329,16 +338,17 @@ impl TabPeer {
         link: u32,
         circ: u32,
     ) -> Result<Option<TaskResult>, OpError> {
-        let (target, request): (StreamTarget, Vec<u8>) = f.download.request();
-        let opened = self.core.mux(link).map(|m| {
-            let stream = m.begin(circ, target)?;
-            m.write(circ, stream, &request)?;
-            Ok::<u16, crate::circuit::CircuitError>(stream)
-        });
+        let (target, request): (StreamTarget, Vec<u8>) = f
+            .download
+            .request(self.now)
+            .map_err(|e| OpError::Fetch(format!("fetch {}: {e}", f.download.url())))?;
+        let opened = self.core.mux(link).map(|m| m.begin(circ, target));
         match opened {
             Some(Ok(stream)) => {
                 self.own_stream(id, link, circ, stream);
                 f.state = State::Streaming { link, circ, stream };
+                f.unsent = request;
+                self.send_unsent(f, link, circ, stream);
                 Ok(None)
             }
             Some(Err(e)) => self.broken(id, f, e.to_string()),
@@ -357,6 +367,10 @@ impl TabPeer {
         };
         match event {
             MuxEvent::StreamReadable { .. } => self.read_body(id, f, link, circ, stream),
+            MuxEvent::StreamWritable { .. } => {
+                self.send_unsent(f, link, circ, stream);
+                Ok(None)
+            }
             MuxEvent::StreamEnded { reason, opened, .. } => {
                 if !opened {
                     // The exit refused: another circuit will not help.
@@ -402,6 +416,11 @@ impl TabPeer {
                 .download
                 .feed(&data)
                 .map_err(|e| OpError::Fetch(format!("fetch {}: {e}", f.download.url())))?;
+            let reply = f.download.take_outgoing();
+            if !reply.is_empty() {
+                f.unsent.extend_from_slice(&reply);
+                self.send_unsent(f, link, circ, stream);
+            }
             for piece in fed {
                 match piece {
                     Fed::Body(b) => f.buffer.extend_from_slice(&b),
@@ -431,6 +450,21 @@ impl TabPeer {
             }
         }
         Ok(None)
+    }
+
+    /// Writes what the stream's queue takes of `f.unsent`; the rest waits
+    /// for `StreamWritable`.
+    fn send_unsent(&mut self, f: &mut FetchTask, link: u32, circ: u32, stream: u16) {
+        if f.unsent.is_empty() {
+            return;
+        }
+        if let Some(Ok(taken)) = self
+            .core
+            .mux(link)
+            .map(|m| m.write(circ, stream, &f.unsent))
+        {
+            f.unsent.drain(..taken.min(f.unsent.len()));
+        }
     }
 
     fn store(&mut self, id: TaskId, f: &mut FetchTask) {
@@ -536,6 +570,7 @@ impl TabPeer {
             size: f.download.received(),
             attempts: f.attempt,
             circuits: f.used.clone(),
+            tls: f.download.tls().map(str::to_string),
         })
     }
 }

@@ -24,7 +24,7 @@ use crate::dht::{Lookup, LookupAction, K};
 use crate::dir::relay_list::{
     choose_middle_and_exit, parse_relay_list, verify_relay_list, ListedRelay, RELAY_LIST_PATH,
 };
-use crate::http::{get_request, HttpUrl, ResponseReader};
+use crate::http::{get_request, HttpUrl, ResponseReader, Scheme};
 use crate::router::CircuitKey;
 
 use super::fetch::FetchTask;
@@ -243,6 +243,7 @@ impl HttpGet {
             .begin(circ, StreamTarget::Directory)
             .map_err(|e| OpError::Circuit(e.to_string()))?;
         let url = HttpUrl {
+            scheme: Scheme::Http,
             host: "directory".into(),
             port: 80,
             path_and_query: path.to_string(),
