@@ -91,11 +91,11 @@ test('20 MB through bridge + 2 relays: bytes equal, the server sees only the exi
     }, `${server.url}/file.bin`);
     assert.ok(bridgeOnly.relays.every((r) => r.bridgeRun), 'the embedded relays are marked');
     assert.match(bridgeOnly.error, /run by the bridge itself/);
-    const https = await page.evaluate(async () => {
-      try { await window.peersm.fetch('https://example.org/'); return 'no error'; }
+    const ftp = await page.evaluate(async () => {
+      try { await window.peersm.fetch('ftp://example.org/'); return 'no error'; }
       catch (e) { return e.message; }
     });
-    assert.match(https, /https is not supported/);
+    assert.match(ftp, /only http:\/\/ and https:\/\/ URLs can be fetched/);
     await page.close();
   } finally {
     server.close();
