@@ -150,3 +150,49 @@ fn later_hops_of_a_tab_circuit_are_peers_the_origin_knows() {
         "circuits built: {built} of 18 (links per tab {links:?})"
     );
 }
+
+/// A linked tab hangs (or plays dead): its links stay up and it sends
+/// nothing. The others close their links to it once it has been silent
+/// for `LINK_SILENT_MS`, while their links to each other, idle but kept
+/// alive by PADDING cells, stay open through ten quiet minutes. Before
+/// the fix a silent peer kept its link, a slot and a routing-table entry
+/// for ever.
+#[test]
+fn a_silent_linked_tab_is_dropped_and_live_idle_links_stay() {
+    use crate::peer::tab::{KEEPALIVE_MS, LINK_SILENT_MS};
+    let mut net = network(23, 1, 4, |_| {});
+    net.run_until(net.now + 20_000);
+    let all = tabs(&net);
+    for n in &all {
+        assert_eq!(open_links(&net, *n), 3, "{:?}", links_of(&net, *n));
+    }
+    let (hung, honest) = all.split_last().unwrap();
+    let hung_id = net.tab(*hung).unwrap().peer.id();
+    net.tab_mut(*hung).unwrap().alive = false;
+    let open_to_hung = |net: &Net, n: NodeId| {
+        net.tab(n)
+            .unwrap()
+            .peer
+            .links()
+            .iter()
+            .any(|(p, s)| *p == hung_id && *s == LinkStatus::Open)
+    };
+    net.run_until(net.now + LINK_SILENT_MS - KEEPALIVE_MS);
+    assert!(
+        honest.iter().all(|n| open_to_hung(&net, *n)),
+        "not dropped before its time"
+    );
+    net.run_until(net.now + 2 * KEEPALIVE_MS);
+    for n in honest {
+        assert!(!open_to_hung(&net, *n), "the silent tab's link is closed");
+        let table = &net.tab(*n).unwrap().peer;
+        assert!(
+            !table.routing_table().contains(&hung_id),
+            "and out of the table"
+        );
+    }
+    net.run_until(net.now + 10 * 60_000);
+    for n in honest {
+        assert_eq!(open_links(&net, *n), 2, "{:?}", links_of(&net, *n));
+    }
+}

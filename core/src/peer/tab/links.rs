@@ -11,7 +11,7 @@
 //! with the smaller ID wins: that tab refuses the other's offer (an empty
 //! answer), the other drops its own attempt and answers.
 
-use crate::cell::{cert_type, CertEntry, Certs, CircIdLen, ControlMessage};
+use crate::cell::{cert_type, command, CertEntry, Certs, CircIdLen, ControlMessage, RawCell};
 use crate::channel::{
     decode_frame, dtls_binding_cert, dtls_binding_message, Handshake, LinkInitiator, LinkResponder,
     ResponderCheck,
@@ -27,6 +27,14 @@ use super::{LinkId, Signing, TabEvent, TabPeer};
 
 /// How long a link may take from the first step to open.
 const ESTABLISH_MS: u64 = 30_000;
+/// An open link on which we sent nothing for this long gets a PADDING
+/// cell (tor-spec §3: a keepalive the other end ignores).
+pub const KEEPALIVE_MS: u64 = 60_000;
+/// An open link on which nothing came for this long (three keepalives
+/// missed, with room for a hidden tab's timers, which Chromium may run
+/// only once a minute) is closed: its peer is gone or hung, and a silent
+/// link would hold one of our slots and a routing-table entry for ever.
+pub const LINK_SILENT_MS: u64 = 3 * KEEPALIVE_MS;
 /// Links (open or being made) a tab opens or accepts freely: each is a
 /// peer connection with its own ICE and DTLS upkeep.
 pub const MAX_LINKS: usize = 32;
@@ -104,6 +112,40 @@ pub(super) struct TabLink {
     remote_fingerprint: Option<String>,
     /// The core knows the link (it is open).
     added: bool,
+    /// When the link last received a frame, and last sent one (open links).
+    last_heard: u64,
+    pub(super) last_sent: u64,
+}
+
+impl TabLink {
+    fn new(
+        peer: PeerId,
+        we_initiated: bool,
+        state: LinkState,
+        remote_fingerprint: Option<String>,
+        now: u64,
+    ) -> TabLink {
+        TabLink {
+            peer,
+            we_initiated,
+            state,
+            channel_open: false,
+            early_frames: Vec::new(),
+            deadline: now + ESTABLISH_MS,
+            local_sdp: None,
+            binding: None,
+            remote_fingerprint,
+            added: false,
+            last_heard: now,
+            last_sent: now,
+        }
+    }
+
+    /// When this open link next needs a keepalive or a silence check.
+    pub(super) fn upkeep_deadline(&self) -> Option<u64> {
+        self.added
+            .then(|| (self.last_sent + KEEPALIVE_MS).min(self.last_heard + LINK_SILENT_MS))
+    }
 }
 
 /// Our side of a link as the platform made it: the SDP (offer or answer)
@@ -210,21 +252,9 @@ impl TabPeer {
             return;
         }
         let link = self.new_link_id();
-        self.links.insert(
-            link,
-            TabLink {
-                peer,
-                we_initiated: true,
-                state: LinkState::Offering { introducer },
-                channel_open: false,
-                early_frames: Vec::new(),
-                deadline: self.now + ESTABLISH_MS,
-                local_sdp: None,
-                binding: None,
-                remote_fingerprint: None,
-                added: false,
-            },
-        );
+        let state = LinkState::Offering { introducer };
+        self.links
+            .insert(link, TabLink::new(peer, true, state, None, self.now));
         self.by_peer.insert(peer, link);
         self.events.push_back(TabEvent::CreateOffer { link });
     }
@@ -259,20 +289,10 @@ impl TabPeer {
             self.drop_link(ours, "their offer crossed ours and wins", true);
         }
         let link = self.new_link_id();
+        let state = LinkState::Answering { reply };
         self.links.insert(
             link,
-            TabLink {
-                peer: asker,
-                we_initiated: false,
-                state: LinkState::Answering { reply },
-                channel_open: false,
-                early_frames: Vec::new(),
-                deadline: self.now + ESTABLISH_MS,
-                local_sdp: None,
-                binding: None,
-                remote_fingerprint: Some(remote),
-                added: false,
-            },
+            TabLink::new(asker, false, state, Some(remote), self.now),
         );
         self.by_peer.insert(asker, link);
         self.events.push_back(TabEvent::AcceptOffer {
@@ -474,6 +494,7 @@ impl TabPeer {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
+        l.last_heard = self.now;
         if !l.channel_open {
             if l.early_frames.len() >= MAX_FRAMES_BEFORE_CHECK {
                 return self.drop_link(link, "too many frames before the DTLS check", true);
@@ -538,6 +559,7 @@ impl TabPeer {
         };
         l.deadline = u64::MAX;
         l.added = true;
+        (l.last_heard, l.last_sent) = (self.now, self.now);
         let router_peer = LinkPeer {
             id: Some(peer.0),
             ed25519_id: None,
@@ -586,6 +608,30 @@ impl TabPeer {
             .collect();
         for link in late {
             self.drop_link(link, "not open in time", true);
+        }
+    }
+
+    /// Open links: a keepalive where we have been quiet, and the link
+    /// closed where the peer has been silent too long.
+    pub(super) fn links_upkeep(&mut self) {
+        let now = self.now;
+        let mut silent = Vec::new();
+        let mut quiet = Vec::new();
+        for (id, l) in self.links.iter_mut().filter(|(_, l)| l.added) {
+            if now.saturating_sub(l.last_heard) >= LINK_SILENT_MS {
+                silent.push(*id);
+            } else if now.saturating_sub(l.last_sent) >= KEEPALIVE_MS {
+                // Counted as sent now, so one keepalive is queued per period.
+                l.last_sent = now;
+                quiet.push(*id);
+            }
+        }
+        for link in silent {
+            let why = format!("silent: nothing received for {} s", LINK_SILENT_MS / 1000);
+            self.drop_link(link, &why, true);
+        }
+        for link in quiet {
+            self.queue_cells(link, &[RawCell::new(0, command::PADDING, Vec::new())]);
         }
     }
 

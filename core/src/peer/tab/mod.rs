@@ -44,7 +44,9 @@ use crate::router::{RouterConfig, RouterEvent};
 use crate::service::{DirRoutes, Services};
 
 pub use fetch::{FetchOptions, Fetched};
-pub use links::{fingerprint_of, same_fingerprint, LinkStatus, LocalSdp};
+pub use links::{
+    fingerprint_of, same_fingerprint, LinkStatus, LocalSdp, KEEPALIVE_MS, LINK_SILENT_MS,
+};
 pub use tasks::{LookupOutcome, OwnCircuit};
 
 use bridge::BridgeLink;
@@ -357,7 +359,11 @@ impl TabPeer {
             .frames
             .iter()
             .position(|(link, _)| self.channel_open(*link))?;
-        self.frames.remove(ready)
+        let (link, frame) = self.frames.remove(ready)?;
+        if let Some(l) = self.links.get_mut(&link) {
+            l.last_sent = self.now;
+        }
+        Some((link, frame))
     }
 
     /// When `handle_timeout` wants to be called next (ms).
@@ -366,7 +372,8 @@ impl TabPeer {
         let links = self
             .links
             .values()
-            .map(|l| l.deadline)
+            .flat_map(|l| [Some(l.deadline), l.upkeep_deadline()])
+            .flatten()
             .filter(|d| *d < u64::MAX);
         let bridge = self.bridge.as_ref().and_then(|b| b.deadline());
         let refresh = self.mesh_running().then_some(self.next_refresh);
@@ -386,6 +393,7 @@ impl TabPeer {
             self.task_input(id, TaskInput::Timeout);
         }
         self.links_timeout();
+        self.links_upkeep();
         self.bridge_timeout();
         if self.mesh_running() && self.next_refresh <= self.now {
             self.next_refresh = self.now + self.config.refresh_ms.max(1000);
