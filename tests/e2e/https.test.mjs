@@ -52,8 +52,9 @@ function makePki(dir) {
 /** Listens on host:port and forwards each connection to `target`,
  *  keeping everything that went through, both ways. */
 async function startRecorder(host, port, target) {
-  const seen = { toServer: [], toClient: [] };
+  const seen = { toServer: [], toClient: [], connections: 0 };
   const server = createServer((client) => {
+    seen.connections += 1;
     const upstream = connect(target.port, target.host);
     client.on('data', (d) => { seen.toServer.push(d); upstream.write(d); });
     upstream.on('data', (d) => { seen.toClient.push(d); client.write(d); });
@@ -134,6 +135,15 @@ test('a server whose CA the page was not given is refused, with the reason', asy
   const r = await fetchInPage(`https://${HOST}:${PORT}${SECRET_PATH}`, {});
   assert.match(r.error ?? '', /not signed by a trusted authority/, JSON.stringify(r));
   assert.equal(servers.right.requests.length, before, 'no request was sent');
+});
+
+test('a refused certificate is tried once more through another exit, then fails', async () => {
+  // The first failure may be the exit's (a forged certificate): one more
+  // circuit, avoiding that exit; the second is the server's, and final.
+  const connections = recorder.seen.connections;
+  const r = await fetchInPage(`https://${HOST}:${PORT}${SECRET_PATH}`, { maxAttempts: 5 });
+  assert.match(r.error ?? '', /not signed by a trusted authority/, JSON.stringify(r));
+  assert.equal(recorder.seen.connections - connections, 2, 'two TLS handshakes, no more');
 });
 
 test('a certificate for another name is refused, with the reason', async () => {

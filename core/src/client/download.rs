@@ -33,6 +33,16 @@ pub enum DownloadError {
     },
     #[error("refused a redirect from https to {0}: it would cross the exit in clear")]
     Downgrade(String),
+    #[error("resuming at byte {from}: the resource changed (its size was {was}, now {now})")]
+    Changed { from: u64, was: u64, now: u64 },
+}
+
+impl DownloadError {
+    /// A TLS failure: a record that does not decrypt, a certificate
+    /// refused. The exit can cause these, so another exit may not.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, DownloadError::Http(HttpError::Tls(_)))
+    }
 }
 
 /// What fed bytes produced.
@@ -105,10 +115,21 @@ impl Download {
     }
 
     /// Adds trust anchors (DER certificates) for https, beyond the web PKI
-    /// roots: a private CA, a test server's.
+    /// roots: a private CA, a test server's. They are trusted for the
+    /// URL's host only: after a redirect to another host, the web PKI
+    /// roots alone are.
     pub fn with_anchors(mut self, anchors: Vec<Vec<u8>>) -> Self {
         self.extra_anchors = anchors;
         self
+    }
+
+    /// Checks the anchors now, so that a bad one is refused before any
+    /// circuit is built.
+    pub fn check_anchors(&mut self) -> Result<(), DownloadError> {
+        if !self.extra_anchors.is_empty() && self.tls.is_none() {
+            self.tls = Some(TlsSettings::new(&self.extra_anchors)?);
+        }
+        Ok(())
     }
 
     /// The TLS version and cipher suite of the https session, once one
@@ -164,7 +185,7 @@ impl Download {
                 port: self.url.port,
             }
         };
-        let request = get_request(&self.url, self.from);
+        let request = get_request(&self.url, self.from, self.validator().as_deref());
         if self.url.scheme == Scheme::Http || self.directory {
             return Ok((target, request));
         }
@@ -235,6 +256,19 @@ impl Download {
         Ok(out)
     }
 
+    /// What `If-Range` carries when resuming (RFC 9110 §13.1.5): the first
+    /// response's strong ETag, else its Last-Modified date. A server whose
+    /// file changed then answers 200 with the new one, which restarts the
+    /// body, instead of splicing two versions.
+    fn validator(&self) -> Option<String> {
+        let head = self.head.as_ref()?;
+        head.header("etag")
+            .filter(|tag| !tag.trim_start().starts_with("W/"))
+            .or_else(|| head.header("last-modified"))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && !v.bytes().any(|b| b.is_ascii_control()))
+    }
+
     /// Whether the current response says "redirect" (its body is moot).
     pub fn redirecting(&self) -> bool {
         self.redirect.is_some()
@@ -260,7 +294,18 @@ impl Download {
             return Ok(());
         }
         match head.status {
-            206 if head.content_range().map(|(first, _)| first) == Some(self.from) => Ok(()),
+            206 if head.content_range().map(|(first, _)| first) == Some(self.from) => {
+                // Without a validator the server cannot tell us the file
+                // changed; a new size at least shows it.
+                match (self.total, head.total_size()) {
+                    (Some(was), Some(now)) if was != now => Err(DownloadError::Changed {
+                        from: self.from,
+                        was,
+                        now,
+                    }),
+                    _ => Ok(()),
+                }
+            }
             // The server ignored Range: start over with this full answer.
             200 => {
                 out.push(Fed::Restart);
@@ -290,6 +335,10 @@ impl Download {
             self.redirects += 1;
             if self.redirects > MAX_REDIRECTS {
                 return Err(DownloadError::TooManyRedirects);
+            }
+            if next.host != self.url.host {
+                self.extra_anchors.clear();
+                self.tls = None;
             }
             self.url = next;
             self.head = None;
@@ -358,6 +407,46 @@ mod tests {
             d.head().unwrap().status,
             200,
             "the user sees the first head"
+        );
+    }
+
+    /// A resumed request names the version it continues (If-Range), and a
+    /// 206 for a resource of another size is refused rather than spliced
+    /// onto the first version's bytes.
+    #[test]
+    fn a_resume_is_tied_to_the_same_version_of_the_file() {
+        let mut d = Download::new(HttpUrl::parse("http://127.0.0.1:8/f").unwrap());
+        d.request(0).unwrap();
+        d.feed(b"HTTP/1.1 200 OK\r\nETag: \"v7\"\r\nContent-Length: 10\r\n\r\n0123")
+            .unwrap();
+        d.stream_ended(5).unwrap();
+        let (_, req) = d.request(0).unwrap();
+        let req = String::from_utf8_lossy(&req).into_owned();
+        assert!(
+            req.contains("Range: bytes=4-\r\nIf-Range: \"v7\"\r\n"),
+            "{req}"
+        );
+        let err = d
+            .feed(b"HTTP/1.1 206 Partial\r\nContent-Range: bytes 4-11/12\r\nContent-Length: 8\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DownloadError::Changed {
+                from: 4,
+                was: 10,
+                now: 12
+            }
+        );
+
+        // A weak ETag is no validator; Last-Modified is used instead.
+        let mut d = Download::new(HttpUrl::parse("http://127.0.0.1:8/f").unwrap());
+        d.request(0).unwrap();
+        d.feed(b"HTTP/1.1 200 OK\r\nETag: W/\"x\"\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 10\r\n\r\n01")
+            .unwrap();
+        d.stream_ended(5).unwrap();
+        let (_, req) = d.request(0).unwrap();
+        assert!(
+            String::from_utf8_lossy(&req).contains("If-Range: Tue, 01 Dec 2026 10:00:00 GMT\r\n")
         );
     }
 
@@ -625,11 +714,61 @@ mod tests {
             assert!(crate::http::certificates_from_pem(&garbled).is_err());
             let mut d = Download::new(HttpUrl::parse("https://h/").unwrap())
                 .with_anchors(vec![b"not DER".to_vec()]);
-            let err = d.request(NOW_MS).unwrap_err().to_string();
+            let err = d.check_anchors().unwrap_err().to_string();
             assert!(
                 err.contains("ca: certificate 1 cannot be a trust anchor"),
                 "{err}"
             );
+        }
+
+        /// Anchors given for a host are not trusted for another one a
+        /// redirect leads to: there only the web PKI roots are.
+        #[test]
+        fn anchors_do_not_follow_a_redirect_to_another_host() {
+            let ca = TestCa::new("Peersm test CA");
+            let url = HttpUrl::parse("https://files.test/a").unwrap();
+            let mut d = Download::new(url).with_anchors(vec![ca.der()]);
+            d.check_anchors().unwrap();
+            let moved =
+                b"HTTP/1.1 302 Found\r\nLocation: https://bank.test/b\r\nContent-Length: 0\r\n\r\n";
+            let mut wire = Vec::new();
+            get(
+                &mut d,
+                &mut ca.server(&["files.test"]),
+                moved,
+                false,
+                &mut wire,
+            )
+            .unwrap();
+            assert_eq!(d.stream_ended(6).unwrap().0, StreamEnd::Redirected);
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+            let err = get(&mut d, &mut ca.server(&["bank.test"]), ok, false, &mut wire)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not signed by a trusted authority"), "{err}");
+
+            // The same host keeps them.
+            let mut d = Download::new(HttpUrl::parse("https://files.test/a").unwrap())
+                .with_anchors(vec![ca.der()]);
+            let moved = b"HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n";
+            get(
+                &mut d,
+                &mut ca.server(&["files.test"]),
+                moved,
+                false,
+                &mut wire,
+            )
+            .unwrap();
+            assert_eq!(d.stream_ended(6).unwrap().0, StreamEnd::Redirected);
+            let fed = get(
+                &mut d,
+                &mut ca.server(&["files.test"]),
+                ok,
+                false,
+                &mut wire,
+            )
+            .unwrap();
+            assert_eq!(body_of(&fed), b"x");
         }
     }
 }

@@ -33,9 +33,11 @@ pub enum HttpError {
 }
 
 /// The GET request for `url`, asking for the bytes from `from` on when
-/// resuming (RFC 9110 §14.2). `Connection: close`: one request per stream,
-/// so the end of the stream ends the response when no length is given.
-pub fn get_request(url: &HttpUrl, from: u64) -> Vec<u8> {
+/// resuming (RFC 9110 §14.2), only if the resource still matches
+/// `if_range` (an ETag or a date, §13.1.5). `Connection: close`: one
+/// request per stream, so the end of the stream ends the response when no
+/// length is given.
+pub fn get_request(url: &HttpUrl, from: u64, if_range: Option<&str>) -> Vec<u8> {
     let mut req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
         url.path_and_query,
@@ -43,6 +45,9 @@ pub fn get_request(url: &HttpUrl, from: u64) -> Vec<u8> {
     );
     if from > 0 {
         req.push_str(&format!("Range: bytes={from}-\r\n"));
+        if let Some(validator) = if_range {
+            req.push_str(&format!("If-Range: {validator}\r\n"));
+        }
     }
     req.push_str("\r\n");
     req.into_bytes()
@@ -67,11 +72,11 @@ mod tests {
     #[test]
     fn request_shape() {
         let url = HttpUrl::parse("http://example.org:8080/a/b?c=d").unwrap();
-        let req = String::from_utf8(get_request(&url, 0)).unwrap();
+        let req = String::from_utf8(get_request(&url, 0, None)).unwrap();
         assert!(req.starts_with("GET /a/b?c=d HTTP/1.1\r\nHost: example.org:8080\r\n"));
         assert!(!req.contains("Range"));
-        let req = String::from_utf8(get_request(&url, 1000)).unwrap();
-        assert!(req.contains("Range: bytes=1000-\r\n"));
+        let req = String::from_utf8(get_request(&url, 1000, Some("\"v1\""))).unwrap();
+        assert!(req.contains("Range: bytes=1000-\r\nIf-Range: \"v1\"\r\n"));
         assert!(req.ends_with("\r\n\r\n"));
     }
 }

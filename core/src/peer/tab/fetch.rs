@@ -6,7 +6,7 @@
 //! the missing bytes only (`client::Download`).
 
 use crate::circuit::StreamTarget;
-use crate::client::{Download, Fed, MuxEvent, StreamEnd};
+use crate::client::{Download, DownloadError, Fed, MuxEvent, StreamEnd};
 use crate::dir::relay_list::{choose_middle_and_exit, ListedRelay};
 use crate::http::HttpUrl;
 
@@ -21,6 +21,14 @@ const STORE_CHUNK: usize = 1 << 20;
 const MAX_UNSTORED: usize = 2;
 const PROGRESS_EVERY_MS: u64 = 100;
 const READ_CHUNK: usize = 64 * 1024;
+/// TLS bytes waiting for room on the stream beyond which reading pauses:
+/// a server that makes us answer (key updates) while the exit holds back
+/// our window cannot grow this buffer.
+const MAX_UNSENT: usize = 16 * 1024;
+/// TLS failures (bad record, certificate refused) tolerated before the
+/// fetch fails: the first may be the exit's doing, so the next circuit
+/// avoids that exit; a second, through another exit, is the server's.
+const MAX_TLS_FAILURES: u32 = 1;
 /// Wait before trying again when no bridge is linked.
 const NO_BRIDGE_RETRY_MS: u64 = 500;
 pub const DEFAULT_ATTEMPTS: u32 = 5;
@@ -97,6 +105,7 @@ pub(super) struct FetchTask {
     buffer: Vec<u8>,
     /// Bytes for the stream its queue had no room for yet (TLS).
     unsent: Vec<u8>,
+    tls_failures: u32,
     unstored: usize,
     last_progress: u64,
 }
@@ -113,11 +122,16 @@ impl TabPeer {
             port: 0,
             path_and_query: String::new(),
         });
+        let mut download = match options.through_tabs {
+            Some(_) => Download::from_directory(url),
+            None => Download::new(url).with_anchors(options.ca),
+        };
+        // A bad `ca` is refused before any circuit is built.
+        let ready = parsed
+            .map_err(DownloadError::from)
+            .and_then(|_| download.check_anchors());
         let task = FetchTask {
-            download: match options.through_tabs {
-                Some(_) => Download::from_directory(url),
-                None => Download::new(url).with_anchors(options.ca),
-            },
+            download,
             through_tabs: options.through_tabs,
             max_attempts: options.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1),
             forced: options.path,
@@ -131,12 +145,13 @@ impl TabPeer {
             last_error: String::new(),
             buffer: Vec::new(),
             unsent: Vec::new(),
+            tls_failures: 0,
             unstored: 0,
             last_progress: 0,
         };
         let id = self.tasks_new_fetch(task);
-        match parsed {
-            Ok(_) => self.task_input(id, TaskInput::Timeout),
+        match ready {
+            Ok(()) => self.task_input(id, TaskInput::Timeout),
             Err(e) => self.finish(id, TaskResult::Failed(OpError::Fetch(e.to_string()))),
         }
         self.after_input();
@@ -369,7 +384,8 @@ impl TabPeer {
             MuxEvent::StreamReadable { .. } => self.read_body(id, f, link, circ, stream),
             MuxEvent::StreamWritable { .. } => {
                 self.send_unsent(f, link, circ, stream);
-                Ok(None)
+                // Reading may have paused on a full `unsent`.
+                self.read_body(id, f, link, circ, stream)
             }
             MuxEvent::StreamEnded { reason, opened, .. } => {
                 if !opened {
@@ -403,7 +419,7 @@ impl TabPeer {
         circ: u32,
         stream: u16,
     ) -> Result<Option<TaskResult>, OpError> {
-        while f.unstored < MAX_UNSTORED {
+        while f.unstored < MAX_UNSTORED && f.unsent.len() < MAX_UNSENT {
             let data = match self
                 .core
                 .mux(link)
@@ -412,10 +428,20 @@ impl TabPeer {
                 Some(Ok(d)) if !d.is_empty() => d,
                 _ => break,
             };
-            let fed = f
-                .download
-                .feed(&data)
-                .map_err(|e| OpError::Fetch(format!("fetch {}: {e}", f.download.url())))?;
+            let fed = match f.download.feed(&data) {
+                Ok(fed) => fed,
+                Err(e) if e.is_tls() && f.tls_failures < MAX_TLS_FAILURES => {
+                    // Maybe the exit's doing (a forged certificate, a
+                    // flipped byte): resume through another exit (taking
+                    // `current` keeps `broken` from blaming the middle).
+                    f.tls_failures += 1;
+                    if let Some((_, exit)) = f.current.take() {
+                        f.avoid.push(exit.rsa_id);
+                    }
+                    return self.broken(id, f, e.to_string());
+                }
+                Err(e) => return Err(OpError::Fetch(format!("fetch {}: {e}", f.download.url()))),
+            };
             let reply = f.download.take_outgoing();
             if !reply.is_empty() {
                 f.unsent.extend_from_slice(&reply);

@@ -642,6 +642,8 @@ impl TabPeer {
             return;
         };
         tracing::info!("link to {} closed: {why}", l.peer);
+        // Frames still queued for it would otherwise wait for ever.
+        self.frames.retain(|(queued, _)| *queued != link);
         if self.by_peer.get(&l.peer) == Some(&link) {
             self.by_peer.remove(&l.peer);
         }

@@ -249,7 +249,7 @@ impl HttpGet {
             path_and_query: path.to_string(),
         };
         // Written before CONNECTED: it leaves after it.
-        mux.write(circ, stream, &get_request(&url, 0))
+        mux.write(circ, stream, &get_request(&url, 0, None))
             .map_err(|e| OpError::Circuit(e.to_string()))?;
         Ok(HttpGet {
             link,
