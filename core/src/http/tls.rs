@@ -25,9 +25,6 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use super::HttpError;
 
-/// Ciphertext read from the stream per `read_tls` call.
-const READ_SLICE: usize = 16 * 1024;
-
 /// Trust and time for the TLS sessions of one download: the configuration
 /// (roots, protocol versions) is built once and shared by its sessions.
 #[derive(Clone)]
@@ -153,22 +150,18 @@ impl TlsStream {
     /// error (a bad certificate, a bad record) ends the session.
     pub fn feed(&mut self, mut cipher: &[u8]) -> Result<Vec<u8>, HttpError> {
         let mut plain = Vec::new();
+        // `read_tls` takes what its buffer holds and advances `cipher`;
+        // processing after each call makes room for the next.
         while !cipher.is_empty() {
-            let take = cipher.len().min(READ_SLICE);
-            let (now, later) = cipher.split_at(take);
-            let mut slice = now;
-            while !slice.is_empty() {
-                match self.conn.read_tls(&mut slice) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => return Err(HttpError::Tls(e.to_string())),
-                }
-                self.conn
-                    .process_new_packets()
-                    .map_err(|e| self.explain(e))?;
-                self.drain_plaintext(&mut plain)?;
+            match self.conn.read_tls(&mut cipher) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(HttpError::Tls(e.to_string())),
             }
-            cipher = later;
+            self.conn
+                .process_new_packets()
+                .map_err(|e| self.explain(e))?;
+            self.drain_plaintext(&mut plain)?;
         }
         Ok(plain)
     }
