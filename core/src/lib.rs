@@ -28,6 +28,7 @@ pub mod cell;
 pub mod channel;
 pub mod circuit;
 pub mod client;
+pub mod content;
 pub mod crypto;
 pub mod dht;
 pub mod dir;

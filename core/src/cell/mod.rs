@@ -7,6 +7,7 @@ mod certs;
 pub mod create;
 pub mod extend;
 mod netinfo;
+pub mod ordb;
 pub mod peersm;
 mod reader;
 pub mod relay;
@@ -18,12 +19,13 @@ pub use certs::{cert_type, CertEntry, Certs};
 pub use create::{destroy_reason, handshake_type, Create2, Created2};
 pub use extend::{Extend2, Extended2, LinkSpec};
 pub use netinfo::Netinfo;
+pub use ordb::{db_end_reason, DbConnected, DbDataHeader, DbQuery};
 pub use peersm::{ControlMessage, ControlReassembler};
 pub use relay::{relay_command, RelayCell, RELAY_DATA_LEN};
 pub use stream::{end_reason, Begin, Connected, Sendme};
 pub use versions::Versions;
 
-use reader::Reader;
+pub(crate) use reader::Reader;
 
 /// Length of a fixed-size cell body (tor-spec §3: `PAYLOAD_LEN`).
 pub const PAYLOAD_LEN: usize = 509;

@@ -30,6 +30,14 @@ pub mod relay_command {
     pub const BEGIN_DIR: u8 = 13;
     pub const EXTEND2: u8 = 14;
     pub const EXTENDED2: u8 = 15;
+    // ORDB streams, node-Tor's numbers (docs/PROTOCOL.md "ORDB"): a
+    // DB_QUERY opens a stream as BEGIN does, and the stream's cells are
+    // the DB_* ones below.
+    pub const DB_QUERY: u8 = 81;
+    pub const DB_CONNECTED: u8 = 82;
+    pub const DB_DATA: u8 = 83;
+    pub const DB_END: u8 = 84;
+    pub const DB_SENDME: u8 = 85;
     // Peersm control messages, from 86 up (docs/PROTOCOL.md "Mesh"): sent
     // on stream 0 of a circuit, one message possibly in several cells.
     pub const DB_FIND_PEER: u8 = 86;
