@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::cell::ordb::{DbConnected, DbQuery};
+
 use crate::cell::{
     command, create::create_fast_cell, create::created_fast_reply, create::destroy_cell,
     create::destroy_reason as read_destroy_reason, destroy_reason, end_reason, handshake_type,
@@ -18,7 +20,7 @@ use crate::crypto::relay_crypto::ClientCircuitCrypto;
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 
 use super::flow::CircuitWindow;
-use super::stream::{StreamCarrier, StreamNotice, Streams};
+use super::stream::{DbFraming, StreamCarrier, StreamNotice, Streams};
 use super::{CircuitError, MAX_RELAY_EARLY};
 
 /// What a stream connects to at the exit.
@@ -43,6 +45,12 @@ pub enum CircuitEvent {
     },
     StreamConnected {
         stream_id: u16,
+    },
+    /// An ORDB answered our DB_QUERY; the block's bytes follow as stream
+    /// data (docs/PROTOCOL.md "ORDB").
+    DbConnected {
+        stream_id: u16,
+        answer: DbConnected,
     },
     /// Data waits for `read` (said once until the stream's queue empties).
     StreamReadable {
@@ -261,6 +269,28 @@ impl ClientCircuit {
         Ok(stream_id)
     }
 
+    /// Asks the last hop (an ORDB) for a block: opens an ORDB stream with
+    /// DB_QUERY; the answer comes as `DbConnected`, then stream data from
+    /// `query.offset`, then `StreamEnded` with a DB_END reason.
+    pub fn begin_db(&mut self, query: &DbQuery) -> Result<u16, CircuitError> {
+        self.check_usable()?;
+        let stream_id = self.streams.free_id().ok_or(CircuitError::TooManyStreams)?;
+        let hop = self.hop_count() - 1;
+        let cell = RelayCell::new(relay_command::DB_QUERY, stream_id, query.encode());
+        self.send_relay(hop, cell, false)?;
+        let framing = DbFraming {
+            recv_position: query.offset,
+            ..Default::default()
+        };
+        self.streams.insert_db(stream_id, hop, false, framing);
+        Ok(stream_id)
+    }
+
+    /// The CHECK the DB_DATA cells of an ORDB stream carried.
+    pub fn db_check(&self, stream_id: u16) -> Option<[u8; 4]> {
+        self.streams.db_check(stream_id)
+    }
+
     /// Queues bytes on a stream; returns how many were taken (fewer than
     /// offered when its queue is full: offer the rest after
     /// `StreamWritable`). Bytes written before CONNECTED leave after it.
@@ -302,7 +332,7 @@ impl ClientCircuit {
         if self.destroyed.is_none() && !remote_ended {
             self.send_relay(
                 stream.hop,
-                RelayCell::new(relay_command::END, stream_id, vec![reason]),
+                RelayCell::new(stream.end_command(), stream_id, vec![reason]),
                 false,
             )?;
         }
@@ -483,8 +513,9 @@ impl ClientCircuit {
             // END and stream SENDMEs count only from the stream's own hop
             // (as C tor finds streams by hop): another hop cannot close or
             // open a stream it does not carry.
-            relay_command::SENDME if !self.is_streams_own_hop(stream_id, hop) => {}
-            relay_command::SENDME => {
+            relay_command::SENDME | relay_command::DB_SENDME
+                if !self.is_streams_own_hop(stream_id, hop) => {}
+            relay_command::SENDME | relay_command::DB_SENDME => {
                 self.streams
                     .on_sendme(stream_id)
                     .map_err(|_| unexpected("stream SENDME"))?;
@@ -502,7 +533,22 @@ impl ClientCircuit {
                 self.events
                     .push_back(CircuitEvent::StreamConnected { stream_id });
             }
-            relay_command::DATA => {
+            relay_command::DB_CONNECTED => {
+                let stream = self
+                    .streams
+                    .get_mut(stream_id)
+                    .ok_or(unexpected("DB_CONNECTED for no stream"))?;
+                if stream.open || stream.hop != hop {
+                    return Err(unexpected("DB_CONNECTED"));
+                }
+                let framing = stream.db.as_mut().ok_or(unexpected("DB_CONNECTED"))?;
+                if let Some(answer) = framing.connected.push(&msg.data)? {
+                    stream.open = true;
+                    self.events
+                        .push_back(CircuitEvent::DbConnected { stream_id, answer });
+                }
+            }
+            relay_command::DATA | relay_command::DB_DATA => {
                 let window = self.windows.get_mut(hop).ok_or(CircuitError::NoHops)?;
                 if window
                     .on_data_received()
@@ -516,14 +562,18 @@ impl ClientCircuit {
                     )?;
                 }
                 // Data for a stream we already closed is counted, then dropped.
-                self.streams
-                    .on_data(stream_id, hop, &msg.data)
-                    .map_err(|_| {
-                        unexpected("DATA on a stream that is not open, or past its window")
-                    })?;
+                let delivered = if msg.command == relay_command::DATA {
+                    self.streams.on_data(stream_id, hop, &msg.data)
+                } else {
+                    self.streams.on_db_data(stream_id, hop, &msg.data)
+                };
+                delivered.map_err(|_| {
+                    unexpected("data on a stream that is not open, past its window, or misframed")
+                })?;
             }
-            relay_command::END if !self.is_streams_own_hop(stream_id, hop) => {}
-            relay_command::END => {
+            relay_command::END | relay_command::DB_END
+                if !self.is_streams_own_hop(stream_id, hop) => {}
+            relay_command::END | relay_command::DB_END => {
                 if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
                     self.events
                         .push_back(CircuitEvent::StreamEnded { stream_id, reason });

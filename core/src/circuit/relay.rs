@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
+use crate::cell::ordb::{db_end_reason, DbConnected, DbQuery};
 use crate::cell::{ControlMessage, ControlReassembler};
 
 use crate::cell::{
@@ -31,7 +32,7 @@ use crate::crypto::{create_fast, CircuitKeys};
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 
 use super::flow::CircuitWindow;
-use super::stream::{StreamCarrier, StreamNotice, Streams};
+use super::stream::{DbFraming, StreamCarrier, StreamNotice, Streams};
 use super::{CircuitError, StreamTarget, MAX_RELAY_EARLY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,13 @@ pub enum RelayEvent {
     /// `write` takes bytes again.
     StreamWritable {
         stream_id: u16,
+    },
+    /// The client asks this ORDB for a block (docs/PROTOCOL.md "ORDB"):
+    /// answer with `db_connected` then the bytes, or `stream_refused`
+    /// (a DB_END reason).
+    DbQuery {
+        stream_id: u16,
+        query: DbQuery,
     },
     /// A Peersm control message from the client (docs/PROTOCOL.md "Mesh").
     Control(ControlMessage),
@@ -263,7 +271,34 @@ impl RelayCircuit {
                     ))?;
                 }
             }
-            relay_command::DATA => {
+            relay_command::DB_QUERY => {
+                if stream_id == 0 || self.streams.contains(stream_id) {
+                    return Err(unexpected("DB_QUERY stream id"));
+                }
+                let refusal = match DbQuery::decode(&msg.data) {
+                    Err(_) => Some(db_end_reason::BAD_QUERY),
+                    Ok(query) => {
+                        if self
+                            .streams
+                            .insert_db(stream_id, 0, false, DbFraming::default())
+                        {
+                            self.events
+                                .push_back(RelayEvent::DbQuery { stream_id, query });
+                            None
+                        } else {
+                            Some(db_end_reason::REFUSED)
+                        }
+                    }
+                };
+                if let Some(reason) = refusal {
+                    self.originate(RelayCell::new(
+                        relay_command::DB_END,
+                        stream_id,
+                        vec![reason],
+                    ))?;
+                }
+            }
+            relay_command::DATA | relay_command::DB_DATA => {
                 if self
                     .window
                     .on_data_received()
@@ -273,12 +308,17 @@ impl RelayCircuit {
                     self.originate(RelayCell::new(relay_command::SENDME, 0, sendme.encode()))?;
                 }
                 // Data for a stream already closed is counted, then dropped.
-                self.streams
-                    .on_data(stream_id, 0, &msg.data)
-                    .map_err(|_| unexpected("DATA before CONNECTED, or past the stream window"))?;
+                let delivered = if msg.command == relay_command::DATA {
+                    self.streams.on_data(stream_id, 0, &msg.data)
+                } else {
+                    self.streams.on_db_data(stream_id, 0, &msg.data)
+                };
+                delivered.map_err(|_| {
+                    unexpected("data before CONNECTED, past the stream window, or misframed")
+                })?;
             }
             // END for a stream we already closed changes nothing.
-            relay_command::END => {
+            relay_command::END | relay_command::DB_END => {
                 if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
                     self.events
                         .push_back(RelayEvent::StreamEnded { stream_id, reason });
@@ -294,7 +334,7 @@ impl RelayCircuit {
                     .on_sendme(&digest)
                     .map_err(|_| unexpected("circuit SENDME"))?;
             }
-            relay_command::SENDME => {
+            relay_command::SENDME | relay_command::DB_SENDME if stream_id != 0 => {
                 self.streams
                     .on_sendme(stream_id)
                     .map_err(|_| unexpected("stream SENDME"))?;
@@ -436,11 +476,44 @@ impl RelayCircuit {
         self.flush_streams()
     }
 
+    /// Refuses a stream: END (DB_END for an ORDB stream) with `reason`.
     pub fn stream_refused(&mut self, stream_id: u16, reason: u8) -> Result<(), CircuitError> {
-        self.streams
+        let stream = self
+            .streams
             .remove(stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
-        self.originate(RelayCell::new(relay_command::END, stream_id, vec![reason]))
+        self.originate(RelayCell::new(
+            stream.end_command(),
+            stream_id,
+            vec![reason],
+        ))
+    }
+
+    /// Answers a DB_QUERY: DB_CONNECTED, after which bytes written go out
+    /// as DB_DATA from `position` with `check` (docs/PROTOCOL.md "ORDB").
+    pub fn db_connected(
+        &mut self,
+        stream_id: u16,
+        answer: &DbConnected,
+        position: u32,
+        check: [u8; 4],
+    ) -> Result<(), CircuitError> {
+        let fragments = answer.fragments()?;
+        let stream = self
+            .streams
+            .get_mut(stream_id)
+            .ok_or(CircuitError::NoSuchStream(stream_id))?;
+        let framing = stream
+            .db
+            .as_mut()
+            .ok_or(CircuitError::NoSuchStream(stream_id))?;
+        framing.send_position = position;
+        framing.send_check = check;
+        stream.open = true;
+        for f in fragments {
+            self.originate(RelayCell::new(relay_command::DB_CONNECTED, stream_id, f))?;
+        }
+        self.flush_streams()
     }
 
     /// Queues bytes toward the client; returns how many were taken (fewer

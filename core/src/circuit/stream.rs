@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::cell::ordb::{DbConnectedReassembler, DbDataHeader, DB_DATA_LEN};
 use crate::cell::{relay_command, RelayCell, RELAY_DATA_LEN};
 
 use super::flow::{FlowError, STREAM_WINDOW_INCREMENT, STREAM_WINDOW_START};
@@ -142,13 +143,14 @@ impl StreamQueue {
         !self.outgoing.is_empty() && self.package_window > 0
     }
 
-    /// The next DATA payload, if the stream window allows.
-    fn take_payload(&mut self) -> Option<Vec<u8>> {
+    /// The next data payload (at most `max` bytes), if the stream window
+    /// allows.
+    fn take_payload(&mut self, max: usize) -> Option<Vec<u8>> {
         if !self.can_package() {
             return None;
         }
         self.package_window -= 1;
-        Some(self.outgoing.take(RELAY_DATA_LEN))
+        Some(self.outgoing.take(max))
     }
 
     fn on_sendme(&mut self) -> Result<(), FlowError> {
@@ -254,6 +256,23 @@ pub enum StreamNotice {
     Ended { stream_id: u16, reason: u8 },
 }
 
+/// What makes a stream an ORDB stream (docs/PROTOCOL.md "ORDB"): its
+/// cells are DB_DATA, DB_END and DB_SENDME, and each DB_DATA carries
+/// `POSITION | CHECK` (`DbDataHeader`). POSITION must follow on from the
+/// bytes before it and CHECK must not change within a stream; anything
+/// else is a protocol error.
+#[derive(Debug, Default)]
+pub(crate) struct DbFraming {
+    /// POSITION of the next DB_DATA we send, and the CHECK it carries.
+    pub(crate) send_position: u32,
+    pub(crate) send_check: [u8; 4],
+    /// POSITION the next DB_DATA must carry, and the CHECK seen so far.
+    pub(crate) recv_position: u32,
+    pub(crate) recv_check: Option<[u8; 4]>,
+    /// DB_CONNECTED fragments (client side).
+    pub(crate) connected: DbConnectedReassembler,
+}
+
 #[derive(Debug)]
 pub(crate) struct Stream {
     /// The hop the stream ends at (always 0 at a relay).
@@ -263,6 +282,26 @@ pub(crate) struct Stream {
     pub(crate) queue: StreamQueue,
     /// The other end sent END (reason) while data still waited for `read`.
     pub(crate) remote_end: Option<u8>,
+    /// Set for an ORDB stream.
+    pub(crate) db: Option<Box<DbFraming>>,
+}
+
+impl Stream {
+    pub(crate) fn end_command(&self) -> u8 {
+        if self.db.is_some() {
+            relay_command::DB_END
+        } else {
+            relay_command::END
+        }
+    }
+
+    fn sendme_command(&self) -> u8 {
+        if self.db.is_some() {
+            relay_command::DB_SENDME
+        } else {
+            relay_command::SENDME
+        }
+    }
 }
 
 /// A circuit's streams.
@@ -306,9 +345,59 @@ impl Streams {
                 open,
                 queue: StreamQueue::default(),
                 remote_end: None,
+                db: None,
             },
         );
         true
+    }
+
+    /// Like `insert`, for an ORDB stream.
+    pub(crate) fn insert_db(
+        &mut self,
+        id: u16,
+        hop: usize,
+        open: bool,
+        framing: DbFraming,
+    ) -> bool {
+        if !self.insert(id, hop, open) {
+            return false;
+        }
+        if let Some(s) = self.map.get_mut(&id) {
+            s.db = Some(Box::new(framing));
+        }
+        true
+    }
+
+    /// The CHECK every DB_DATA of this stream carried (none yet: `None`).
+    pub(crate) fn db_check(&self, id: u16) -> Option<[u8; 4]> {
+        self.map.get(&id)?.db.as_ref()?.recv_check
+    }
+
+    /// A DB_DATA cell for stream `id` arrived at `hop`: its header must
+    /// follow on from what came before, then its data is taken as DATA's.
+    pub(crate) fn on_db_data(
+        &mut self,
+        id: u16,
+        hop: usize,
+        body: &[u8],
+    ) -> Result<(), StreamError> {
+        let (header, data) = DbDataHeader::decode(body).map_err(|_| StreamError::Framing)?;
+        if let Some(s) = self.map.get_mut(&id) {
+            if s.remote_end.is_none() {
+                let framing = s.db.as_mut().ok_or(StreamError::Framing)?;
+                if header.position != framing.recv_position
+                    || framing.recv_check.is_some_and(|c| c != header.check)
+                {
+                    return Err(StreamError::Framing);
+                }
+                framing.recv_check = Some(header.check);
+                framing.recv_position = framing
+                    .recv_position
+                    .checked_add(data.len() as u32)
+                    .ok_or(StreamError::Framing)?;
+            }
+        }
+        self.deliver(id, hop, data)
     }
 
     pub(crate) fn remove(&mut self, id: u16) -> Option<Stream> {
@@ -413,6 +502,13 @@ impl Streams {
     /// DATA for stream `id` arrived at `hop`. Unknown streams are not an
     /// error (we may have closed it): the caller drops the data.
     pub(crate) fn on_data(&mut self, id: u16, hop: usize, data: &[u8]) -> Result<(), StreamError> {
+        if self.map.get(&id).is_some_and(|s| s.db.is_some()) {
+            return Err(StreamError::Framing);
+        }
+        self.deliver(id, hop, data)
+    }
+
+    fn deliver(&mut self, id: u16, hop: usize, data: &[u8]) -> Result<(), StreamError> {
         let Some(s) = self.map.get_mut(&id) else {
             return Ok(());
         };
@@ -470,14 +566,31 @@ impl Streams {
             }
             let hop = s.hop;
             if s.queue.can_package() && window_open(hop) {
-                let payload = s.queue.take_payload()?;
+                let cell = match s.db.as_mut() {
+                    None => RelayCell::new(
+                        relay_command::DATA,
+                        id,
+                        s.queue.take_payload(RELAY_DATA_LEN)?,
+                    ),
+                    Some(framing) => {
+                        let payload = s.queue.take_payload(DB_DATA_LEN)?;
+                        let header = DbDataHeader {
+                            position: framing.send_position,
+                            check: framing.send_check,
+                        };
+                        framing.send_position =
+                            framing.send_position.wrapping_add(payload.len() as u32);
+                        RelayCell::new(relay_command::DB_DATA, id, header.encode(&payload))
+                    }
+                };
                 self.cursor = id;
                 self.after_send(id);
-                return Some((hop, RelayCell::new(relay_command::DATA, id, payload)));
+                return Some((hop, cell));
             }
             if let (true, Some(reason)) = (s.queue.outgoing.is_empty(), s.queue.end_after_data) {
+                let end = s.end_command();
                 self.map.remove(&id);
-                return Some((hop, RelayCell::new(relay_command::END, id, vec![reason])));
+                return Some((hop, RelayCell::new(end, id, vec![reason])));
             }
         }
         None
@@ -505,7 +618,8 @@ impl Streams {
         carrier: &mut impl StreamCarrier,
     ) -> Result<(), super::CircuitError> {
         while let Some((hop, cell)) = self.next_cell(|h| carrier.window_open(h)) {
-            let is_data = cell.command == relay_command::DATA;
+            let is_data =
+                cell.command == relay_command::DATA || cell.command == relay_command::DB_DATA;
             let digest = carrier.send_cell(hop, cell)?;
             if is_data {
                 carrier.data_sent(hop, digest);
@@ -538,11 +652,15 @@ impl Streams {
         max: usize,
         carrier: &mut impl StreamCarrier,
     ) -> Result<Vec<u8>, super::CircuitError> {
+        let sendme_command = self
+            .map
+            .get(&id)
+            .map_or(relay_command::SENDME, Stream::sendme_command);
         let read = self
             .read(id, max)
             .ok_or(super::CircuitError::NoSuchStream(id))?;
         for _ in 0..read.sendmes {
-            let sendme = RelayCell::new(relay_command::SENDME, id, Vec::new());
+            let sendme = RelayCell::new(sendme_command, id, Vec::new());
             carrier.send_cell(read.hop, sendme)?;
         }
         self.flush(carrier)?;
@@ -561,6 +679,9 @@ impl Streams {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StreamError {
     NotOpen,
+    /// A DB_DATA header that does not follow on, or DB_DATA on a plain
+    /// stream.
+    Framing,
     Flow(FlowError),
 }
 
@@ -598,17 +719,17 @@ mod tests {
         );
         assert_eq!(q.room(), 0);
         let mut cells = 0;
-        while q.take_payload().is_some() {
+        while q.take_payload(RELAY_DATA_LEN).is_some() {
             cells += 1;
         }
         assert_eq!(cells, STREAM_SEND_CAPACITY.div_ceil(RELAY_DATA_LEN));
         let mut q = StreamQueue::default();
         q.write(&vec![0; 600 * RELAY_DATA_LEN / 10]);
         q.package_window = 1;
-        assert!(q.take_payload().is_some());
-        assert!(q.take_payload().is_none(), "window closed");
+        assert!(q.take_payload(RELAY_DATA_LEN).is_some());
+        assert!(q.take_payload(RELAY_DATA_LEN).is_none(), "window closed");
         assert!(q.on_sendme().is_ok());
-        assert!(q.take_payload().is_some());
+        assert!(q.take_payload(RELAY_DATA_LEN).is_some());
     }
 
     #[test]
@@ -660,5 +781,39 @@ mod tests {
         // With nothing unread, END ends the stream at once.
         s.insert(2, 0, true);
         assert_eq!(s.on_end(2, 3), Some(3));
+    }
+
+    #[test]
+    fn ordb_data_must_follow_on_and_keep_its_check() {
+        let header = |position, check| DbDataHeader { position, check };
+        let mut streams = Streams::default();
+        let framing = DbFraming {
+            recv_position: 100,
+            ..Default::default()
+        };
+        assert!(streams.insert_db(1, 0, true, framing));
+        assert!(streams
+            .on_db_data(1, 0, &header(100, [1; 4]).encode(&[5; 490]))
+            .is_ok());
+        assert!(streams
+            .on_db_data(1, 0, &header(590, [1; 4]).encode(&[5; 10]))
+            .is_ok());
+        assert_eq!(streams.db_check(1), Some([1; 4]));
+        // A gap, a repeat, another CHECK, plain DATA, a short header: no.
+        for bad in [
+            header(700, [1; 4]).encode(&[5; 10]),
+            header(590, [1; 4]).encode(&[5; 10]),
+            header(600, [2; 4]).encode(&[5; 10]),
+        ] {
+            assert_eq!(streams.on_db_data(1, 0, &bad), Err(StreamError::Framing));
+        }
+        assert_eq!(streams.on_data(1, 0, &[5; 10]), Err(StreamError::Framing));
+        assert_eq!(streams.on_db_data(1, 0, &[0; 7]), Err(StreamError::Framing));
+        // DB_DATA on a plain stream is misframed too.
+        assert!(streams.insert(2, 0, true));
+        assert_eq!(
+            streams.on_db_data(2, 0, &header(0, [0; 4]).encode(&[1])),
+            Err(StreamError::Framing)
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! `StreamWritable` to offer the rest) and received data waits for `read`
 //! (`StreamReadable` says when); stream SENDMEs follow what was read.
 
+use crate::cell::ordb::{DbConnected, DbQuery};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::cell::{destroy_reason, end_reason, ControlMessage, LinkSpec, RawCell};
@@ -25,6 +26,13 @@ pub enum MuxEvent {
     HopFailed { circ: u32, why: String },
     /// CONNECTED arrived for a stream opened with `begin`.
     StreamOpened { circ: u32, stream: u16 },
+    /// An ORDB answered a `begin_db`: the block's bytes follow as stream
+    /// data.
+    DbConnected {
+        circ: u32,
+        stream: u16,
+        answer: DbConnected,
+    },
     /// Data waits for `read` (said once until the stream's queue empties).
     StreamReadable { circ: u32, stream: u16 },
     /// `write` takes bytes again after a short write.
@@ -124,6 +132,18 @@ impl ClientMux {
         let stream = self.circuit(circ)?.begin(target)?;
         self.streams.insert((circ, stream), false);
         Ok(stream)
+    }
+
+    /// Asks the circuit's last hop (an ORDB) for a block (DB_QUERY).
+    pub fn begin_db(&mut self, circ: u32, query: &DbQuery) -> Result<u16, CircuitError> {
+        let stream = self.circuit(circ)?.begin_db(query)?;
+        self.streams.insert((circ, stream), false);
+        Ok(stream)
+    }
+
+    /// The CHECK the DB_DATA of an ORDB stream carried.
+    pub fn db_check(&self, circ: u32, stream: u16) -> Option<[u8; 4]> {
+        self.circuits.get(&circ)?.db_check(stream)
     }
 
     /// Queues bytes on a stream; returns how many were taken.
@@ -309,6 +329,16 @@ impl ClientMux {
                     self.events.push_back(MuxEvent::StreamOpened {
                         circ,
                         stream: stream_id,
+                    });
+                }
+            }
+            CircuitEvent::DbConnected { stream_id, answer } => {
+                if let Some(opened) = self.streams.get_mut(&(circ, stream_id)) {
+                    *opened = true;
+                    self.events.push_back(MuxEvent::DbConnected {
+                        circ,
+                        stream: stream_id,
+                        answer,
                     });
                 }
             }

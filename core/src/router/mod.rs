@@ -104,6 +104,14 @@ pub enum RouterEvent<L> {
         stream: u16,
         target: StreamTarget,
     },
+    /// A DB_QUERY opened an ORDB stream at this hop: answer with
+    /// `db_connected` and the block's bytes, or `stream_refused` with a
+    /// DB_END reason.
+    DbQuery {
+        circuit: CircuitKey<L>,
+        stream: u16,
+        query: crate::cell::DbQuery,
+    },
     /// Data from the client waits for `read`.
     StreamReadable { circuit: CircuitKey<L>, stream: u16 },
     /// `write` takes bytes again.
@@ -433,6 +441,11 @@ impl<L: Copy + Ord + Debug> Router<L> {
                 stream: stream_id,
                 target,
             },
+            E::DbQuery { stream_id, query } => RouterEvent::DbQuery {
+                circuit,
+                stream: stream_id,
+                query,
+            },
             E::StreamReadable { stream_id } => RouterEvent::StreamReadable {
                 circuit,
                 stream: stream_id,
@@ -682,6 +695,18 @@ impl<L: Copy + Ord + Debug> Router<L> {
         reason: u8,
     ) -> Result<(), RouterError> {
         self.command(c, |h| h.stream_refused(stream, reason))
+    }
+
+    /// Answers a DB_QUERY (see `RelayCircuit::db_connected`).
+    pub fn db_connected(
+        &mut self,
+        c: CircuitKey<L>,
+        stream: u16,
+        answer: &crate::cell::DbConnected,
+        position: u32,
+        check: [u8; 4],
+    ) -> Result<(), RouterError> {
+        self.command(c, |h| h.db_connected(stream, answer, position, check))
     }
 
     /// Bytes toward the client; returns how many the stream took.

@@ -645,3 +645,104 @@ fn extends_waiting_for_links_are_bounded_per_link() {
         vec![destroy_reason::RESOURCELIMIT; 10 - MAX_WAITING_EXTENDS_PER_LINK]
     );
 }
+
+/// The circuit a DB_QUERY arrived on, and the query.
+fn queried(events: &[(usize, RouterEvent<usize>)]) -> (CircuitKey<usize>, crate::cell::DbQuery) {
+    events
+        .iter()
+        .find_map(|(_, e)| match e {
+            RouterEvent::DbQuery { circuit, query, .. } => Some((*circuit, query.clone())),
+            _ => None,
+        })
+        .expect("a DB_QUERY reached a router")
+}
+
+#[test]
+fn an_ordb_stream_carries_a_block_with_its_answer_under_flow_control() {
+    use crate::cell::ordb::{db_end_reason, DbConnected, DbQuery, WANT_MANIFEST};
+    let mut net = Chain::new(2, |c| c);
+    let circ = net.circuit(2);
+    let query = DbQuery {
+        hash_name: [7; 20],
+        block: 3,
+        offset: 980,
+        counter: 0,
+        flags: WANT_MANIFEST,
+    };
+    let stream = net.client.begin_db(circ, &query).unwrap();
+    let (at_ordb, got) = queried(&net.run());
+    assert_eq!(got, query);
+    // An answer longer than a cell (manifest and path), then a block of
+    // 300,000 bytes from the offset: past the stream window, so
+    // DB_SENDMEs must flow.
+    let answer = DbConnected {
+        manifest: Some(vec![1; 700]),
+        path: vec![[2; 32]; 10],
+    };
+    net.routers[2]
+        .db_connected(at_ordb, stream, &answer, 980, [9, 8, 7, 6])
+        .unwrap();
+    net.run();
+    assert!(net.client_events.iter().any(|e| matches!(e,
+        MuxEvent::DbConnected { stream: s, answer: a, .. } if *s == stream && *a == answer)));
+    let block: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let (mut sent, mut got, mut check) = (0, Vec::new(), None);
+    while got.len() < block.len() {
+        if sent < block.len() {
+            sent += net.routers[2]
+                .write(at_ordb, stream, &block[sent..])
+                .unwrap();
+            if sent == block.len() {
+                net.routers[2]
+                    .end_stream(at_ordb, stream, db_end_reason::FINISHED)
+                    .unwrap();
+            }
+        }
+        net.run();
+        // The stream goes with its last read: ask for CHECK before.
+        check = net.client.db_check(circ, stream).or(check);
+        got.extend(net.client.read(circ, stream, usize::MAX).unwrap());
+    }
+    assert_eq!(got, block);
+    assert_eq!(check, Some([9, 8, 7, 6]));
+    net.run();
+    assert!(net.client_events.iter().any(|e| matches!(e,
+        MuxEvent::StreamEnded { stream: s, reason, .. }
+            if *s == stream && *reason == db_end_reason::FINISHED)));
+    assert!(net.client.is_alive(circ));
+}
+
+#[test]
+fn an_ordb_query_that_does_not_decode_gets_an_answer_and_the_circuit_lives() {
+    use crate::cell::ordb::DbQuery;
+    use crate::cell::{relay_command, RelayCell};
+    let mut net = Chain::new(1, |c| c);
+    let circ = net.circuit(1);
+    let before = net.log.iter().filter(|(to, _, _)| *to == 0).count();
+    net.client
+        .send_any_to_last_hop(
+            circ,
+            RelayCell::new(relay_command::DB_QUERY, 5, vec![1, 2, 3]),
+        )
+        .unwrap();
+    let events = net.run();
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e, RouterEvent::DbQuery { .. })));
+    // The ORDB answered (DB_END BAD_QUERY), and nothing closed.
+    assert_eq!(
+        net.log.iter().filter(|(to, _, _)| *to == 0).count(),
+        before + 1
+    );
+    assert!(net.client.is_alive(circ));
+    // The next query on the circuit is served.
+    let query = DbQuery {
+        hash_name: [1; 20],
+        block: 0,
+        offset: 0,
+        counter: 0,
+        flags: 0,
+    };
+    net.client.begin_db(circ, &query).unwrap();
+    assert_eq!(queried(&net.run()).1, query);
+}

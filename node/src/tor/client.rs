@@ -468,6 +468,9 @@ impl Actor {
                         let _ = s.tx.try_send(StreamEvent::Connected);
                     }
                 }
+                // This client never sends DB_QUERY (the native ORDB runs
+                // on the peer core, not on this channel).
+                MuxEvent::DbConnected { .. } => {}
                 MuxEvent::StreamReadable { circ, stream } => self.deliver(circ, stream),
                 MuxEvent::StreamWritable { circ, stream } => self.push_write(circ, stream),
                 MuxEvent::StreamEnded {

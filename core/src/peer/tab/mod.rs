@@ -521,6 +521,7 @@ impl TabPeer {
         }
         let owner = match &event {
             MuxEvent::StreamOpened { circ, stream }
+            | MuxEvent::DbConnected { circ, stream, .. }
             | MuxEvent::StreamReadable { circ, stream }
             | MuxEvent::StreamWritable { circ, stream }
             | MuxEvent::StreamEnded { circ, stream, .. } => {
