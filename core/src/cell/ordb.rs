@@ -191,10 +191,11 @@ impl DbConnectedReassembler {
 
 /// The 8 bytes before a DB_DATA cell's data: node-Tor's "timestamp and
 /// short check". For a file, POSITION is the offset of the data within
-/// its block (the receiver checks it follows on from what it has) and
-/// CHECK the first 4 bytes of the block's Merkle leaf hash (checked when
-/// the block is whole); a live stream (issue 12) puts its timestamp in
-/// POSITION.
+/// its block (it must follow on from the bytes before it) and CHECK is
+/// `block_check(hash_name, block)`: every cell names the file and block
+/// it belongs to, so a relaying ORDB that splices the wrong stream is
+/// caught at its first cell rather than when the block fails its Merkle
+/// check. A live stream (issue 12) puts its timestamp in POSITION.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DbDataHeader {
     pub position: u32,
@@ -219,6 +220,20 @@ impl DbDataHeader {
         };
         Ok((h, r.rest()))
     }
+}
+
+/// CHECK for the cells of block `block` of file `hash_name`: the first 4
+/// bytes of `SHA-256(HASH_NAME | BLOCK (4))`.
+pub fn block_check(hash_name: &[u8; 20], block: u32) -> [u8; 4] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(hash_name);
+    h.update(block.to_be_bytes());
+    let mut out = [0; 4];
+    for (o, b) in out.iter_mut().zip(h.finalize()) {
+        *o = b;
+    }
+    out
 }
 
 #[cfg(test)]

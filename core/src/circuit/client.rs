@@ -278,17 +278,18 @@ impl ClientCircuit {
         let hop = self.hop_count() - 1;
         let cell = RelayCell::new(relay_command::DB_QUERY, stream_id, query.encode());
         self.send_relay(hop, cell, false)?;
+        // Every DB_DATA must name this file and block (a relay that
+        // spliced another stream in is caught at its first cell).
         let framing = DbFraming {
             recv_position: query.offset,
+            recv_check: Some(crate::cell::ordb::block_check(
+                &query.hash_name,
+                query.block,
+            )),
             ..Default::default()
         };
         self.streams.insert_db(stream_id, hop, false, framing);
         Ok(stream_id)
-    }
-
-    /// The CHECK the DB_DATA cells of an ORDB stream carried.
-    pub fn db_check(&self, stream_id: u16) -> Option<[u8; 4]> {
-        self.streams.db_check(stream_id)
     }
 
     /// Queues bytes on a stream; returns how many were taken (fewer than

@@ -266,7 +266,8 @@ pub(crate) struct DbFraming {
     /// POSITION of the next DB_DATA we send, and the CHECK it carries.
     pub(crate) send_position: u32,
     pub(crate) send_check: [u8; 4],
-    /// POSITION the next DB_DATA must carry, and the CHECK seen so far.
+    /// POSITION the next DB_DATA must carry, and the CHECK it must carry
+    /// (the client sets it from its query; `None`: the first one's).
     pub(crate) recv_position: u32,
     pub(crate) recv_check: Option<[u8; 4]>,
     /// DB_CONNECTED fragments (client side).
@@ -366,11 +367,6 @@ impl Streams {
             s.db = Some(Box::new(framing));
         }
         true
-    }
-
-    /// The CHECK every DB_DATA of this stream carried (none yet: `None`).
-    pub(crate) fn db_check(&self, id: u16) -> Option<[u8; 4]> {
-        self.map.get(&id)?.db.as_ref()?.recv_check
     }
 
     /// A DB_DATA cell for stream `id` arrived at `hop`: its header must
@@ -798,7 +794,6 @@ mod tests {
         assert!(streams
             .on_db_data(1, 0, &header(590, [1; 4]).encode(&[5; 10]))
             .is_ok());
-        assert_eq!(streams.db_check(1), Some([1; 4]));
         // A gap, a repeat, another CHECK, plain DATA, a short header: no.
         for bad in [
             header(700, [1; 4]).encode(&[5; 10]),

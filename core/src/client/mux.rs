@@ -141,11 +141,6 @@ impl ClientMux {
         Ok(stream)
     }
 
-    /// The CHECK the DB_DATA of an ORDB stream carried.
-    pub fn db_check(&self, circ: u32, stream: u16) -> Option<[u8; 4]> {
-        self.circuits.get(&circ)?.db_check(stream)
-    }
-
     /// Queues bytes on a stream; returns how many were taken.
     pub fn write(&mut self, circ: u32, stream: u16, data: &[u8]) -> Result<usize, CircuitError> {
         self.circuit(circ)?.write(stream, data)

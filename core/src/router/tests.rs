@@ -679,14 +679,15 @@ fn an_ordb_stream_carries_a_block_with_its_answer_under_flow_control() {
         manifest: Some(vec![1; 700]),
         path: vec![[2; 32]; 10],
     };
+    let check = crate::cell::ordb::block_check(&[7; 20], 3);
     net.routers[2]
-        .db_connected(at_ordb, stream, &answer, 980, [9, 8, 7, 6])
+        .db_connected(at_ordb, stream, &answer, 980, check)
         .unwrap();
     net.run();
     assert!(net.client_events.iter().any(|e| matches!(e,
         MuxEvent::DbConnected { stream: s, answer: a, .. } if *s == stream && *a == answer)));
     let block: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    let (mut sent, mut got, mut check) = (0, Vec::new(), None);
+    let (mut sent, mut got) = (0, Vec::new());
     while got.len() < block.len() {
         if sent < block.len() {
             sent += net.routers[2]
@@ -699,17 +700,25 @@ fn an_ordb_stream_carries_a_block_with_its_answer_under_flow_control() {
             }
         }
         net.run();
-        // The stream goes with its last read: ask for CHECK before.
-        check = net.client.db_check(circ, stream).or(check);
         got.extend(net.client.read(circ, stream, usize::MAX).unwrap());
     }
     assert_eq!(got, block);
-    assert_eq!(check, Some([9, 8, 7, 6]));
     net.run();
     assert!(net.client_events.iter().any(|e| matches!(e,
         MuxEvent::StreamEnded { stream: s, reason, .. }
             if *s == stream && *reason == db_end_reason::FINISHED)));
     assert!(net.client.is_alive(circ));
+
+    // Cells naming another block (a spliced stream) close the circuit.
+    let stream = net.client.begin_db(circ, &query).unwrap();
+    let (at_ordb, _) = queried(&net.run());
+    let wrong = crate::cell::ordb::block_check(&[7; 20], 4);
+    net.routers[2]
+        .db_connected(at_ordb, stream, &answer, 980, wrong)
+        .unwrap();
+    net.routers[2].write(at_ordb, stream, &[1; 100]).unwrap();
+    net.run();
+    assert!(!net.client.is_alive(circ));
 }
 
 #[test]
