@@ -5,3 +5,6 @@ pub mod manifest;
 pub mod merkle;
 
 pub use manifest::{HashName, Manifest, ManifestError, BLOCK_LEN};
+pub mod schedule;
+
+pub use schedule::{Action, ScheduleError, ScheduleStats, Scheduler, SourceId};

@@ -1,0 +1,836 @@
+//! The download scheduler, sans IO: which block to ask of which ORDB
+//! circuit, and when (docs/PROTOCOL.md "ORDB: downloading").
+//!
+//! The caller opens circuits to ORDBs ("sources"), sends the queries this
+//! scheduler asks for, and feeds back what came: the DB_CONNECTED answer,
+//! the bytes of each block, the DB_END. The scheduler:
+//!
+//! - keeps `WINDOW` queries (five blocks, ~500 kB) in flight, at most
+//!   `PER_SOURCE` on one circuit;
+//! - measures each circuit's rate (bytes per second while a block flows)
+//!   and delay (query to first byte), and gives the next query to the
+//!   circuit expected to finish it first (what it still has queued, at its
+//!   rate, plus its delay), so a fast circuit gets its next query before
+//!   its pipe runs dry;
+//! - replaces a circuit that stalls (`STALL_MS` without a byte while it has
+//!   queries) or runs at under a quarter of the best one's rate, and one
+//!   that twice could not find the file;
+//! - resumes a block that stopped (DB_END other than FINISHED, a circuit
+//!   gone) from the bytes it has, on another circuit;
+//! - checks each block against the manifest's Merkle root before it is
+//!   stored; a bad block is fetched again elsewhere and every circuit that
+//!   sent bytes of it is dropped.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::manifest::{HashName, Manifest};
+use super::merkle::Hash;
+use crate::cell::ordb::{db_end_reason, DbConnected, DbQuery, WANT_MANIFEST};
+
+/// A circuit to an ORDB, named by the caller.
+pub type SourceId = u64;
+
+/// Queries in flight at once: five blocks, ~500 kB.
+pub const WINDOW: usize = 5;
+/// Queries in flight on one circuit.
+pub const PER_SOURCE: usize = 2;
+/// Circuits kept open: one more than `WINDOW`, a spare for the one that
+/// is dropped.
+pub const SOURCES: usize = WINDOW + 1;
+/// A circuit with queries and no byte for this long is replaced.
+pub const STALL_MS: u64 = 10_000;
+/// A circuit slower than the best one by this factor is replaced (once
+/// both have finished a block).
+pub const SLOW_FACTOR: u64 = 4;
+/// "Not found" answers a circuit may give before it is replaced.
+pub const MAX_UNAVAILABLE: u32 = 2;
+/// "Not found" answers in a row, with no byte of the file, before the
+/// download gives up.
+pub const GIVE_UP_UNAVAILABLE: u32 = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    Missing,
+    Asked(SourceId),
+    /// Verified, handed to the store.
+    Storing,
+    Have,
+}
+
+/// Bytes of a block received so far (kept across circuits: a block that
+/// stopped resumes from here).
+#[derive(Debug, Default)]
+struct Partial {
+    data: Vec<u8>,
+    path: Option<Vec<Hash>>,
+    /// Circuits that sent bytes of it (blamed if it is bad).
+    senders: BTreeSet<SourceId>,
+}
+
+#[derive(Debug)]
+struct Query {
+    block: u32,
+    sent_at: u64,
+    first_byte_at: Option<u64>,
+    /// Bytes the block still lacks when asked.
+    expected: u64,
+    received: u64,
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    queries: VecDeque<Query>,
+    /// Bytes per second, smoothed; `None` until a block finished.
+    rate: Option<u64>,
+    /// Query to first byte, ms, smoothed.
+    delay: Option<u64>,
+    last_byte_at: u64,
+    unavailable: u32,
+    blocks: u64,
+}
+
+/// What the scheduler wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this DB_QUERY on the source's circuit.
+    Query { source: SourceId, query: DbQuery },
+    /// Close the source's circuit (the caller opens another).
+    Drop { source: SourceId, why: &'static str },
+    /// A verified block: store it (data and audit path), then `stored`.
+    Store {
+        block: u32,
+        data: Vec<u8>,
+        path: Vec<Hash>,
+    },
+}
+
+/// Figures for the page and the simulation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScheduleStats {
+    pub blocks_bad: u64,
+    /// Bytes received and thrown away (bad blocks).
+    pub bytes_wasted: u64,
+    pub sources_dropped: u64,
+    pub unavailable: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("no ORDB could find this file ({0} answers of \"unavailable\")")]
+    NotFound(u32),
+}
+
+pub struct Scheduler {
+    hash_name: HashName,
+    manifest: Option<Manifest>,
+    blocks: Vec<BlockState>,
+    partial: BTreeMap<u32, Partial>,
+    sources: BTreeMap<SourceId, Source>,
+    actions: VecDeque<Action>,
+    stats: ScheduleStats,
+    /// "Not found" answers since the last byte of the file.
+    unavailable_run: u32,
+}
+
+impl Scheduler {
+    /// A download of `hash_name`; `manifest` and `have` when resuming
+    /// (blocks already stored).
+    pub fn new(hash_name: HashName, manifest: Option<Manifest>, have: &BTreeSet<u32>) -> Self {
+        let mut s = Scheduler {
+            hash_name,
+            manifest: None,
+            blocks: Vec::new(),
+            partial: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            actions: VecDeque::new(),
+            stats: ScheduleStats::default(),
+            unavailable_run: 0,
+        };
+        if let Some(m) = manifest {
+            s.set_manifest(m, have);
+        }
+        s
+    }
+
+    fn set_manifest(&mut self, m: Manifest, have: &BTreeSet<u32>) {
+        let n = m.blocks() as usize;
+        self.blocks = (0..n)
+            .map(|i| {
+                if have.contains(&(i as u32)) {
+                    BlockState::Have
+                } else {
+                    BlockState::Missing
+                }
+            })
+            .collect();
+        self.manifest = Some(m);
+    }
+
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    pub fn stats(&self) -> ScheduleStats {
+        self.stats
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.manifest.is_some() && self.blocks.iter().all(|b| *b == BlockState::Have)
+    }
+
+    /// Blocks stored so far.
+    pub fn have(&self) -> impl Iterator<Item = u32> + '_ {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == BlockState::Have)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Bytes received (stored blocks, and what has come of the others),
+    /// and the file's size once known.
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        let Some(m) = &self.manifest else {
+            return (0, None);
+        };
+        let stored: u64 = self
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b, BlockState::Have | BlockState::Storing))
+            .map(|(i, _)| u64::from(m.block_size(i as u64)))
+            .sum();
+        let partial: u64 = self.partial.values().map(|p| p.data.len() as u64).sum();
+        (stored + partial, Some(m.size))
+    }
+
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Circuits to open now, given `opening` being built.
+    pub fn wanted_sources(&self, opening: usize) -> usize {
+        if self.is_complete() {
+            return 0;
+        }
+        SOURCES.saturating_sub(self.sources.len() + opening)
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A circuit to an ORDB is ready.
+    pub fn add_source(&mut self, source: SourceId, now: u64) {
+        self.sources.insert(
+            source,
+            Source {
+                last_byte_at: now,
+                ..Default::default()
+            },
+        );
+        self.assign(now);
+    }
+
+    /// The circuit is gone: its blocks go back to be asked elsewhere, from
+    /// what they have.
+    pub fn source_lost(&mut self, source: SourceId, now: u64) {
+        if let Some(s) = self.sources.remove(&source) {
+            for q in s.queries {
+                self.release(q.block);
+            }
+        }
+        self.assign(now);
+    }
+
+    fn release(&mut self, block: u32) {
+        if let Some(b) = self.blocks.get_mut(block as usize) {
+            if matches!(b, BlockState::Asked(_)) {
+                *b = BlockState::Missing;
+            }
+        }
+    }
+
+    fn drop_source(&mut self, source: SourceId, why: &'static str) {
+        if let Some(s) = self.sources.remove(&source) {
+            self.stats.sources_dropped += 1;
+            for q in s.queries {
+                self.release(q.block);
+            }
+            self.actions.push_back(Action::Drop { source, why });
+        }
+    }
+
+    /// The answer to the query for `block` on `source`. A manifest that
+    /// is not the one the hash_name names, or an answer without the audit
+    /// path the block needs, drops the source.
+    pub fn on_connected(&mut self, source: SourceId, block: u32, answer: DbConnected, now: u64) {
+        if self.manifest.is_none() {
+            let m = answer
+                .manifest
+                .as_deref()
+                .map(|b| Manifest::decode_for(b, &self.hash_name));
+            match m {
+                Some(Ok(m)) => self.set_manifest(m, &BTreeSet::new()),
+                _ => return self.drop_source(source, "its answer had no valid manifest"),
+            }
+            // The one query asked before the file's size was known.
+            if block as u64 >= self.manifest.as_ref().map_or(0, Manifest::blocks) {
+                if let Some(s) = self.sources.get_mut(&source) {
+                    s.queries.retain(|q| q.block != block);
+                }
+                self.assign(now);
+                return;
+            }
+            if let Some(b) = self.blocks.get_mut(block as usize) {
+                *b = BlockState::Asked(source);
+            }
+        }
+        let Some(q) = self.query_mut(source, block) else {
+            return;
+        };
+        q.first_byte_at.get_or_insert(now);
+        let p = self.partial.entry(block).or_default();
+        p.path = Some(answer.path);
+        self.assign(now);
+    }
+
+    fn query_mut(&mut self, source: SourceId, block: u32) -> Option<&mut Query> {
+        self.sources
+            .get_mut(&source)?
+            .queries
+            .iter_mut()
+            .find(|q| q.block == block)
+    }
+
+    /// Bytes of `block` from `source`, in order.
+    pub fn on_data(&mut self, source: SourceId, block: u32, data: &[u8], now: u64) {
+        let size = self
+            .manifest
+            .as_ref()
+            .map_or(0, |m| m.block_size(u64::from(block)) as usize);
+        let Some(s) = self.sources.get_mut(&source) else {
+            return;
+        };
+        s.last_byte_at = now;
+        let Some(q) = s.queries.iter_mut().find(|q| q.block == block) else {
+            return;
+        };
+        q.first_byte_at.get_or_insert(now);
+        q.received += data.len() as u64;
+        self.unavailable_run = 0;
+        let p = self.partial.entry(block).or_default();
+        p.senders.insert(source);
+        p.data.extend_from_slice(data);
+        if p.data.len() > size {
+            // More than the block holds: a bad sender.
+            self.bad_block(block);
+        }
+    }
+
+    /// The query for `block` on `source` ended with DB_END `reason` (a
+    /// stream that ended without one counts as DESTROYED).
+    pub fn on_end(
+        &mut self,
+        source: SourceId,
+        block: u32,
+        reason: u8,
+        now: u64,
+    ) -> Result<(), ScheduleError> {
+        let Some(s) = self.sources.get_mut(&source) else {
+            return Ok(());
+        };
+        let Some(pos) = s.queries.iter().position(|q| q.block == block) else {
+            return Ok(());
+        };
+        let Some(q) = s.queries.remove(pos) else {
+            return Ok(());
+        };
+        if reason == db_end_reason::FINISHED {
+            if let (Some(first), true) = (q.first_byte_at, q.received > 0) {
+                let ms = now.saturating_sub(first).max(1);
+                let rate = q.received * 1000 / ms;
+                s.rate = Some(s.rate.map_or(rate, |r| (r * 3 + rate) / 4));
+                let delay = first.saturating_sub(q.sent_at);
+                s.delay = Some(s.delay.map_or(delay, |d| (d * 3 + delay) / 4));
+                s.blocks += 1;
+            }
+            s.unavailable = 0;
+            self.finish_block(block);
+        } else {
+            let not_found = q.received == 0
+                && matches!(
+                    reason,
+                    db_end_reason::UNAVAILABLE | db_end_reason::BAD_QUERY | db_end_reason::REFUSED
+                );
+            if not_found {
+                s.unavailable += 1;
+            }
+            let give_up_source = s.unavailable >= MAX_UNAVAILABLE;
+            self.release(block);
+            if not_found {
+                self.stats.unavailable += 1;
+                self.unavailable_run += 1;
+                if give_up_source {
+                    self.drop_source(source, "it could not find the file");
+                }
+                if self.unavailable_run >= GIVE_UP_UNAVAILABLE {
+                    return Err(ScheduleError::NotFound(self.unavailable_run));
+                }
+            }
+        }
+        self.assign(now);
+        Ok(())
+    }
+
+    /// Everything of a block came: check it, then store it or drop who
+    /// sent it.
+    fn finish_block(&mut self, block: u32) {
+        let Some(m) = &self.manifest else {
+            return;
+        };
+        let good = self.partial.get(&block).is_some_and(|p| {
+            p.path
+                .as_ref()
+                .is_some_and(|path| m.check_block(u64::from(block), &p.data, path))
+        });
+        if !good {
+            return self.bad_block(block);
+        }
+        if let Some(p) = self.partial.remove(&block) {
+            if let Some(b) = self.blocks.get_mut(block as usize) {
+                *b = BlockState::Storing;
+            }
+            self.actions.push_back(Action::Store {
+                block,
+                data: p.data,
+                path: p.path.unwrap_or_default(),
+            });
+        }
+    }
+
+    fn bad_block(&mut self, block: u32) {
+        self.stats.blocks_bad += 1;
+        let p = self.partial.remove(&block).unwrap_or_default();
+        self.stats.bytes_wasted += p.data.len() as u64;
+        self.release(block);
+        for source in p.senders {
+            self.drop_source(source, "it sent a block that failed its check");
+        }
+    }
+
+    /// The store has block `block`.
+    pub fn stored(&mut self, block: u32, now: u64) {
+        if let Some(b) = self.blocks.get_mut(block as usize) {
+            *b = BlockState::Have;
+        }
+        self.assign(now);
+    }
+
+    /// Time passed: stalled and slow circuits are replaced.
+    pub fn tick(&mut self, now: u64) {
+        let stalled: Vec<SourceId> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| {
+                !s.queries.is_empty() && now.saturating_sub(s.last_byte_at) >= STALL_MS
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            self.drop_source(id, "it stalled");
+        }
+        let best = self.sources.values().filter_map(|s| s.rate).max();
+        if let (Some(best), true) = (best, self.sources.len() > 2) {
+            let slow: Vec<SourceId> = self
+                .sources
+                .iter()
+                .filter(|(_, s)| s.rate.is_some_and(|r| r.saturating_mul(SLOW_FACTOR) < best))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in slow {
+                self.drop_source(id, "it was too slow");
+            }
+        }
+        self.assign(now);
+    }
+
+    /// The next deadline `tick` wants.
+    pub fn next_tick(&self) -> Option<u64> {
+        self.sources
+            .values()
+            .filter(|s| !s.queries.is_empty())
+            .map(|s| s.last_byte_at + STALL_MS)
+            .min()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.sources.values().map(|s| s.queries.len()).sum()
+    }
+
+    /// When `source` would finish one more block, ms from now: what it has
+    /// queued at its rate, plus its delay. Unmeasured circuits come after
+    /// measured ones that are free.
+    fn eta(&self, s: &Source, block_len: u64) -> u64 {
+        let queued: u64 = s
+            .queries
+            .iter()
+            .map(|q| q.expected.saturating_sub(q.received))
+            .sum::<u64>()
+            + block_len;
+        match s.rate {
+            Some(rate) => queued * 1000 / rate.max(1) + s.delay.unwrap_or(0),
+            None => 1_000_000 + s.queries.len() as u64 * 1_000_000,
+        }
+    }
+
+    /// Gives queries to circuits while the window has room.
+    fn assign(&mut self, now: u64) {
+        let Some(m) = self.manifest.clone() else {
+            // One query at a time until the manifest is known.
+            if self.in_flight() == 0 {
+                if let Some((&id, _)) = self.sources.iter().min_by_key(|(_, s)| s.unavailable) {
+                    self.send(id, 0, 0, WANT_MANIFEST, now, 0);
+                }
+            }
+            return;
+        };
+        while self.in_flight() < WINDOW {
+            let Some(block) = self.blocks.iter().position(|b| *b == BlockState::Missing) else {
+                return;
+            };
+            let block = block as u32;
+            let size = u64::from(m.block_size(u64::from(block)));
+            let best = self
+                .sources
+                .iter()
+                .filter(|(_, s)| s.queries.len() < PER_SOURCE)
+                .min_by_key(|(_, s)| self.eta(s, size))
+                .map(|(id, _)| *id);
+            let Some(source) = best else {
+                return;
+            };
+            let offset = self.partial.get(&block).map_or(0, |p| p.data.len() as u32);
+            if let Some(b) = self.blocks.get_mut(block as usize) {
+                *b = BlockState::Asked(source);
+            }
+            self.send(source, block, offset, 0, now, size - u64::from(offset));
+        }
+    }
+
+    fn send(
+        &mut self,
+        source: SourceId,
+        block: u32,
+        offset: u32,
+        flags: u8,
+        now: u64,
+        expected: u64,
+    ) {
+        let Some(s) = self.sources.get_mut(&source) else {
+            return;
+        };
+        if s.queries.is_empty() {
+            s.last_byte_at = now;
+        }
+        s.queries.push_back(Query {
+            block,
+            sent_at: now,
+            first_byte_at: None,
+            expected,
+            received: 0,
+        });
+        self.actions.push_back(Action::Query {
+            source,
+            query: DbQuery {
+                hash_name: self.hash_name.0,
+                block,
+                offset,
+                counter: 0,
+                flags,
+            },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::manifest::BLOCK_LEN;
+    use crate::content::merkle;
+
+    struct File {
+        data: Vec<u8>,
+        leaves: Vec<Hash>,
+        manifest: Manifest,
+    }
+
+    fn file(size: usize) -> File {
+        let data: Vec<u8> = (0..size).map(|i| (i * 13 % 256) as u8).collect();
+        let leaves: Vec<Hash> = data
+            .chunks(BLOCK_LEN as usize)
+            .map(merkle::leaf_hash)
+            .collect();
+        let manifest = Manifest::sign(
+            size as u64,
+            &leaves,
+            "application/octet-stream",
+            "f",
+            &[4; 32],
+        )
+        .unwrap();
+        File {
+            data,
+            leaves,
+            manifest,
+        }
+    }
+
+    impl File {
+        fn block(&self, i: u32) -> &[u8] {
+            self.data
+                .chunks(BLOCK_LEN as usize)
+                .nth(i as usize)
+                .unwrap()
+        }
+
+        fn answer(&self, i: u32, with_manifest: bool) -> DbConnected {
+            DbConnected {
+                manifest: with_manifest.then(|| self.manifest.encode()),
+                path: merkle::audit_path(&self.leaves, i as usize),
+            }
+        }
+    }
+
+    fn queries(s: &mut Scheduler) -> Vec<(SourceId, DbQuery)> {
+        let mut out = Vec::new();
+        while let Some(a) = s.poll_action() {
+            if let Action::Query { source, query } = a {
+                out.push((source, query));
+            }
+        }
+        out
+    }
+
+    /// Serves every query honestly (or with `tamper` on one source) until
+    /// the download completes; returns the stored file.
+    fn run(f: &File, s: &mut Scheduler, tamper: Option<SourceId>) -> (Vec<u8>, u64) {
+        let mut stored: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut now = 0;
+        let mut pending: VecDeque<(SourceId, DbQuery)> = VecDeque::new();
+        let mut dropped = 0;
+        for _ in 0..10_000 {
+            while let Some(a) = s.poll_action() {
+                match a {
+                    Action::Query { source, query } => pending.push_back((source, query)),
+                    Action::Store { block, data, .. } => {
+                        stored.insert(block, data);
+                        s.stored(block, now);
+                    }
+                    Action::Drop { source, .. } => {
+                        dropped += 1;
+                        pending.retain(|(src, _)| *src != source);
+                        s.add_source(source + 100, now);
+                    }
+                }
+            }
+            if s.is_complete() {
+                break;
+            }
+            let Some((source, q)) = pending.pop_front() else {
+                break;
+            };
+            now += 10;
+            s.on_connected(
+                source,
+                q.block,
+                f.answer(q.block, q.flags & WANT_MANIFEST != 0),
+                now,
+            );
+            let block = f
+                .block(q.block)
+                .get(q.offset as usize..)
+                .unwrap_or_default()
+                .to_vec();
+            let mut block = block;
+            if Some(source) == tamper && !block.is_empty() {
+                block[0] ^= 1;
+            }
+            now += 10;
+            s.on_data(source, q.block, &block, now);
+            s.on_end(source, q.block, db_end_reason::FINISHED, now)
+                .unwrap();
+        }
+        (stored.into_values().flatten().collect(), dropped)
+    }
+
+    #[test]
+    fn a_download_asks_the_manifest_first_then_keeps_five_blocks_in_flight() {
+        let f = file(1_000_000);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        for id in 0..6 {
+            s.add_source(id, 0);
+        }
+        let first = queries(&mut s);
+        assert_eq!(first.len(), 1, "one query until the manifest is known");
+        assert_eq!(first[0].1.flags, WANT_MANIFEST);
+        s.on_connected(first[0].0, 0, f.answer(0, true), 5);
+        let more = queries(&mut s);
+        assert_eq!(more.len(), WINDOW - 1);
+        let blocks: BTreeSet<u32> = more.iter().map(|(_, q)| q.block).collect();
+        assert_eq!(blocks, (1..5).collect());
+        assert!(more.iter().all(|(_, q)| q.flags == 0 && q.offset == 0));
+    }
+
+    #[test]
+    fn honest_sources_give_the_file() {
+        let f = file(1_234_567);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        for id in 0..6 {
+            s.add_source(id, 0);
+        }
+        let (got, dropped) = run(&f, &mut s, None);
+        assert_eq!(got, f.data);
+        assert_eq!(dropped, 0);
+        assert_eq!(
+            s.progress(),
+            (f.data.len() as u64, Some(f.data.len() as u64))
+        );
+    }
+
+    #[test]
+    fn every_bad_block_is_caught_and_its_sender_dropped() {
+        let f = file(2_000_000);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        for id in 0..6 {
+            s.add_source(id, 0);
+        }
+        let (got, dropped) = run(&f, &mut s, Some(2));
+        assert_eq!(got, f.data);
+        assert!(dropped >= 1);
+        let st = s.stats();
+        assert!(st.blocks_bad >= 1 && st.bytes_wasted > 0);
+        assert!(!s.sources.contains_key(&2));
+    }
+
+    #[test]
+    fn a_block_that_stopped_resumes_elsewhere_from_its_bytes() {
+        let f = file(300_000);
+        let mut s = Scheduler::new(
+            f.manifest.hash_name(),
+            Some(f.manifest.clone()),
+            &BTreeSet::new(),
+        );
+        s.add_source(1, 0);
+        let q = queries(&mut s);
+        assert_eq!(q.iter().filter(|(src, _)| *src == 1).count(), PER_SOURCE);
+        s.on_connected(1, 0, f.answer(0, false), 1);
+        s.on_data(1, 0, &f.block(0)[..5000], 2);
+        s.on_end(1, 0, db_end_reason::DESTROYED, 3).unwrap();
+        s.add_source(2, 4);
+        let q = queries(&mut s);
+        let again = q.iter().find(|(_, q)| q.block == 0).unwrap();
+        assert_eq!(again.1.offset, 5000);
+        // A resume does not fetch the first part again, and the block checks.
+        s.on_connected(again.0, 0, f.answer(0, false), 5);
+        s.on_data(again.0, 0, &f.block(0)[5000..], 6);
+        s.on_end(again.0, 0, db_end_reason::FINISHED, 7).unwrap();
+        let stored = std::iter::from_fn(|| s.poll_action())
+            .find_map(|a| match a {
+                Action::Store { block: 0, data, .. } => Some(data),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(stored, f.block(0));
+    }
+
+    #[test]
+    fn a_forged_manifest_drops_its_source_and_unknown_files_give_up() {
+        let f = file(100_000);
+        let other = file(100_001);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        s.add_source(1, 0);
+        let q = queries(&mut s);
+        s.on_connected(1, 0, other.answer(0, true), 1);
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Drop { source: 1, .. })
+        ));
+        assert!(s.manifest().is_none());
+        let _ = q;
+        // Answers of "unavailable" only: two per source, then a new one,
+        // until the download gives up.
+        let mut next = 10;
+        s.add_source(next, 0);
+        let mut result = Ok(());
+        for _ in 0..100 {
+            let qs = queries(&mut s);
+            for (src, q) in qs {
+                result = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, 1);
+            }
+            if result.is_err() {
+                break;
+            }
+            if s.sources() == 0 {
+                next += 1;
+                s.add_source(next, 1);
+            }
+        }
+        assert_eq!(result, Err(ScheduleError::NotFound(GIVE_UP_UNAVAILABLE)));
+    }
+
+    #[test]
+    fn stalled_and_slow_sources_are_replaced() {
+        let f = file(2_000_000);
+        let mut s = Scheduler::new(
+            f.manifest.hash_name(),
+            Some(f.manifest.clone()),
+            &BTreeSet::new(),
+        );
+        for id in 0..3 {
+            s.add_source(id, 0);
+        }
+        let qs = queries(&mut s);
+        // Source 0 is fast, 1 slow, 2 silent.
+        for (src, q) in &qs {
+            let ms = match src {
+                0 => 100,
+                1 => 4000,
+                _ => continue,
+            };
+            s.on_connected(*src, q.block, f.answer(q.block, false), 10);
+            s.on_data(*src, q.block, f.block(q.block), 10 + ms);
+            s.on_end(*src, q.block, db_end_reason::FINISHED, 10 + ms)
+                .unwrap();
+        }
+        s.tick(5000);
+        let drops: Vec<SourceId> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Drop { source, .. } => Some(source),
+                _ => None,
+            })
+            .collect();
+        assert!(drops.contains(&1), "slow: {drops:?}");
+        s.tick(10_050);
+        let drops: Vec<SourceId> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Drop { source, .. } => Some(source),
+                _ => None,
+            })
+            .collect();
+        assert!(drops.contains(&2), "stalled: {drops:?}");
+        assert_eq!(s.stats().sources_dropped, 2);
+    }
+
+    #[test]
+    fn a_resumed_download_asks_only_for_missing_blocks() {
+        let f = file(500_000);
+        let have: BTreeSet<u32> = [0, 2, 4].into();
+        let mut s = Scheduler::new(f.manifest.hash_name(), Some(f.manifest.clone()), &have);
+        for id in 0..6 {
+            s.add_source(id, 0);
+        }
+        let asked: BTreeSet<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
+        assert_eq!(asked, [1, 3, 5].into());
+    }
+}
