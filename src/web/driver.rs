@@ -193,6 +193,12 @@ fn on_event(shared: &Shared, e: TabEvent) {
         } => progress(shared, op, received, total, attempt),
         TabEvent::FetchBody { op, data } => store_chunk(shared, op, data),
         TabEvent::FetchRestart { op } => restart_body(shared, op),
+        // The page neither seeds nor downloads by hash_name yet: the core
+        // asks for no block it was not given.
+        TabEvent::ReadBlock { request, .. } => input(shared, |tab, now| {
+            tab.handle_block(request, Err("no block store in this page".into()), now)
+        }),
+        TabEvent::StoreBlock { .. } | TabEvent::DownloadProgress { .. } => {}
     }
 }
 

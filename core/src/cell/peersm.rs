@@ -64,6 +64,19 @@ pub enum ControlMessage {
     /// to the newcomer (IDs are bridges' RSA fingerprints), so that it
     /// federates with them too.
     BridgeNodes { bridges: Vec<(PeerId, String)> },
+    /// `HASH_NAME (20) | KIND (1) | PERCENT (1) | HOPS (1) | FLAGS (1)`:
+    /// between linked tabs (docs/PROTOCOL.md "ORDB"): the sender can answer
+    /// DB_QUERY for this file (KIND 0) or live stream (KIND 1), holding
+    /// PERCENT of it itself or relaying for who does; HOPS counts how far
+    /// the reference travelled from its holder; FLAGS bit 0 (F) marks a
+    /// facilitator.
+    DbInfo {
+        hash_name: [u8; 20],
+        kind: u8,
+        percent: u8,
+        hops: u8,
+        flags: u8,
+    },
 }
 
 /// Most tabs one BRIDGE_PEERS lists (16 KiB message limit).
@@ -120,6 +133,7 @@ impl ControlMessage {
             ControlMessage::RelayIntroduce { .. } => relay_command::RELAY_INTRODUCE,
             ControlMessage::RelayIntroduced { .. } => relay_command::RELAY_INTRODUCED,
             ControlMessage::BridgeNodes { .. } => relay_command::BRIDGE_NODES,
+            ControlMessage::DbInfo { .. } => relay_command::DB_INFO,
         }
     }
 
@@ -152,6 +166,16 @@ impl ControlMessage {
                 put_str16(&mut out, sdp)?;
             }
             ControlMessage::FindNode { target } => out.extend_from_slice(&target.0),
+            ControlMessage::DbInfo {
+                hash_name,
+                kind,
+                percent,
+                hops,
+                flags,
+            } => {
+                out.extend_from_slice(hash_name);
+                out.extend_from_slice(&[*kind, *percent, *hops, *flags]);
+            }
             ControlMessage::BridgeHello { url } => {
                 let len = u8::try_from(url.len()).map_err(|_| CellError::TooLong(url.len()))?;
                 out.push(len);
@@ -234,6 +258,23 @@ impl ControlMessage {
             relay_command::FIND_NODE => ControlMessage::FindNode {
                 target: PeerId(r.array::<20>()?),
             },
+            relay_command::DB_INFO => {
+                let hash_name = r.array::<20>()?;
+                let [kind, percent, hops, flags] = r.array::<4>()?;
+                if percent > 100 {
+                    return Err(CellError::Malformed {
+                        what: "DB_INFO",
+                        why: "percent over 100",
+                    });
+                }
+                ControlMessage::DbInfo {
+                    hash_name,
+                    kind,
+                    percent,
+                    hops,
+                    flags,
+                }
+            }
             relay_command::BRIDGE_HELLO => {
                 let len = usize::from(r.u8()?);
                 ControlMessage::BridgeHello {
@@ -403,6 +444,13 @@ mod tests {
         round_trip(ControlMessage::FindNode {
             target: PeerId([5; 20]),
         });
+        round_trip(ControlMessage::DbInfo {
+            hash_name: [9; 20],
+            kind: 0,
+            percent: 25,
+            hops: 1,
+            flags: 1,
+        });
         round_trip(ControlMessage::BridgeNodes {
             bridges: vec![(PeerId([8; 20]), "ws://127.0.0.1:1/bridge".into())],
         });
@@ -454,5 +502,9 @@ mod tests {
         assert!(failed, "an endless message is refused");
         assert!(ControlMessage::decode(relay_command::DB_FOUND_PEER, &[21]).is_err());
         assert!(ControlMessage::decode(relay_command::INTRODUCE, &[0; 21]).is_err());
+        let mut info = vec![0; 20];
+        info.extend_from_slice(&[0, 101, 0, 0]);
+        assert!(ControlMessage::decode(relay_command::DB_INFO, &info).is_err());
+        assert!(ControlMessage::decode(relay_command::DB_INFO, &info[..23]).is_err());
     }
 }

@@ -33,6 +33,8 @@ pub mod relay_command {
     // ORDB streams, node-Tor's numbers (docs/PROTOCOL.md "ORDB"): a
     // DB_QUERY opens a stream as BEGIN does, and the stream's cells are
     // the DB_* ones below.
+    /// A control message (stream 0): "I can answer for this hash_name".
+    pub const DB_INFO: u8 = 80;
     pub const DB_QUERY: u8 = 81;
     pub const DB_CONNECTED: u8 = 82;
     pub const DB_DATA: u8 = 83;
@@ -54,7 +56,7 @@ pub mod relay_command {
 
     /// Commands carried as `ControlMessage`s.
     pub fn is_peersm_control(command: u8) -> bool {
-        (DB_FIND_PEER..=BRIDGE_NODES).contains(&command)
+        command == DB_INFO || (DB_FIND_PEER..=BRIDGE_NODES).contains(&command)
     }
 }
 

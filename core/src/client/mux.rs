@@ -183,6 +183,15 @@ impl ClientMux {
         }
     }
 
+    /// Closes a stream from our side with `reason` (DB_END's reasons on
+    /// an ORDB stream); no event follows.
+    pub fn end_with(&mut self, circ: u32, stream: u16, reason: u8) {
+        self.streams.remove(&(circ, stream));
+        if let Some(c) = self.circuits.get_mut(&circ) {
+            let _ = c.end_stream(stream, reason);
+        }
+    }
+
     /// Tears a circuit down (DESTROY FINISHED); its streams end.
     pub fn destroy(&mut self, circ: u32) {
         if let Some(c) = self.circuits.get_mut(&circ) {

@@ -1,6 +1,7 @@
 //! Content: files named by `hash_name` (manifests, Merkle trees over their
 //! blocks). What ORDBs serve and relay, and what downloads verify.
 
+pub mod library;
 pub mod manifest;
 pub mod merkle;
 

@@ -166,6 +166,16 @@ impl<L: Copy + Ord + Debug> PeerCore<L> {
 }
 
 /// What a peer holds in its queues.
+impl<L: Copy + Ord + Debug> crate::service::ordb::OrdbNet<L> for PeerCore<L> {
+    fn router(&mut self) -> &mut Router<L> {
+        &mut self.router
+    }
+
+    fn mux(&mut self, link: L) -> Option<&mut ClientMux> {
+        PeerCore::mux(self, link)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Queued {
     /// Cells waiting in the router's link outboxes.

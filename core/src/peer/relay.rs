@@ -345,6 +345,17 @@ impl<L: Copy + Ord + Debug> RelayPeer<L> {
                         crate::cell::end_reason::NOTDIRECTORY,
                     );
                 }
+                // A relay holds no content yet (facilitators will): it
+                // says so at once rather than leave the query hanging.
+                CoreEvent::Router(RouterEvent::DbQuery {
+                    circuit, stream, ..
+                }) => {
+                    let _ = self.core.router.stream_refused(
+                        circuit,
+                        stream,
+                        crate::cell::db_end_reason::UNAVAILABLE,
+                    );
+                }
                 CoreEvent::Router(_) => {}
                 CoreEvent::Exit(e) => self.events.push_back(RelayPeerEvent::Exit(e)),
                 CoreEvent::Mux { link, event } => self.on_federation(link, event, now),

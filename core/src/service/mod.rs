@@ -2,12 +2,14 @@
 //! peer. `Services::handle` takes the router's events, serves those that
 //! belong to a service (BEGIN_DIR and its stream, BEGIN at an exit), and
 //! gives back the rest (control messages for the mesh, `Connect` for the
-//! adapter, `CircuitClosed` after cleaning up). Later services (ORDB
-//! serving) plug in here the same way.
+//! adapter, `CircuitClosed` after cleaning up). The ORDB (`ordb.rs`) needs
+//! the peer's muxes as well as its router, so its owner runs it on the
+//! events `handle` gives back.
 
 pub mod dir;
 pub mod exit;
 pub mod exit_policy;
+pub mod ordb;
 
 use std::fmt::Debug;
 

@@ -13,6 +13,7 @@
 mod attacks;
 mod bridge;
 mod dht;
+mod share;
 mod tab;
 #[cfg(test)]
 mod tests;

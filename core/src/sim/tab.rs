@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::content::HashName;
 use crate::peer::tab::{LinkId, LocalSdp, Outcome, TabConfig, TabEvent, TabPeer};
 use crate::rng::SimRng;
 
@@ -46,6 +47,15 @@ pub(crate) struct SimTab {
     pub(crate) dtls_intercepted: bool,
     /// The core's next deadline, as of its last step.
     pub(crate) timer: Option<u64>,
+    /// The block store (IndexedDB in a tab): blocks of files seeded or
+    /// downloaded.
+    pub(crate) blocks: BTreeMap<(HashName, u32), Vec<u8>>,
+    /// Blocks each download stored, counted per op (a block stored twice
+    /// counts twice).
+    pub(crate) blocks_stored: BTreeMap<u64, u64>,
+    /// A tampering ORDB: every block it serves from its store has a byte
+    /// flipped.
+    pub(crate) tamper: bool,
 }
 
 impl SimTab {
@@ -74,6 +84,9 @@ impl SimTab {
             sdps_carry_two_fingerprints: false,
             dtls_intercepted: false,
             timer: None,
+            blocks: BTreeMap::new(),
+            blocks_stored: BTreeMap::new(),
+            tamper: false,
         }
     }
 
@@ -103,6 +116,38 @@ impl SimTab {
                 self.peer.handle_stored(op, now);
             }
         }
+    }
+
+    /// Seeds `data`: its blocks go to the store, the core signs and
+    /// serves it.
+    pub(crate) fn seed(&mut self, data: &[u8], name: &str, now: u64) -> HashName {
+        let blocks: Vec<&[u8]> = data.chunks(crate::content::BLOCK_LEN as usize).collect();
+        let leaves = blocks
+            .iter()
+            .map(|b| crate::content::merkle::leaf_hash(b))
+            .collect();
+        let file = self
+            .peer
+            .seed(
+                data.len() as u64,
+                leaves,
+                "application/octet-stream",
+                name,
+                now,
+            )
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        for (i, b) in blocks.iter().enumerate() {
+            self.blocks.insert((file.hash_name, i as u32), b.to_vec());
+        }
+        file.hash_name
+    }
+
+    /// The stored blocks of `h`, in order, as one file.
+    pub(crate) fn file(&self, h: &HashName) -> Vec<u8> {
+        self.blocks
+            .range((*h, 0)..=(*h, u32::MAX))
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
     }
 
     fn sdp(&mut self, node: NodeId, link: LinkNo) -> LocalSdp {
@@ -225,6 +270,34 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
                     t.peer.handle_stored(op, now);
                 }
             }
+            TabEvent::ReadBlock {
+                request,
+                hash_name,
+                block,
+            } => {
+                let data = t.blocks.get(&(hash_name, block)).cloned().map(|mut d| {
+                    if t.tamper {
+                        if let Some(b) = d.get_mut(7) {
+                            *b ^= 0x55;
+                        }
+                    }
+                    d
+                });
+                t.peer
+                    .handle_block(request, data.ok_or_else(|| "not stored".into()), now);
+            }
+            TabEvent::StoreBlock {
+                op,
+                hash_name,
+                block,
+                data,
+                ..
+            } => {
+                t.blocks.insert((hash_name, block), data);
+                *t.blocks_stored.entry(op).or_default() += 1;
+                t.peer.handle_block_stored(op, block, now);
+            }
+            TabEvent::DownloadProgress { .. } => {}
             TabEvent::FetchRestart { op } => {
                 let s = t.stored.entry(op).or_default();
                 s.bytes = 0;

@@ -644,6 +644,8 @@ impl TabPeer {
         tracing::info!("link to {} closed: {why}", l.peer);
         // Frames still queued for it would otherwise wait for ever.
         self.frames.retain(|(queued, _)| *queued != link);
+        self.ordb.link_closed(link);
+        self.pending_infos.retain(|(l, _), _| *l != link);
         if self.by_peer.get(&l.peer) == Some(&link) {
             self.by_peer.remove(&l.peer);
         }

@@ -24,15 +24,19 @@ mod bridge;
 mod fetch;
 mod links;
 mod serve;
+mod share;
 mod tasks;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::cell::ControlMessage;
 use crate::cell::{CircIdLen, RawCell};
 use crate::channel::{encode_cells, ntor_key_message};
 use crate::client::MuxEvent;
+use crate::content::merkle::Hash;
+use crate::content::HashName;
 use crate::crypto::ntor::NtorRelayKey;
 use crate::crypto::{PeerId, RsaIdentityKey};
 use crate::dht::RoutingTable;
@@ -41,12 +45,14 @@ use crate::peer::core::{CoreEvent, PeerCore, Queued};
 use crate::peer::limits::{BucketPerKey, TokenBucket};
 use crate::rng::{random_bytes, KeystreamRng, Rng};
 use crate::router::{RouterConfig, RouterEvent};
+use crate::service::ordb::Ordb;
 use crate::service::{DirRoutes, Services};
 
 pub use fetch::{FetchOptions, Fetched};
 pub use links::{
     fingerprint_of, same_fingerprint, LinkStatus, LocalSdp, KEEPALIVE_MS, LINK_SILENT_MS,
 };
+pub use share::{DownloadOptions, Downloaded, SharedFile, DEFAULT_DOWNLOAD_HOPS};
 pub use tasks::{LookupOutcome, OwnCircuit};
 
 use bridge::BridgeLink;
@@ -133,6 +139,7 @@ pub enum Outcome {
     /// A 3-hop circuit through the bridge, built and closed.
     BridgeCircuit(Result<Box<BridgeCircuitBuilt>, OpError>),
     Fetched(Result<Fetched, OpError>),
+    Downloaded(Result<Box<Downloaded>, OpError>),
 }
 
 /// A 3-hop circuit the tab built through its bridge (and closed).
@@ -175,6 +182,32 @@ pub enum TabEvent {
     FetchBody { op: u64, data: Vec<u8> },
     /// Everything stored for this download is void: the body restarts.
     FetchRestart { op: u64 },
+    /// The ORDB needs a block of a file we share: read it from the store
+    /// and `handle_block(request, …)`.
+    ReadBlock {
+        request: u64,
+        hash_name: HashName,
+        block: u32,
+    },
+    /// A verified block of download `op`: store it with its audit path
+    /// (a resumed download and our ORDB need both), then
+    /// `handle_block_stored(op, block)`.
+    StoreBlock {
+        op: u64,
+        hash_name: HashName,
+        block: u32,
+        data: Vec<u8>,
+        path: Vec<Hash>,
+    },
+    /// A `download`'s progress (at most every 100 ms, and at the end).
+    DownloadProgress {
+        op: u64,
+        received: u64,
+        total: Option<u64>,
+        /// Bytes per second, smoothed.
+        speed: u64,
+        circuits: usize,
+    },
 }
 
 /// What a tab shows other tabs so they can build circuits through it:
@@ -235,6 +268,10 @@ pub struct TabPeer {
     introductions: TokenBucket,
     /// Offers refused under `introductions`.
     introductions_refused: u64,
+    /// The ORDB role: what we serve and relay (`service::ordb`).
+    ordb: Ordb<LinkId>,
+    /// DB_INFO waiting for its one-hop circuit to be built.
+    pending_infos: BTreeMap<(LinkId, u32), Vec<ControlMessage>>,
 }
 
 /// Per link: control messages served at once, then per second.
@@ -302,6 +339,8 @@ impl TabPeer {
             control_budget: BucketPerKey::new(CONTROL_BURST, CONTROL_PER_SECOND),
             introductions: TokenBucket::new(INTRODUCTION_BURST, INTRODUCTIONS_PER_SECOND, now),
             introductions_refused: 0,
+            ordb: Ordb::default(),
+            pending_infos: BTreeMap::new(),
         };
         let message = ntor_key_message(&ntor.public);
         tab.unsigned_ntor = Some(ntor);
@@ -377,7 +416,13 @@ impl TabPeer {
             .filter(|d| *d < u64::MAX);
         let bridge = self.bridge.as_ref().and_then(|b| b.deadline());
         let refresh = self.mesh_running().then_some(self.next_refresh);
-        tasks.chain(links).chain(bridge).chain(refresh).min()
+        let ordb = self.ordb.next_timeout();
+        tasks
+            .chain(links)
+            .chain(bridge)
+            .chain(refresh)
+            .chain(ordb)
+            .min()
     }
 
     /// Time passed: deadlines expire, stale buckets are refreshed.
@@ -392,6 +437,7 @@ impl TabPeer {
         for id in due {
             self.task_input(id, TaskInput::Timeout);
         }
+        self.ordb.handle_timeout(&mut self.core, self.now);
         self.links_timeout();
         self.links_upkeep();
         self.bridge_timeout();
@@ -490,6 +536,7 @@ impl TabPeer {
                 busy = true;
                 self.on_core_event(e);
             }
+            self.ordb_events();
             let out = self.core.transmit();
             busy |= !out.is_empty();
             for (link, cells) in out {
@@ -502,8 +549,28 @@ impl TabPeer {
     }
 
     fn on_core_event(&mut self, e: CoreEvent<LinkId>) {
+        let e = match e {
+            CoreEvent::Router(r) => {
+                match self.ordb.handle_router_event(&mut self.core, r, self.now) {
+                    Some(r) => CoreEvent::Router(r),
+                    None => return,
+                }
+            }
+            other => other,
+        };
         match e {
             CoreEvent::Mux { link, event } => self.on_mux(link, event),
+            CoreEvent::Router(RouterEvent::Control {
+                circuit,
+                message:
+                    ControlMessage::DbInfo {
+                        hash_name, hops, ..
+                    },
+            }) => {
+                if self.control_budget.allow(circuit.link, self.now) {
+                    self.on_db_info(circuit, HashName(hash_name), hops)
+                }
+            }
             CoreEvent::Router(RouterEvent::Control { circuit, message }) => {
                 if self.control_budget.allow(circuit.link, self.now) {
                     self.serve_control(circuit, message)
@@ -516,7 +583,7 @@ impl TabPeer {
     }
 
     fn on_mux(&mut self, link: LinkId, event: MuxEvent) {
-        if self.bridge_mux_event(link, &event) {
+        if self.bridge_mux_event(link, &event) || self.ordb_mux_event(link, &event) {
             return;
         }
         let owner = match &event {

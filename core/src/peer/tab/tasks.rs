@@ -141,6 +141,7 @@ pub(super) enum OpKind {
     Relays,
     BridgeCircuit,
     Fetch,
+    Download,
 }
 
 pub(super) enum TaskInput {
@@ -149,6 +150,8 @@ pub(super) enum TaskInput {
     Child(TaskId, Box<TaskResult>),
     /// The platform stored body bytes (fetch).
     Stored,
+    /// The platform stored a block (download).
+    BlockStored(u32),
 }
 
 pub(super) enum TaskResult {
@@ -165,6 +168,7 @@ pub(super) enum TaskResult {
     Relays(Vec<ListedRelay>),
     BridgeCircuit(Box<super::BridgeCircuitBuilt>),
     Fetched(super::Fetched),
+    Downloaded(Box<super::Downloaded>),
     Failed(OpError),
 }
 
@@ -184,6 +188,7 @@ pub(super) enum Kind {
     Relays,
     BridgeCircuit(BridgeCircuit),
     Fetch(Box<FetchTask>),
+    Download(Box<super::share::DownloadTask>),
 }
 
 pub(super) struct Route {
@@ -429,6 +434,7 @@ impl TabPeer {
             },
             Kind::BridgeCircuit(b) => self.bridge_circuit_step(id, b, input),
             Kind::Fetch(f) => self.fetch_step(id, f, input),
+            Kind::Download(d) => self.download_step(id, d, input),
         };
         self.stepping.remove(&id);
         for (t, deadline) in std::mem::take(&mut self.deadline_changes) {
@@ -1141,5 +1147,7 @@ fn op_outcome(kind: OpKind, result: TaskResult) -> Outcome {
         (OpKind::BridgeCircuit, r) => Outcome::BridgeCircuit(err(r)),
         (OpKind::Fetch, TaskResult::Fetched(f)) => Outcome::Fetched(Ok(f)),
         (OpKind::Fetch, r) => Outcome::Fetched(err(r)),
+        (OpKind::Download, TaskResult::Downloaded(d)) => Outcome::Downloaded(Ok(d)),
+        (OpKind::Download, r) => Outcome::Downloaded(err(r)),
     }
 }

@@ -1,0 +1,561 @@
+//! Sharing files from a tab (docs/PROTOCOL.md "ORDB"): seeding, DB_INFO
+//! between linked tabs, the ORDB role (`service::ordb`, fed with this
+//! tab's router events and mux events), and `download`: circuits through
+//! tabs to ORDBs, driven by the scheduler (`content::schedule`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cell::ControlMessage;
+use crate::client::MuxEvent;
+use crate::content::merkle::Hash;
+use crate::content::schedule::{Action, ScheduleStats, Scheduler, SourceId};
+use crate::content::{HashName, Manifest};
+use crate::router::CircuitKey;
+use crate::service::ordb::{LinkedPeer, OrdbEvent};
+
+use super::tasks::{Kind, OpKind, Parent, TaskId, TaskInput, TaskResult};
+use super::{LinkId, OpError, TabEvent, TabPeer};
+
+/// Hops between the downloader and an ORDB by default: the ORDB is the
+/// second tab of the circuit, so it never sees the downloader's link.
+pub const DEFAULT_DOWNLOAD_HOPS: usize = 2;
+/// Circuits that could not be built before a download gives up.
+const MAX_BUILD_FAILURES: u32 = 60;
+const PROGRESS_EVERY_MS: u64 = 100;
+/// Shares of the file at which a downloader advertises it (DB_INFO).
+const ANNOUNCE_AT: [u8; 4] = [25, 50, 75, 100];
+
+/// A seeded or downloaded file, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    pub hash_name: HashName,
+    pub size: u64,
+    pub mime: String,
+    pub name: String,
+    /// The manifest, to keep with the blocks (a reload reseeds from it).
+    pub manifest: Vec<u8>,
+}
+
+impl SharedFile {
+    fn of(m: &Manifest) -> Self {
+        SharedFile {
+            hash_name: m.hash_name(),
+            size: m.size,
+            mime: m.mime.clone(),
+            name: m.name.clone(),
+            manifest: m.encode(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DownloadOptions {
+    /// Tabs in each circuit, the ORDB last (default 2).
+    pub hops: Option<usize>,
+    /// When resuming: the manifest and the blocks stored, with their
+    /// audit paths.
+    pub manifest: Option<Vec<u8>>,
+    pub have: Vec<(u32, Vec<Hash>)>,
+}
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    pub file: SharedFile,
+    pub ms: u64,
+    /// Circuits opened to ORDBs.
+    pub circuits: u64,
+    pub stats: ScheduleStats,
+}
+
+pub(super) struct DownloadTask {
+    sched: Scheduler,
+    hash_name: HashName,
+    hops: usize,
+    /// Our circuits to ORDBs.
+    sources: BTreeMap<SourceId, (LinkId, u32)>,
+    by_circ: BTreeMap<(LinkId, u32), SourceId>,
+    streams: BTreeMap<(LinkId, u32, u16), (SourceId, u32)>,
+    building: BTreeSet<TaskId>,
+    build_failures: u32,
+    circuits: u64,
+    next_source: SourceId,
+    started: u64,
+    last_progress: u64,
+    last_received: u64,
+    speed: u64,
+    announced: u8,
+    /// Audit paths of blocks handed to the store, until it has them.
+    paths: BTreeMap<u32, Vec<Hash>>,
+}
+
+impl TabPeer {
+    // --- seeding ---
+
+    /// Seeds a file of `size` bytes whose blocks hash to `leaves`
+    /// (`content::merkle::leaf_hash` of each `BLOCK_LEN` block): signs its
+    /// manifest with a key made for it, serves it, and tells linked tabs.
+    pub fn seed(
+        &mut self,
+        size: u64,
+        leaves: Vec<Hash>,
+        mime: &str,
+        name: &str,
+        now: u64,
+    ) -> Result<SharedFile, OpError> {
+        self.now = now.max(self.now);
+        let secret: [u8; 32] = crate::rng::random_bytes(&mut self.rng)
+            .map_err(|_| OpError::Fetch("randomness".into()))?;
+        let manifest = Manifest::sign(size, &leaves, mime, name, &secret)
+            .map_err(|e| OpError::BadAnswer(e.to_string()))?;
+        self.add_seed(manifest, leaves)
+    }
+
+    /// Seeds again a file seeded before (after a reload): its manifest
+    /// and leaf hashes as stored.
+    pub fn reseed(
+        &mut self,
+        manifest: &[u8],
+        leaves: Vec<Hash>,
+        now: u64,
+    ) -> Result<SharedFile, OpError> {
+        self.now = now.max(self.now);
+        let m = Manifest::decode(manifest).map_err(|e| OpError::BadAnswer(e.to_string()))?;
+        if crate::content::merkle::root(&leaves) != m.root || leaves.len() as u64 != m.blocks() {
+            return Err(OpError::BadAnswer(
+                "the stored blocks are not this file's".into(),
+            ));
+        }
+        self.add_seed(m, leaves)
+    }
+
+    fn add_seed(&mut self, m: Manifest, leaves: Vec<Hash>) -> Result<SharedFile, OpError> {
+        let file = SharedFile::of(&m);
+        let h = self.ordb.library.add_seed(m, leaves);
+        self.announce(h, 100);
+        self.after_input();
+        Ok(file)
+    }
+
+    /// Stops serving a file (its blocks stay with the platform).
+    pub fn unshare(&mut self, h: &HashName) -> bool {
+        self.ordb.library.remove(h)
+    }
+
+    /// What this tab serves or relays: hash_name and the percent held.
+    pub fn shared(&self) -> Vec<(HashName, u8)> {
+        self.ordb.known()
+    }
+
+    pub fn ordb_stats(&self) -> crate::service::ordb::OrdbStats {
+        self.ordb.stats()
+    }
+
+    /// DB_INFO to every linked tab that has not heard of `h` from us.
+    fn announce(&mut self, h: HashName, percent: u8) {
+        let open = self.open_links();
+        let links: Vec<LinkId> = open.iter().map(|(_, l, _)| *l).collect();
+        let fresh = if percent == 100 {
+            // A complete copy is news to everyone, even those who heard
+            // we were fetching it.
+            links
+        } else {
+            self.ordb.untold(h, &links)
+        };
+        self.send_info(h, percent, 0, &fresh);
+    }
+
+    fn send_info(&mut self, h: HashName, percent: u8, hops: u8, links: &[LinkId]) {
+        let info = ControlMessage::DbInfo {
+            hash_name: h.0,
+            kind: 0,
+            percent,
+            hops,
+            flags: 0,
+        };
+        for (peer, link, ntor) in self.open_links() {
+            if !links.contains(&link) {
+                continue;
+            }
+            let p = LinkedPeer {
+                link,
+                id: peer.0,
+                ntor,
+            };
+            match self.ordb.circuit_to(&mut self.core, p) {
+                Some((circ, true)) => {
+                    if let Some(m) = self.core.mux(link) {
+                        let _ = m.send_control(circ, &info);
+                    }
+                }
+                Some((circ, false)) => self
+                    .pending_infos
+                    .entry((link, circ))
+                    .or_default()
+                    .push(info.clone()),
+                None => {}
+            }
+        }
+    }
+
+    /// A linked tab told us it can answer for a file.
+    pub(super) fn on_db_info(&mut self, circuit: CircuitKey<LinkId>, h: HashName, hops: u8) {
+        let Some((peer, link, ntor)) = self
+            .open_links()
+            .into_iter()
+            .find(|(_, l, _)| *l == circuit.link)
+        else {
+            return;
+        };
+        let links: Vec<LinkId> = self
+            .open_links()
+            .iter()
+            .map(|(_, l, _)| *l)
+            .filter(|l| *l != link)
+            .collect();
+        let from = LinkedPeer {
+            link,
+            id: peer.0,
+            ntor,
+        };
+        if let Some((onward, hops)) = self.ordb.add_reference(h, from, hops, &links) {
+            self.send_info(h, 0, hops, &onward);
+        }
+    }
+
+    /// A mux event on one of the ORDB's circuits: handled there.
+    pub(super) fn ordb_mux_event(&mut self, link: LinkId, event: &MuxEvent) -> bool {
+        if let MuxEvent::HopAdded { circ, .. } = event {
+            for info in self
+                .pending_infos
+                .remove(&(link, *circ))
+                .unwrap_or_default()
+            {
+                if let Some(m) = self.core.mux(link) {
+                    let _ = m.send_control(*circ, &info);
+                }
+            }
+        }
+        if let MuxEvent::CircuitClosed { circ, .. } | MuxEvent::HopFailed { circ, .. } = event {
+            self.pending_infos.remove(&(link, *circ));
+        }
+        self.ordb.handle_mux_event(&mut self.core, link, event)
+    }
+
+    pub(super) fn ordb_events(&mut self) {
+        while let Some(e) = self.ordb.poll_event() {
+            match e {
+                OrdbEvent::ReadBlock {
+                    request,
+                    hash_name,
+                    block,
+                } => self.events.push_back(TabEvent::ReadBlock {
+                    request,
+                    hash_name,
+                    block,
+                }),
+                // FIND_VALUE is not run by tabs yet: a query for a file no
+                // linked tab told us about is answered UNAVAILABLE, and
+                // the downloader tries another ORDB.
+                OrdbEvent::FindSources { hash_name } => {
+                    self.ordb.no_sources(&mut self.core, hash_name)
+                }
+            }
+        }
+    }
+
+    /// The platform read a block the ORDB asked for (`TabEvent::ReadBlock`).
+    pub fn handle_block(&mut self, request: u64, data: Result<Vec<u8>, String>, now: u64) {
+        self.now = now.max(self.now);
+        self.ordb.handle_block(&mut self.core, request, data);
+        self.after_input();
+    }
+
+    // --- downloading ---
+
+    /// Downloads `hash_name` through ORDBs; completes as
+    /// `Outcome::Downloaded`. Blocks go to the platform as they are
+    /// verified (`TabEvent::StoreBlock`, answered by `handle_block_stored`).
+    pub fn download(&mut self, hash_name: HashName, options: DownloadOptions, now: u64) -> u64 {
+        self.now = now.max(self.now);
+        let manifest = options
+            .manifest
+            .as_deref()
+            .and_then(|b| Manifest::decode_for(b, &hash_name).ok());
+        let have: BTreeSet<u32> = options.have.iter().map(|(b, _)| *b).collect();
+        if let Some(m) = &manifest {
+            for (block, path) in options.have {
+                self.ordb.library.add_block(m, block, path);
+            }
+        }
+        let task = DownloadTask {
+            sched: Scheduler::new(hash_name, manifest, &have),
+            hash_name,
+            hops: options.hops.unwrap_or(DEFAULT_DOWNLOAD_HOPS).clamp(1, 8),
+            sources: BTreeMap::new(),
+            by_circ: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            building: BTreeSet::new(),
+            build_failures: 0,
+            circuits: 0,
+            next_source: 1,
+            started: self.now,
+            last_progress: 0,
+            last_received: 0,
+            speed: 0,
+            announced: 0,
+            paths: BTreeMap::new(),
+        };
+        let id = self.new_download_task(task);
+        self.task_input(id, TaskInput::Timeout);
+        self.after_input();
+        id
+    }
+
+    /// The platform stored block `block` of download `op`.
+    pub fn handle_block_stored(&mut self, op: u64, block: u32, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(op, TaskInput::BlockStored(block));
+        self.after_input();
+    }
+
+    pub(super) fn download_step(
+        &mut self,
+        id: TaskId,
+        d: &mut DownloadTask,
+        input: TaskInput,
+    ) -> Option<TaskResult> {
+        let now = self.now;
+        match input {
+            TaskInput::Timeout => d.sched.tick(now),
+            TaskInput::BlockStored(block) => {
+                d.sched.stored(block, now);
+                if let Some(m) = d.sched.manifest().cloned() {
+                    self.ordb_block_stored(d, &m, block);
+                }
+            }
+            TaskInput::Child(child, result) => {
+                if d.building.remove(&child) {
+                    match *result {
+                        TaskResult::Own(own) => {
+                            let source = d.next_source;
+                            d.next_source += 1;
+                            d.circuits += 1;
+                            d.sources.insert(source, (own.link, own.circ));
+                            d.by_circ.insert((own.link, own.circ), source);
+                            self.own_circuit(id, own.link, own.circ);
+                            d.sched.add_source(source, now);
+                        }
+                        TaskResult::Failed(e) => {
+                            d.build_failures += 1;
+                            tracing::debug!("download: no circuit: {e}");
+                            if d.build_failures >= MAX_BUILD_FAILURES {
+                                return Some(TaskResult::Failed(OpError::NoPath(format!(
+                                    "{} circuits to ORDBs could not be built: {e}",
+                                    d.build_failures
+                                ))));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            TaskInput::Mux(link, event) => {
+                if let Err(e) = self.download_event(d, link, event) {
+                    return Some(TaskResult::Failed(e));
+                }
+            }
+            TaskInput::Stored => {}
+        }
+        if let Err(e) = self.download_actions(id, d) {
+            return Some(TaskResult::Failed(e));
+        }
+        self.download_progress(id, d, false);
+        if d.sched.is_complete() {
+            self.download_progress(id, d, true);
+            let m = d.sched.manifest()?.clone();
+            return Some(TaskResult::Downloaded(Box::new(Downloaded {
+                file: SharedFile::of(&m),
+                ms: now.saturating_sub(d.started),
+                circuits: d.circuits,
+                stats: d.sched.stats(),
+            })));
+        }
+        let tick = d.sched.next_tick().unwrap_or(now + 1000).max(now + 1);
+        self.deadline_changes.push((id, Some(tick.min(now + 1000))));
+        None
+    }
+
+    fn download_event(
+        &mut self,
+        d: &mut DownloadTask,
+        link: LinkId,
+        event: MuxEvent,
+    ) -> Result<(), OpError> {
+        let now = self.now;
+        match event {
+            MuxEvent::DbConnected {
+                circ,
+                stream,
+                answer,
+            } => {
+                if let Some(&(source, block)) = d.streams.get(&(link, circ, stream)) {
+                    d.sched.on_connected(source, block, answer, now);
+                }
+            }
+            MuxEvent::StreamReadable { circ, stream } => {
+                if let Some(&(source, block)) = d.streams.get(&(link, circ, stream)) {
+                    let data = self
+                        .core
+                        .mux(link)
+                        .and_then(|m| m.read(circ, stream, usize::MAX).ok())
+                        .unwrap_or_default();
+                    d.sched.on_data(source, block, &data, now);
+                }
+            }
+            MuxEvent::StreamEnded {
+                circ,
+                stream,
+                reason,
+                ..
+            } => {
+                self.stream_owners.remove(&(link, circ, stream));
+                if let Some((source, block)) = d.streams.remove(&(link, circ, stream)) {
+                    d.sched
+                        .on_end(source, block, reason, now)
+                        .map_err(|e| OpError::Fetch(e.to_string()))?;
+                }
+            }
+            MuxEvent::CircuitClosed { circ, .. } => {
+                self.circ_owners.remove(&(link, circ));
+                if let Some(source) = d.by_circ.remove(&(link, circ)) {
+                    d.sources.remove(&source);
+                    d.streams.retain(|(l, c, _), _| !(*l == link && *c == circ));
+                    d.sched.source_lost(source, now);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn download_actions(&mut self, id: TaskId, d: &mut DownloadTask) -> Result<(), OpError> {
+        while let Some(action) = d.sched.poll_action() {
+            match action {
+                Action::Query { source, query } => {
+                    let Some(&(link, circ)) = d.sources.get(&source) else {
+                        continue;
+                    };
+                    let opened = self.core.mux(link).map(|m| m.begin_db(circ, &query));
+                    match opened {
+                        Some(Ok(stream)) => {
+                            d.streams
+                                .insert((link, circ, stream), (source, query.block));
+                            self.own_stream(id, link, circ, stream);
+                        }
+                        _ => {
+                            self.drop_download_source(d, source);
+                            d.sched.source_lost(source, self.now);
+                        }
+                    }
+                }
+                Action::Drop { source, why } => {
+                    tracing::debug!("download: dropping a circuit: {why}");
+                    self.drop_download_source(d, source);
+                }
+                Action::Store { block, data, path } => {
+                    d.paths.insert(block, path.clone());
+                    self.events.push_back(TabEvent::StoreBlock {
+                        op: id,
+                        hash_name: d.hash_name,
+                        block,
+                        data,
+                        path,
+                    });
+                }
+            }
+        }
+        for _ in 0..d.sched.wanted_sources(d.building.len()) {
+            let child = self.spawn_build_tab(d.hops, Parent::Task(id), false);
+            if self.tasks.contains_key(&child) {
+                d.building.insert(child);
+            } else {
+                d.build_failures += 1;
+            }
+        }
+        if d.build_failures >= MAX_BUILD_FAILURES {
+            return Err(OpError::NoPath(format!(
+                "{} circuits to ORDBs could not be built",
+                d.build_failures
+            )));
+        }
+        Ok(())
+    }
+
+    fn drop_download_source(&mut self, d: &mut DownloadTask, source: SourceId) {
+        if let Some((link, circ)) = d.sources.remove(&source) {
+            d.by_circ.remove(&(link, circ));
+            d.streams.retain(|(l, c, _), _| !(*l == link && *c == circ));
+            self.circ_owners.remove(&(link, circ));
+            if let Some(m) = self.core.mux(link) {
+                m.destroy(circ);
+            }
+        }
+    }
+
+    /// A verified block is stored: we serve it, and tell linked tabs at
+    /// 25, 50, 75 and 100 %.
+    fn ordb_block_stored(&mut self, d: &mut DownloadTask, m: &Manifest, block: u32) {
+        let path = d.paths.remove(&block).unwrap_or_default();
+        self.ordb.library.add_block(m, block, path);
+        let percent = self
+            .ordb
+            .library
+            .get(&d.hash_name)
+            .map_or(0, |h| h.percent());
+        if let Some(&mark) = ANNOUNCE_AT.iter().rev().find(|&&a| percent >= a) {
+            if mark > d.announced {
+                d.announced = mark;
+                self.announce(d.hash_name, mark);
+            }
+        }
+    }
+
+    fn download_progress(&mut self, id: TaskId, d: &mut DownloadTask, last: bool) {
+        let now = self.now;
+        if !last && now < d.last_progress + PROGRESS_EVERY_MS {
+            return;
+        }
+        let (received, total) = d.sched.progress();
+        let dt = now.saturating_sub(d.last_progress).max(1);
+        let instant = received.saturating_sub(d.last_received) * 1000 / dt;
+        d.speed = if d.last_progress == 0 {
+            instant
+        } else {
+            (d.speed * 3 + instant) / 4
+        };
+        d.last_progress = now;
+        d.last_received = received;
+        self.events.push_back(TabEvent::DownloadProgress {
+            op: id,
+            received,
+            total,
+            speed: d.speed,
+            circuits: d.sources.len(),
+        });
+    }
+
+    fn new_download_task(&mut self, task: DownloadTask) -> TaskId {
+        let id = self.next_task;
+        self.next_task += 1;
+        self.tasks.insert(
+            id,
+            super::tasks::Task {
+                parent: Parent::Op(OpKind::Download),
+                deadline: None,
+                kind: Kind::Download(Box::new(task)),
+            },
+        );
+        id
+    }
+}

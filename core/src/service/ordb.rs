@@ -1,0 +1,716 @@
+//! The ORDB role of a peer (docs/PROTOCOL.md "ORDB"), sans IO and generic
+//! over the adapter's link id, so tabs, the simulation and native peers
+//! run the same code. For each DB_QUERY that ends here:
+//!
+//! 1. a block we hold is served: its bytes are asked of the platform
+//!    (`OrdbEvent::ReadBlock`), then DB_CONNECTED (the manifest when asked,
+//!    the audit path) and the bytes from the query's offset go back;
+//! 2. otherwise the query is relayed, its loop counter raised, to a linked
+//!    peer that told us it can answer (`OR_files_P`, by DB_INFO), taking
+//!    them in turn; or to a circuit the owner found by FIND_VALUE
+//!    (`add_circuit_source`); while there is none the owner is asked to
+//!    look (`OrdbEvent::FindSources`);
+//! 3. at a counter of `MAX_COUNTER`, or with nowhere to go, the answer is
+//!    DB_END UNAVAILABLE.
+//!
+//! A relayed answer is spliced through: bytes are read from the upstream
+//! stream only as far as the downstream one has room, so a slow asker
+//! holds back the source, not our memory. The asker is beyond the circuit
+//! we answer on, the source beyond the circuit we ask on: a relaying ORDB
+//! learns neither who asked nor, past its own next hop, who answered.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Debug;
+
+use crate::cell::ordb::{block_check, db_end_reason, DbConnected, DbQuery, MAX_COUNTER};
+use crate::client::{ClientMux, MuxEvent};
+use crate::content::library::Library;
+use crate::content::HashName;
+use crate::router::{CircuitKey, Router, RouterEvent};
+
+/// DB_INFO travels this many links from the holder: beyond, FIND_VALUE
+/// finds the file (a flood through the whole mesh would cost every tab a
+/// message per file).
+pub const MAX_INFO_HOPS: u8 = 2;
+/// References kept per file.
+pub const MAX_REFERENCES: usize = 16;
+/// Queries waiting for sources (all files), beyond which they are refused.
+pub const MAX_WAITING: usize = 256;
+/// Bytes read from an upstream stream at once.
+const READ_CHUNK: usize = 32 * 1024;
+/// A query waiting for a source this long is answered UNAVAILABLE.
+pub const SOURCE_WAIT_MS: u64 = 20_000;
+
+/// What the ORDB needs of the peer it runs in: its router (circuits that
+/// end here) and its muxes (circuits it originates).
+pub trait OrdbNet<L> {
+    fn router(&mut self) -> &mut Router<L>;
+    fn mux(&mut self, link: L) -> Option<&mut ClientMux>;
+}
+
+/// How a linked peer is reached: a one-hop circuit on its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkedPeer<L> {
+    pub link: L,
+    pub id: [u8; 20],
+    pub ntor: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrdbEvent {
+    /// Read block `block` of `hash_name` from the store, then
+    /// `handle_block(request, …)`.
+    ReadBlock {
+        request: u64,
+        hash_name: HashName,
+        block: u32,
+    },
+    /// Queries for this file wait and nobody we know has it: look it up
+    /// (FIND_VALUE), then `add_circuit_source` or `no_sources`.
+    FindSources { hash_name: HashName },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrdbStats {
+    pub blocks_served: u64,
+    pub queries_relayed: u64,
+    /// Answered UNAVAILABLE: unknown file, nowhere to relay, or the loop
+    /// counter at its limit.
+    pub unavailable: u64,
+    pub loops_stopped: u64,
+}
+
+/// A query that ends here (the downstream side).
+type Down<L> = (CircuitKey<L>, u16);
+/// A stream we opened upstream: link, circuit, stream.
+type Up<L> = (L, u32, u16);
+
+#[derive(Debug)]
+struct Relayed<L> {
+    query: DbQuery,
+    up: Option<Up<L>>,
+    /// DB_CONNECTED went downstream.
+    opened: bool,
+    /// Read upstream, not yet taken downstream (at most one read).
+    pending: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Serving {
+    data: Vec<u8>,
+    sent: usize,
+}
+
+/// A circuit we ask through: a one-hop circuit to a linked peer, or one
+/// the owner built (FIND_VALUE).
+#[derive(Debug)]
+struct Upstream<L> {
+    ready: bool,
+    /// Queries to send once it is built.
+    waiting: Vec<Down<L>>,
+}
+
+/// Where a file's queries can go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source<L> {
+    Linked(LinkedPeer<L>),
+    Circuit(L, u32),
+}
+
+pub struct Ordb<L> {
+    pub library: Library,
+    /// OR_files_P: per file, who can answer, in turn.
+    references: BTreeMap<HashName, VecDeque<Source<L>>>,
+    /// Per file, the links that know it from us or told us.
+    told: BTreeMap<HashName, BTreeSet<L>>,
+    /// One-hop circuits per link, and the circuits found by lookups.
+    link_circuits: BTreeMap<L, u32>,
+    upstreams: BTreeMap<(L, u32), Upstream<L>>,
+    relayed: BTreeMap<Down<L>, Relayed<L>>,
+    by_up: BTreeMap<Up<L>, Down<L>>,
+    reads: BTreeMap<u64, (Down<L>, DbQuery)>,
+    serving: BTreeMap<Down<L>, Serving>,
+    /// Queries waiting for a source, per file, since when.
+    waiting: BTreeMap<HashName, Vec<(Down<L>, DbQuery, u64)>>,
+    looking: BTreeSet<HashName>,
+    events: VecDeque<OrdbEvent>,
+    stats: OrdbStats,
+    next_request: u64,
+}
+
+impl<L: Copy + Ord + Debug> Default for Ordb<L> {
+    fn default() -> Self {
+        Ordb {
+            library: Library::default(),
+            references: BTreeMap::new(),
+            told: BTreeMap::new(),
+            link_circuits: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
+            relayed: BTreeMap::new(),
+            by_up: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            looking: BTreeSet::new(),
+            events: VecDeque::new(),
+            stats: OrdbStats::default(),
+            next_request: 1,
+        }
+    }
+}
+
+impl<L: Copy + Ord + Debug> Ordb<L> {
+    pub fn stats(&self) -> OrdbStats {
+        self.stats
+    }
+
+    pub fn poll_event(&mut self) -> Option<OrdbEvent> {
+        self.events.pop_front()
+    }
+
+    /// Whether we can answer for `h`: we hold some of it, or know who can.
+    pub fn knows(&self, h: &HashName) -> bool {
+        self.library.get(h).is_some() || self.references.get(h).is_some_and(|r| !r.is_empty())
+    }
+
+    /// Files we hold or relay for, with the percent we hold ourselves.
+    pub fn known(&self) -> Vec<(HashName, u8)> {
+        let mut out: BTreeMap<HashName, u8> = self
+            .references
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(h, _)| (*h, 0))
+            .collect();
+        for (h, held) in self.library.files() {
+            out.insert(*h, held.percent());
+        }
+        out.into_iter().collect()
+    }
+
+    /// Events from the router: the ones for ORDB streams are taken.
+    pub fn handle_router_event(
+        &mut self,
+        net: &mut impl OrdbNet<L>,
+        e: RouterEvent<L>,
+        now: u64,
+    ) -> Option<RouterEvent<L>> {
+        match e {
+            RouterEvent::DbQuery {
+                circuit,
+                stream,
+                query,
+            } => {
+                self.on_query(net, (circuit, stream), query, now);
+                None
+            }
+            RouterEvent::StreamWritable { circuit, stream } => {
+                let down = (circuit, stream);
+                if self.serving.contains_key(&down) {
+                    self.pump_serving(net, down);
+                    None
+                } else if self.relayed.contains_key(&down) {
+                    self.pump_relay(net, down);
+                    None
+                } else {
+                    Some(RouterEvent::StreamWritable { circuit, stream })
+                }
+            }
+            RouterEvent::StreamEnded {
+                circuit,
+                stream,
+                reason,
+            } => {
+                let down = (circuit, stream);
+                if self.serving.remove(&down).is_some() {
+                    return None;
+                }
+                if let Some(r) = self.relayed.remove(&down) {
+                    self.end_upstream(net, r.up);
+                    return None;
+                }
+                Some(RouterEvent::StreamEnded {
+                    circuit,
+                    stream,
+                    reason,
+                })
+            }
+            RouterEvent::CircuitClosed { circuit, reason } => {
+                self.serving.retain(|(c, _), _| *c != circuit);
+                let gone: Vec<Down<L>> = self
+                    .relayed
+                    .keys()
+                    .filter(|(c, _)| *c == circuit)
+                    .copied()
+                    .collect();
+                for down in gone {
+                    if let Some(r) = self.relayed.remove(&down) {
+                        self.end_upstream(net, r.up);
+                    }
+                }
+                for w in self.waiting.values_mut() {
+                    w.retain(|((c, _), _, _)| *c != circuit);
+                }
+                Some(RouterEvent::CircuitClosed { circuit, reason })
+            }
+            // DB_INFO goes to the owner: it knows who is at the other end
+            // of the link, and calls `add_reference`.
+            other => Some(other),
+        }
+    }
+
+    fn end_upstream(&mut self, net: &mut impl OrdbNet<L>, up: Option<Up<L>>) {
+        if let Some((link, circ, stream)) = up {
+            self.by_up.remove(&(link, circ, stream));
+            if let Some(m) = net.mux(link) {
+                m.end_with(circ, stream, db_end_reason::DESTROYED);
+            }
+        }
+    }
+
+    fn refuse(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, reason: u8) {
+        if reason == db_end_reason::UNAVAILABLE {
+            self.stats.unavailable += 1;
+        }
+        let _ = net.router().stream_refused(down.0, down.1, reason);
+    }
+
+    fn on_query(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, query: DbQuery, now: u64) {
+        let h = HashName(query.hash_name);
+        if let Some(held) = self.library.get(&h) {
+            let m = &held.manifest;
+            let size = m.block_size(u64::from(query.block));
+            let outside = u64::from(query.block) >= m.blocks()
+                || query.offset > size
+                || (query.offset == size && size > 0);
+            if outside && !(m.blocks() == 0 && query.block == 0) {
+                return self.refuse(net, down, db_end_reason::BAD_QUERY);
+            }
+            if m.blocks() == 0 || held.path(query.block).is_some() {
+                let request = self.next_request;
+                self.next_request += 1;
+                let block = query.block;
+                self.reads.insert(request, (down, query));
+                if m.blocks() == 0 {
+                    return self.handle_block(net, request, Ok(Vec::new()));
+                }
+                self.events.push_back(OrdbEvent::ReadBlock {
+                    request,
+                    hash_name: h,
+                    block,
+                });
+                return;
+            }
+        }
+        if query.counter >= MAX_COUNTER {
+            self.stats.loops_stopped += 1;
+            return self.refuse(net, down, db_end_reason::UNAVAILABLE);
+        }
+        self.relay(net, down, query, now);
+    }
+
+    /// The platform read a block (or could not).
+    pub fn handle_block(
+        &mut self,
+        net: &mut impl OrdbNet<L>,
+        request: u64,
+        data: Result<Vec<u8>, String>,
+    ) {
+        let Some((down, query)) = self.reads.remove(&request) else {
+            return;
+        };
+        let h = HashName(query.hash_name);
+        let Some(held) = self.library.get(&h) else {
+            return self.refuse(net, down, db_end_reason::UNAVAILABLE);
+        };
+        let size = held.manifest.block_size(u64::from(query.block)) as usize;
+        let data = match data {
+            Ok(d) if d.len() == size => d,
+            _ => return self.refuse(net, down, db_end_reason::UNAVAILABLE),
+        };
+        let answer = DbConnected {
+            manifest: query.wants_manifest().then(|| held.manifest_bytes.clone()),
+            path: held.path(query.block).unwrap_or_default(),
+        };
+        let check = block_check(&query.hash_name, query.block);
+        if net
+            .router()
+            .db_connected(down.0, down.1, &answer, query.offset, check)
+            .is_err()
+        {
+            return;
+        }
+        self.stats.blocks_served += 1;
+        self.serving.insert(
+            down,
+            Serving {
+                data,
+                sent: query.offset as usize,
+            },
+        );
+        self.pump_serving(net, down);
+    }
+
+    fn pump_serving(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>) {
+        let Some(s) = self.serving.get_mut(&down) else {
+            return;
+        };
+        let router = net.router();
+        while s.sent < s.data.len() {
+            let Ok(n) = router.write(down.0, down.1, s.data.get(s.sent..).unwrap_or_default())
+            else {
+                self.serving.remove(&down);
+                return;
+            };
+            if n == 0 {
+                return; // Until StreamWritable.
+            }
+            s.sent += n;
+        }
+        self.serving.remove(&down);
+        let _ = router.end_stream(down.0, down.1, db_end_reason::FINISHED);
+    }
+
+    /// A linked peer said it can answer for `h` (DB_INFO on its link).
+    /// Returns the links to pass the reference on to (those that do not
+    /// know it yet), with the hop count to send, when it is new to us.
+    pub fn add_reference(
+        &mut self,
+        h: HashName,
+        from: LinkedPeer<L>,
+        hops: u8,
+        linked: &[L],
+    ) -> Option<(Vec<L>, u8)> {
+        let known_before = self.knows(&h);
+        self.told.entry(h).or_default().insert(from.link);
+        let refs = self.references.entry(h).or_default();
+        if !refs.contains(&Source::Linked(from)) {
+            if refs.len() >= MAX_REFERENCES {
+                refs.pop_front();
+            }
+            refs.push_back(Source::Linked(from));
+        }
+        if known_before || hops >= MAX_INFO_HOPS {
+            return None;
+        }
+        Some((self.untold(h, linked), hops + 1))
+    }
+
+    /// The links in `linked` that have not heard of `h` from us, now
+    /// marked as told.
+    pub fn untold(&mut self, h: HashName, linked: &[L]) -> Vec<L> {
+        let told = self.told.entry(h).or_default();
+        let fresh: Vec<L> = linked
+            .iter()
+            .filter(|l| !told.contains(l))
+            .copied()
+            .collect();
+        told.extend(fresh.iter().copied());
+        fresh
+    }
+
+    /// A link closed: references through it go.
+    pub fn link_closed(&mut self, link: L) {
+        for refs in self.references.values_mut() {
+            refs.retain(|s| match s {
+                Source::Linked(p) => p.link != link,
+                Source::Circuit(l, _) => *l != link,
+            });
+        }
+        for told in self.told.values_mut() {
+            told.remove(&link);
+        }
+        if let Some(circ) = self.link_circuits.remove(&link) {
+            self.upstreams.remove(&(link, circ));
+        }
+        self.upstreams.retain(|(l, _), _| *l != link);
+        self.by_up.retain(|(l, _, _), _| *l != link);
+    }
+
+    /// A circuit the owner built to a peer that can answer for `h`.
+    pub fn add_circuit_source(
+        &mut self,
+        net: &mut impl OrdbNet<L>,
+        h: HashName,
+        link: L,
+        circ: u32,
+        now: u64,
+    ) {
+        self.looking.remove(&h);
+        self.upstreams.insert(
+            (link, circ),
+            Upstream {
+                ready: true,
+                waiting: Vec::new(),
+            },
+        );
+        let refs = self.references.entry(h).or_default();
+        if refs.len() >= MAX_REFERENCES {
+            refs.pop_front();
+        }
+        refs.push_back(Source::Circuit(link, circ));
+        for (down, query, _) in self.waiting.remove(&h).unwrap_or_default() {
+            self.relay(net, down, query, now);
+        }
+    }
+
+    /// The owner's lookup found nobody: the waiting queries are answered.
+    pub fn no_sources(&mut self, net: &mut impl OrdbNet<L>, h: HashName) {
+        self.looking.remove(&h);
+        for (down, _, _) in self.waiting.remove(&h).unwrap_or_default() {
+            self.refuse(net, down, db_end_reason::UNAVAILABLE);
+        }
+    }
+
+    /// Queries that waited too long for a source are answered.
+    pub fn handle_timeout(&mut self, net: &mut impl OrdbNet<L>, now: u64) {
+        let mut late = Vec::new();
+        for w in self.waiting.values_mut() {
+            w.retain(|(down, _, since)| {
+                let keep = now.saturating_sub(*since) < SOURCE_WAIT_MS;
+                if !keep {
+                    late.push(*down);
+                }
+                keep
+            });
+        }
+        self.waiting.retain(|_, w| !w.is_empty());
+        for down in late {
+            self.refuse(net, down, db_end_reason::UNAVAILABLE);
+        }
+    }
+
+    pub fn next_timeout(&self) -> Option<u64> {
+        self.waiting
+            .values()
+            .flatten()
+            .map(|(_, _, since)| since + SOURCE_WAIT_MS)
+            .min()
+    }
+
+    /// The next source for `h`, in turn, skipping the link the query came
+    /// from (it would ask us back).
+    fn next_source(&mut self, h: &HashName, from: L) -> Option<Source<L>> {
+        let refs = self.references.get_mut(h)?;
+        for _ in 0..refs.len() {
+            let s = refs.pop_front()?;
+            refs.push_back(s);
+            let link = match s {
+                Source::Linked(p) => p.link,
+                Source::Circuit(l, _) => l,
+            };
+            if link != from || refs.len() == 1 && matches!(s, Source::Circuit(..)) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn relay(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, query: DbQuery, now: u64) {
+        let h = HashName(query.hash_name);
+        let Some(source) = self.next_source(&h, down.0.link) else {
+            let total: usize = self.waiting.values().map(Vec::len).sum();
+            if total >= MAX_WAITING {
+                return self.refuse(net, down, db_end_reason::UNAVAILABLE);
+            }
+            self.waiting.entry(h).or_default().push((down, query, now));
+            if self.looking.insert(h) {
+                self.events
+                    .push_back(OrdbEvent::FindSources { hash_name: h });
+            }
+            return;
+        };
+        let (link, circ) = match source {
+            Source::Circuit(link, circ) => (link, circ),
+            Source::Linked(p) => match self.link_circuit(net, p) {
+                Some(c) => (p.link, c),
+                None => return self.refuse(net, down, db_end_reason::UNAVAILABLE),
+            },
+        };
+        let mut relayed_query = query.clone();
+        relayed_query.counter = query.counter.saturating_add(1);
+        self.stats.queries_relayed += 1;
+        self.relayed.insert(
+            down,
+            Relayed {
+                query: relayed_query,
+                up: None,
+                opened: false,
+                pending: Vec::new(),
+            },
+        );
+        let ready = self.upstreams.get(&(link, circ)).is_some_and(|u| u.ready);
+        if ready {
+            self.send_upstream(net, down, link, circ);
+        } else if let Some(u) = self.upstreams.get_mut(&(link, circ)) {
+            u.waiting.push(down);
+        }
+    }
+
+    /// Our one-hop circuit to a linked peer, made when first needed.
+    fn link_circuit(&mut self, net: &mut impl OrdbNet<L>, p: LinkedPeer<L>) -> Option<u32> {
+        if let Some(c) = self.link_circuits.get(&p.link) {
+            let alive = net.mux(p.link).is_some_and(|m| m.is_alive(*c));
+            if alive {
+                return Some(*c);
+            }
+            self.upstreams.remove(&(p.link, *c));
+        }
+        let circ = net.mux(p.link)?.create_ntor(p.id, p.ntor).ok()?;
+        self.link_circuits.insert(p.link, circ);
+        self.upstreams.insert(
+            (p.link, circ),
+            Upstream {
+                ready: false,
+                waiting: Vec::new(),
+            },
+        );
+        Some(circ)
+    }
+
+    /// The one-hop circuit on `link`, if built (DB_INFO goes on it).
+    pub fn circuit_to(
+        &mut self,
+        net: &mut impl OrdbNet<L>,
+        p: LinkedPeer<L>,
+    ) -> Option<(u32, bool)> {
+        let circ = self.link_circuit(net, p)?;
+        let ready = self.upstreams.get(&(p.link, circ)).is_some_and(|u| u.ready);
+        Some((circ, ready))
+    }
+
+    fn send_upstream(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, link: L, circ: u32) {
+        let Some(r) = self.relayed.get_mut(&down) else {
+            return;
+        };
+        match net.mux(link).map(|m| m.begin_db(circ, &r.query)) {
+            Some(Ok(stream)) => {
+                r.up = Some((link, circ, stream));
+                self.by_up.insert((link, circ, stream), down);
+            }
+            _ => {
+                self.relayed.remove(&down);
+                self.refuse(net, down, db_end_reason::DESTROYED);
+            }
+        }
+    }
+
+    /// Whether a mux event on `link` is ours (an upstream circuit); then it
+    /// is handled. `Control` events on our one-hop circuits are not ours.
+    pub fn handle_mux_event(&mut self, net: &mut impl OrdbNet<L>, link: L, e: &MuxEvent) -> bool {
+        match e {
+            MuxEvent::HopAdded { circ, .. } => {
+                let Some(u) = self.upstreams.get_mut(&(link, *circ)) else {
+                    return false;
+                };
+                u.ready = true;
+                for down in std::mem::take(&mut u.waiting) {
+                    self.send_upstream(net, down, link, *circ);
+                }
+                true
+            }
+            MuxEvent::HopFailed { circ, .. } | MuxEvent::CircuitClosed { circ, .. } => {
+                let Some(u) = self.upstreams.remove(&(link, *circ)) else {
+                    return false;
+                };
+                self.link_circuits.retain(|l, c| !(*l == link && c == circ));
+                for refs in self.references.values_mut() {
+                    refs.retain(|s| *s != Source::Circuit(link, *circ));
+                }
+                for down in u.waiting {
+                    self.relayed.remove(&down);
+                    self.refuse(net, down, db_end_reason::DESTROYED);
+                }
+                // Streams on it end with `StreamEnded` events (the mux
+                // sends them first).
+                true
+            }
+            MuxEvent::DbConnected {
+                circ,
+                stream,
+                answer,
+            } => {
+                let Some(down) = self.by_up.get(&(link, *circ, *stream)).copied() else {
+                    return false;
+                };
+                let Some(r) = self.relayed.get_mut(&down) else {
+                    return true;
+                };
+                let check = block_check(&r.query.hash_name, r.query.block);
+                let offset = r.query.offset;
+                r.opened = true;
+                if net
+                    .router()
+                    .db_connected(down.0, down.1, answer, offset, check)
+                    .is_err()
+                {
+                    let up = self.relayed.remove(&down).and_then(|r| r.up);
+                    self.end_upstream(net, up);
+                }
+                true
+            }
+            MuxEvent::StreamReadable { circ, stream } => {
+                let Some(down) = self.by_up.get(&(link, *circ, *stream)).copied() else {
+                    return false;
+                };
+                self.pump_relay(net, down);
+                true
+            }
+            MuxEvent::StreamEnded {
+                circ,
+                stream,
+                reason,
+                ..
+            } => {
+                let Some(down) = self.by_up.remove(&(link, *circ, *stream)) else {
+                    return false;
+                };
+                if let Some(r) = self.relayed.remove(&down) {
+                    let router = net.router();
+                    if r.opened {
+                        let _ = router.end_stream(down.0, down.1, *reason);
+                    } else {
+                        let _ = router.stream_refused(down.0, down.1, *reason);
+                    }
+                }
+                true
+            }
+            MuxEvent::StreamOpened { circ, .. } | MuxEvent::StreamWritable { circ, .. } => {
+                self.upstreams.contains_key(&(link, *circ))
+            }
+            MuxEvent::Control { .. } => false,
+        }
+    }
+
+    /// Moves what the upstream stream has into the downstream one. One
+    /// read at most waits here: when the downstream stream is full, the
+    /// rest stays upstream (its window closes) until `StreamWritable`.
+    fn pump_relay(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>) {
+        let Some(r) = self.relayed.get_mut(&down) else {
+            return;
+        };
+        let Some((link, circ, stream)) = r.up else {
+            return;
+        };
+        loop {
+            if r.pending.is_empty() {
+                r.pending = match net.mux(link).map(|m| m.read(circ, stream, READ_CHUNK)) {
+                    Some(Ok(d)) if !d.is_empty() => d,
+                    _ => return,
+                };
+            }
+            match net.router().write(down.0, down.1, &r.pending) {
+                Ok(n) => {
+                    r.pending.drain(..n);
+                    if !r.pending.is_empty() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let up = self.relayed.remove(&down).and_then(|r| r.up);
+                    self.end_upstream(net, up);
+                    return;
+                }
+            }
+        }
+    }
+}
