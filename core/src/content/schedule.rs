@@ -44,9 +44,11 @@ pub const STALL_MS: u64 = 10_000;
 pub const SLOW_FACTOR: u64 = 4;
 /// "Not found" answers a circuit may give before it is replaced.
 pub const MAX_UNAVAILABLE: u32 = 2;
-/// "Not found" answers in a row, with no byte of the file, before the
-/// download gives up.
+/// The download gives up after this many "not found" answers in a row
+/// *and* `GIVE_UP_MS` without a byte of the file: ORDBs that lost their
+/// references learn new ones as links form again.
 pub const GIVE_UP_UNAVAILABLE: u32 = 24;
+pub const GIVE_UP_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockState {
@@ -130,6 +132,8 @@ pub struct Scheduler {
     stats: ScheduleStats,
     /// "Not found" answers since the last byte of the file.
     unavailable_run: u32,
+    /// When the last byte of the file came (or the download began).
+    last_byte_at: Option<u64>,
 }
 
 impl Scheduler {
@@ -145,6 +149,7 @@ impl Scheduler {
             actions: VecDeque::new(),
             stats: ScheduleStats::default(),
             unavailable_run: 0,
+            last_byte_at: None,
         };
         if let Some(m) = manifest {
             s.set_manifest(m, have);
@@ -222,6 +227,7 @@ impl Scheduler {
 
     /// A circuit to an ORDB is ready.
     pub fn add_source(&mut self, source: SourceId, now: u64) {
+        self.last_byte_at.get_or_insert(now);
         self.sources.insert(
             source,
             Source {
@@ -319,6 +325,7 @@ impl Scheduler {
         q.first_byte_at.get_or_insert(now);
         q.received += data.len() as u64;
         self.unavailable_run = 0;
+        self.last_byte_at = Some(now);
         let p = self.partial.entry(block).or_default();
         p.senders.insert(source);
         p.data.extend_from_slice(data);
@@ -374,7 +381,10 @@ impl Scheduler {
                 if give_up_source {
                     self.drop_source(source, "it could not find the file");
                 }
-                if self.unavailable_run >= GIVE_UP_UNAVAILABLE {
+                let since = *self.last_byte_at.get_or_insert(now);
+                if self.unavailable_run >= GIVE_UP_UNAVAILABLE
+                    && now.saturating_sub(since) >= GIVE_UP_MS
+                {
                     return Err(ScheduleError::NotFound(self.unavailable_run));
                 }
             }
@@ -763,10 +773,10 @@ mod tests {
         let mut next = 10;
         s.add_source(next, 0);
         let mut result = Ok(());
-        for _ in 0..100 {
+        for i in 0..200u64 {
             let qs = queries(&mut s);
             for (src, q) in qs {
-                result = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, 1);
+                result = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, i * 1000);
             }
             if result.is_err() {
                 break;
@@ -776,7 +786,11 @@ mod tests {
                 s.add_source(next, 1);
             }
         }
-        assert_eq!(result, Err(ScheduleError::NotFound(GIVE_UP_UNAVAILABLE)));
+        // Not before a minute without a byte, however many answers.
+        let Err(ScheduleError::NotFound(n)) = result else {
+            panic!("{result:?}");
+        };
+        assert!(n > GIVE_UP_UNAVAILABLE);
     }
 
     #[test]

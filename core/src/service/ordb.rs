@@ -117,10 +117,28 @@ enum Source<L> {
     Circuit(L, u32),
 }
 
+/// A source and how far it is from a holder of the file (DB_INFO's HOPS):
+/// queries go to the nearest, so they run down toward the holders and
+/// never round between two tabs that told each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reference<L> {
+    source: Source<L>,
+    hops: u8,
+}
+
+impl<L: Copy> Reference<L> {
+    fn link(&self) -> L {
+        match self.source {
+            Source::Linked(p) => p.link,
+            Source::Circuit(l, _) => l,
+        }
+    }
+}
+
 pub struct Ordb<L> {
     pub library: Library,
     /// OR_files_P: per file, who can answer, in turn.
-    references: BTreeMap<HashName, VecDeque<Source<L>>>,
+    references: BTreeMap<HashName, VecDeque<Reference<L>>>,
     /// Per file, the links that know it from us or told us.
     told: BTreeMap<HashName, BTreeSet<L>>,
     /// One-hop circuits per link, and the circuits found by lookups.
@@ -383,16 +401,50 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         let known_before = self.knows(&h);
         self.told.entry(h).or_default().insert(from.link);
         let refs = self.references.entry(h).or_default();
-        if !refs.contains(&Source::Linked(from)) {
-            if refs.len() >= MAX_REFERENCES {
-                refs.pop_front();
+        match refs.iter_mut().find(|r| r.source == Source::Linked(from)) {
+            Some(r) => r.hops = r.hops.min(hops),
+            None => {
+                if refs.len() >= MAX_REFERENCES {
+                    // The farthest goes.
+                    if let Some(far) = refs.iter().enumerate().max_by_key(|(_, r)| r.hops) {
+                        let i = far.0;
+                        refs.remove(i);
+                    }
+                }
+                refs.push_back(Reference {
+                    source: Source::Linked(from),
+                    hops,
+                });
             }
-            refs.push_back(Source::Linked(from));
         }
         if known_before || hops >= MAX_INFO_HOPS {
             return None;
         }
         Some((self.untold(h, linked), hops + 1))
+    }
+
+    /// What to tell a link just opened, marked as told: every file we
+    /// hold (HOPS 0, with the percent held) or relay within
+    /// `MAX_INFO_HOPS` (HOPS one more than our nearest reference).
+    pub fn references_for(&mut self, link: L) -> Vec<(HashName, u8, u8)> {
+        let mut out: BTreeMap<HashName, (u8, u8)> = BTreeMap::new();
+        for (h, refs) in &self.references {
+            if let Some(nearest) = refs.iter().map(|r| r.hops).min() {
+                if nearest < MAX_INFO_HOPS {
+                    out.insert(*h, (0, nearest + 1));
+                }
+            }
+        }
+        for (h, held) in self.library.files() {
+            out.insert(*h, (held.percent(), 0));
+        }
+        let mut told = Vec::new();
+        for (h, (percent, hops)) in out {
+            if self.told.entry(h).or_default().insert(link) {
+                told.push((h, percent, hops));
+            }
+        }
+        told
     }
 
     /// The links in `linked` that have not heard of `h` from us, now
@@ -411,10 +463,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
     /// A link closed: references through it go.
     pub fn link_closed(&mut self, link: L) {
         for refs in self.references.values_mut() {
-            refs.retain(|s| match s {
-                Source::Linked(p) => p.link != link,
-                Source::Circuit(l, _) => *l != link,
-            });
+            refs.retain(|r| r.link() != link);
         }
         for told in self.told.values_mut() {
             told.remove(&link);
@@ -447,7 +496,10 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         if refs.len() >= MAX_REFERENCES {
             refs.pop_front();
         }
-        refs.push_back(Source::Circuit(link, circ));
+        refs.push_back(Reference {
+            source: Source::Circuit(link, circ),
+            hops: MAX_INFO_HOPS + 1,
+        });
         for (down, query, _) in self.waiting.remove(&h).unwrap_or_default() {
             self.relay(net, down, query, now);
         }
@@ -487,22 +539,18 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             .min()
     }
 
-    /// The next source for `h`, in turn, skipping the link the query came
-    /// from (it would ask us back).
+    /// The next source for `h`: among the nearest to a holder, in turn,
+    /// preferring one not on the link the query came from.
     fn next_source(&mut self, h: &HashName, from: L) -> Option<Source<L>> {
         let refs = self.references.get_mut(h)?;
-        for _ in 0..refs.len() {
-            let s = refs.pop_front()?;
-            refs.push_back(s);
-            let link = match s {
-                Source::Linked(p) => p.link,
-                Source::Circuit(l, _) => l,
-            };
-            if link != from || refs.len() == 1 && matches!(s, Source::Circuit(..)) {
-                return Some(s);
-            }
-        }
-        None
+        let nearest = refs.iter().map(|r| r.hops).min()?;
+        let pick = refs
+            .iter()
+            .position(|r| r.hops == nearest && r.link() != from)
+            .or_else(|| refs.iter().position(|r| r.hops == nearest))?;
+        let r = refs.remove(pick)?;
+        refs.push_back(r);
+        Some(r.source)
     }
 
     fn relay(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, query: DbQuery, now: u64) {
@@ -614,7 +662,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 };
                 self.link_circuits.retain(|l, c| !(*l == link && c == circ));
                 for refs in self.references.values_mut() {
-                    refs.retain(|s| *s != Source::Circuit(link, *circ));
+                    refs.retain(|r| r.source != Source::Circuit(link, *circ));
                 }
                 for down in u.waiting {
                     self.relayed.remove(&down);

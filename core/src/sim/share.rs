@@ -3,6 +3,8 @@
 //! serve or relay. Figures are printed (`--nocapture`).
 
 use super::tests::{network, open_links, tabs, wait};
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::content::HashName;
 use crate::peer::tab::{DownloadOptions, Outcome};
@@ -50,4 +52,185 @@ fn a_file_seeded_in_one_tab_is_downloaded_in_another_through_ordbs() {
         net.tab(all[9]).unwrap().file(&h) == data,
         "the stored file is the seeded one"
     );
+}
+
+/// Starts downloads of `files` (hash_name, seeded data index) from tabs
+/// in `from`, one file each.
+fn start_downloads(
+    net: &mut Net,
+    from: &[NodeId],
+    files: &[HashName],
+    hops: usize,
+) -> Vec<(NodeId, u64, HashName)> {
+    from.iter()
+        .zip(files.iter().cycle())
+        .map(|(n, h)| (*n, download(net, *n, *h, hops), *h))
+        .collect()
+}
+
+fn downloads_done(net: &Net, ops: &[(NodeId, u64, HashName)]) -> bool {
+    ops.iter().all(|(n, op, _)| {
+        net.tab(*n)
+            .is_none_or(|t| !t.alive || t.results.contains_key(op))
+    })
+}
+
+/// Figures of finished downloads: (virtual ms, circuits, stats) each;
+/// panics on a failed one or a stored file that differs.
+fn check_downloads(
+    net: &Net,
+    ops: &[(NodeId, u64, HashName)],
+    data: &BTreeMap<HashName, Vec<u8>>,
+) -> Vec<(u64, u64, crate::content::ScheduleStats)> {
+    ops.iter()
+        .map(|(n, op, h)| {
+            let t = net.tab(*n).unwrap();
+            match t.results.get(op) {
+                Some(Outcome::Downloaded(Ok(d))) => {
+                    assert!(t.file(h) == data[h], "tab {n}: the stored file differs");
+                    (d.ms, d.circuits, d.stats)
+                }
+                other => panic!("tab {n}: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// 200 tabs, 20 files seeded by 20 tabs: downloads through ORDBs complete;
+/// 30 % of the tabs leave mid-download and the downloads still complete;
+/// a tampering ORDB is caught every time.
+#[test]
+fn two_hundred_tabs_share_twenty_files() {
+    const TABS: usize = 200;
+    const FILES: usize = 20;
+    const SIZE: usize = 600_000;
+    let started = std::time::Instant::now();
+    let mut net = network(0x5ead, 3, TABS, |c| c.refresh_ms = 15_000);
+    net.run_until(net.now + 40_000);
+    let seeders = super::tests::pick(&mut net, FILES, &[]);
+    let mut data = BTreeMap::new();
+    let mut files = Vec::new();
+    for (i, s) in seeders.iter().enumerate() {
+        let bytes = pattern(SIZE + i * 1000, i as u8);
+        let now = net.now;
+        let h = net
+            .tab_mut(*s)
+            .unwrap()
+            .seed(&bytes, &format!("file{i}"), now);
+        data.insert(h, bytes);
+        files.push(h);
+    }
+    net.run_until(net.now + 3_000);
+    let knowing: usize = files
+        .iter()
+        .map(|h| {
+            tabs(&net)
+                .iter()
+                .filter(|n| {
+                    net.tab(**n)
+                        .unwrap()
+                        .peer
+                        .shared()
+                        .iter()
+                        .any(|(x, _)| x == h)
+                })
+                .count()
+        })
+        .sum();
+    println!(
+        "seeding: {FILES} files; DB_INFO reached {:.0} tabs per file on average",
+        knowing as f64 / FILES as f64
+    );
+
+    // Downloads through 2-hop circuits to ORDBs.
+    let downloaders = super::tests::pick(&mut net, FILES, &seeders);
+    let ops = start_downloads(&mut net, &downloaders, &files, 2);
+    let begun = net.now;
+    assert!(
+        net.run_while(300_000, |net| downloads_done(net, &ops)),
+        "downloads finish"
+    );
+    let mut total = crate::service::ordb::OrdbStats::default();
+    for n in tabs(&net) {
+        let s = net.tab(n).unwrap().peer.ordb_stats();
+        total.blocks_served += s.blocks_served;
+        total.queries_relayed += s.queries_relayed;
+        total.unavailable += s.unavailable;
+        total.loops_stopped += s.loops_stopped;
+    }
+    println!("ORDBs: {total:?}");
+    let figures = check_downloads(&net, &ops, &data);
+    let wasted: u64 = figures.iter().map(|f| f.2.bytes_wasted).sum();
+    let replaced: u64 = figures.iter().map(|f| f.2.sources_dropped).sum();
+    println!(
+        "downloads: {FILES} × ~{SIZE} bytes through 2-hop circuits: all in {} ms virtual, median {} ms; circuits median {}; replaced {replaced}; bytes wasted {wasted}; unavailable answers {}",
+        net.now - begun,
+        median(figures.iter().map(|f| f.0).collect()),
+        median(figures.iter().map(|f| f.1).collect()),
+        figures.iter().map(|f| f.2.unavailable).sum::<u64>(),
+    );
+
+    // 30 % of the other tabs (ORDBs and hops of the circuits) leave
+    // mid-download: the downloads go on over new circuits.
+    let downloaders = super::tests::pick(&mut net, FILES, &seeders);
+    let ops = start_downloads(&mut net, &downloaders, &files, 2);
+    let begun = net.now;
+    net.run_until(net.now + 150);
+    let mut keep = seeders.clone();
+    keep.extend(&downloaders);
+    let leaving = super::tests::pick(&mut net, TABS * 3 / 10, &keep);
+    for n in &leaving {
+        net.kill(*n);
+    }
+    assert!(
+        net.run_while(300_000, |net| downloads_done(net, &ops)),
+        "downloads finish after the departures"
+    );
+    let figures = check_downloads(&net, &ops, &data);
+    println!(
+        "churn: {} tabs left 150 ms into {FILES} downloads; all complete in {} ms virtual (median {} ms); circuits replaced {}, lost with the tabs {}; bytes wasted {}",
+        leaving.len(),
+        net.now - begun,
+        median(figures.iter().map(|f| f.0).collect()),
+        figures.iter().map(|f| f.2.sources_dropped).sum::<u64>(),
+        figures.iter().map(|f| f.1.saturating_sub(6)).sum::<u64>(),
+        figures.iter().map(|f| f.2.bytes_wasted).sum::<u64>(),
+    );
+    assert!(
+        figures.iter().map(|f| f.1).sum::<u64>() > 6 * FILES as u64,
+        "some circuits were lost and replaced"
+    );
+
+    // A tampering ORDB: a tab with a whole copy of file 0 corrupts every
+    // block it serves. Its bad blocks are all caught (the files come out
+    // right), and the circuits that carried them are dropped.
+    let h0 = files[0];
+    let liar = downloaders[0];
+    assert_eq!(net.tab(liar).unwrap().file(&h0), data[&h0]);
+    net.tab_mut(liar).unwrap().tamper = true;
+    let served_before = net.tab(liar).unwrap().peer.ordb_stats().blocks_served;
+    let mut keep = seeders.clone();
+    keep.extend(&downloaders);
+    let fetchers = super::tests::pick(&mut net, 10, &keep);
+    let ops = start_downloads(&mut net, &fetchers, &[h0], 2);
+    assert!(net.run_while(300_000, |net| downloads_done(net, &ops)));
+    let figures = check_downloads(&net, &ops, &data);
+    let bad: u64 = figures.iter().map(|f| f.2.blocks_bad).sum();
+    let served = net.tab(liar).unwrap().peer.ordb_stats().blocks_served - served_before;
+    println!(
+        "tampering ORDB: it served {served} corrupted blocks; downloaders caught {bad}; bytes wasted {}; circuits dropped {}",
+        figures.iter().map(|f| f.2.bytes_wasted).sum::<u64>(),
+        figures.iter().map(|f| f.2.sources_dropped).sum::<u64>(),
+    );
+    assert!(served > 0, "the liar was asked");
+    assert!(
+        bad > 0 && bad <= served,
+        "bad blocks detected: {bad} of {served}"
+    );
+    println!("whole run {:.1} s real", started.elapsed().as_secs_f64());
 }

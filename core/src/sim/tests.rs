@@ -122,7 +122,7 @@ fn a_small_network_links_builds_circuits_through_tabs_and_looks_up() {
 }
 
 /// Picks `n` distinct live tabs other than `not`.
-fn pick(net: &mut Net, n: usize, not: &[NodeId]) -> Vec<NodeId> {
+pub(super) fn pick(net: &mut Net, n: usize, not: &[NodeId]) -> Vec<NodeId> {
     let mut pool: Vec<NodeId> = tabs(net).into_iter().filter(|t| !not.contains(t)).collect();
     let mut out = Vec::new();
     while out.len() < n && !pool.is_empty() {

@@ -271,6 +271,28 @@ impl TabPeer {
         }
     }
 
+    /// With fewer than half the links we join with (tabs left), ask the
+    /// bridge again for peers, as when joining: bucket refreshes need
+    /// links to look through, and a tab with none would stay alone.
+    pub(super) fn rejoin_if_isolated(&mut self) {
+        if self.open_links().len() * 2 >= self.config.join_links {
+            return;
+        }
+        let Some(b) = self.bridge.as_ref() else {
+            return;
+        };
+        let (Some(control), link, true) = (b.control, b.link, b.registered) else {
+            return;
+        };
+        let find = ControlMessage::FindPeer {
+            target: self.me,
+            modulus: self.key.modulus(),
+        };
+        if let Some(mux) = self.core.mux(link) {
+            let _ = mux.send_control(control, &find);
+        }
+    }
+
     /// Events of the control circuit; `true` when the event was its.
     pub(super) fn bridge_mux_event(&mut self, link: LinkId, event: &MuxEvent) -> bool {
         let Some(b) = self.bridge.as_mut() else {

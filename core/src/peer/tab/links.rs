@@ -576,6 +576,8 @@ impl TabPeer {
                 self.routing.insert(ping, (), self.now);
             }
         }
+        // A new link knows none of our files yet (DB_INFO).
+        self.tell_new_link(link);
     }
 
     pub(super) fn handshake_signed(&mut self, link: LinkId, signature: Result<Vec<u8>, String>) {

@@ -444,6 +444,7 @@ impl TabPeer {
         if self.mesh_running() && self.next_refresh <= self.now {
             self.next_refresh = self.now + self.config.refresh_ms.max(1000);
             self.refresh();
+            self.rejoin_if_isolated();
         }
         self.after_input();
     }

@@ -19,8 +19,13 @@ use super::{LinkId, OpError, TabEvent, TabPeer};
 /// Hops between the downloader and an ORDB by default: the ORDB is the
 /// second tab of the circuit, so it never sees the downloader's link.
 pub const DEFAULT_DOWNLOAD_HOPS: usize = 2;
-/// Circuits that could not be built before a download gives up.
-const MAX_BUILD_FAILURES: u32 = 60;
+/// A download gives up when this many circuits in a row could not be
+/// built over `GIVE_UP_BUILDING_MS` (tabs left, links are re-forming).
+const MAX_BUILD_FAILURES: u32 = 30;
+const GIVE_UP_BUILDING_MS: u64 = 60_000;
+/// Wait after a failed circuit before the next, per failure in a row
+/// (at most 8 of them).
+const BUILD_BACKOFF_MS: u64 = 250;
 const PROGRESS_EVERY_MS: u64 = 100;
 /// Shares of the file at which a downloader advertises it (DB_INFO).
 const ANNOUNCE_AT: [u8; 4] = [25, 50, 75, 100];
@@ -77,7 +82,10 @@ pub(super) struct DownloadTask {
     by_circ: BTreeMap<(LinkId, u32), SourceId>,
     streams: BTreeMap<(LinkId, u32, u16), (SourceId, u32)>,
     building: BTreeSet<TaskId>,
+    /// Circuits that failed in a row, since when, and when to try again.
     build_failures: u32,
+    failing_since: u64,
+    next_build_at: u64,
     circuits: u64,
     next_source: SourceId,
     started: u64,
@@ -198,6 +206,13 @@ impl TabPeer {
         }
     }
 
+    /// DB_INFO for every file we hold or relay, to a link just opened.
+    pub(super) fn tell_new_link(&mut self, link: LinkId) {
+        for (h, percent, hops) in self.ordb.references_for(link) {
+            self.send_info(h, percent, hops, &[link]);
+        }
+    }
+
     /// A linked tab told us it can answer for a file.
     pub(super) fn on_db_info(&mut self, circuit: CircuitKey<LinkId>, h: HashName, hops: u8) {
         let Some((peer, link, ntor)) = self
@@ -297,6 +312,8 @@ impl TabPeer {
             streams: BTreeMap::new(),
             building: BTreeSet::new(),
             build_failures: 0,
+            failing_since: 0,
+            next_build_at: 0,
             circuits: 0,
             next_source: 1,
             started: self.now,
@@ -341,19 +358,16 @@ impl TabPeer {
                             let source = d.next_source;
                             d.next_source += 1;
                             d.circuits += 1;
+                            d.build_failures = 0;
                             d.sources.insert(source, (own.link, own.circ));
                             d.by_circ.insert((own.link, own.circ), source);
                             self.own_circuit(id, own.link, own.circ);
                             d.sched.add_source(source, now);
                         }
                         TaskResult::Failed(e) => {
-                            d.build_failures += 1;
                             tracing::debug!("download: no circuit: {e}");
-                            if d.build_failures >= MAX_BUILD_FAILURES {
-                                return Some(TaskResult::Failed(OpError::NoPath(format!(
-                                    "{} circuits to ORDBs could not be built: {e}",
-                                    d.build_failures
-                                ))));
+                            if let Some(e) = d.build_failed(now, &e.to_string()) {
+                                return Some(TaskResult::Failed(e));
                             }
                         }
                         _ => {}
@@ -381,7 +395,10 @@ impl TabPeer {
                 stats: d.sched.stats(),
             })));
         }
-        let tick = d.sched.next_tick().unwrap_or(now + 1000).max(now + 1);
+        let mut tick = d.sched.next_tick().unwrap_or(now + 1000).max(now + 1);
+        if d.next_build_at > now {
+            tick = tick.min(d.next_build_at);
+        }
         self.deadline_changes.push((id, Some(tick.min(now + 1000))));
         None
     }
@@ -476,18 +493,15 @@ impl TabPeer {
             }
         }
         for _ in 0..d.sched.wanted_sources(d.building.len()) {
+            if self.now < d.next_build_at {
+                break;
+            }
             let child = self.spawn_build_tab(d.hops, Parent::Task(id), false);
             if self.tasks.contains_key(&child) {
                 d.building.insert(child);
-            } else {
-                d.build_failures += 1;
+            } else if let Some(e) = d.build_failed(self.now, "no link to start from") {
+                return Err(e);
             }
-        }
-        if d.build_failures >= MAX_BUILD_FAILURES {
-            return Err(OpError::NoPath(format!(
-                "{} circuits to ORDBs could not be built",
-                d.build_failures
-            )));
         }
         Ok(())
     }
@@ -557,5 +571,25 @@ impl TabPeer {
             },
         );
         id
+    }
+}
+
+impl DownloadTask {
+    /// A circuit could not be built: wait a little before the next; the
+    /// error that ends the download, when it is time to give up.
+    fn build_failed(&mut self, now: u64, why: &str) -> Option<OpError> {
+        if self.build_failures == 0 {
+            self.failing_since = now;
+        }
+        self.build_failures += 1;
+        self.next_build_at = now + BUILD_BACKOFF_MS * u64::from(self.build_failures.min(8));
+        (self.build_failures >= MAX_BUILD_FAILURES
+            && now.saturating_sub(self.failing_since) >= GIVE_UP_BUILDING_MS)
+            .then(|| {
+                OpError::NoPath(format!(
+                    "{} circuits to ORDBs in a row could not be built: {why}",
+                    self.build_failures
+                ))
+            })
     }
 }
