@@ -847,4 +847,25 @@ mod tests {
         let asked: BTreeSet<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
         assert_eq!(asked, [1, 3, 5].into());
     }
+
+    #[test]
+    fn more_bytes_than_the_block_holds_is_a_bad_block() {
+        let f = file(300_000);
+        let mut s = Scheduler::new(
+            f.manifest.hash_name(),
+            Some(f.manifest.clone()),
+            &BTreeSet::new(),
+        );
+        s.add_source(1, 0);
+        let _ = queries(&mut s);
+        s.on_connected(1, 0, f.answer(0, false), 1);
+        let mut too_long = f.block(0).to_vec();
+        too_long.push(0);
+        s.on_data(1, 0, &too_long, 2);
+        assert_eq!(s.stats().blocks_bad, 1);
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Drop { source: 1, .. })
+        ));
+    }
 }

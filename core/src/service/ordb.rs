@@ -762,3 +762,279 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Three peers in memory on the shared core: an asker (0), the ORDB
+    //! under test (1) and another ORDB (2), linked 0–1 and 1–2.
+
+    use super::*;
+    use crate::cell::ordb::WANT_MANIFEST;
+    use crate::circuit::LinkSide;
+    use crate::content::{merkle, Manifest, BLOCK_LEN};
+    use crate::crypto::ntor::NtorRelayKey;
+    use crate::peer::core::PeerCore;
+    use crate::rng::SimRng;
+    use crate::router::{LinkPeer, RouterConfig};
+    use crate::service::Services;
+
+    struct Node {
+        core: PeerCore<usize>,
+        ordb: Ordb<usize>,
+        key: NtorRelayKey,
+        blocks: BTreeMap<u32, Vec<u8>>,
+    }
+
+    struct Net {
+        nodes: Vec<Node>,
+        /// What the asker's mux said.
+        asked: Vec<MuxEvent>,
+    }
+
+    fn id(i: usize) -> [u8; 20] {
+        [i as u8 + 1; 20]
+    }
+
+    impl Net {
+        fn new() -> Net {
+            let mut rng = SimRng::new(3);
+            let mut nodes: Vec<Node> = (0..3)
+                .map(|i| {
+                    let key = NtorRelayKey::new(id(i), [i as u8 + 9; 32]);
+                    let core = PeerCore::new(
+                        RouterConfig::new(vec![key.clone()]),
+                        Services::new(None, None),
+                        &mut rng,
+                    )
+                    .unwrap();
+                    Node {
+                        core,
+                        ordb: Ordb::default(),
+                        key,
+                        blocks: BTreeMap::new(),
+                    }
+                })
+                .collect();
+            for (a, b) in [(0, 1), (1, 2)] {
+                let peer = |i: usize| LinkPeer {
+                    id: Some(id(i)),
+                    ed25519_id: None,
+                };
+                nodes[a]
+                    .core
+                    .add_link(b, LinkSide::Initiator, peer(b))
+                    .unwrap();
+                nodes[b]
+                    .core
+                    .add_link(a, LinkSide::Responder, peer(a))
+                    .unwrap();
+            }
+            Net {
+                nodes,
+                asked: Vec::new(),
+            }
+        }
+
+        fn linked(&self, to: usize, on: usize) -> LinkedPeer<usize> {
+            LinkedPeer {
+                link: on,
+                id: id(to),
+                ntor: self.nodes[to].key.public,
+            }
+        }
+
+        fn run(&mut self) {
+            for _ in 0..10_000 {
+                let mut moved = false;
+                for i in 0..self.nodes.len() {
+                    for (to, cells) in self.nodes[i].core.transmit() {
+                        moved = true;
+                        self.nodes[to].core.handle_cells(i, cells);
+                    }
+                    while let Some(e) = self.nodes[i].core.poll_event() {
+                        moved = true;
+                        let n = &mut self.nodes[i];
+                        match e {
+                            crate::peer::core::CoreEvent::Router(r) => {
+                                n.ordb.handle_router_event(&mut n.core, r, 0);
+                            }
+                            crate::peer::core::CoreEvent::Mux { link, event } => {
+                                if i == 0 {
+                                    self.asked.push(event);
+                                } else {
+                                    n.ordb.handle_mux_event(&mut n.core, link, &event);
+                                }
+                            }
+                            crate::peer::core::CoreEvent::Exit(_) => {}
+                        }
+                    }
+                    while let Some(e) = self.nodes[i].ordb.poll_event() {
+                        moved = true;
+                        let n = &mut self.nodes[i];
+                        match e {
+                            OrdbEvent::ReadBlock { request, block, .. } => {
+                                let data = n.blocks.get(&block).cloned().ok_or_else(String::new);
+                                n.ordb.handle_block(&mut n.core, request, data);
+                            }
+                            OrdbEvent::FindSources { hash_name } => {
+                                n.ordb.no_sources(&mut n.core, hash_name)
+                            }
+                        }
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("the network never settled");
+        }
+
+        /// A circuit from the asker to node 1; a query on it; what came
+        /// back: the DB_CONNECTED answer, the bytes, the DB_END reason.
+        fn ask(&mut self, query: &DbQuery) -> (Option<DbConnected>, Vec<u8>, Option<u8>) {
+            let k = self.nodes[1].key.public;
+            let mux = self.nodes[0].core.mux(1).unwrap();
+            let circ = mux.create_ntor(id(1), k).unwrap();
+            self.run();
+            let stream = self.nodes[0]
+                .core
+                .mux(1)
+                .unwrap()
+                .begin_db(circ, query)
+                .unwrap();
+            self.asked.clear();
+            let (mut answer, mut data, mut end) = (None, Vec::new(), None);
+            for _ in 0..1000 {
+                self.run();
+                for e in std::mem::take(&mut self.asked) {
+                    match e {
+                        MuxEvent::DbConnected { answer: a, .. } => answer = Some(a),
+                        MuxEvent::StreamEnded { reason, .. } => end = Some(reason),
+                        _ => {}
+                    }
+                }
+                let mux = self.nodes[0].core.mux(1).unwrap();
+                if let Ok(d) = mux.read(circ, stream, usize::MAX) {
+                    data.extend(d);
+                }
+                if end.is_some() {
+                    break;
+                }
+            }
+            (answer, data, end)
+        }
+    }
+
+    fn seed(node: &mut Node, size: usize) -> (Manifest, Vec<u8>) {
+        let data: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+        let leaves: Vec<_> = data
+            .chunks(BLOCK_LEN as usize)
+            .map(merkle::leaf_hash)
+            .collect();
+        let m = Manifest::sign(size as u64, &leaves, "text/plain", "t", &[8; 32]).unwrap();
+        for (i, b) in data.chunks(BLOCK_LEN as usize).enumerate() {
+            node.blocks.insert(i as u32, b.to_vec());
+        }
+        node.ordb.library.add_seed(m.clone(), leaves);
+        (m, data)
+    }
+
+    fn query(m: &Manifest, block: u32, offset: u32, counter: u8) -> DbQuery {
+        DbQuery {
+            hash_name: m.hash_name().0,
+            block,
+            offset,
+            counter,
+            flags: WANT_MANIFEST,
+        }
+    }
+
+    #[test]
+    fn a_held_block_is_served_with_its_manifest_and_path() {
+        let mut net = Net::new();
+        let (m, data) = seed(&mut net.nodes[1], 250_000);
+        let (answer, got, end) = net.ask(&query(&m, 1, 1000, 0));
+        let answer = answer.unwrap();
+        let back = Manifest::decode_for(&answer.manifest.unwrap(), &m.hash_name()).unwrap();
+        let block = &data[BLOCK_LEN as usize..2 * BLOCK_LEN as usize];
+        assert_eq!(got, &block[1000..]);
+        assert!(back.check_block(1, block, &answer.path));
+        assert_eq!(end, Some(db_end_reason::FINISHED));
+        assert_eq!(net.nodes[1].ordb.stats().blocks_served, 1);
+    }
+
+    #[test]
+    fn bad_queries_get_a_clear_db_end_and_nothing_else_breaks() {
+        let mut net = Net::new();
+        let (m, _) = seed(&mut net.nodes[1], 250_000);
+        // A block outside the file, an offset past its block.
+        assert_eq!(
+            net.ask(&query(&m, 3, 0, 0)).2,
+            Some(db_end_reason::BAD_QUERY)
+        );
+        assert_eq!(
+            net.ask(&query(&m, 2, 60_000, 0)).2,
+            Some(db_end_reason::BAD_QUERY)
+        );
+        // An unknown hash_name: nobody to ask.
+        let mut unknown = query(&m, 0, 0, 0);
+        unknown.hash_name = [0xee; 20];
+        let (answer, data, end) = net.ask(&unknown);
+        assert!(answer.is_none() && data.is_empty());
+        assert_eq!(end, Some(db_end_reason::UNAVAILABLE));
+        // A counter at its limit is not relayed.
+        let to2 = net.linked(2, 2);
+        net.nodes[1]
+            .ordb
+            .add_reference(HashName([0xee; 20]), to2, 0, &[]);
+        let mut looping = unknown.clone();
+        looping.counter = MAX_COUNTER;
+        assert_eq!(net.ask(&looping).2, Some(db_end_reason::UNAVAILABLE));
+        assert_eq!(net.nodes[1].ordb.stats().loops_stopped, 1);
+        // The file is still served afterwards.
+        assert_eq!(
+            net.ask(&query(&m, 0, 0, 0)).2,
+            Some(db_end_reason::FINISHED)
+        );
+    }
+
+    #[test]
+    fn a_query_is_relayed_to_a_reference_and_the_answer_spliced_back() {
+        let mut net = Net::new();
+        let (m, data) = seed(&mut net.nodes[2], 300_000);
+        let h = m.hash_name();
+        let from = net.linked(2, 2);
+        net.nodes[1].ordb.add_reference(h, from, 0, &[]);
+        let (answer, got, end) = net.ask(&query(&m, 2, 0, 0));
+        let block = &data[2 * BLOCK_LEN as usize..3 * BLOCK_LEN as usize];
+        assert_eq!(got, block);
+        assert!(m.check_block(2, block, &answer.unwrap().path));
+        assert_eq!(end, Some(db_end_reason::FINISHED));
+        assert_eq!(net.nodes[1].ordb.stats().queries_relayed, 1);
+        assert_eq!(net.nodes[2].ordb.stats().blocks_served, 1);
+    }
+
+    #[test]
+    fn two_ordbs_that_point_at_each_other_stop_at_the_counter() {
+        let mut net = Net::new();
+        let h = HashName([0x77; 20]);
+        let (to2, to1) = (net.linked(2, 2), net.linked(1, 1));
+        net.nodes[1].ordb.add_reference(h, to2, 0, &[]);
+        net.nodes[2].ordb.add_reference(h, to1, 0, &[]);
+        let q = DbQuery {
+            hash_name: h.0,
+            block: 0,
+            offset: 0,
+            counter: 0,
+            flags: 0,
+        };
+        let (_, data, end) = net.ask(&q);
+        assert!(data.is_empty());
+        assert_eq!(end, Some(db_end_reason::UNAVAILABLE));
+        let relayed =
+            net.nodes[1].ordb.stats().queries_relayed + net.nodes[2].ordb.stats().queries_relayed;
+        let stopped =
+            net.nodes[1].ordb.stats().loops_stopped + net.nodes[2].ordb.stats().loops_stopped;
+        assert_eq!((relayed, stopped), (u64::from(MAX_COUNTER), 1));
+    }
+}
