@@ -234,3 +234,57 @@ fn two_hundred_tabs_share_twenty_files() {
     );
     println!("whole run {:.1} s real", started.elapsed().as_secs_f64());
 }
+
+/// A freerider (a tab that relays, serves and answers nothing) downloads
+/// next to an honest tab: the tabs it takes from drop it, and only it.
+#[test]
+fn a_freerider_is_dropped_by_the_tabs_it_uses() {
+    let mut net = network(21, 1, 11, |_| {});
+    // One more tab: the freerider.
+    let now = net.now;
+    let t = super::tab::SimTab::new(&mut net.rng, |c| c.freerider = true, now);
+    net.nodes.push(Node::Tab(Box::new(t)));
+    let freerider = net.nodes.len() - 1;
+    super::tab::connect_to_bridge(&mut net, freerider, 0);
+    let all = tabs(&net);
+    assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 5)));
+    let data = pattern(16_000_000, 9);
+    let now = net.now;
+    let h = net.tab_mut(all[0]).unwrap().seed(&data, "big", now);
+    net.run_until(net.now + 2_000);
+    let honest = all[1];
+    let links_before = open_links(&net, freerider);
+    let ops: Vec<(NodeId, u64)> = [honest, freerider]
+        .iter()
+        .map(|n| (*n, download(&mut net, *n, h, 2)))
+        .collect();
+    net.run_while(120_000, |net| {
+        ops.iter()
+            .all(|(n, op)| net.tab(*n).unwrap().results.contains_key(op))
+    });
+    let fid = net.tab(freerider).unwrap().peer.id();
+    let hid = net.tab(honest).unwrap().peer.id();
+    let mut dropped_it = 0;
+    for n in tabs(&net) {
+        let seen: Vec<_> = net.tab(n).unwrap().peer.freeriders().copied().collect();
+        assert!(
+            !seen.contains(&hid),
+            "tab {n} dropped the honest downloader"
+        );
+        dropped_it += seen.iter().filter(|p| **p == fid).count();
+    }
+    println!(
+        "freerider: {dropped_it} of its {links_before} linked tabs dropped it; its download: {:?}",
+        net.tab(freerider)
+            .unwrap()
+            .results
+            .get(&ops[1].1)
+            .map(|o| matches!(o, Outcome::Downloaded(Ok(_))))
+    );
+    assert!(dropped_it >= 1, "the freerider was dropped");
+    match net.tab(honest).unwrap().results.get(&ops[0].1) {
+        Some(Outcome::Downloaded(Ok(_))) => {}
+        other => panic!("the honest download: {other:?}"),
+    }
+    assert!(net.tab(honest).unwrap().file(&h) == data);
+}

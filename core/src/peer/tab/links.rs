@@ -248,7 +248,12 @@ impl TabPeer {
     pub(super) fn offer(&mut self, peer: PeerId, introducer: Introducer) {
         let n = self.links.len();
         let full = n >= HARD_MAX_LINKS || (n >= MAX_LINKS && !self.routing.has_room_for(&peer));
-        if peer == self.me || self.by_peer.contains_key(&peer) || self.onion.is_none() || full {
+        if peer == self.me
+            || self.by_peer.contains_key(&peer)
+            || self.onion.is_none()
+            || full
+            || self.freeriders.contains(&peer)
+        {
             return;
         }
         let link = self.new_link_id();
@@ -266,9 +271,11 @@ impl TabPeer {
         let n = self.links.len();
         let full = existing.is_none()
             && (n >= HARD_MAX_LINKS || (n >= MAX_LINKS && !self.routing.has_room_for(&asker)));
+        // A tab we dropped as a freerider does not link to us again.
         let refuse = asker == self.me
             || self.onion.is_none()
             || full
+            || self.freeriders.contains(&asker)
             || existing.is_some_and(|l| {
                 matches!(l.state, LinkState::Open { .. }) || !l.we_initiated || self.me < asker
             });
@@ -511,7 +518,10 @@ impl TabPeer {
             }
             LinkState::Open { .. } => {
                 match decode_frame(frame, CircIdLen::Four, |_| CircIdLen::Four) {
-                    Ok(cells) => self.core.handle_cells(link, cells),
+                    Ok(cells) => {
+                        self.count_received(link, &cells);
+                        self.core.handle_cells(link, cells)
+                    }
                     Err(e) => self.drop_link(link, &format!("protocol error: {e}"), true),
                 }
             }
@@ -647,6 +657,7 @@ impl TabPeer {
         // Frames still queued for it would otherwise wait for ever.
         self.frames.retain(|(queued, _)| *queued != link);
         self.ordb.link_closed(link);
+        self.fairness.remove(&link);
         self.pending_infos.retain(|(l, _), _| *l != link);
         if self.by_peer.get(&l.peer) == Some(&link) {
             self.by_peer.remove(&l.peer);

@@ -21,6 +21,7 @@
 //! on circuits), `fetch.rs` (`peer.fetch` through the bridge's relays).
 
 mod bridge;
+mod fairness;
 mod fetch;
 mod links;
 mod serve;
@@ -85,6 +86,10 @@ pub struct TabConfig {
     /// Introductions to peers found by lookups go through the tab that
     /// named them rather than through the bridge.
     pub introduce_via_peers: bool,
+    /// Tests only: a freerider, which relays, serves and answers nothing
+    /// (for the freerider rule's tests, docs/SECURITY.md).
+    #[doc(hidden)]
+    pub freerider: bool,
 }
 
 impl TabConfig {
@@ -95,6 +100,7 @@ impl TabConfig {
             join_links: DEFAULT_JOIN_LINKS,
             refresh_ms: DEFAULT_REFRESH_MS,
             introduce_via_peers: false,
+            freerider: false,
         }
     }
 }
@@ -272,6 +278,12 @@ pub struct TabPeer {
     ordb: Ordb<LinkId>,
     /// DB_INFO waiting for its one-hop circuit to be built.
     pending_infos: BTreeMap<(LinkId, u32), Vec<ControlMessage>>,
+    /// What each linked tab took and gave (the freerider rule).
+    fairness: BTreeMap<LinkId, fairness::Fairness>,
+    /// Tabs whose links we closed as freeriders (the last 64).
+    freeriders: VecDeque<PeerId>,
+    /// A linked tab took `FREE_CELLS` more: check it.
+    fairness_due: bool,
 }
 
 /// Per link: control messages served at once, then per second.
@@ -297,7 +309,11 @@ impl TabPeer {
         let me = key.id();
         let mut router = RouterConfig::new(Vec::new());
         router.can_open_links = false;
-        router.max_circuits_per_link = MAX_CIRCUITS_PER_LINK;
+        router.max_circuits_per_link = if config.freerider {
+            0
+        } else {
+            MAX_CIRCUITS_PER_LINK
+        };
         let routes = DirRoutes {
             info: Some(format!("peersm tab {}\n", me.to_hex())),
             test_bytes: true,
@@ -341,6 +357,9 @@ impl TabPeer {
             introductions_refused: 0,
             ordb: Ordb::default(),
             pending_infos: BTreeMap::new(),
+            fairness: BTreeMap::new(),
+            freeriders: VecDeque::new(),
+            fairness_due: false,
         };
         let message = ntor_key_message(&ntor.public);
         tab.unsigned_ntor = Some(ntor);
@@ -381,6 +400,11 @@ impl TabPeer {
             control_messages: self.control_budget.refused(),
             introductions: self.introductions_refused,
         }
+    }
+
+    /// Tabs whose links this tab closed under the freerider rule.
+    pub fn freeriders(&self) -> impl Iterator<Item = &PeerId> {
+        self.freeriders.iter()
     }
 
     /// Circuits through this tab (as a hop for others).
@@ -541,7 +565,12 @@ impl TabPeer {
             let out = self.core.transmit();
             busy |= !out.is_empty();
             for (link, cells) in out {
+                self.count_sent(link, cells.iter().map(|c| c.circ_id));
                 self.queue_cells(link, &cells);
+            }
+            if std::mem::take(&mut self.fairness_due) {
+                self.check_fairness();
+                busy = true;
             }
             if !busy {
                 return;

@@ -131,6 +131,8 @@ pub(super) enum Parent {
     },
     /// A bucket refresh lookup: link to what it finds.
     Refresh,
+    /// A question to a linked tab that took much (the freerider rule).
+    Probe(LinkId),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -549,6 +551,7 @@ impl TabPeer {
                     self.link_found(found);
                 }
             }
+            Parent::Probe(link) => self.probe_result(link, &result),
         }
     }
 
