@@ -1,6 +1,8 @@
-// The Peersm page: starts the peer, shows its identity and link state, and
-// fetches URLs anonymously with a progress bar and a link to save the file.
+// The Peersm page: starts the peer, shows its identity and link state,
+// shares files by hash_name (share.js), and fetches URLs anonymously with a
+// progress bar and a link to save the file.
 import { startPeer } from './boot.js';
+import { setupSharing, human } from './share.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -8,13 +10,6 @@ function showStatus(status) {
   const el = $('status');
   el.textContent = status;
   el.dataset.status = status;
-}
-
-function human(bytes) {
-  const units = ['B', 'KB', 'MB', 'GB'];
-  let i = 0;
-  while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i += 1; }
-  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 function fileNameOf(url) {
@@ -73,6 +68,9 @@ try {
   if (params.get('joinLinks')) options.joinLinks = Number(params.get('joinLinks'));
   if (params.get('refreshMs')) options.refreshMs = Number(params.get('refreshMs'));
   if (params.get('introducer')) options.introducer = params.get('introducer');
+  // Tests only: `?tamper=1` serves corrupted blocks; `?neverLink=ID,ID`.
+  if (params.get('tamper')) options.tamper = true;
+  if (params.get('neverLink')) options.neverLink = params.get('neverLink').split(',');
   const peer = await startPeer(location.origin, options);
   $('peer-id').textContent = peer.id;
   $('bridge').textContent = peer.bridge;
@@ -118,6 +116,7 @@ try {
       $('error').textContent = err && err.message ? err.message : String(err);
     }
   });
+  setupSharing(peer);
   $('fetch-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     download(peer, $('url').value);

@@ -6,11 +6,12 @@
 //! Everything here is a browser call; the decisions are the core's.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use js_sys::{Function, Object};
+use peersm_core::content::HashName;
 use peersm_core::peer::tab::{LinkId, Outcome, TabEvent, TabPeer};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -20,6 +21,8 @@ use super::identity::SessionIdentity;
 use super::js::{set, set_timeout};
 use super::log;
 use super::rtc::{DtlsCertificate, RtcLink};
+use super::files::FileStore;
+use super::share::{self, DownloadSink};
 use super::store::DownloadStore;
 
 /// Close code for protocol violations; browsers only let pages send 1000
@@ -63,6 +66,16 @@ pub(crate) struct Driver {
     /// Promises waiting for an operation.
     pub(crate) waiters: BTreeMap<u64, oneshot::Sender<Outcome>>,
     pub(crate) fetches: BTreeMap<u64, FetchSink>,
+    /// Shared files (IndexedDB), unless the browser gave us none.
+    pub(crate) files: Option<Rc<FileStore>>,
+    /// The IndexedDB key of every file this tab serves.
+    pub(crate) file_ids: BTreeMap<HashName, String>,
+    /// Downloads by hash_name in progress, by operation.
+    pub(crate) downloads: BTreeMap<u64, DownloadSink>,
+    /// hash_names being downloaded (one download of a file at a time).
+    pub(crate) busy: BTreeSet<HashName>,
+    /// Tests only: serve corrupted blocks.
+    pub(crate) tamper: bool,
     /// The deadline a timer is set for.
     timer_at: Option<u64>,
     /// Told when the bridge link opens or closes.
@@ -80,6 +93,7 @@ impl Driver {
         tab: TabPeer,
         identity: Rc<SessionIdentity>,
         dtls: Rc<DtlsCertificate>,
+        files: Option<Rc<FileStore>>,
     ) -> Shared {
         Rc::new(RefCell::new(Driver {
             tab,
@@ -89,6 +103,11 @@ impl Driver {
             dtls,
             waiters: BTreeMap::new(),
             fetches: BTreeMap::new(),
+            files,
+            file_ids: BTreeMap::new(),
+            downloads: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            tamper: false,
             timer_at: None,
             on_bridge: None,
         }))
@@ -193,12 +212,26 @@ fn on_event(shared: &Shared, e: TabEvent) {
         } => progress(shared, op, received, total, attempt),
         TabEvent::FetchBody { op, data } => store_chunk(shared, op, data),
         TabEvent::FetchRestart { op } => restart_body(shared, op),
-        // The page neither seeds nor downloads by hash_name yet: the core
-        // asks for no block it was not given.
-        TabEvent::ReadBlock { request, .. } => input(shared, |tab, now| {
-            tab.handle_block(request, Err("no block store in this page".into()), now)
-        }),
-        TabEvent::StoreBlock { .. } | TabEvent::DownloadProgress { .. } => {}
+        TabEvent::ReadBlock {
+            request,
+            hash_name,
+            block,
+        } => share::read_block(shared, request, hash_name, block),
+        TabEvent::StoreBlock {
+            op,
+            block,
+            data,
+            path,
+            ..
+        } => share::store_block(shared, op, block, data, path),
+        TabEvent::DownloadManifest { op, file } => share::manifest_known(shared, op, file),
+        TabEvent::DownloadProgress {
+            op,
+            received,
+            total,
+            speed,
+            circuits,
+        } => share::progress(shared, op, received, total, speed, circuits),
     }
 }
 

@@ -1,17 +1,19 @@
 //! Browser adapters (wasm32 only): they put the core's `TabPeer` on
 //! browser APIs and expose the `Peer` JavaScript API. `driver.rs` moves
 //! the core's frames and acts on its events; `rtc.rs` is WebRTC, `store.rs`
-//! IndexedDB, `identity.rs` WebCrypto; `peer.rs` and `fetch.rs` are the
-//! page's API. No protocol logic lives here.
+//! and `files.rs` IndexedDB, `identity.rs` WebCrypto; `peer.rs`, `fetch.rs` and `share.rs`
+//! are the page's API. No protocol logic lives here.
 
 mod bench;
 mod driver;
 mod fetch;
+mod files;
 pub mod identity;
 mod js;
 mod log;
 mod peer;
 mod rtc;
+mod share;
 mod store;
 
 pub use identity::SessionIdentity;

@@ -2,7 +2,8 @@
 //! `peer.status`, `peer.on('status', cb)`, `peer.fetch(url, options)`,
 //! `peer.buildCircuit()`, `peer.relays()`, the mesh (`peers()`,
 //! `routingTable()`, `buildTabCircuit`, `tabCircuitGet`, `findNode`,
-//! `circuits()`). It owns the session identity and keeps one WebSocket to
+//! `circuits()`), and files shared by hash_name (`seed`, `download`,
+//! `stored`, `reseed`, `remove`, `shared`). It owns the session identity and keeps one WebSocket to
 //! a bridge up, reconnecting with backoff; everything else is the core's
 //! `TabPeer`, driven by `driver.rs`.
 
@@ -19,6 +20,8 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use super::driver::{input, now, operation, pump, BridgeSocket, Driver, Shared};
 use super::fetch::{self, FetchOptions, FetchResponse};
+use super::files::FileStore;
+use super::share::{self, DownloadOptionsJs, SeedOptions, SharedDownload};
 use super::identity::SessionIdentity;
 use super::js::{get, js_error, set, set_timeout};
 use super::log;
@@ -81,6 +84,12 @@ struct StartOptions {
     /// 'peers' (the tab that named the peer).
     #[serde(default)]
     introducer: Option<String>,
+    /// Tests only: serve corrupted blocks (downloaders must catch them).
+    #[serde(default)]
+    tamper: bool,
+    /// Tests only: peer IDs this tab never links to.
+    #[serde(default)]
+    never_link: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -162,10 +171,25 @@ impl Peer {
         config.join_links = options.join_links;
         config.refresh_ms = u64::try_from(options.refresh_ms.max(1000)).unwrap_or(60_000);
         config.introduce_via_peers = options.introducer.as_deref() == Some("peers");
+        for id in &options.never_link {
+            config.never_link.push(PeerId::from_hex(id).map_err(|_| {
+                js_error(&format!("Peer.start: neverLink: {id:?} is not a peer ID"))
+            })?);
+        }
         let tab = TabPeer::new(config, &mut peersm_core::rng::OsRng, now())
             .map_err(|e| js_error(&format!("Peer.start: {e}")))?;
         let dtls = Rc::new(DtlsCertificate::generate().await?);
-        let driver = Driver::new(tab, identity.clone(), dtls);
+        // Shared files live in IndexedDB; without it the tab still runs,
+        // and seeding or downloading says why it cannot.
+        let files = match FileStore::open().await {
+            Ok(f) => Some(Rc::new(f)),
+            Err(e) => {
+                log::warn(&format!("no IndexedDB for shared files: {e:?}"));
+                None
+            }
+        };
+        let driver = Driver::new(tab, identity.clone(), dtls, files);
+        driver.borrow_mut().tamper = options.tamper;
         let inner = Rc::new(RefCell::new(Inner {
             identity,
             bridges,
@@ -418,14 +442,80 @@ impl Peer {
     /// default false: such a path is refused). Resolves to a
     /// `FetchResponse` whose body is in IndexedDB.
     pub async fn fetch(&self, url: String, options: JsValue) -> Result<FetchResponse, JsValue> {
-        let (on_progress, rest) = split_progress(&options)?;
-        let options: FetchOptions = if rest.is_undefined() || rest.is_null() {
-            FetchOptions::default()
-        } else {
-            serde_wasm_bindgen::from_value(rest)
-                .map_err(|e| js_error(&format!("fetch: bad options: {e}")))?
-        };
+        let (on_progress, options) = options_with_progress::<FetchOptions>("fetch", &options)?;
         fetch::fetch(&self.driver(), &url, options, on_progress).await
+    }
+
+    /// Shares a File or Blob: cuts it into blocks, stores them in
+    /// IndexedDB, signs its manifest and serves it. Options: `name`, `type`
+    /// (default: the File's), `onProgress` (called with `{ hashed, total }`).
+    /// Resolves to `{ hashName, link, size, name, type }`.
+    pub async fn seed(&self, file: web_sys::Blob, options: JsValue) -> Result<JsValue, JsValue> {
+        let (on_progress, options) = options_with_progress::<SeedOptions>("seed", &options)?;
+        share::seed(&self.driver(), file, options, on_progress).await
+    }
+
+    /// Downloads a file by hash_name (or its `…/#hashName` link) through
+    /// circuits to ORDBs, or resumes it from what IndexedDB kept. Options:
+    /// `hops` (tabs per circuit, the ORDB last; default 2), `onProgress`
+    /// (called with `{ received, total, speed, circuits }`). Resolves to a
+    /// `SharedDownload`: `hashName`, `name`, `type`, `size`, `circuits`,
+    /// `sources`, `stats`, `blob()`, `bytes()`, `remove()`.
+    pub async fn download(
+        &self,
+        hash_name_or_link: String,
+        options: JsValue,
+    ) -> Result<SharedDownload, JsValue> {
+        let (on_progress, options) =
+            options_with_progress::<DownloadOptionsJs>("download", &options)?;
+        share::download(&self.driver(), &hash_name_or_link, options, on_progress).await
+    }
+
+    /// Files kept in IndexedDB from this and earlier sessions: `[{
+    /// hashName, link, name, size, type, role: 'seed' | 'download',
+    /// complete, shared }]`.
+    pub async fn stored(&self) -> Result<Array, JsValue> {
+        share::stored(&self.driver()).await
+    }
+
+    /// Shares again a file kept from an earlier session (after a reload).
+    pub async fn reseed(&self, hash_name: String) -> Result<JsValue, JsValue> {
+        share::reseed(&self.driver(), &hash_name).await
+    }
+
+    /// Stops sharing a file and deletes it from IndexedDB.
+    pub async fn remove(&self, hash_name: String) -> Result<(), JsValue> {
+        share::forget(&self.driver(), &hash_name).await
+    }
+
+    /// What this tab serves or relays now: `[{ hashName, percent }]`.
+    pub fn shared(&self) -> Result<Array, JsValue> {
+        let out = Array::new();
+        for (h, percent) in self.driver().borrow().tab.shared() {
+            let o = js_sys::Object::new();
+            set(&o, "hashName", &JsValue::from_str(&h.to_hex()))?;
+            set(&o, "percent", &JsValue::from(percent))?;
+            out.push(&o);
+        }
+        Ok(out)
+    }
+
+    /// What this tab's ORDB did: `{ blocksServed, queriesRelayed,
+    /// unavailable, loopsStopped }`.
+    #[wasm_bindgen(js_name = ordbStats)]
+    pub fn ordb_stats(&self) -> Result<JsValue, JsValue> {
+        let s = self.driver().borrow().tab.ordb_stats();
+        let o = js_sys::Object::new();
+        set(&o, "blocksServed", &JsValue::from(s.blocks_served as f64))?;
+        set(&o, "queriesRelayed", &JsValue::from(s.queries_relayed as f64))?;
+        set(&o, "unavailable", &JsValue::from(s.unavailable as f64))?;
+        set(&o, "loopsStopped", &JsValue::from(s.loops_stopped as f64))?;
+        Ok(o.into())
+    }
+
+    /// Tabs whose links this tab closed as freeriders (peer IDs).
+    pub fn freeriders(&self) -> Array {
+        hops_array(&self.driver().borrow().tab.freeriders().copied().collect::<Vec<_>>())
     }
 
     /// Registers `callback` for `event`; 'status' calls it with the new status.
@@ -615,11 +705,14 @@ fn set_status(inner: &Rc<RefCell<Inner>>, status: PeerStatus) {
     }
 }
 
-/// Takes `onProgress` (a function, which serde cannot carry) out of the
-/// fetch options; returns it and the other options.
-fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsValue> {
+/// Takes `onProgress` (a function, which serde cannot carry) out of an
+/// operation's options and reads the rest.
+fn options_with_progress<T: serde::de::DeserializeOwned + Default>(
+    what: &str,
+    options: &JsValue,
+) -> Result<(Option<Function>, T), JsValue> {
     if options.is_undefined() || options.is_null() {
-        return Ok((None, JsValue::UNDEFINED));
+        return Ok((None, T::default()));
     }
     let callback = get(options, "onProgress")?;
     let callback = if callback.is_undefined() {
@@ -628,12 +721,14 @@ fn split_progress(options: &JsValue) -> Result<(Option<Function>, JsValue), JsVa
         Some(
             callback
                 .dyn_into::<Function>()
-                .map_err(|_| js_error("fetch: onProgress must be a function"))?,
+                .map_err(|_| js_error(&format!("{what}: onProgress must be a function")))?,
         )
     };
     let rest = js_sys::Object::assign(&js_sys::Object::new(), &options.clone().into());
     js_sys::Reflect::delete_property(&rest, &JsValue::from_str("onProgress"))?;
-    Ok((callback, rest.into()))
+    let options = serde_wasm_bindgen::from_value(rest.into())
+        .map_err(|e| js_error(&format!("{what}: bad options: {e}")))?;
+    Ok((callback, options))
 }
 
 fn hops_array(hops: &[PeerId]) -> Array {

@@ -297,7 +297,7 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
                 *t.blocks_stored.entry(op).or_default() += 1;
                 t.peer.handle_block_stored(op, block, now);
             }
-            TabEvent::DownloadProgress { .. } => {}
+            TabEvent::DownloadProgress { .. } | TabEvent::DownloadManifest { .. } => {}
             TabEvent::FetchRestart { op } => {
                 let s = t.stored.entry(op).or_default();
                 s.bytes = 0;

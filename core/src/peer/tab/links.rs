@@ -253,6 +253,7 @@ impl TabPeer {
             || self.onion.is_none()
             || full
             || self.freeriders.contains(&peer)
+            || self.config.never_link.contains(&peer)
         {
             return;
         }
@@ -276,6 +277,7 @@ impl TabPeer {
             || self.onion.is_none()
             || full
             || self.freeriders.contains(&asker)
+            || self.config.never_link.contains(&asker)
             || existing.is_some_and(|l| {
                 matches!(l.state, LinkState::Open { .. }) || !l.we_initiated || self.me < asker
             });

@@ -90,6 +90,10 @@ pub struct TabConfig {
     /// (for the freerider rule's tests, docs/SECURITY.md).
     #[doc(hidden)]
     pub freerider: bool,
+    /// Tests only: tabs this one never links to (so that an end-to-end
+    /// test can make a downloader reach a seeder through other tabs).
+    #[doc(hidden)]
+    pub never_link: Vec<PeerId>,
 }
 
 impl TabConfig {
@@ -101,6 +105,7 @@ impl TabConfig {
             refresh_ms: DEFAULT_REFRESH_MS,
             introduce_via_peers: false,
             freerider: false,
+            never_link: Vec::new(),
         }
     }
 }
@@ -205,6 +210,9 @@ pub enum TabEvent {
         data: Vec<u8>,
         path: Vec<Hash>,
     },
+    /// Download `op` has its file's manifest, checked against the
+    /// hash_name: keep it with the blocks (a reload resumes from both).
+    DownloadManifest { op: u64, file: SharedFile },
     /// A `download`'s progress (at most every 100 ms, and at the end).
     DownloadProgress {
         op: u64,

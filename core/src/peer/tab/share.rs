@@ -10,6 +10,7 @@ use crate::client::MuxEvent;
 use crate::content::merkle::Hash;
 use crate::content::schedule::{Action, ScheduleStats, Scheduler, SourceId};
 use crate::content::{HashName, Manifest};
+use crate::crypto::PeerId;
 use crate::router::CircuitKey;
 use crate::service::ordb::{LinkedPeer, OrdbEvent};
 
@@ -70,6 +71,8 @@ pub struct Downloaded {
     pub ms: u64,
     /// Circuits opened to ORDBs.
     pub circuits: u64,
+    /// The ORDBs those circuits ended at (each may have relayed further).
+    pub sources: Vec<PeerId>,
     pub stats: ScheduleStats,
 }
 
@@ -87,6 +90,8 @@ pub(super) struct DownloadTask {
     failing_since: u64,
     next_build_at: u64,
     circuits: u64,
+    ordbs: BTreeSet<PeerId>,
+    manifest_told: bool,
     next_source: SourceId,
     started: u64,
     last_progress: u64,
@@ -141,6 +146,30 @@ impl TabPeer {
         let file = SharedFile::of(&m);
         let h = self.ordb.library.add_seed(m, leaves);
         self.announce(h, 100);
+        self.after_input();
+        Ok(file)
+    }
+
+    /// Serves again a file whose blocks were downloaded before (after a
+    /// reload): its manifest and the blocks held, with their audit paths.
+    /// A partial copy is served for the blocks it has; `download` resumes
+    /// it.
+    pub fn restore(
+        &mut self,
+        manifest: &[u8],
+        have: Vec<(u32, Vec<Hash>)>,
+        now: u64,
+    ) -> Result<SharedFile, OpError> {
+        self.now = now.max(self.now);
+        let m = Manifest::decode(manifest).map_err(|e| OpError::BadAnswer(e.to_string()))?;
+        let file = SharedFile::of(&m);
+        for (block, path) in have {
+            self.ordb.library.add_block(&m, block, path);
+        }
+        let percent = self.ordb.library.get(&file.hash_name).map_or(0, |h| h.percent());
+        if let Some(&mark) = ANNOUNCE_AT.iter().rev().find(|&&a| percent >= a) {
+            self.announce(file.hash_name, mark);
+        }
         self.after_input();
         Ok(file)
     }
@@ -315,6 +344,8 @@ impl TabPeer {
             failing_since: 0,
             next_build_at: 0,
             circuits: 0,
+            ordbs: BTreeSet::new(),
+            manifest_told: false,
             next_source: 1,
             started: self.now,
             last_progress: 0,
@@ -359,6 +390,7 @@ impl TabPeer {
                             d.next_source += 1;
                             d.circuits += 1;
                             d.build_failures = 0;
+                            d.ordbs.extend(own.hops.last().copied());
                             d.sources.insert(source, (own.link, own.circ));
                             d.by_circ.insert((own.link, own.circ), source);
                             self.own_circuit(id, own.link, own.circ);
@@ -381,6 +413,14 @@ impl TabPeer {
             }
             TaskInput::Stored => {}
         }
+        if !d.manifest_told {
+            if let Some(m) = d.sched.manifest() {
+                d.manifest_told = true;
+                let file = SharedFile::of(m);
+                self.events
+                    .push_back(TabEvent::DownloadManifest { op: id, file });
+            }
+        }
         if let Err(e) = self.download_actions(id, d) {
             return Some(TaskResult::Failed(e));
         }
@@ -392,6 +432,7 @@ impl TabPeer {
                 file: SharedFile::of(&m),
                 ms: now.saturating_sub(d.started),
                 circuits: d.circuits,
+                sources: d.ordbs.iter().copied().collect(),
                 stats: d.sched.stats(),
             })));
         }

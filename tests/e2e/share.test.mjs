@@ -1,0 +1,193 @@
+// File sharing between tabs (docs/PROTOCOL.md "ORDB"), each tab in its own
+// browser process. One story on one network, in order:
+//  1. Tab A seeds 20 MB through the page's file picker and shows the link.
+//     Tab B, which never links to A, opens the link and downloads through
+//     circuits of tabs to ORDBs; two of B's relaying tabs are closed
+//     mid-way, and A is reloaded (it stops serving) once B is past 30 %.
+//  2. Tab C asks for the file while only B (partial) holds any of it: B
+//     serves C what it has. C is reloaded mid-way.
+//  3. A's page offers to share the file again after its reload; once it
+//     does, B completes, and C resumes from IndexedDB without fetching a
+//     stored block twice. SHA-256 equal everywhere.
+//  4. A tab with the test-only tampering flag holds the file and serves
+//     corrupted blocks; a new downloader catches them and completes.
+// Screenshots go to target/e2e-screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { startNode, launchBrowser, eventually, makeBody, ROOT } from './helpers.mjs';
+
+const SIZE = 20 * 1000 * 1000;
+const BLOCK = 98000;
+const BLOCKS = Math.ceil(SIZE / BLOCK);
+const body = makeBody(SIZE);
+const SHA = createHash('sha256').update(body).digest('hex');
+const SHOTS = `${ROOT}target/e2e-screenshots`;
+
+let node;
+const tabs = [];
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  node = await startNode({ args: ['--relays', '0'] });
+});
+after(async () => {
+  for (const t of tabs) await t.browser.close().catch(() => {});
+  await node?.stop();
+});
+
+async function openTab(name, query = '', hash = '') {
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  const tab = { name, browser, page, errors: [] };
+  tabs.push(tab);
+  page.on('pageerror', (e) => tab.errors.push(e));
+  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log(`[${name}]`, m.text()); });
+  await page.goto(`${node.origin}/${query}${hash}`);
+  await page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
+  tab.id = await page.evaluate(() => window.peersm.id);
+  return tab;
+}
+
+async function closeTab(tab) {
+  await tab.browser.close();
+  tabs.splice(tabs.indexOf(tab), 1);
+}
+
+const openLinks = (tab) => tab.page.evaluate(
+  () => window.peersm.peers().filter((p) => p.state === 'open').map((p) => p.id),
+);
+
+/** SHA-256 of a file this tab holds, computed in the page. */
+const shaIn = (tab, hash) => tab.page.evaluate(async (h) => {
+  const file = await window.peersm.download(h);
+  const digest = await crypto.subtle.digest('SHA-256', await file.bytes());
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}, hash);
+
+/** The page's row for a file: state and progress. */
+const row = (tab, hash) => tab.page.evaluate((h) => {
+  const li = document.querySelector(`#files li[data-hash="${h}"]`);
+  if (!li) return null;
+  const bar = li.querySelector('progress');
+  return {
+    state: li.dataset.state, text: li.querySelector('.file-status').textContent,
+    error: li.querySelector('.error').textContent, value: Number(bar.value), max: Number(bar.max),
+  };
+}, hash);
+
+const progressOf = async (tab, hash) => {
+  const r = await row(tab, hash);
+  return r && r.max > 1 ? r.value / r.max : 0;
+};
+
+const shot = (tab, what) => tab.page.screenshot({ path: `${SHOTS}/share-${what}.png`, fullPage: true });
+
+const state = {};
+
+test('A seeds 20 MB from the page; B, not linked to A, downloads it through ORDB tabs', async () => {
+  const a = await openTab('A', '?joinLinks=2');
+  const relays = [];
+  for (let i = 0; i < 4; i += 1) relays.push(await openTab(`R${i}`, '?joinLinks=2'));
+  // A picks the file in the page: progress while hashing, then the link.
+  await a.page.setInputFiles('#pick', { name: 'film.bin', mimeType: 'application/octet-stream', buffer: body });
+  await a.page.waitForSelector('#files li[data-state="seeding"] .share-link', { timeout: 30000 });
+  const link = await a.page.$eval('#files li[data-state="seeding"] .share-link', (e) => e.value);
+  const hash = link.split('#').pop();
+  assert.match(hash, /^[0-9a-f]{40}$/);
+  assert.equal(link, `${node.origin}/#${hash}`);
+  await shot(a, 'seeding');
+  // DB_INFO reaches the relaying tabs (directly or one tab away).
+  await eventually(async () => {
+    const known = await Promise.all(relays.map((r) => r.page.evaluate(
+      (h) => window.peersm.shared().some((s) => s.hashName === h), hash)));
+    return known.filter(Boolean).length >= 3;
+  }, 30000, 'relaying tabs told about the file');
+
+  // B opens the link; it refuses any link with A.
+  const b = await openTab('B', `?joinLinks=3&neverLink=${a.id}`, `#${hash}`);
+  // Two of B's first hops close mid-way, and A stops serving (a reload).
+  await eventually(async () => (await progressOf(b, hash)) >= 0.1, 60000, 'B past 10 %');
+  const bLinks = await openLinks(b);
+  assert.ok(!bLinks.includes(a.id), 'B is not linked to A');
+  const closed = relays.filter((r) => bLinks.includes(r.id)).slice(0, 2);
+  for (const r of closed) await closeTab(r);
+  await eventually(async () => (await progressOf(b, hash)) >= 0.3, 60000, 'B past 30 %');
+  await a.page.reload();
+  await a.page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
+  a.id = await a.page.evaluate(() => window.peersm.id);
+  const stalled = await progressOf(b, hash);
+  assert.ok(stalled < 1, `B was not done when A left (${stalled})`);
+  await shot(b, 'downloading');
+  Object.assign(state, { a, b, hash, closed: closed.length, relays: relays.filter((r) => !closed.includes(r)) });
+  assert.equal(closed.length, 2, 'two relaying tabs closed');
+});
+
+test('after 25 %, B serves what it has to a third tab, C, which is then reloaded mid-way', async () => {
+  const { b, hash } = state;
+  const before = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
+  const c = await openTab('C', '?joinLinks=3', `#${hash}`);
+  // A has not shared the file again yet: only B holds any of it.
+  await eventually(async () => (await progressOf(c, hash)) > 0, 60000, 'C received blocks');
+  const served = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
+  assert.ok(served > before, `B served blocks (${before} → ${served})`);
+  // The page remembers the partial download across a reload.
+  await c.page.goto(`${node.origin}/?joinLinks=3`);
+  await c.page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
+  const kept = await c.page.evaluate((h) => window.peersm.stored().then((s) => s.find((f) => f.hashName === h)), hash);
+  assert.ok(kept && !kept.complete && kept.blocks > 0 && kept.blocks < BLOCKS, `C kept part: ${JSON.stringify(kept)}`);
+  await c.page.waitForSelector(`#files li[data-hash="${hash}"] button.resume`);
+  state.c = c;
+  state.keptBlocks = kept.blocks;
+});
+
+test('A shares again after its reload: B completes, C resumes without fetching a kept block', async () => {
+  const { a, b, c, hash } = state;
+  await a.page.waitForSelector(`#files li[data-hash="${hash}"] button.reseed`);
+  await shot(a, 'offer-to-share-again');
+  await a.page.click(`#files li[data-hash="${hash}"] button.reseed`);
+  await a.page.waitForSelector(`#files li[data-hash="${hash}"][data-state="seeding"]`);
+  await b.page.waitForSelector(`#files li[data-hash="${hash}"][data-state="done"]`, { timeout: 120000 });
+  await shot(b, 'done');
+  assert.equal(await shaIn(b, hash), SHA);
+  // C resumes from IndexedDB (the page's Resume button).
+  const result = await c.page.evaluate(async (h) => {
+    const file = await window.peersm.download(h);
+    return { fetched: file.fetched, size: file.size, name: file.name, circuits: file.circuits };
+  }, hash);
+  assert.equal(result.size, SIZE);
+  assert.equal(result.name, 'film.bin');
+  assert.equal(result.fetched + state.keptBlocks, BLOCKS, `no kept block fetched twice: ${JSON.stringify(result)}`);
+  assert.equal(await shaIn(c, hash), SHA);
+  for (const t of [a, b, c]) assert.deepEqual(t.errors, [], `${t.name}: no page errors`);
+});
+
+test('a tampering tab is caught: its bad blocks are refetched elsewhere, the file completes', async () => {
+  const { a, b, hash } = state;
+  const t = await openTab('T', '?joinLinks=3&tamper=1');
+  await t.page.evaluate((h) => window.peersm.download(h), hash);
+  // Only C (honest) and T (tampering) hold the file now.
+  await closeTab(a);
+  await closeTab(b);
+  const e = await openTab('E', '?joinLinks=3');
+  const result = await e.page.evaluate(async (h) => {
+    const file = await window.peersm.download(h);
+    return { stats: file.stats, fetched: file.fetched };
+  }, hash);
+  assert.equal(await shaIn(e, hash), SHA);
+  assert.ok(result.stats.blocksBad >= 1, `bad blocks caught: ${JSON.stringify(result)}`);
+  assert.ok(result.stats.sourcesDropped >= 1, `the tampering circuit dropped: ${JSON.stringify(result)}`);
+  assert.deepEqual(e.errors, []);
+});
+
+test('bad input in the page gets plain words', async () => {
+  const { c } = state;
+  await c.page.fill('#hash', 'not a link');
+  await c.page.click('#get');
+  const text = await c.page.$eval('#share-error', (e) => e.textContent);
+  assert.match(text, /neither a Peersm link nor a hash_name/);
+  const err = await c.page.evaluate(() => window.peersm.seed(new Blob([])).catch((e) => e.message));
+  assert.match(err, /empty/);
+  const unknown = await c.page.evaluate(() => window.peersm.reseed('ab'.repeat(20)).catch((e) => e.message));
+  assert.match(unknown, /no file .* is kept here/);
+});

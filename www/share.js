@@ -1,0 +1,227 @@
+// The page's file sharing: drop or pick a file to seed it (progress while
+// it is hashed and stored), a share link with a copy button, a box where a
+// link or hash_name starts a download, and one list of seeds and downloads
+// with progress, speed, circuits and a save button. A `…/#<hashName>` link
+// opens the page and starts its download. Files kept in IndexedDB from an
+// earlier visit are listed with an offer to share them again or resume.
+
+const $ = (id) => document.getElementById(id);
+const HASH = /^[0-9a-f]{40}$/i;
+
+export function human(bytes) {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i += 1; }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function message(err) {
+  return err && err.message ? err.message : String(err);
+}
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  Object.assign(e, props);
+  e.append(...children.filter((c) => c !== null && c !== undefined));
+  return e;
+}
+
+/** One line of the list: a seed or a download. */
+class Row {
+  constructor(list, key, name) {
+    this.key = key;
+    this.li = el('li', { className: 'file' });
+    this.li.dataset.key = key;
+    this.title = el('div', { className: 'file-name' });
+    this.bar = el('progress', { max: 1, value: 0 });
+    this.text = el('div', { className: 'note file-status' });
+    this.text.setAttribute('aria-live', 'polite');
+    this.error = el('div', { className: 'error' });
+    this.error.setAttribute('role', 'alert');
+    this.actions = el('div', { className: 'file-actions' });
+    this.share = el('div', { className: 'file-link' });
+    this.li.append(this.title, this.bar, this.text, this.share, this.actions, this.error);
+    list.prepend(this.li);
+    this.setName(name);
+  }
+
+  setName(name, size) {
+    this.title.textContent = size === undefined ? name : `${name} (${human(size)})`;
+  }
+
+  setState(state, text) {
+    this.li.dataset.state = state;
+    if (text !== undefined) this.text.textContent = text;
+  }
+
+  setProgress(done, total) {
+    if (total) { this.bar.max = total; this.bar.value = done; } else this.bar.removeAttribute('value');
+  }
+
+  fail(err) {
+    this.li.dataset.state = 'failed';
+    this.error.textContent = message(err);
+  }
+
+  showLink(link) {
+    this.li.dataset.hash = link.split('#').pop();
+    const input = el('input', { value: link, readOnly: true, className: 'share-link' });
+    input.setAttribute('aria-label', 'Share link');
+    const copy = el('button', { type: 'button', textContent: 'Copy link', className: 'copy' });
+    copy.addEventListener('click', async () => {
+      input.select();
+      try {
+        await navigator.clipboard.writeText(link);
+        copy.textContent = 'Copied';
+      } catch {
+        // Without clipboard permission the selected text can still be copied by hand.
+        copy.textContent = 'Press Ctrl+C';
+      }
+      setTimeout(() => { copy.textContent = 'Copy link'; }, 2000);
+    });
+    this.share.replaceChildren(input, copy);
+  }
+
+  setActions(...buttons) {
+    this.actions.replaceChildren(...buttons);
+  }
+}
+
+function button(text, className, onClick) {
+  const b = el('button', { type: 'button', textContent: text, className });
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+export function setupSharing(peer) {
+  const list = $('files');
+  const rows = new Map();
+  const rowFor = (key, name) => rows.get(key) ?? (rows.set(key, new Row(list, key, name)), rows.get(key));
+  const showError = (text) => { $('share-error').textContent = text; };
+
+  function removeButton(row, hashName) {
+    return button('Remove', 'remove', async () => {
+      try {
+        await peer.remove(hashName);
+        row.li.remove();
+        rows.delete(hashName);
+      } catch (err) { row.fail(err); }
+    });
+  }
+
+  async function saveLink(row, file) {
+    const blob = await file.blob();
+    const a = el('a', { href: URL.createObjectURL(blob), download: file.name, className: 'save',
+      textContent: `Save ${file.name}` });
+    row.setActions(a, removeButton(row, file.hashName));
+  }
+
+  async function seed(file) {
+    showError('');
+    const key = `seeding-${Date.now()}-${Math.random()}`;
+    const row = rowFor(key, file.name);
+    row.setName(file.name, file.size);
+    row.setState('hashing', 'Reading and hashing…');
+    try {
+      const shared = await peer.seed(file, {
+        onProgress: ({ hashed, total }) => {
+          row.setProgress(hashed, total);
+          row.setState('hashing', `Hashed and stored ${human(hashed)} of ${human(total)}`);
+        },
+      });
+      rows.delete(key);
+      rows.set(shared.hashName, row);
+      row.setProgress(1, 1);
+      row.setState('seeding', 'Shared from this tab: anyone with the link can download it.');
+      row.showLink(shared.link);
+      row.setActions(removeButton(row, shared.hashName));
+    } catch (err) { row.fail(err); }
+  }
+
+  async function download(target) {
+    showError('');
+    const hash = String(target).trim().split('#').pop().toLowerCase();
+    if (!HASH.test(hash)) {
+      showError('That is neither a Peersm link nor a hash_name (40 hex characters).');
+      return;
+    }
+    const row = rowFor(hash, hash);
+    row.error.textContent = '';
+    row.setState('downloading', 'Finding the file through other tabs…');
+    row.setActions();
+    const started = performance.now();
+    try {
+      const file = await peer.download(hash, {
+        onProgress: ({ received, total, speed, circuits }) => {
+          row.setProgress(received, total);
+          const of = total ? ` of ${human(total)}` : '';
+          row.setState('downloading',
+            `${human(received)}${of} at ${human(speed)}/s through ${circuits} circuit${circuits === 1 ? '' : 's'}`);
+        },
+      });
+      row.setName(file.name, file.size);
+      row.setProgress(1, 1);
+      const secs = ((performance.now() - started) / 1000).toFixed(1);
+      const via = file.circuits ? ` through ${file.circuits} circuits to ${file.sources.length} ORDBs` : ' (kept here)';
+      const caught = file.stats.blocksBad ? `; ${file.stats.blocksBad} bad blocks caught and fetched again` : '';
+      row.setState('done', `Downloaded and checked in ${secs} s${via}${caught}. Shared from this tab too.`);
+      row.showLink(file.link);
+      await saveLink(row, file);
+    } catch (err) {
+      row.fail(err);
+      row.setActions(button('Retry', 'retry', () => download(hash)), removeButton(row, hash));
+    }
+  }
+
+  // Files kept from earlier visits: offered again, never shared silently.
+  async function listKept() {
+    let kept;
+    try { kept = await peer.stored(); } catch (err) { showError(message(err)); return; }
+    for (const f of kept) {
+      if (rows.has(f.hashName)) continue;
+      const row = rowFor(f.hashName, f.name);
+      row.setName(f.name, f.size);
+      row.showLink(f.link);
+      if (f.role === 'download' && !f.complete) {
+        row.setState('kept', 'Partly downloaded in an earlier visit.');
+        row.setActions(button('Resume', 'resume', () => download(f.hashName)), removeButton(row, f.hashName));
+      } else {
+        row.setProgress(1, 1);
+        row.setState('kept', f.role === 'seed' ? 'You shared this in an earlier visit.' : 'Downloaded in an earlier visit.');
+        const again = button('Share again', 'reseed', async () => {
+          try {
+            await peer.reseed(f.hashName);
+            row.setState('seeding', 'Shared from this tab again.');
+            row.setActions(removeButton(row, f.hashName));
+          } catch (err) { row.fail(err); }
+        });
+        row.setActions(again, removeButton(row, f.hashName));
+      }
+    }
+  }
+
+  const drop = $('drop');
+  drop.addEventListener('dragover', (ev) => { ev.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (ev) => {
+    ev.preventDefault();
+    drop.classList.remove('over');
+    for (const f of ev.dataTransfer.files) seed(f);
+  });
+  $('pick').addEventListener('change', (ev) => {
+    for (const f of ev.target.files) seed(f);
+    ev.target.value = '';
+  });
+  $('get-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    download($('hash').value);
+    $('hash').value = '';
+  });
+  // A shared link opens the page with the hash_name after '#'.
+  const fromLocation = () => {
+    const h = location.hash.slice(1);
+    if (HASH.test(h)) download(h);
+  };
+  window.addEventListener('hashchange', fromLocation);
+  listKept().then(fromLocation);
+}
