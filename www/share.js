@@ -31,7 +31,7 @@ class Row {
   constructor(list, key, name) {
     this.key = key;
     this.li = el('li', { className: 'file' });
-    this.li.dataset.key = key;
+    if (HASH.test(key)) this.li.dataset.hash = key;
     this.title = el('div', { className: 'file-name' });
     this.bar = el('progress', { max: 1, value: 0 });
     this.text = el('div', { className: 'note file-status' });
@@ -64,7 +64,8 @@ class Row {
   }
 
   showLink(link) {
-    this.li.dataset.hash = link.split('#').pop();
+    this.key = link.split('#').pop();
+    this.li.dataset.hash = this.key;
     const input = el('input', { value: link, readOnly: true, className: 'share-link' });
     input.setAttribute('aria-label', 'Share link');
     const copy = el('button', { type: 'button', textContent: 'Copy link', className: 'copy' });

@@ -17,11 +17,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::WebSocket;
 
+use super::files::FileStore;
 use super::identity::SessionIdentity;
 use super::js::{set, set_timeout};
 use super::log;
 use super::rtc::{DtlsCertificate, RtcLink};
-use super::files::FileStore;
 use super::share::{self, DownloadSink};
 use super::store::DownloadStore;
 

@@ -149,7 +149,10 @@ impl FileStore {
             .map_err(db_error)?;
         let store = tx.store(FILES).map_err(db_error)?;
         store
-            .put(&record.to_js()?, Some(&JsValue::from_str(&record.hash_name)))
+            .put(
+                &record.to_js()?,
+                Some(&JsValue::from_str(&record.hash_name)),
+            )
             .await
             .map_err(db_error)?;
         tx.done().await.map_err(db_error)?;

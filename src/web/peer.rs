@@ -21,11 +21,11 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use super::driver::{input, now, operation, pump, BridgeSocket, Driver, Shared};
 use super::fetch::{self, FetchOptions, FetchResponse};
 use super::files::FileStore;
-use super::share::{self, DownloadOptionsJs, SeedOptions, SharedDownload};
 use super::identity::SessionIdentity;
 use super::js::{get, js_error, set, set_timeout};
 use super::log;
 use super::rtc::DtlsCertificate;
+use super::share::{self, DownloadOptionsJs, SeedOptions, SharedDownload};
 
 /// First reconnection delay; doubles each failed attempt up to the maximum.
 const RECONNECT_BASE_MS: i32 = 500;
@@ -507,7 +507,11 @@ impl Peer {
         let s = self.driver().borrow().tab.ordb_stats();
         let o = js_sys::Object::new();
         set(&o, "blocksServed", &JsValue::from(s.blocks_served as f64))?;
-        set(&o, "queriesRelayed", &JsValue::from(s.queries_relayed as f64))?;
+        set(
+            &o,
+            "queriesRelayed",
+            &JsValue::from(s.queries_relayed as f64),
+        )?;
         set(&o, "unavailable", &JsValue::from(s.unavailable as f64))?;
         set(&o, "loopsStopped", &JsValue::from(s.loops_stopped as f64))?;
         Ok(o.into())
@@ -515,7 +519,15 @@ impl Peer {
 
     /// Tabs whose links this tab closed as freeriders (peer IDs).
     pub fn freeriders(&self) -> Array {
-        hops_array(&self.driver().borrow().tab.freeriders().copied().collect::<Vec<_>>())
+        hops_array(
+            &self
+                .driver()
+                .borrow()
+                .tab
+                .freeriders()
+                .copied()
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Registers `callback` for `event`; 'status' calls it with the new status.

@@ -49,15 +49,17 @@ fn random_id() -> String {
     super::fetch::new_body_id()
 }
 
-/// The page URL that opens this page and downloads `hash_name`.
+/// The page URL that opens this page and downloads `hash_name`: the
+/// page's origin and path (not its query: that holds this tab's options).
 fn link_for(hash_name: &str) -> String {
-    let href = global_property("location")
-        .ok()
-        .and_then(|l| get(&l, "href").ok())
-        .and_then(|h| h.as_string())
-        .unwrap_or_default();
-    let base = href.split('#').next().unwrap_or_default();
-    format!("{base}#{hash_name}")
+    let location = global_property("location").unwrap_or(JsValue::UNDEFINED);
+    let part = |k: &str| {
+        get(&location, k)
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
+    format!("{}{}#{hash_name}", part("origin"), part("pathname"))
 }
 
 /// A hash_name (40 hex characters), or a link ending in `#<hash_name>`.
@@ -138,9 +140,9 @@ pub(crate) async fn seed(
         while at < size {
             let end = (at + u64::from(BLOCK_LEN)).min(size);
             let slice = blob.slice_with_f64_and_f64(at as f64, end as f64)?;
-            let buf = JsFuture::from(slice.array_buffer()).await.map_err(|e| {
-                js_error(&format!("seed: the file could not be read: {e:?}"))
-            })?;
+            let buf = JsFuture::from(slice.array_buffer())
+                .await
+                .map_err(|e| js_error(&format!("seed: the file could not be read: {e:?}")))?;
             let data = Uint8Array::new(&buf).to_vec();
             if data.len() as u64 != end - at {
                 return Err(js_error("seed: the file changed while it was read"));
@@ -384,7 +386,10 @@ pub(crate) async fn forget(shared: &Shared, hash_name: &str) -> Result<(), JsVal
     let h = parse_hash_name("remove", hash_name)?;
     match files.file(&h.to_hex()).await? {
         Some(r) => remove(shared, &files, &r.hash_name, &r.file_id).await,
-        None => Err(js_error(&format!("remove: no file {} is kept here", h.to_hex()))),
+        None => Err(js_error(&format!(
+            "remove: no file {} is kept here",
+            h.to_hex()
+        ))),
     }
 }
 
@@ -509,7 +514,11 @@ async fn download_once(
 pub(crate) fn read_block(shared: &Shared, request: u64, hash_name: HashName, block: u32) {
     let (files, id, tamper) = {
         let d = shared.borrow();
-        (d.files.clone(), d.file_ids.get(&hash_name).cloned(), d.tamper)
+        (
+            d.files.clone(),
+            d.file_ids.get(&hash_name).cloned(),
+            d.tamper,
+        )
     };
     let (Some(files), Some(id)) = (files, id) else {
         return input(shared, |tab, now| {

@@ -49,7 +49,9 @@ async function openTab(name, query = '', hash = '') {
   return tab;
 }
 
+/** Closes the tab as a user does (its connections end), then its browser. */
 async function closeTab(tab) {
+  await tab.page.close();
   await tab.browser.close();
   tabs.splice(tabs.indexOf(tab), 1);
 }
@@ -81,6 +83,20 @@ const progressOf = async (tab, hash) => {
   return r && r.max > 1 ? r.value / r.max : 0;
 };
 
+/** Waits until `tab`'s download of `hash` is past `share`; on timeout
+ *  the error carries the row's last text. */
+async function past(tab, hash, share, ms = 60000) {
+  let last = null;
+  try {
+    await eventually(async () => {
+      last = await row(tab, hash);
+      return last && last.max > 1 && last.value / last.max >= share;
+    }, ms, `${tab.name} past ${share * 100} %`);
+  } catch (e) {
+    throw new Error(`${e.message}; row: ${JSON.stringify(last)}`);
+  }
+}
+
 const shot = (tab, what) => tab.page.screenshot({ path: `${SHOTS}/share-${what}.png`, fullPage: true });
 
 const state = {};
@@ -107,12 +123,12 @@ test('A seeds 20 MB from the page; B, not linked to A, downloads it through ORDB
   // B opens the link; it refuses any link with A.
   const b = await openTab('B', `?joinLinks=3&neverLink=${a.id}`, `#${hash}`);
   // Two of B's first hops close mid-way, and A stops serving (a reload).
-  await eventually(async () => (await progressOf(b, hash)) >= 0.1, 60000, 'B past 10 %');
+  await past(b, hash, 0.1);
   const bLinks = await openLinks(b);
   assert.ok(!bLinks.includes(a.id), 'B is not linked to A');
   const closed = relays.filter((r) => bLinks.includes(r.id)).slice(0, 2);
   for (const r of closed) await closeTab(r);
-  await eventually(async () => (await progressOf(b, hash)) >= 0.3, 60000, 'B past 30 %');
+  await past(b, hash, 0.3, 120000);
   await a.page.reload();
   await a.page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
   a.id = await a.page.evaluate(() => window.peersm.id);
@@ -125,17 +141,23 @@ test('A seeds 20 MB from the page; B, not linked to A, downloads it through ORDB
 
 test('after 25 %, B serves what it has to a third tab, C, which is then reloaded mid-way', async () => {
   const { b, hash } = state;
-  const before = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
+  const servedBefore = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
   const c = await openTab('C', '?joinLinks=3', `#${hash}`);
   // A has not shared the file again yet: only B holds any of it.
   await eventually(async () => (await progressOf(c, hash)) > 0, 60000, 'C received blocks');
   const served = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
-  assert.ok(served > before, `B served blocks (${before} → ${served})`);
-  // The page remembers the partial download across a reload.
+  assert.ok(served > servedBefore, `B served blocks (${servedBefore} → ${served})`);
+  // The page remembers the partial download across a reload (once some
+  // blocks are in IndexedDB).
+  await eventually(() => c.page.evaluate((h) => window.peersm.stored().then(
+    (s) => s.some((f) => f.hashName === h && f.blocks > 0)), hash), 30000, 'C stored blocks');
+  const before = await row(c, hash);
   await c.page.goto(`${node.origin}/?joinLinks=3`);
   await c.page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
-  const kept = await c.page.evaluate((h) => window.peersm.stored().then((s) => s.find((f) => f.hashName === h)), hash);
-  assert.ok(kept && !kept.complete && kept.blocks > 0 && kept.blocks < BLOCKS, `C kept part: ${JSON.stringify(kept)}`);
+  const all = await c.page.evaluate(() => window.peersm.stored());
+  const kept = all.find((f) => f.hashName === hash);
+  assert.ok(kept && !kept.complete && kept.blocks > 0 && kept.blocks < BLOCKS,
+    `C kept part: ${JSON.stringify(all)} (row before the reload: ${JSON.stringify(before)})`);
   await c.page.waitForSelector(`#files li[data-hash="${hash}"] button.resume`);
   state.c = c;
   state.keptBlocks = kept.blocks;

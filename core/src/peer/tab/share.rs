@@ -166,7 +166,11 @@ impl TabPeer {
         for (block, path) in have {
             self.ordb.library.add_block(&m, block, path);
         }
-        let percent = self.ordb.library.get(&file.hash_name).map_or(0, |h| h.percent());
+        let percent = self
+            .ordb
+            .library
+            .get(&file.hash_name)
+            .map_or(0, |h| h.percent());
         if let Some(&mark) = ANNOUNCE_AT.iter().rev().find(|&&a| percent >= a) {
             self.announce(file.hash_name, mark);
         }
