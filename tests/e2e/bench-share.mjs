@@ -50,7 +50,7 @@ const results = {};
 const record = (what, r) => {
   if (r.sha !== SHA) throw new Error(`${what}: the bytes differ`);
   (results[what] ??= []).push(r);
-  console.log(`${what}: ${(MB * 1000 / r.ms).toFixed(2)} MB/s, first byte ${r.ttfb?.toFixed(0)} ms`);
+  console.log(`${what}: ${(MB * 1000 / r.ms).toFixed(2)} MB/s, first byte ${r.ttfb.toFixed(0)} ms`);
 };
 
 try {
@@ -82,14 +82,18 @@ try {
     for (let round = 0; round < ROUNDS; round += 1) record('webtorrent', await wt.round(body));
     await wt.stop();
   }
+  // Throughput over the whole download (asking to done), and over the
+  // transfer alone (first byte to done).
   console.log(`\n${MB} MB tab → tab, median of ${ROUNDS} rounds:`);
   const rate = (what) => MB * 1000 / median(results[what].map((r) => r.ms));
+  const transfer = (what) => MB * 1000 / median(results[what].map((r) => r.ms - r.ttfb));
   for (const what of Object.keys(results)) {
-    console.log(`  ${what.padEnd(14)} ${rate(what).toFixed(2)} MB/s, first byte ${median(results[what].map((r) => r.ttfb)).toFixed(0)} ms`);
+    console.log(`  ${what.padEnd(14)} ${rate(what).toFixed(2)} MB/s overall, ${transfer(what).toFixed(2)} MB/s after the first byte, first byte ${median(results[what].map((r) => r.ttfb)).toFixed(0)} ms`);
   }
   if (results.webtorrent && results['peersm 1 hop']) {
-    console.log(`  ratio 1 hop / WebTorrent:  ${(rate('peersm 1 hop') / rate('webtorrent')).toFixed(2)}`);
-    console.log(`  ratio 3 hops / WebTorrent: ${(rate('peersm 3 hops') / rate('webtorrent')).toFixed(2)}`);
+    for (const what of ['peersm 1 hop', 'peersm 3 hops']) {
+      console.log(`  ${what} / WebTorrent: ${(rate(what) / rate('webtorrent')).toFixed(2)} overall, ${(transfer(what) / transfer('webtorrent')).toFixed(2)} after the first byte`);
+    }
   }
 } finally {
   for (const b of browsers) await b.close();
