@@ -68,9 +68,12 @@ try {
   if (params.get('joinLinks')) options.joinLinks = Number(params.get('joinLinks'));
   if (params.get('refreshMs')) options.refreshMs = Number(params.get('refreshMs'));
   if (params.get('introducer')) options.introducer = params.get('introducer');
-  // Tests only: `?tamper=1` serves corrupted blocks; `?neverLink=ID,ID`.
-  if (params.get('tamper')) options.tamper = true;
-  if (params.get('neverLink')) options.neverLink = params.get('neverLink').split(',');
+  // Tests only, and only on a local network (never from a link to a
+  // public bridge): `?tamper=1` serves corrupted blocks; `?neverLink=ID,ID`.
+  if (['127.0.0.1', 'localhost'].includes(location.hostname)) {
+    if (params.get('tamper')) options.tamper = true;
+    if (params.get('neverLink')) options.neverLink = params.get('neverLink').split(',');
+  }
   const peer = await startPeer(location.origin, options);
   $('peer-id').textContent = peer.id;
   $('bridge').textContent = peer.bridge;

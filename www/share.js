@@ -110,11 +110,19 @@ export function setupSharing(peer) {
     });
   }
 
-  async function saveLink(row, file) {
-    const blob = await file.blob();
-    const a = el('a', { href: URL.createObjectURL(blob), download: file.name, className: 'save',
-      textContent: `Save ${file.name}` });
-    row.setActions(a, removeButton(row, file.hashName));
+  // The bytes are saved as an opaque download, whatever type the seeder
+  // named: a blob URL of the page's origin must never render the seeder's
+  // HTML or SVG. The object URL lives only for the click.
+  function saveButton(row, file) {
+    return button(`Save ${file.name}`, 'save', async () => {
+      try {
+        const blob = new Blob([await file.blob()], { type: 'application/octet-stream' });
+        const url = URL.createObjectURL(blob);
+        const a = el('a', { href: url, download: file.name });
+        a.click();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+      } catch (err) { row.fail(err); }
+    });
   }
 
   async function seed(file) {
@@ -167,7 +175,7 @@ export function setupSharing(peer) {
       const caught = file.stats.blocksBad ? `; ${file.stats.blocksBad} bad blocks caught and fetched again` : '';
       row.setState('done', `Downloaded and checked in ${secs} s${via}${caught}. Shared from this tab too.`);
       row.showLink(file.link);
-      await saveLink(row, file);
+      row.setActions(saveButton(row, file), removeButton(row, file.hashName));
     } catch (err) {
       row.fail(err);
       row.setActions(button('Retry', 'retry', () => download(hash)), removeButton(row, hash));
@@ -218,10 +226,13 @@ export function setupSharing(peer) {
     download($('hash').value);
     $('hash').value = '';
   });
-  // A shared link opens the page with the hash_name after '#'.
+  // A shared link opens the page with the hash_name after '#'. The hash
+  // is then cleared, so a reload does not start (or share) it again.
   const fromLocation = () => {
     const h = location.hash.slice(1);
-    if (HASH.test(h)) download(h);
+    if (!HASH.test(h)) return;
+    history.replaceState(null, '', location.pathname + location.search);
+    download(h);
   };
   window.addEventListener('hashchange', fromLocation);
   listKept().then(fromLocation);

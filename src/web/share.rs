@@ -14,6 +14,7 @@ use peersm_core::content::{HashName, BLOCK_LEN};
 use peersm_core::peer::tab::{DownloadOptions, Downloaded, Outcome, SharedFile};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use futures_channel::oneshot;
@@ -136,6 +137,7 @@ pub(crate) async fn seed(
     let mut leaves: Vec<Hash> = Vec::new();
     let mut at = 0u64;
     let mut reported = 0u64;
+    let mut seeded_hash: Option<HashName> = None;
     let result = async {
         while at < size {
             let end = (at + u64::from(BLOCK_LEN)).min(size);
@@ -165,6 +167,12 @@ pub(crate) async fn seed(
                 .seed(size, leaves.clone(), &mime, &name, now())
                 .map_err(|e| js_error(&format!("seed: {e}")))?
         };
+        // Served from now on (queries may come before the record is kept).
+        shared
+            .borrow_mut()
+            .file_ids
+            .insert(file.hash_name, file_id.clone());
+        seeded_hash = Some(file.hash_name);
         let record = FileRecord {
             hash_name: file.hash_name.to_hex(),
             file_id: file_id.clone(),
@@ -178,10 +186,6 @@ pub(crate) async fn seed(
             added: js_sys::Date::now(),
         };
         files.put_file(&record).await?;
-        shared
-            .borrow_mut()
-            .file_ids
-            .insert(file.hash_name, file_id.clone());
         pump(shared);
         Ok(file)
     }
@@ -189,7 +193,12 @@ pub(crate) async fn seed(
     match result {
         Ok(file) => seeded(&file),
         Err(e) => {
-            // Nothing half-stored stays behind.
+            // Nothing half-stored stays behind, and nothing is offered.
+            if let Some(h) = seeded_hash {
+                let mut d = shared.borrow_mut();
+                d.tab.unshare(&h);
+                d.file_ids.remove(&h);
+            }
             let _ = files.delete("", &file_id).await;
             Err(e)
         }
@@ -257,6 +266,9 @@ pub(crate) struct DownloadOptionsJs {
     /// Tabs per circuit, the ORDB last (default 2).
     #[serde(default)]
     hops: Option<u32>,
+    /// The largest file to accept, bytes (default 4 GiB).
+    #[serde(default)]
+    max_size: Option<f64>,
 }
 
 /// A file downloaded (or kept) by hash_name; its blocks are in IndexedDB.
@@ -342,6 +354,14 @@ impl SharedDownload {
 
     pub async fn blob(&self) -> Result<web_sys::Blob, JsValue> {
         let blocks = self.files.blocks(&self.file_id).await?;
+        let len: f64 = blocks
+            .iter()
+            .filter_map(|b| b.dyn_into::<Uint8Array>().ok())
+            .map(|b| f64::from(b.length()))
+            .sum();
+        if len != self.size {
+            return Err(js_error("blob: blocks of this file are missing"));
+        }
         let options = web_sys::BlobPropertyBag::new();
         options.set_type(&self.mime);
         web_sys::Blob::new_with_u8_array_sequence_and_options(&blocks, &options)
@@ -367,7 +387,7 @@ impl SharedDownload {
 
     /// Stops serving the file and deletes it from IndexedDB.
     pub async fn remove(&self) -> Result<(), JsValue> {
-        remove(&self.shared, &self.files, &self.hash_name, &self.file_id).await
+        forget(&self.shared, &self.hash_name).await
     }
 }
 
@@ -384,6 +404,12 @@ async fn remove(shared: &Shared, files: &FileStore, hash: &str, id: &str) -> Res
 pub(crate) async fn forget(shared: &Shared, hash_name: &str) -> Result<(), JsValue> {
     let files = store(shared, "remove")?;
     let h = parse_hash_name("remove", hash_name)?;
+    if shared.borrow().busy.contains(&h) {
+        return Err(js_error(&format!(
+            "remove: {} is being downloaded; wait for it to end",
+            h.to_hex()
+        )));
+    }
     match files.file(&h.to_hex()).await? {
         Some(r) => remove(shared, &files, &r.hash_name, &r.file_id).await,
         None => Err(js_error(&format!(
@@ -458,6 +484,7 @@ async fn download_once(
     }
     let mut core_options = DownloadOptions {
         hops: options.hops.map(|h| h as usize),
+        max_size: options.max_size.map(|m| m.max(0.0) as u64),
         ..Default::default()
     };
     let file_id = match &kept {
@@ -489,18 +516,15 @@ async fn download_once(
     };
     pump(shared);
     let outcome = rx.await.ok();
-    let fetched = shared
-        .borrow_mut()
-        .downloads
-        .remove(&op)
-        .map_or(0, |s| s.fetched);
+    let sink = shared.borrow_mut().downloads.remove(&op);
     let done = match outcome {
         Some(Outcome::Downloaded(r)) => r.map_err(|e| js_error(&format!("download: {e}")))?,
         _ => return Err(js_error("download: the peer stopped")),
     };
-    let mut record = files.file(&h.to_hex()).await?.ok_or_else(|| {
-        js_error("download: the file's record was not kept (IndexedDB refused it)")
-    })?;
+    let (fetched, record) = sink.map_or((0, None), |s| (s.fetched, s.record));
+    // Our own record (its blocks are ours): another tab of this profile
+    // may have written one for the same file meanwhile.
+    let mut record = record.ok_or_else(|| js_error("download: the file's manifest never came"))?;
     record.complete = true;
     files.put_file(&record).await?;
     let mut result = handle(shared, files, &record, Some(&done));
@@ -568,9 +592,16 @@ pub(crate) fn store_block(shared: &Shared, op: u64, block: u32, data: Vec<u8>, p
                     input(&shared, |tab, now| tab.handle_block_stored(op, block, now));
                 }
             }
-            // Not stored: the core waits for it, and the download stalls
-            // visibly rather than counting a block it could not keep.
-            Err(e) => log::warn(&format!("storing block {block} failed: {e:?}")),
+            // Not stored (the profile's storage is full, say): the download
+            // ends with the reason rather than wait for it forever.
+            Err(e) => {
+                if let Some(shared) = weak.upgrade() {
+                    let why = e.as_string().unwrap_or_else(|| format!("{e:?}"));
+                    input(&shared, |tab, now| {
+                        tab.handle_block_store_failed(op, block, &why, now)
+                    });
+                }
+            }
         }
     });
 }

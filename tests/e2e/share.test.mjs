@@ -5,10 +5,10 @@
 //     circuits of tabs to ORDBs; two of B's relaying tabs are closed
 //     mid-way, and A is reloaded (it stops serving) once B is past 30 %.
 //  2. Tab C asks for the file while only B (partial) holds any of it: B
-//     serves C what it has. C is reloaded mid-way.
-//  3. A's page offers to share the file again after its reload; once it
-//     does, B completes, and C resumes from IndexedDB without fetching a
-//     stored block twice. SHA-256 equal everywhere.
+//     serves C what it has. A's page offers to share the file again after
+//     its reload, and does; C is reloaded mid-way.
+//  3. B completes, and C resumes from IndexedDB without fetching a stored
+//     block twice. SHA-256 equal everywhere.
 //  4. A tab with the test-only tampering flag holds the file and serves
 //     corrupted blocks; a new downloader catches them and completes.
 // Screenshots go to target/e2e-screenshots/.
@@ -127,6 +127,7 @@ test('A seeds 20 MB from the page; B, not linked to A, downloads it through ORDB
   const bLinks = await openLinks(b);
   assert.ok(!bLinks.includes(a.id), 'B is not linked to A');
   const closed = relays.filter((r) => bLinks.includes(r.id)).slice(0, 2);
+  assert.equal(closed.length, 2, `B relays through at least two tabs: ${bLinks}`);
   for (const r of closed) await closeTab(r);
   await past(b, hash, 0.3, 120000);
   await a.page.reload();
@@ -135,18 +136,25 @@ test('A seeds 20 MB from the page; B, not linked to A, downloads it through ORDB
   const stalled = await progressOf(b, hash);
   assert.ok(stalled < 1, `B was not done when A left (${stalled})`);
   await shot(b, 'downloading');
-  Object.assign(state, { a, b, hash, closed: closed.length, relays: relays.filter((r) => !closed.includes(r)) });
-  assert.equal(closed.length, 2, 'two relaying tabs closed');
+  Object.assign(state, { a, b, hash });
 });
 
-test('after 25 %, B serves what it has to a third tab, C, which is then reloaded mid-way', async () => {
+test('after 25 %, B serves what it has to a third tab, C; A shares again; C is reloaded mid-way', async () => {
   const { b, hash } = state;
+  const { a } = state;
   const servedBefore = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
   const c = await openTab('C', '?joinLinks=3', `#${hash}`);
   // A has not shared the file again yet: only B holds any of it.
   await eventually(async () => (await progressOf(c, hash)) > 0, 60000, 'C received blocks');
   const served = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
   assert.ok(served > servedBefore, `B served blocks (${servedBefore} → ${served})`);
+  // The link's hash was cleared: a reload does not start it again.
+  assert.equal(await c.page.evaluate(() => location.hash), '');
+  // A's page offers to share the file again after its reload.
+  await a.page.waitForSelector(`#files li[data-hash="${hash}"] button.reseed`);
+  await shot(a, 'offer-to-share-again');
+  await a.page.click(`#files li[data-hash="${hash}"] button.reseed`);
+  await a.page.waitForSelector(`#files li[data-hash="${hash}"][data-state="seeding"]`);
   // The page remembers the partial download across a reload (once some
   // blocks are in IndexedDB).
   await eventually(() => c.page.evaluate((h) => window.peersm.stored().then(
@@ -163,16 +171,12 @@ test('after 25 %, B serves what it has to a third tab, C, which is then reloaded
   state.keptBlocks = kept.blocks;
 });
 
-test('A shares again after its reload: B completes, C resumes without fetching a kept block', async () => {
+test('with A sharing again, B completes, and C resumes without fetching a kept block', async () => {
   const { a, b, c, hash } = state;
-  await a.page.waitForSelector(`#files li[data-hash="${hash}"] button.reseed`);
-  await shot(a, 'offer-to-share-again');
-  await a.page.click(`#files li[data-hash="${hash}"] button.reseed`);
-  await a.page.waitForSelector(`#files li[data-hash="${hash}"][data-state="seeding"]`);
   await b.page.waitForSelector(`#files li[data-hash="${hash}"][data-state="done"]`, { timeout: 120000 });
   await shot(b, 'done');
   assert.equal(await shaIn(b, hash), SHA);
-  // C resumes from IndexedDB (the page's Resume button).
+  // C resumes from IndexedDB.
   const result = await c.page.evaluate(async (h) => {
     const file = await window.peersm.download(h);
     return { fetched: file.fetched, size: file.size, name: file.name, circuits: file.circuits };
@@ -187,7 +191,7 @@ test('A shares again after its reload: B completes, C resumes without fetching a
 test('a tampering tab is caught: its bad blocks are refetched elsewhere, the file completes', async () => {
   const { a, b, hash } = state;
   const t = await openTab('T', '?joinLinks=3&tamper=1');
-  await t.page.evaluate((h) => window.peersm.download(h), hash);
+  await t.page.evaluate((h) => window.peersm.download(h).then(() => {}), hash);
   // Only C (honest) and T (tampering) hold the file now.
   await closeTab(a);
   await closeTab(b);
@@ -197,6 +201,8 @@ test('a tampering tab is caught: its bad blocks are refetched elsewhere, the fil
     return { stats: file.stats, fetched: file.fetched };
   }, hash);
   assert.equal(await shaIn(e, hash), SHA);
+  const servedByT = await t.page.evaluate(() => window.peersm.ordbStats().blocksServed);
+  assert.ok(servedByT > 0, `the tampering tab served blocks (${servedByT})`);
   assert.ok(result.stats.blocksBad >= 1, `bad blocks caught: ${JSON.stringify(result)}`);
   assert.ok(result.stats.sourcesDropped >= 1, `the tampering circuit dropped: ${JSON.stringify(result)}`);
   assert.deepEqual(e.errors, []);

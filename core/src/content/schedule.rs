@@ -120,6 +120,8 @@ pub struct ScheduleStats {
 pub enum ScheduleError {
     #[error("no ORDB could find this file ({0} answers of \"unavailable\")")]
     NotFound(u32),
+    #[error("the file is {size} bytes, more than the {limit} this download accepts")]
+    TooLarge { size: u64, limit: u64 },
 }
 
 pub struct Scheduler {
@@ -132,6 +134,9 @@ pub struct Scheduler {
     stats: ScheduleStats,
     /// "Not found" answers since the last byte of the file.
     unavailable_run: u32,
+    /// Largest file accepted (`with_max_size`).
+    max_size: u64,
+    failure: Option<ScheduleError>,
     /// When the last byte of the file came (or the download began).
     last_byte_at: Option<u64>,
 }
@@ -150,6 +155,8 @@ impl Scheduler {
             stats: ScheduleStats::default(),
             unavailable_run: 0,
             last_byte_at: None,
+            max_size: u64::MAX,
+            failure: None,
         };
         if let Some(m) = manifest {
             s.set_manifest(m, have);
@@ -169,6 +176,18 @@ impl Scheduler {
             })
             .collect();
         self.manifest = Some(m);
+    }
+
+    /// Refuses a file larger than `limit` bytes when its manifest comes
+    /// (before anything is allocated for its blocks).
+    pub fn with_max_size(mut self, limit: u64) -> Self {
+        self.max_size = limit;
+        self
+    }
+
+    /// Why the download cannot go on, when it cannot.
+    pub fn failure(&self) -> Option<&ScheduleError> {
+        self.failure.as_ref()
     }
 
     pub fn manifest(&self) -> Option<&Manifest> {
@@ -277,6 +296,13 @@ impl Scheduler {
                 .as_deref()
                 .map(|b| Manifest::decode_for(b, &self.hash_name));
             match m {
+                Some(Ok(m)) if m.size > self.max_size => {
+                    self.failure = Some(ScheduleError::TooLarge {
+                        size: m.size,
+                        limit: self.max_size,
+                    });
+                    return;
+                }
                 Some(Ok(m)) => self.set_manifest(m, &BTreeSet::new()),
                 _ => return self.drop_source(source, "its answer had no valid manifest"),
             }
@@ -834,6 +860,32 @@ mod tests {
             .collect();
         assert!(drops.contains(&2), "stalled: {drops:?}");
         assert_eq!(s.stats().sources_dropped, 2);
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_ends_the_download_before_anything_is_allocated() {
+        let f = file(300_000);
+        let mut s =
+            Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new()).with_max_size(299_999);
+        s.add_source(1, 0);
+        let q = queries(&mut s);
+        assert_eq!(q.len(), 1, "the manifest first");
+        s.on_connected(1, 0, f.answer(0, true), 1);
+        assert_eq!(
+            s.failure(),
+            Some(&ScheduleError::TooLarge {
+                size: 300_000,
+                limit: 299_999
+            })
+        );
+        assert!(s.manifest().is_none() && s.blocks.is_empty());
+        // At the limit it is accepted.
+        let mut s =
+            Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new()).with_max_size(300_000);
+        s.add_source(1, 0);
+        queries(&mut s);
+        s.on_connected(1, 0, f.answer(0, true), 1);
+        assert!(s.failure().is_none() && s.manifest().is_some());
     }
 
     #[test]

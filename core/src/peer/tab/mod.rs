@@ -53,7 +53,9 @@ pub use fetch::{FetchOptions, Fetched};
 pub use links::{
     fingerprint_of, same_fingerprint, LinkStatus, LocalSdp, KEEPALIVE_MS, LINK_SILENT_MS,
 };
-pub use share::{DownloadOptions, Downloaded, SharedFile, DEFAULT_DOWNLOAD_HOPS};
+pub use share::{
+    DownloadOptions, Downloaded, SharedFile, DEFAULT_DOWNLOAD_HOPS, DEFAULT_MAX_DOWNLOAD,
+};
 pub use tasks::{LookupOutcome, OwnCircuit};
 
 use bridge::BridgeLink;

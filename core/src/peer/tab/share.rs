@@ -62,7 +62,14 @@ pub struct DownloadOptions {
     /// audit paths.
     pub manifest: Option<Vec<u8>>,
     pub have: Vec<(u32, Vec<Hash>)>,
+    /// The largest file to accept (default `DEFAULT_MAX_DOWNLOAD`): a
+    /// bigger one ends the download when its manifest comes.
+    pub max_size: Option<u64>,
 }
+
+/// Files a tab accepts by default: what a browser profile can usually
+/// store, and a bound on what a link can make the tab allocate.
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 4 << 30;
 
 /// A finished download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,7 +344,8 @@ impl TabPeer {
             }
         }
         let task = DownloadTask {
-            sched: Scheduler::new(hash_name, manifest, &have),
+            sched: Scheduler::new(hash_name, manifest, &have)
+                .with_max_size(options.max_size.unwrap_or(DEFAULT_MAX_DOWNLOAD)),
             hash_name,
             hops: options.hops.unwrap_or(DEFAULT_DOWNLOAD_HOPS).clamp(1, 8),
             sources: BTreeMap::new(),
@@ -368,6 +376,24 @@ impl TabPeer {
     pub fn handle_block_stored(&mut self, op: u64, block: u32, now: u64) {
         self.now = now.max(self.now);
         self.task_input(op, TaskInput::BlockStored(block));
+        self.after_input();
+    }
+
+    /// The platform could not store a block of download `op` (its storage
+    /// is full, say): the download ends with that reason.
+    pub fn handle_block_store_failed(&mut self, op: u64, block: u32, why: &str, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(
+            op,
+            TaskInput::StoreFailed(format!("block {block} could not be stored: {why}")),
+        );
+        self.after_input();
+    }
+
+    /// Ends download `op` (its circuits close); it completes as failed.
+    pub fn cancel_download(&mut self, op: u64, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(op, TaskInput::StoreFailed("cancelled".into()));
         self.after_input();
     }
 
@@ -416,6 +442,11 @@ impl TabPeer {
                 }
             }
             TaskInput::Stored => {}
+            TaskInput::StoreFailed(why) => return Some(d.fail(self, OpError::Fetch(why))),
+        }
+        if let Some(e) = d.sched.failure() {
+            let e = OpError::Fetch(e.to_string());
+            return Some(d.fail(self, e));
         }
         if !d.manifest_told {
             if let Some(m) = d.sched.manifest() {
@@ -620,6 +651,15 @@ impl TabPeer {
 }
 
 impl DownloadTask {
+    /// Ends the download: its circuits close.
+    fn fail(&mut self, tab: &mut TabPeer, e: OpError) -> TaskResult {
+        let sources: Vec<SourceId> = self.sources.keys().copied().collect();
+        for source in sources {
+            tab.drop_download_source(self, source);
+        }
+        TaskResult::Failed(e)
+    }
+
     /// A circuit could not be built: wait a little before the next; the
     /// error that ends the download, when it is time to give up.
     fn build_failed(&mut self, now: u64, why: &str) -> Option<OpError> {

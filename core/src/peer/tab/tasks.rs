@@ -154,6 +154,8 @@ pub(super) enum TaskInput {
     Stored,
     /// The platform stored a block (download).
     BlockStored(u32),
+    /// The platform could not store a block (or the download is cancelled).
+    StoreFailed(String),
 }
 
 pub(super) enum TaskResult {
