@@ -271,11 +271,14 @@ impl TabPeer {
         }
     }
 
-    /// With fewer than half the links we join with (tabs left), ask the
-    /// bridge again for peers, as when joining: bucket refreshes need
-    /// links to look through, and a tab with none would stay alone.
+    /// When tabs left and we have fewer than half the links we join with,
+    /// ask the bridge again for peers, as when joining: bucket refreshes
+    /// need links to look through, and a tab with none would stay alone.
+    /// Links still being set up count, and a tab that never lost one
+    /// waits for the tabs that join after it: asking again then would make
+    /// the bridge introduce the same two tabs twice.
     pub(super) fn rejoin_if_isolated(&mut self) {
-        if self.open_links().len() * 2 >= self.config.join_links {
+        if !self.lost_links || self.links.len() * 2 >= self.config.join_links {
             return;
         }
         let Some(b) = self.bridge.as_ref() else {

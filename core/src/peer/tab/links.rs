@@ -656,6 +656,7 @@ impl TabPeer {
             return;
         };
         tracing::info!("link to {} closed: {why}", l.peer);
+        self.lost_links = true;
         // Frames still queued for it would otherwise wait for ever.
         self.frames.retain(|(queued, _)| *queued != link);
         self.ordb.link_closed(link);

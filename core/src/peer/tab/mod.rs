@@ -292,6 +292,9 @@ pub struct TabPeer {
     fairness: BTreeMap<LinkId, fairness::Fairness>,
     /// Tabs whose links we closed as freeriders (the last 64).
     freeriders: VecDeque<PeerId>,
+    /// A link to a tab has closed since we joined (tabs left): only then
+    /// does a tab short of links ask its bridge again.
+    lost_links: bool,
     /// A linked tab took `FREE_CELLS` more: check it.
     fairness_due: bool,
 }
@@ -369,6 +372,7 @@ impl TabPeer {
             pending_infos: BTreeMap::new(),
             fairness: BTreeMap::new(),
             freeriders: VecDeque::new(),
+            lost_links: false,
             fairness_due: false,
         };
         let message = ntor_key_message(&ntor.public);
