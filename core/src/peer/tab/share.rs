@@ -173,12 +173,7 @@ impl TabPeer {
         for (block, path) in have {
             self.ordb.library.add_block(&m, block, path);
         }
-        let percent = self
-            .ordb
-            .library
-            .get(&file.hash_name)
-            .map_or(0, |h| h.percent());
-        if let Some(&mark) = ANNOUNCE_AT.iter().rev().find(|&&a| percent >= a) {
+        if let Some(mark) = self.announce_mark(&file.hash_name) {
             self.announce(file.hash_name, mark);
         }
         self.after_input();
@@ -593,17 +588,18 @@ impl TabPeer {
         }
     }
 
+    /// The highest of 25, 50, 75, 100 % that we hold of `h`, if any.
+    fn announce_mark(&self, h: &HashName) -> Option<u8> {
+        let percent = self.ordb.library.get(h).map_or(0, |held| held.percent());
+        ANNOUNCE_AT.iter().rev().copied().find(|&a| percent >= a)
+    }
+
     /// A verified block is stored: we serve it, and tell linked tabs at
     /// 25, 50, 75 and 100 %.
     fn ordb_block_stored(&mut self, d: &mut DownloadTask, m: &Manifest, block: u32) {
         let path = d.paths.remove(&block).unwrap_or_default();
         self.ordb.library.add_block(m, block, path);
-        let percent = self
-            .ordb
-            .library
-            .get(&d.hash_name)
-            .map_or(0, |h| h.percent());
-        if let Some(&mark) = ANNOUNCE_AT.iter().rev().find(|&&a| percent >= a) {
+        if let Some(mark) = self.announce_mark(&d.hash_name) {
             if mark > d.announced {
                 d.announced = mark;
                 self.announce(d.hash_name, mark);
