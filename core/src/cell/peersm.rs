@@ -12,6 +12,8 @@ use crate::crypto::PeerId;
 pub const MAX_CONTROL_LEN: usize = 16 * 1024;
 /// Most peers one DB_FOUND_PEER lists.
 pub const MAX_FOUND_PEERS: usize = 20;
+/// Most values, and most nodes, one FOUND_VALUE lists.
+pub const MAX_FOUND_VALUES: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
@@ -69,7 +71,8 @@ pub enum ControlMessage {
     /// DB_QUERY for this file (KIND 0) or live stream (KIND 1), holding
     /// PERCENT of it itself or relaying for who does; HOPS counts how far
     /// the reference travelled from its holder; FLAGS bit 0 (F) marks a
-    /// facilitator.
+    /// facilitator, bit 1 (S) asks the receiver to STORE itself in the
+    /// DHT for the file.
     DbInfo {
         hash_name: [u8; 20],
         kind: u8,
@@ -77,6 +80,34 @@ pub enum ControlMessage {
         hops: u8,
         flags: u8,
     },
+    /// `HASH_NAME (20) | KIND (1)`: Kademlia FIND_VALUE asked of a hop (a
+    /// tab): who can answer DB_QUERY for this file (KIND 0) or live
+    /// stream (KIND 1).
+    FindValue { hash_name: [u8; 20], kind: u8 },
+    /// `N (1, ≤ 8) | N × NODE | M (1, ≤ 8) | M × NODE`, NODE as in
+    /// FOUND_NODE: the values (peers that said they can answer, the hop
+    /// itself first when it can), then the hop's linked peers closest to
+    /// the hash_name, so the lookup goes on.
+    FoundValue {
+        values: Vec<NodeInfo>,
+        nodes: Vec<NodeInfo>,
+    },
+    /// `HASH_NAME (20) | KIND (1) | NODE`: "the peer NODE can answer
+    /// DB_QUERY for this": kept by the hop for FIND_VALUE.
+    Store {
+        hash_name: [u8; 20],
+        kind: u8,
+        node: NodeInfo,
+    },
+}
+
+/// DB_INFO's FLAGS bits.
+pub mod db_info_flags {
+    /// The sender is a facilitator.
+    pub const FACILITATOR: u8 = 1;
+    /// The sender holds the file and asks us to STORE ourselves in the
+    /// DHT as a peer that can answer for it (a holder asks a few links).
+    pub const STORE: u8 = 2;
 }
 
 /// Most tabs one BRIDGE_PEERS lists (16 KiB message limit).
@@ -99,6 +130,52 @@ impl NodeInfo {
         crate::channel::verify_ntor_key_cert(&body, &key)?;
         Ok(key.id())
     }
+}
+
+impl NodeInfo {
+    /// `SPKI_LEN (2) | SPKI | NTOR (32) | SIG_LEN (2) | SIG`.
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CellError> {
+        put_bytes16(out, &self.spki)?;
+        out.extend_from_slice(&self.ntor_key);
+        put_bytes16(out, &self.signature)
+    }
+
+    fn take(r: &mut Reader<'_>) -> Result<NodeInfo, CellError> {
+        let len = usize::from(r.u16()?);
+        let spki = r.take(len)?.to_vec();
+        let ntor_key = r.array::<32>()?;
+        let len = usize::from(r.u16()?);
+        let signature = r.take(len)?.to_vec();
+        Ok(NodeInfo {
+            spki,
+            ntor_key,
+            signature,
+        })
+    }
+}
+
+/// `N (1, ≤ max) | N × NODE`.
+fn put_nodes(out: &mut Vec<u8>, nodes: &[NodeInfo], max: usize) -> Result<(), CellError> {
+    if nodes.len() > max {
+        return Err(CellError::TooLong(nodes.len()));
+    }
+    out.push(nodes.len() as u8);
+    nodes.iter().try_for_each(|n| n.put(out))
+}
+
+fn take_nodes(
+    r: &mut Reader<'_>,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<NodeInfo>, CellError> {
+    let n = usize::from(r.u8()?);
+    if n > max {
+        return Err(CellError::Malformed {
+            what,
+            why: "too many nodes",
+        });
+    }
+    (0..n).map(|_| NodeInfo::take(r)).collect()
 }
 
 fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) -> Result<(), CellError> {
@@ -134,6 +211,9 @@ impl ControlMessage {
             ControlMessage::RelayIntroduced { .. } => relay_command::RELAY_INTRODUCED,
             ControlMessage::BridgeNodes { .. } => relay_command::BRIDGE_NODES,
             ControlMessage::DbInfo { .. } => relay_command::DB_INFO,
+            ControlMessage::FindValue { .. } => relay_command::FIND_VALUE,
+            ControlMessage::FoundValue { .. } => relay_command::FOUND_VALUE,
+            ControlMessage::Store { .. } => relay_command::STORE,
         }
     }
 
@@ -196,16 +276,23 @@ impl ControlMessage {
                 out.extend_from_slice(&to.0);
                 put_str16(&mut out, sdp)?;
             }
-            ControlMessage::FoundNode { nodes } => {
-                if nodes.len() > MAX_FOUND_PEERS {
-                    return Err(CellError::TooLong(nodes.len()));
-                }
-                out.push(nodes.len() as u8);
-                for n in nodes {
-                    put_bytes16(&mut out, &n.spki)?;
-                    out.extend_from_slice(&n.ntor_key);
-                    put_bytes16(&mut out, &n.signature)?;
-                }
+            ControlMessage::FoundNode { nodes } => put_nodes(&mut out, nodes, MAX_FOUND_PEERS)?,
+            ControlMessage::FindValue { hash_name, kind } => {
+                out.extend_from_slice(hash_name);
+                out.push(*kind);
+            }
+            ControlMessage::FoundValue { values, nodes } => {
+                put_nodes(&mut out, values, MAX_FOUND_VALUES)?;
+                put_nodes(&mut out, nodes, MAX_FOUND_VALUES)?;
+            }
+            ControlMessage::Store {
+                hash_name,
+                kind,
+                node,
+            } => {
+                out.extend_from_slice(hash_name);
+                out.push(*kind);
+                node.put(&mut out)?;
             }
         }
         if out.len() > MAX_CONTROL_LEN {
@@ -306,29 +393,22 @@ impl ControlMessage {
                     ControlMessage::RelayIntroduced { from, to, sdp }
                 }
             }
-            relay_command::FOUND_NODE => {
-                let n = usize::from(r.u8()?);
-                if n > MAX_FOUND_PEERS {
-                    return Err(CellError::Malformed {
-                        what: "FOUND_NODE",
-                        why: "too many nodes",
-                    });
-                }
-                let mut nodes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let len = usize::from(r.u16()?);
-                    let spki = r.take(len)?.to_vec();
-                    let ntor_key = r.array::<32>()?;
-                    let len = usize::from(r.u16()?);
-                    let signature = r.take(len)?.to_vec();
-                    nodes.push(NodeInfo {
-                        spki,
-                        ntor_key,
-                        signature,
-                    });
-                }
-                ControlMessage::FoundNode { nodes }
-            }
+            relay_command::FOUND_NODE => ControlMessage::FoundNode {
+                nodes: take_nodes(&mut r, MAX_FOUND_PEERS, "FOUND_NODE")?,
+            },
+            relay_command::FIND_VALUE => ControlMessage::FindValue {
+                hash_name: r.array::<20>()?,
+                kind: r.u8()?,
+            },
+            relay_command::FOUND_VALUE => ControlMessage::FoundValue {
+                values: take_nodes(&mut r, MAX_FOUND_VALUES, "FOUND_VALUE values")?,
+                nodes: take_nodes(&mut r, MAX_FOUND_VALUES, "FOUND_VALUE nodes")?,
+            },
+            relay_command::STORE => ControlMessage::Store {
+                hash_name: r.array::<20>()?,
+                kind: r.u8()?,
+                node: NodeInfo::take(&mut r)?,
+            },
             _ => {
                 return Err(CellError::Malformed {
                     what: "relay command",
@@ -479,6 +559,42 @@ mod tests {
                 })
                 .collect(),
         });
+    }
+
+    #[test]
+    fn dht_value_messages_round_trip() {
+        let node = |i: u8| NodeInfo {
+            spki: vec![i; 294],
+            ntor_key: [i; 32],
+            signature: vec![i; 256],
+        };
+        round_trip(ControlMessage::FindValue {
+            hash_name: [3; 20],
+            kind: 0,
+        });
+        round_trip(ControlMessage::FoundValue {
+            values: (0..8).map(node).collect(),
+            nodes: (8..16).map(node).collect(),
+        });
+        round_trip(ControlMessage::FoundValue {
+            values: Vec::new(),
+            nodes: vec![node(1)],
+        });
+        round_trip(ControlMessage::Store {
+            hash_name: [4; 20],
+            kind: 1,
+            node: node(5),
+        });
+        // Nine values are one too many, both ways.
+        let nine = ControlMessage::FoundValue {
+            values: (0..9).map(node).collect(),
+            nodes: Vec::new(),
+        };
+        assert!(nine.encode().is_err());
+        assert!(ControlMessage::decode(relay_command::FOUND_VALUE, &[9, 0]).is_err());
+        assert!(ControlMessage::decode(relay_command::FOUND_VALUE, &[0]).is_err());
+        assert!(ControlMessage::decode(relay_command::FIND_VALUE, &[0; 20]).is_err());
+        assert!(ControlMessage::decode(relay_command::STORE, &[0; 21]).is_err());
     }
 
     #[test]

@@ -53,10 +53,15 @@ pub mod relay_command {
     pub const RELAY_INTRODUCE: u8 = 94;
     pub const RELAY_INTRODUCED: u8 = 95;
     pub const BRIDGE_NODES: u8 = 96;
+    // The DHT's values (docs/PROTOCOL.md "FIND_VALUE and STORE"): who can
+    // answer DB_QUERY for a hash_name, kept at the peers closest to it.
+    pub const FIND_VALUE: u8 = 97;
+    pub const FOUND_VALUE: u8 = 98;
+    pub const STORE: u8 = 99;
 
     /// Commands carried as `ControlMessage`s.
     pub fn is_peersm_control(command: u8) -> bool {
-        command == DB_INFO || (DB_FIND_PEER..=BRIDGE_NODES).contains(&command)
+        command == DB_INFO || (DB_FIND_PEER..=STORE).contains(&command)
     }
 }
 

@@ -50,18 +50,32 @@ pub struct Lookup {
     candidates: BTreeMap<Distance, Candidate>,
     in_flight: usize,
     queries: usize,
+    /// How many closest peers must answer before the lookup ends.
+    k: usize,
 }
 
 impl Lookup {
     /// Looks up `target` from `me`, starting with `seeds` (our closest
     /// known peers).
     pub fn new(me: PeerId, target: PeerId, seeds: impl IntoIterator<Item = PeerId>) -> Self {
+        Self::with_k(me, target, seeds, K)
+    }
+
+    /// The same, ending once the `k` closest peers still standing have
+    /// answered (`k` ≤ `K`; FIND_VALUE asks the 4 closest).
+    pub fn with_k(
+        me: PeerId,
+        target: PeerId,
+        seeds: impl IntoIterator<Item = PeerId>,
+        k: usize,
+    ) -> Self {
         let mut l = Lookup {
             target,
             me,
             candidates: BTreeMap::new(),
             in_flight: 0,
             queries: 0,
+            k: k.clamp(1, K),
         };
         for id in seeds {
             l.add(id, 1);
@@ -98,12 +112,12 @@ impl Lookup {
         }
     }
 
-    /// The `K` closest candidates that have not failed.
+    /// The `k` closest candidates that have not failed.
     fn closest_standing(&self) -> impl Iterator<Item = &Candidate> {
         self.candidates
             .values()
             .filter(|c| c.state != State::Failed)
-            .take(K)
+            .take(self.k)
     }
 
     pub fn next_action(&mut self) -> LookupAction {
@@ -155,12 +169,12 @@ impl Lookup {
         self.in_flight -= 1;
     }
 
-    /// The closest peers that answered, closest first (at most `K`).
+    /// The closest peers that answered, closest first (at most `k`).
     pub fn result(&self) -> Vec<PeerId> {
         self.candidates
             .values()
             .filter(|c| c.state == State::Answered)
-            .take(K)
+            .take(self.k)
             .map(|c| c.id)
             .collect()
     }
@@ -227,5 +241,25 @@ mod tests {
         assert_eq!(result.first(), Some(&id(1)));
         assert!(!result.contains(&id(0)), "never ourselves");
         assert!(l.rounds() >= 2);
+    }
+
+    #[test]
+    fn a_lookup_for_the_four_closest_ends_once_they_answered() {
+        // Seeds 2..=9 around target 0 (distance = the ID's byte): the four
+        // closest (2, 3, 4, 5) answering is enough.
+        let mut l = Lookup::with_k(id(100), id(0), (2..=9).map(id), 4);
+        let mut asked = Vec::new();
+        loop {
+            match l.next_action() {
+                LookupAction::Query(p) => {
+                    asked.push(p);
+                    l.on_answer(&p, []);
+                }
+                LookupAction::Wait => panic!("nothing in flight"),
+                LookupAction::Done => break,
+            }
+        }
+        assert_eq!(asked, vec![id(2), id(3), id(4), id(5)]);
+        assert_eq!(l.result(), vec![id(2), id(3), id(4), id(5)]);
     }
 }

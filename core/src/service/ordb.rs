@@ -38,8 +38,15 @@ pub const MAX_REFERENCES: usize = 16;
 pub const MAX_WAITING: usize = 256;
 /// Bytes read from an upstream stream at once.
 const READ_CHUNK: usize = 32 * 1024;
+/// A circuit found by FIND_VALUE that carried no query this long is
+/// closed (a tab that relayed for many files keeps no circuits for them).
+pub const SOURCE_IDLE_MS: u64 = 10 * 60_000;
 /// A query waiting for a source this long is answered UNAVAILABLE.
 pub const SOURCE_WAIT_MS: u64 = 20_000;
+/// After a lookup found nobody for a file, its queries are answered
+/// UNAVAILABLE at once for this long (a downloader retrying through many
+/// circuits does not start a lookup each).
+pub const UNFOUND_MS: u64 = 15_000;
 
 /// What the ORDB needs of the peer it runs in: its router (circuits that
 /// end here) and its muxes (circuits it originates).
@@ -78,6 +85,8 @@ pub struct OrdbStats {
     /// counter at its limit.
     pub unavailable: u64,
     pub loops_stopped: u64,
+    /// Circuits to peers that can answer, found by FIND_VALUE.
+    pub sources_found: u64,
 }
 
 /// A query that ends here (the downstream side).
@@ -108,6 +117,8 @@ struct Upstream<L> {
     ready: bool,
     /// Queries to send once it is built.
     waiting: Vec<Down<L>>,
+    /// When a query last went on it.
+    used: u64,
 }
 
 /// Where a file's queries can go.
@@ -151,6 +162,10 @@ pub struct Ordb<L> {
     /// Queries waiting for a source, per file, since when.
     waiting: BTreeMap<HashName, Vec<(Down<L>, DbQuery, u64)>>,
     looking: BTreeSet<HashName>,
+    /// Files a lookup found nobody for, until when.
+    unfound: BTreeMap<HashName, u64>,
+    /// How far DB_INFO travels from a holder (`MAX_INFO_HOPS` unless set).
+    info_hops: u8,
     events: VecDeque<OrdbEvent>,
     stats: OrdbStats,
     next_request: u64,
@@ -170,6 +185,8 @@ impl<L: Copy + Ord + Debug> Default for Ordb<L> {
             serving: BTreeMap::new(),
             waiting: BTreeMap::new(),
             looking: BTreeSet::new(),
+            unfound: BTreeMap::new(),
+            info_hops: MAX_INFO_HOPS,
             events: VecDeque::new(),
             stats: OrdbStats::default(),
             next_request: 1,
@@ -184,6 +201,21 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
 
     pub fn poll_event(&mut self) -> Option<OrdbEvent> {
         self.events.pop_front()
+    }
+
+    /// How many links DB_INFO travels from a holder (0: only to the
+    /// holder's own links; FIND_VALUE finds the file beyond).
+    pub fn set_info_hops(&mut self, hops: u8) {
+        self.info_hops = hops;
+    }
+
+    /// Whether a linked peer told us it holds some of `h` (HOPS 0): then
+    /// we are one hop from a holder, and STORE ourselves in the DHT.
+    pub fn next_to_holder(&self, h: &HashName) -> bool {
+        self.references.get(h).is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.hops == 0 && matches!(r.source, Source::Linked(_)))
+        })
     }
 
     /// Whether we can answer for `h`: we hold some of it, or know who can.
@@ -417,7 +449,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 });
             }
         }
-        if known_before || hops >= MAX_INFO_HOPS {
+        if known_before || hops >= self.info_hops {
             return None;
         }
         Some((self.untold(h, linked), hops + 1))
@@ -430,7 +462,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         let mut out: BTreeMap<HashName, (u8, u8)> = BTreeMap::new();
         for (h, refs) in &self.references {
             if let Some(nearest) = refs.iter().map(|r| r.hops).min() {
-                if nearest < MAX_INFO_HOPS {
+                if nearest < self.info_hops {
                     out.insert(*h, (0, nearest + 1));
                 }
             }
@@ -485,11 +517,14 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         now: u64,
     ) {
         self.looking.remove(&h);
+        self.unfound.remove(&h);
+        self.stats.sources_found += 1;
         self.upstreams.insert(
             (link, circ),
             Upstream {
                 ready: true,
                 waiting: Vec::new(),
+                used: now,
             },
         );
         let refs = self.references.entry(h).or_default();
@@ -505,9 +540,17 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         }
     }
 
+    /// Whether a lookup for `h`'s sources is under way.
+    pub fn is_looking(&self, h: &HashName) -> bool {
+        self.looking.contains(h)
+    }
+
     /// The owner's lookup found nobody: the waiting queries are answered.
-    pub fn no_sources(&mut self, net: &mut impl OrdbNet<L>, h: HashName) {
+    pub fn no_sources(&mut self, net: &mut impl OrdbNet<L>, h: HashName, now: u64) {
         self.looking.remove(&h);
+        if !self.knows(&h) {
+            self.unfound.insert(h, now + UNFOUND_MS);
+        }
         for (down, _, _) in self.waiting.remove(&h).unwrap_or_default() {
             self.refuse(net, down, db_end_reason::UNAVAILABLE);
         }
@@ -526,8 +569,39 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             });
         }
         self.waiting.retain(|_, w| !w.is_empty());
+        self.unfound.retain(|_, until| *until > now);
+        self.close_idle_sources(net, now);
         for down in late {
             self.refuse(net, down, db_end_reason::UNAVAILABLE);
+        }
+    }
+
+    /// Circuits found by FIND_VALUE with no query for `SOURCE_IDLE_MS`
+    /// and none in progress are closed.
+    fn close_idle_sources(&mut self, net: &mut impl OrdbNet<L>, now: u64) {
+        let idle: Vec<(L, u32)> = self
+            .references
+            .values()
+            .flatten()
+            .filter_map(|r| match r.source {
+                Source::Circuit(link, circ) => Some((link, circ)),
+                Source::Linked(_) => None,
+            })
+            .filter(|key| {
+                self.upstreams
+                    .get(key)
+                    .is_some_and(|u| now.saturating_sub(u.used) >= SOURCE_IDLE_MS)
+            })
+            .filter(|(link, circ)| !self.by_up.keys().any(|(l, c, _)| l == link && c == circ))
+            .collect();
+        for (link, circ) in idle {
+            self.upstreams.remove(&(link, circ));
+            for refs in self.references.values_mut() {
+                refs.retain(|r| r.source != Source::Circuit(link, circ));
+            }
+            if let Some(m) = net.mux(link) {
+                m.destroy(circ);
+            }
         }
     }
 
@@ -557,7 +631,8 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         let h = HashName(query.hash_name);
         let Some(source) = self.next_source(&h, down.0.link) else {
             let total: usize = self.waiting.values().map(Vec::len).sum();
-            if total >= MAX_WAITING {
+            let unfound = self.unfound.get(&h).is_some_and(|until| *until > now);
+            if total >= MAX_WAITING || unfound {
                 return self.refuse(net, down, db_end_reason::UNAVAILABLE);
             }
             self.waiting.entry(h).or_default().push((down, query, now));
@@ -586,6 +661,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 pending: Vec::new(),
             },
         );
+        if let Some(u) = self.upstreams.get_mut(&(link, circ)) {
+            u.used = now;
+        }
         let ready = self.upstreams.get(&(link, circ)).is_some_and(|u| u.ready);
         if ready {
             self.send_upstream(net, down, link, circ);
@@ -610,6 +688,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             Upstream {
                 ready: false,
                 waiting: Vec::new(),
+                used: 0,
             },
         );
         Some(circ)
@@ -877,7 +956,7 @@ mod tests {
                                 n.ordb.handle_block(&mut n.core, request, data);
                             }
                             OrdbEvent::FindSources { hash_name } => {
-                                n.ordb.no_sources(&mut n.core, hash_name)
+                                n.ordb.no_sources(&mut n.core, hash_name, 0)
                             }
                         }
                     }

@@ -288,3 +288,80 @@ fn a_freerider_is_dropped_by_the_tabs_it_uses() {
     }
     assert!(net.tab(honest).unwrap().file(&h) == data);
 }
+
+/// DB_INFO reaches only the holder's own links (`info_hops` 0): those tabs
+/// STORE themselves at the peers closest to the hash_name, and ORDBs
+/// anywhere else find them by FIND_VALUE and relay through a circuit to
+/// them. Downloads by tabs not linked to the seeder complete, and their
+/// ORDBs found sources through the DHT.
+#[test]
+fn a_file_beyond_db_info_is_found_through_the_dht() {
+    const TABS: usize = 60;
+    let mut net = network(0xf1d, 2, TABS, |c| {
+        c.info_hops = 0;
+        c.join_links = 3;
+        c.refresh_ms = 15_000;
+    });
+    net.run_until(net.now + 30_000);
+    let all = tabs(&net);
+    let seeder = all[0];
+    let data = pattern(800_000, 7);
+    let now = net.now;
+    let h = net.tab_mut(seeder).unwrap().seed(&data, "far.bin", now);
+    net.run_until(net.now + 10_000);
+    let sid = net.tab(seeder).unwrap().peer.id();
+    let linked_to_seeder = |net: &Net, n: NodeId| {
+        net.tab(n)
+            .unwrap()
+            .peer
+            .links()
+            .iter()
+            .any(|(p, _)| *p == sid)
+    };
+    let knowing = all
+        .iter()
+        .filter(|n| {
+            net.tab(**n)
+                .unwrap()
+                .peer
+                .shared()
+                .iter()
+                .any(|(x, _)| *x == h)
+        })
+        .count();
+    let keeping = all
+        .iter()
+        .filter(|n| net.tab(**n).unwrap().peer.dht_values() > 0)
+        .count();
+    println!(
+        "{TABS} tabs, DB_INFO to the seeder's {} links only: {knowing} tabs know the file, {keeping} keep DHT values for it",
+        open_links(&net, seeder)
+    );
+    assert!(knowing < TABS / 2, "DB_INFO did not reach most tabs");
+    assert!(keeping > 0, "the seeder's links stored themselves");
+
+    let far: Vec<NodeId> = all
+        .iter()
+        .copied()
+        .filter(|n| *n != seeder && !linked_to_seeder(&net, *n))
+        .take(4)
+        .collect();
+    assert_eq!(far.len(), 4);
+    let ops = start_downloads(&mut net, &far, &[h], 2);
+    let begun = net.now;
+    assert!(net.run_while(300_000, |net| downloads_done(net, &ops)));
+    let mut data_of = BTreeMap::new();
+    data_of.insert(h, data);
+    let figures = check_downloads(&net, &ops, &data_of);
+    let found: u64 = all
+        .iter()
+        .map(|n| net.tab(*n).unwrap().peer.ordb_stats().sources_found)
+        .sum();
+    println!(
+        "4 downloads by tabs not linked to the seeder: all in {} ms virtual; circuits {:?}; unavailable answers {}; ORDB circuits to sources found by FIND_VALUE {found}",
+        net.now - begun,
+        figures.iter().map(|f| f.1).collect::<Vec<_>>(),
+        figures.iter().map(|f| f.2.unavailable).sum::<u64>(),
+    );
+    assert!(found > 0, "ORDBs found sources through FIND_VALUE");
+}

@@ -18,7 +18,9 @@
 //! mesh), `links.rs` (links to tabs: offers, answers, glare, handshakes),
 //! `serve.rs` (what we answer as a hop: FIND_NODE, introductions),
 //! `tasks.rs` (circuits along routes, circuits through tabs, lookups, GETs
-//! on circuits), `fetch.rs` (`peer.fetch` through the bridge's relays).
+//! on circuits), `fetch.rs` (`peer.fetch` through the bridge's relays),
+//! `share.rs` (seeding, downloading, the ORDB's DB_INFO), `values.rs`
+//! (FIND_VALUE and STORE), `fairness.rs` (the freerider rule).
 
 mod bridge;
 mod fairness;
@@ -29,6 +31,7 @@ mod share;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod values;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -96,6 +99,9 @@ pub struct TabConfig {
     /// test can make a downloader reach a seeder through other tabs).
     #[doc(hidden)]
     pub never_link: Vec<PeerId>,
+    /// How many links DB_INFO travels from a holder of a file; beyond,
+    /// FIND_VALUE finds it (`service::ordb::MAX_INFO_HOPS` by default).
+    pub info_hops: u8,
 }
 
 impl TabConfig {
@@ -108,6 +114,7 @@ impl TabConfig {
             introduce_via_peers: false,
             freerider: false,
             never_link: Vec::new(),
+            info_hops: crate::service::ordb::MAX_INFO_HOPS,
         }
     }
 }
@@ -288,6 +295,14 @@ pub struct TabPeer {
     ordb: Ordb<LinkId>,
     /// DB_INFO waiting for its one-hop circuit to be built.
     pending_infos: BTreeMap<(LinkId, u32), Vec<ControlMessage>>,
+    /// DHT values we keep for others (STORE), by hash_name and kind.
+    values: crate::dht::ValueStore<crate::cell::peersm::NodeInfo>,
+    /// Files we STOREd ourselves for (next to a holder), and when.
+    published: BTreeMap<HashName, u64>,
+    /// Files our ORDB looks for sources of: lookups and circuits pending.
+    finding: BTreeMap<HashName, usize>,
+    /// Per file we hold, the links we asked to STORE themselves for it.
+    storers: BTreeMap<HashName, std::collections::BTreeSet<LinkId>>,
     /// What each linked tab took and gave (the freerider rule).
     fairness: BTreeMap<LinkId, fairness::Fairness>,
     /// Tabs whose links we closed as freeriders (the last 64).
@@ -370,11 +385,16 @@ impl TabPeer {
             introductions_refused: 0,
             ordb: Ordb::default(),
             pending_infos: BTreeMap::new(),
+            values: Default::default(),
+            published: BTreeMap::new(),
+            finding: BTreeMap::new(),
+            storers: BTreeMap::new(),
             fairness: BTreeMap::new(),
             freeriders: VecDeque::new(),
             lost_links: false,
             fairness_due: false,
         };
+        tab.ordb.set_info_hops(tab.config.info_hops);
         let message = ntor_key_message(&ntor.public);
         tab.unsigned_ntor = Some(ntor);
         tab.sign(Signing::OnionKey, message);
@@ -482,6 +502,7 @@ impl TabPeer {
         if self.mesh_running() && self.next_refresh <= self.now {
             self.next_refresh = self.now + self.config.refresh_ms.max(1000);
             self.refresh();
+            self.republish();
             self.rejoin_if_isolated();
         }
         self.after_input();
@@ -608,11 +629,14 @@ impl TabPeer {
                 circuit,
                 message:
                     ControlMessage::DbInfo {
-                        hash_name, hops, ..
+                        hash_name,
+                        hops,
+                        flags,
+                        ..
                     },
             }) => {
                 if self.control_budget.allow(circuit.link, self.now) {
-                    self.on_db_info(circuit, HashName(hash_name), hops)
+                    self.on_db_info(circuit, HashName(hash_name), hops, flags)
                 }
             }
             CoreEvent::Router(RouterEvent::Control { circuit, message }) => {

@@ -4,15 +4,16 @@
 //! - FIND_NODE: our open links closest to the target, each with its
 //!   identity key and its ntor key signed by that identity, so the asker
 //!   can extend to it and check it is who it claims;
+//! - FIND_VALUE and STORE: the DHT's values (`values.rs`);
 //! - RELAY_INTRODUCE to us: an offer from the asker, which we answer on
 //!   the same circuit;
 //! - RELAY_INTRODUCE to a tab we are linked to: we carry the offer to it
 //!   (on a one-hop circuit) and its answer back; anything else gets an
 //!   empty answer at once.
 
-use crate::cell::peersm::{NodeInfo, MAX_FOUND_PEERS};
+use crate::cell::peersm::MAX_FOUND_PEERS;
 use crate::cell::ControlMessage;
-use crate::dht::{Distance, K};
+use crate::dht::K;
 use crate::router::CircuitKey;
 
 use super::links::Reply;
@@ -24,27 +25,18 @@ impl TabPeer {
         let asker_link = circuit.link;
         match message {
             ControlMessage::FindNode { target } => {
-                let mut nodes: Vec<(Distance, NodeInfo)> = self
-                    .open_links()
-                    .into_iter()
-                    .filter(|(_, link, _)| *link != asker_link)
-                    .filter_map(|(peer, link, _)| {
-                        let (spki, ntor_key, signature) = self.open_link_keys(link)?;
-                        let info = NodeInfo {
-                            spki,
-                            ntor_key,
-                            signature,
-                        };
-                        Some((Distance::between(&peer, &target), info))
-                    })
-                    .collect();
-                nodes.sort_by_key(|(d, _)| *d);
-                nodes.truncate(MAX_FOUND_PEERS.min(K));
-                let reply = ControlMessage::FoundNode {
-                    nodes: nodes.into_iter().map(|(_, n)| n).collect(),
-                };
+                let nodes = self.closest_linked(&target, asker_link, MAX_FOUND_PEERS.min(K));
+                let reply = ControlMessage::FoundNode { nodes };
                 let _ = self.core.router.send_control(circuit, &reply);
             }
+            ControlMessage::FindValue { hash_name, kind } => {
+                self.serve_find_value(circuit, hash_name, kind)
+            }
+            ControlMessage::Store {
+                hash_name,
+                kind,
+                node,
+            } => self.serve_store(hash_name, kind, node),
             ControlMessage::RelayIntroduce { from, to, sdp } => {
                 let asker_peer = self.links.get(&asker_link).map(|l| l.peer);
                 if to == self.me {

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::cell::peersm::db_info_flags;
 use crate::cell::ControlMessage;
 use crate::client::MuxEvent;
 use crate::content::merkle::Hash;
@@ -30,6 +31,8 @@ const BUILD_BACKOFF_MS: u64 = 250;
 const PROGRESS_EVERY_MS: u64 = 100;
 /// Shares of the file at which a downloader advertises it (DB_INFO).
 const ANNOUNCE_AT: [u8; 4] = [25, 50, 75, 100];
+/// Links a holder asks to STORE themselves in the DHT for a file.
+pub const STORERS_PER_FILE: usize = 3;
 
 /// A seeded or downloaded file, as the page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,17 +212,33 @@ impl TabPeer {
     }
 
     fn send_info(&mut self, h: HashName, percent: u8, hops: u8, links: &[LinkId]) {
-        let info = ControlMessage::DbInfo {
-            hash_name: h.0,
-            kind: 0,
-            percent,
-            hops,
-            flags: 0,
-        };
-        for (peer, link, ntor) in self.open_links() {
+        let open = self.open_links();
+        // A holder asks a few of its links to STORE themselves in the DHT
+        // (S flag): enough to be found, not one lookup per link.
+        let storers = self.storers.entry(h).or_default();
+        storers.retain(|l| open.iter().any(|(_, o, _)| o == l));
+        for (_, link, _) in &open {
+            if hops == 0 && links.contains(link) && storers.len() < STORERS_PER_FILE {
+                storers.insert(*link);
+            }
+        }
+        let storers = storers.clone();
+        for (peer, link, ntor) in open {
             if !links.contains(&link) {
                 continue;
             }
+            let flags = if hops == 0 && storers.contains(&link) {
+                db_info_flags::STORE
+            } else {
+                0
+            };
+            let info = ControlMessage::DbInfo {
+                hash_name: h.0,
+                kind: 0,
+                percent,
+                hops,
+                flags,
+            };
             let p = LinkedPeer {
                 link,
                 id: peer.0,
@@ -249,7 +268,13 @@ impl TabPeer {
     }
 
     /// A linked tab told us it can answer for a file.
-    pub(super) fn on_db_info(&mut self, circuit: CircuitKey<LinkId>, h: HashName, hops: u8) {
+    pub(super) fn on_db_info(
+        &mut self,
+        circuit: CircuitKey<LinkId>,
+        h: HashName,
+        hops: u8,
+        flags: u8,
+    ) {
         let Some((peer, link, ntor)) = self
             .open_links()
             .into_iter()
@@ -268,8 +293,13 @@ impl TabPeer {
             id: peer.0,
             ntor,
         };
-        if let Some((onward, hops)) = self.ordb.add_reference(h, from, hops, &links) {
-            self.send_info(h, 0, hops, &onward);
+        if let Some((onward, onward_hops)) = self.ordb.add_reference(h, from, hops, &links) {
+            self.send_info(h, 0, onward_hops, &onward);
+        }
+        if hops == 0 && flags & db_info_flags::STORE != 0 {
+            // Next to a holder, which asked: the DHT tells the rest of
+            // the mesh that we can answer.
+            self.store_reference(h);
         }
     }
 
@@ -304,12 +334,7 @@ impl TabPeer {
                     hash_name,
                     block,
                 }),
-                // FIND_VALUE is not run by tabs yet: a query for a file no
-                // linked tab told us about is answered UNAVAILABLE, and
-                // the downloader tries another ORDB.
-                OrdbEvent::FindSources { hash_name } => {
-                    self.ordb.no_sources(&mut self.core, hash_name)
-                }
+                OrdbEvent::FindSources { hash_name } => self.find_sources(hash_name),
             }
         }
     }

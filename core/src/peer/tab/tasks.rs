@@ -10,7 +10,8 @@
 //!   last hop's FOUND_NODE answer.
 //! - `Get`: a GET on one of our kept circuits.
 //! - `Lookup`: a Kademlia lookup with `ALPHA` queries in flight, each a
-//!   `Route` to the peer asked (through the peer that named it).
+//!   `Route` to the peer asked (through the peer that named it): FIND_NODE,
+//!   or FIND_VALUE, which ends at the first answer with values.
 //! - `Relays`, `BridgeCircuit`: the bridge's relay list, a 3-hop circuit.
 //! - `Fetch` (fetch.rs): a download through the bridge's relays.
 
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use crate::cell::{ControlMessage, LinkSpec};
 use crate::circuit::StreamTarget;
 use crate::client::{ClientMux, MuxEvent};
+use crate::content::HashName;
 use crate::crypto::PeerId;
 use crate::dht::{Lookup, LookupAction, K};
 use crate::dir::relay_list::{
@@ -95,6 +97,9 @@ pub struct LookupOutcome {
     /// How each peer was reached: the route ending at it, through the
     /// peers that named it (its introducers).
     pub routes: BTreeMap<PeerId, Vec<HopSpec>>,
+    /// FIND_VALUE: the peers named as able to answer for the value, with
+    /// their ntor keys (signatures checked).
+    pub values: Vec<(PeerId, [u8; 32])>,
 }
 
 /// What a route does once built.
@@ -113,6 +118,10 @@ pub(super) enum Purpose {
     },
     /// GET a path from the last hop's directory.
     Get(String),
+    /// Ask the last hop FIND_VALUE(hash_name).
+    FindValue(HashName),
+    /// Tell the last hop STORE(hash_name, us); the route then closes.
+    Store(HashName),
 }
 
 /// Who a task reports to.
@@ -133,6 +142,16 @@ pub(super) enum Parent {
     Refresh,
     /// A question to a linked tab that took much (the freerider rule).
     Probe(LinkId),
+    /// FIND_VALUE for the ORDB: who can answer for this file.
+    Sources(HashName),
+    /// A lookup of a peer found by FIND_VALUE, for a route to it.
+    SourceRoute(HashName, PeerId),
+    /// A circuit to a peer that can answer for this file.
+    SourceCircuit(HashName),
+    /// The lookup of the peers closest to a file, to STORE us there.
+    Store(HashName),
+    /// Nobody waits for the result.
+    Nobody,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +184,13 @@ pub(super) enum TaskResult {
         circ: u32,
     },
     Nodes(Vec<(PeerId, [u8; 32])>),
+    /// A FOUND_VALUE: the values, then the nodes closest to the key.
+    Values {
+        values: Vec<(PeerId, [u8; 32])>,
+        nodes: Vec<(PeerId, [u8; 32])>,
+    },
+    /// A message went out (a route that only tells).
+    Sent,
     Sdp(String),
     Dir(u16, Vec<u8>),
     Own(OwnCircuit),
@@ -201,7 +227,15 @@ pub(super) struct Route {
     hops: Vec<HopSpec>,
     purpose: Purpose,
     get: Option<HttpGet>,
+    /// A message that has no answer went out (STORE): the route ends at
+    /// its deadline.
+    told: bool,
 }
+
+/// How long a route that only tells (STORE) stays open after the
+/// message: a DESTROY right behind it could overtake it at a hop that
+/// still queues it for the next link.
+const TELL_LINGER_MS: u64 = 3_000;
 
 pub(super) struct BuildTab {
     link: LinkId,
@@ -223,12 +257,23 @@ pub(super) struct LookupTask {
     lookup: Lookup,
     routes: BTreeMap<PeerId, Vec<HopSpec>>,
     queries: BTreeMap<TaskId, PeerId>,
+    /// FIND_VALUE of this key (FIND_NODE when `None`), and what it found.
+    value: Option<HashName>,
+    values: Vec<(PeerId, [u8; 32])>,
 }
 
 enum LookupInput {
     Nodes(TaskId, Vec<(PeerId, [u8; 32])>),
     Failed(TaskId),
     Advance,
+}
+
+/// Verified IDs and ntor keys of the nodes an answer lists.
+fn verified(nodes: &[crate::cell::peersm::NodeInfo]) -> Vec<(PeerId, [u8; 32])> {
+    nodes
+        .iter()
+        .filter_map(|n| Some((n.verify().ok()?, n.ntor_key)))
+        .collect()
 }
 
 pub(super) enum BridgeCircuit {
@@ -363,6 +408,7 @@ impl TabPeer {
             hops,
             purpose,
             get: None,
+            told: false,
         };
         let id = self.new_task(parent, Some(deadline), Kind::Route(route));
         let first = self.tasks.get(&id).and_then(|t| match &t.kind {
@@ -554,12 +600,18 @@ impl TabPeer {
                 }
             }
             Parent::Probe(link) => self.probe_result(link, &result),
+            Parent::Sources(h) => self.sources_found(h, result),
+            Parent::SourceRoute(h, peer) => self.source_route_found(h, peer, result),
+            Parent::SourceCircuit(h) => self.source_circuit(h, result),
+            Parent::Store(h) => self.store_at_closest(h, result),
+            Parent::Nobody => {}
         }
     }
 
     fn route_step(&mut self, id: TaskId, r: &mut Route, input: TaskInput) -> Option<TaskResult> {
         let event = match input {
             TaskInput::Mux(_, e) => e,
+            TaskInput::Timeout if r.told => return Some(TaskResult::Sent),
             TaskInput::Timeout => return Some(TaskResult::Failed(OpError::Timeout("circuit"))),
             _ => return None,
         };
@@ -593,11 +645,13 @@ impl TabPeer {
             }
             MuxEvent::Control { message, .. } => match (&r.purpose, message) {
                 (Purpose::FindNode(_), ControlMessage::FoundNode { nodes }) => {
-                    let verified = nodes
-                        .iter()
-                        .filter_map(|n| Some((n.verify().ok()?, n.ntor_key)))
-                        .collect();
-                    Some(TaskResult::Nodes(verified))
+                    Some(TaskResult::Nodes(verified(&nodes)))
+                }
+                (Purpose::FindValue(_), ControlMessage::FoundValue { values, nodes }) => {
+                    Some(TaskResult::Values {
+                        values: verified(&values),
+                        nodes: verified(&nodes),
+                    })
                 }
                 (
                     Purpose::Introduce { target, .. },
@@ -620,6 +674,18 @@ impl TabPeer {
                 to: *target,
                 sdp: sdp.clone(),
             },
+            Purpose::FindValue(h) => ControlMessage::FindValue {
+                hash_name: h.0,
+                kind: 0,
+            },
+            Purpose::Store(h) => match self.own_node_info() {
+                Some(node) => ControlMessage::Store {
+                    hash_name: h.0,
+                    kind: 0,
+                    node,
+                },
+                None => return Some(TaskResult::Failed(OpError::NoCircuit)),
+            },
             Purpose::Get(path) => {
                 let path = path.clone();
                 let mux = self.core.mux(link)?;
@@ -635,6 +701,13 @@ impl TabPeer {
         };
         let sent = self.core.mux(link).map(|m| m.send_control(circ, &message));
         match sent {
+            // A STORE has no answer: the circuit closes a little later.
+            Some(Ok(())) if matches!(r.purpose, Purpose::Store(_)) => {
+                r.told = true;
+                self.deadline_changes
+                    .push((id, Some(self.now + TELL_LINGER_MS)));
+                None
+            }
             Some(Ok(())) => None,
             Some(Err(e)) => Some(TaskResult::Failed(OpError::Circuit(e.to_string()))),
             None => Some(TaskResult::Failed(OpError::NoCircuit)),
@@ -869,7 +942,20 @@ impl TabPeer {
         id
     }
 
-    fn start_lookup(&mut self, target: PeerId, parent: Parent) -> TaskId {
+    pub(super) fn start_lookup(&mut self, target: PeerId, parent: Parent) -> TaskId {
+        self.start_lookup_of(target, parent, None, K)
+    }
+
+    /// A lookup of `target` ending once its `k` closest answered:
+    /// FIND_NODE, or FIND_VALUE of `value` (which ends at the first
+    /// values found).
+    pub(super) fn start_lookup_of(
+        &mut self,
+        target: PeerId,
+        parent: Parent,
+        value: Option<HashName>,
+        k: usize,
+    ) -> TaskId {
         let routes: BTreeMap<PeerId, Vec<HopSpec>> = self
             .open_links()
             .into_iter()
@@ -881,7 +967,7 @@ impl TabPeer {
             .into_iter()
             .map(|e| e.id)
             .collect();
-        let lookup = Lookup::new(self.me, target, seeds);
+        let lookup = Lookup::with_k(self.me, target, seeds, k);
         let id = self.new_task(
             parent,
             None,
@@ -889,6 +975,8 @@ impl TabPeer {
                 lookup,
                 routes,
                 queries: BTreeMap::new(),
+                value,
+                values: Vec::new(),
             })),
         );
         self.task_input(id, TaskInput::Timeout);
@@ -904,6 +992,26 @@ impl TabPeer {
         let input = match input {
             TaskInput::Child(child, result) => match *result {
                 TaskResult::Nodes(nodes) => LookupInput::Nodes(child, nodes),
+                TaskResult::Values { values, nodes } => {
+                    // A value is reached through the peer that named it
+                    // (itself, when it can answer).
+                    let via = l.queries.get(&child).and_then(|p| l.routes.get(p)).cloned();
+                    for (peer, key) in values {
+                        if peer == self.me || l.values.iter().any(|(p, _)| *p == peer) {
+                            continue;
+                        }
+                        if let Some(route) = via.as_ref() {
+                            let named_itself = route.last().is_some_and(|h| h.id == peer.0);
+                            if !named_itself && route.len() < MAX_QUERY_ROUTE {
+                                let mut r = route.clone();
+                                r.push(HopSpec::tab(peer, key));
+                                l.routes.entry(peer).or_insert(r);
+                            }
+                        }
+                        l.values.push((peer, key));
+                    }
+                    LookupInput::Nodes(child, nodes)
+                }
                 _ => LookupInput::Failed(child),
             },
             TaskInput::Timeout => LookupInput::Advance,
@@ -934,18 +1042,25 @@ impl TabPeer {
             LookupInput::Advance => {}
         }
         // Every query the lookup allows goes out now: `ALPHA` in flight.
+        // FIND_VALUE ends at the first values.
+        let found_value = l.value.is_some() && !l.values.is_empty();
         loop {
-            match l.lookup.next_action() {
+            let action = if found_value {
+                LookupAction::Done
+            } else {
+                l.lookup.next_action()
+            };
+            match action {
                 LookupAction::Query(peer) => {
                     let Some(route) = l.routes.get(&peer).cloned() else {
                         l.lookup.on_failure(&peer);
                         continue;
                     };
-                    let child = self.spawn_route(
-                        route,
-                        Purpose::FindNode(*l.lookup.target()),
-                        Parent::Task(id),
-                    );
+                    let purpose = match l.value {
+                        Some(h) => Purpose::FindValue(h),
+                        None => Purpose::FindNode(*l.lookup.target()),
+                    };
+                    let child = self.spawn_route(route, purpose, Parent::Task(id));
                     if self.tasks.contains_key(&child) {
                         l.queries.insert(child, peer);
                     } else {
@@ -961,6 +1076,7 @@ impl TabPeer {
                         rounds: l.lookup.rounds(),
                         queries: l.lookup.queries(),
                         routes: std::mem::take(&mut l.routes),
+                        values: std::mem::take(&mut l.values),
                     }))
                 }
             }
