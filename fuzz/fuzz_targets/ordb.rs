@@ -1,5 +1,6 @@
 //! Fuzz target: every ORDB decoder — DB_QUERY, DB_CONNECTED (fragments),
-//! DB_DATA's header, DB_INFO, and a manifest checked against a hash_name.
+//! DB_DATA's header, DB_INFO, FIND_VALUE, FOUND_VALUE, STORE, and a
+//! manifest checked against a hash_name.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    match which % 5 {
+    match which % 8 {
         0 => {
             if let Ok(q) = DbQuery::decode(body) {
                 assert_eq!(DbQuery::decode(&q.encode()).expect("decodes again"), q);
@@ -37,13 +38,23 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(h.encode(rest), body);
             }
         }
-        3 => {
-            if let Ok(m) = ControlMessage::decode(relay_command::DB_INFO, body) {
+        3..=6 => {
+            let command = [
+                relay_command::DB_INFO,
+                relay_command::FIND_VALUE,
+                relay_command::FOUND_VALUE,
+                relay_command::STORE,
+            ][usize::from(which % 8 - 3)];
+            if let Ok(m) = ControlMessage::decode(command, body) {
                 let again = m.encode().expect("re-encodes");
                 assert_eq!(
-                    ControlMessage::decode(relay_command::DB_INFO, &again).expect("decodes"),
+                    ControlMessage::decode(command, &again).expect("decodes"),
                     m
                 );
+                if let ControlMessage::Store { node, .. } = &m {
+                    // A node's signature check never panics either.
+                    let _ = node.verify();
+                }
             }
         }
         _ => {

@@ -501,7 +501,9 @@ impl Peer {
     }
 
     /// What this tab's ORDB did: `{ blocksServed, queriesRelayed,
-    /// unavailable, loopsStopped }`.
+    /// unavailable, loopsStopped, sourcesFound, dhtValues }` (sourcesFound:
+    /// circuits to peers found by FIND_VALUE; dhtValues: keys this tab
+    /// keeps for others).
     #[wasm_bindgen(js_name = ordbStats)]
     pub fn ordb_stats(&self) -> Result<JsValue, JsValue> {
         let s = self.driver().borrow().tab.ordb_stats();
@@ -514,6 +516,9 @@ impl Peer {
         )?;
         set(&o, "unavailable", &JsValue::from(s.unavailable as f64))?;
         set(&o, "loopsStopped", &JsValue::from(s.loops_stopped as f64))?;
+        set(&o, "sourcesFound", &JsValue::from(s.sources_found as f64))?;
+        let values = self.driver().borrow().tab.dht_values();
+        set(&o, "dhtValues", &JsValue::from(values as f64))?;
         Ok(o.into())
     }
 
