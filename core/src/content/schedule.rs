@@ -49,6 +49,12 @@ pub const MAX_UNAVAILABLE: u32 = 2;
 /// references learn new ones as links form again.
 pub const GIVE_UP_UNAVAILABLE: u32 = 24;
 pub const GIVE_UP_MS: u64 = 60_000;
+/// Once `SOURCES` circuits in a row were dropped for not finding the
+/// file, new ones wait this long, doubling with each further drop up to
+/// `MAX_NOT_FOUND_BACKOFF_MS`: a file nobody holds costs a few circuits a
+/// minute, not hundreds.
+pub const NOT_FOUND_BACKOFF_MS: u64 = 1_000;
+pub const MAX_NOT_FOUND_BACKOFF_MS: u64 = 16_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockState {
@@ -134,6 +140,10 @@ pub struct Scheduler {
     stats: ScheduleStats,
     /// "Not found" answers since the last byte of the file.
     unavailable_run: u32,
+    /// Circuits dropped in a row for not finding the file, and when the
+    /// next may be opened.
+    not_found_drops: u32,
+    next_source_at: u64,
     /// Largest file accepted (`with_max_size`).
     max_size: u64,
     failure: Option<ScheduleError>,
@@ -154,6 +164,8 @@ impl Scheduler {
             actions: VecDeque::new(),
             stats: ScheduleStats::default(),
             unavailable_run: 0,
+            not_found_drops: 0,
+            next_source_at: 0,
             last_byte_at: None,
             max_size: u64::MAX,
             failure: None,
@@ -233,11 +245,16 @@ impl Scheduler {
     }
 
     /// Circuits to open now, given `opening` being built.
-    pub fn wanted_sources(&self, opening: usize) -> usize {
-        if self.is_complete() {
+    pub fn wanted_sources(&self, opening: usize, now: u64) -> usize {
+        if self.is_complete() || now < self.next_source_at {
             return 0;
         }
-        SOURCES.saturating_sub(self.sources.len() + opening)
+        let wanted = SOURCES.saturating_sub(self.sources.len() + opening);
+        if self.not_found_drops >= SOURCES as u32 {
+            // Backing off: one new circuit at a time.
+            return wanted.min(1).saturating_sub(opening);
+        }
+        wanted
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -351,6 +368,7 @@ impl Scheduler {
         q.first_byte_at.get_or_insert(now);
         q.received += data.len() as u64;
         self.unavailable_run = 0;
+        self.not_found_drops = 0;
         self.last_byte_at = Some(now);
         let p = self.partial.entry(block).or_default();
         p.senders.insert(source);
@@ -406,6 +424,11 @@ impl Scheduler {
                 self.unavailable_run += 1;
                 if give_up_source {
                     self.drop_source(source, "it could not find the file");
+                    self.not_found_drops += 1;
+                    if let Some(beyond) = self.not_found_drops.checked_sub(SOURCES as u32) {
+                        let backoff = NOT_FOUND_BACKOFF_MS << beyond.min(4);
+                        self.next_source_at = now + backoff.min(MAX_NOT_FOUND_BACKOFF_MS);
+                    }
                 }
                 let since = *self.last_byte_at.get_or_insert(now);
                 if self.unavailable_run >= GIVE_UP_UNAVAILABLE
@@ -493,10 +516,12 @@ impl Scheduler {
 
     /// The next deadline `tick` wants.
     pub fn next_tick(&self) -> Option<u64> {
+        let waiting = (self.next_source_at > 0).then_some(self.next_source_at);
         self.sources
             .values()
             .filter(|s| !s.queries.is_empty())
             .map(|s| s.last_byte_at + STALL_MS)
+            .chain(waiting)
             .min()
     }
 
@@ -817,6 +842,34 @@ mod tests {
             panic!("{result:?}");
         };
         assert!(n > GIVE_UP_UNAVAILABLE);
+    }
+
+    #[test]
+    fn circuits_that_cannot_find_the_file_are_replaced_ever_more_slowly() {
+        let f = file(100_000);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        let mut opened = 0u32;
+        let mut next = 0;
+        // A minute of ORDBs answering "unavailable" within 100 ms.
+        for t in (0..60_000u64).step_by(100) {
+            for _ in 0..s.wanted_sources(0, t) {
+                next += 1;
+                opened += 1;
+                s.add_source(next, t);
+            }
+            for (src, q) in queries(&mut s) {
+                let _ = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, t);
+            }
+        }
+        // Without the backoff: six circuits every 100 ms, 3,600.
+        assert!(
+            opened > SOURCES as u32 && opened < 20,
+            "{opened} circuits in a minute"
+        );
+        assert!(
+            s.next_tick().is_some(),
+            "the scheduler wakes for the next one"
+        );
     }
 
     #[test]

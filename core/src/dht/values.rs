@@ -2,12 +2,15 @@
 //! STORE"): per key (a hash_name and its kind), the peers that said they
 //! can answer DB_QUERY for it. Bounded in every direction, since anyone
 //! can STORE: a few values per key (the newest win), a few hundred keys
-//! (a new key is refused when full), and every value expires unless
-//! stored again.
+//! (when full, a new key takes the place of the one farthest from us if
+//! it is nearer, as Kademlia keeps what it is closest to; else it is
+//! refused), and every value expires unless stored again.
 
 use std::collections::BTreeMap;
 
 use crate::crypto::PeerId;
+
+use super::Distance;
 
 /// Values kept per key; a new peer replaces the one stored longest ago.
 pub const MAX_VALUES_PER_KEY: usize = 8;
@@ -28,25 +31,36 @@ struct Kept<V> {
 
 #[derive(Debug, Clone)]
 pub struct ValueStore<V> {
+    /// Our own ID: keys nearer to it are kept first.
+    me: PeerId,
     keys: BTreeMap<ValueKey, Vec<Kept<V>>>,
 }
 
-impl<V> Default for ValueStore<V> {
-    fn default() -> Self {
+impl<V: Clone> ValueStore<V> {
+    pub fn new(me: PeerId) -> Self {
         ValueStore {
+            me,
             keys: BTreeMap::new(),
         }
     }
-}
 
-impl<V: Clone> ValueStore<V> {
+    fn distance(&self, key: &ValueKey) -> Distance {
+        Distance::between(&PeerId(key.0), &self.me)
+    }
+
     /// Keeps `value` (what `peer` stored) under `key`; a peer storing again
     /// refreshes its value. False when refused (too many keys).
     pub fn put(&mut self, key: ValueKey, peer: PeerId, value: V, now: u64) -> bool {
         if !self.keys.contains_key(&key) && self.keys.len() >= MAX_KEYS {
             self.expire(now);
             if self.keys.len() >= MAX_KEYS {
-                return false;
+                let farthest = self.keys.keys().max_by_key(|k| self.distance(k)).copied();
+                match farthest {
+                    Some(far) if self.distance(&key) < self.distance(&far) => {
+                        self.keys.remove(&far);
+                    }
+                    _ => return false,
+                }
             }
         }
         let kept = self.keys.entry(key).or_default();
@@ -110,7 +124,7 @@ mod tests {
 
     #[test]
     fn values_are_bounded_refreshed_and_expire() {
-        let mut s = ValueStore::default();
+        let mut s = ValueStore::new(peer(0));
         let key = ([1; 20], 0);
         for i in 0..10u8 {
             assert!(s.put(key, peer(i), i, u64::from(i)));
@@ -131,21 +145,30 @@ mod tests {
     }
 
     #[test]
-    fn new_keys_are_refused_when_full_until_some_expire() {
-        let mut s = ValueStore::default();
-        for i in 0..MAX_KEYS {
-            let mut h = [0u8; 20];
-            h[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            assert!(s.put((h, 0), peer(1), (), 0));
+    fn when_full_nearer_keys_replace_the_farthest_and_farther_ones_wait() {
+        // Our ID is 0x80…: keys 0x80…80 + i are near it, 0x00… and 0xff…
+        // are farther than all of them.
+        let mut s = ValueStore::new(PeerId([0x80; 20]));
+        let near = |i: u64| {
+            let mut h = [0x80u8; 20];
+            h[12..].copy_from_slice(&i.to_be_bytes());
+            (h, 0u8)
+        };
+        for i in 1..=MAX_KEYS as u64 {
+            assert!(s.put(near(i), peer(1), (), 0));
         }
+        // A far key (an attacker's random one) finds no room.
         assert!(!s.put(([0xff; 20], 0), peer(1), (), 1));
+        assert!(!s.put(([0x00; 20], 0), peer(1), (), 1));
+        // Our own ID is the nearest key there is: it takes the farthest's
+        // place.
+        assert!(s.put(([0x80; 20], 0), peer(2), (), 1));
+        assert_eq!(s.len(), MAX_KEYS);
+        assert_eq!(s.get(&([0x80; 20], 0), 1).len(), 1);
         // A key already kept still takes values.
-        assert!(s.put(([0; 20], 0), peer(2), (), 1));
+        assert!(s.put(near(1), peer(2), (), 1));
+        // Once the old ones expire, anything fits again.
         assert!(s.put(([0xff; 20], 0), peer(1), (), VALUE_TTL_MS));
-        assert_eq!(
-            s.len(),
-            2,
-            "the old keys expired; the refreshed one and the new one are kept"
-        );
+        assert_eq!(s.len(), 3, "the two refreshed keys and the new one");
     }
 }

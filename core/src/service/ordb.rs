@@ -41,6 +41,8 @@ const READ_CHUNK: usize = 32 * 1024;
 /// A circuit found by FIND_VALUE that carried no query this long is
 /// closed (a tab that relayed for many files keeps no circuits for them).
 pub const SOURCE_IDLE_MS: u64 = 10 * 60_000;
+/// Circuits found by FIND_VALUE kept at once (all files).
+pub const MAX_FOUND_CIRCUITS: usize = 32;
 /// A query waiting for a source this long is answered UNAVAILABLE.
 pub const SOURCE_WAIT_MS: u64 = 20_000;
 /// After a lookup found nobody for a file, its queries are answered
@@ -519,6 +521,23 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         self.looking.remove(&h);
         self.unfound.remove(&h);
         self.stats.sources_found += 1;
+        // Bounded: the circuit used longest ago (and idle) makes room.
+        let found = self.found_circuits();
+        if found.len() >= MAX_FOUND_CIRCUITS {
+            let oldest = found
+                .into_iter()
+                .filter(|key| !self.busy(*key))
+                .min_by_key(|key| self.upstreams.get(key).map_or(0, |u| u.used));
+            match oldest {
+                Some(key) => self.close_found_circuit(net, key),
+                None => {
+                    if let Some(m) = net.mux(link) {
+                        m.destroy(circ);
+                    }
+                    return self.no_sources(net, h, now);
+                }
+            }
+        }
         self.upstreams.insert(
             (link, circ),
             Upstream {
@@ -576,10 +595,35 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         }
     }
 
-    /// Circuits found by FIND_VALUE with no query for `SOURCE_IDLE_MS`
-    /// and none in progress are closed.
+    /// Circuits found by FIND_VALUE (the upstreams that are not one-hop
+    /// circuits to linked peers).
+    fn found_circuits(&self) -> Vec<(L, u32)> {
+        self.upstreams
+            .keys()
+            .filter(|(l, c)| self.link_circuits.get(l) != Some(c))
+            .copied()
+            .collect()
+    }
+
+    fn busy(&self, (link, circ): (L, u32)) -> bool {
+        self.by_up.keys().any(|(l, c, _)| *l == link && *c == circ)
+    }
+
+    fn close_found_circuit(&mut self, net: &mut impl OrdbNet<L>, (link, circ): (L, u32)) {
+        self.upstreams.remove(&(link, circ));
+        for refs in self.references.values_mut() {
+            refs.retain(|r| r.source != Source::Circuit(link, circ));
+        }
+        if let Some(m) = net.mux(link) {
+            m.destroy(circ);
+        }
+    }
+
+    /// Circuits found by FIND_VALUE that are no longer a reference, or
+    /// carried no query for `SOURCE_IDLE_MS`, and have none in progress,
+    /// are closed.
     fn close_idle_sources(&mut self, net: &mut impl OrdbNet<L>, now: u64) {
-        let idle: Vec<(L, u32)> = self
+        let referenced: BTreeSet<(L, u32)> = self
             .references
             .values()
             .flatten()
@@ -587,21 +631,21 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 Source::Circuit(link, circ) => Some((link, circ)),
                 Source::Linked(_) => None,
             })
-            .filter(|key| {
-                self.upstreams
-                    .get(key)
-                    .is_some_and(|u| now.saturating_sub(u.used) >= SOURCE_IDLE_MS)
-            })
-            .filter(|(link, circ)| !self.by_up.keys().any(|(l, c, _)| l == link && c == circ))
             .collect();
-        for (link, circ) in idle {
-            self.upstreams.remove(&(link, circ));
-            for refs in self.references.values_mut() {
-                refs.retain(|r| r.source != Source::Circuit(link, circ));
-            }
-            if let Some(m) = net.mux(link) {
-                m.destroy(circ);
-            }
+        let idle: Vec<(L, u32)> = self
+            .found_circuits()
+            .into_iter()
+            .filter(|key| {
+                !referenced.contains(key)
+                    || self
+                        .upstreams
+                        .get(key)
+                        .is_some_and(|u| now.saturating_sub(u.used) >= SOURCE_IDLE_MS)
+            })
+            .filter(|key| !self.busy(*key))
+            .collect();
+        for key in idle {
+            self.close_found_circuit(net, key);
         }
     }
 

@@ -365,3 +365,52 @@ fn a_file_beyond_db_info_is_found_through_the_dht() {
     );
     assert!(found > 0, "ORDBs found sources through FIND_VALUE");
 }
+
+/// The DHT work one tab can cause its neighbours is bounded: it seeds 100
+/// files (asking up to 3 links per file to STORE themselves) and asks for
+/// 60 files nobody has (each ORDB it reaches looks for sources). No tab
+/// STOREs for more than `MAX_PUBLISHED` files or looks for more than
+/// `MAX_FINDING` at once, and the caps are reached (the attack is real).
+#[test]
+fn one_tab_cannot_make_its_neighbours_store_or_look_without_bound() {
+    let mut net = network(0xd05, 1, 24, |c| c.info_hops = 0);
+    net.run_until(net.now + 20_000);
+    let all = tabs(&net);
+    let attacker = all[0];
+    let mut max_published = 0;
+    let mut max_finding = 0;
+    let mut sample = |net: &Net| {
+        for n in tabs(net) {
+            let (published, finding) = net.tab(n).unwrap().peer.dht_work();
+            max_published = max_published.max(published);
+            max_finding = max_finding.max(finding);
+        }
+    };
+    // Ten a second: under the per-link rate of control messages.
+    for i in 0..100u32 {
+        let now = net.now;
+        let data = pattern(1000, i as u8);
+        net.tab_mut(attacker)
+            .unwrap()
+            .seed(&data, &format!("f{i}"), now);
+        net.run_until(net.now + 100);
+        sample(&net);
+    }
+    for i in 0..60u8 {
+        let h = HashName([i.wrapping_mul(37).wrapping_add(1); 20]);
+        download(&mut net, attacker, h, 2);
+    }
+    for _ in 0..300 {
+        net.run_until(net.now + 100);
+        sample(&net);
+    }
+    println!("one tab, 100 seeds and 60 missing files: at most {max_published} files stored for and {max_finding} looked for by one tab");
+    assert_eq!(
+        max_published, 64,
+        "the cap on files stored for was reached, not passed"
+    );
+    assert_eq!(
+        max_finding, 8,
+        "the cap on files looked for was reached, not passed"
+    );
+}

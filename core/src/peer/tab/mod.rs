@@ -385,7 +385,7 @@ impl TabPeer {
             introductions_refused: 0,
             ordb: Ordb::default(),
             pending_infos: BTreeMap::new(),
-            values: Default::default(),
+            values: crate::dht::ValueStore::new(me),
             published: BTreeMap::new(),
             finding: BTreeMap::new(),
             storers: BTreeMap::new(),

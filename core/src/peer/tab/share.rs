@@ -215,14 +215,17 @@ impl TabPeer {
         let open = self.open_links();
         // A holder asks a few of its links to STORE themselves in the DHT
         // (S flag): enough to be found, not one lookup per link.
-        let storers = self.storers.entry(h).or_default();
-        storers.retain(|l| open.iter().any(|(_, o, _)| o == l));
-        for (_, link, _) in &open {
-            if hops == 0 && links.contains(link) && storers.len() < STORERS_PER_FILE {
-                storers.insert(*link);
+        let mut storers = std::collections::BTreeSet::new();
+        if hops == 0 {
+            let kept = self.storers.entry(h).or_default();
+            kept.retain(|l| open.iter().any(|(_, o, _)| o == l));
+            for (_, link, _) in &open {
+                if links.contains(link) && kept.len() < STORERS_PER_FILE {
+                    kept.insert(*link);
+                }
             }
+            storers = kept.clone();
         }
-        let storers = storers.clone();
         for (peer, link, ntor) in open {
             if !links.contains(&link) {
                 continue;
@@ -588,7 +591,7 @@ impl TabPeer {
                 }
             }
         }
-        for _ in 0..d.sched.wanted_sources(d.building.len()) {
+        for _ in 0..d.sched.wanted_sources(d.building.len(), self.now) {
             if self.now < d.next_build_at {
                 break;
             }

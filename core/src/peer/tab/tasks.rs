@@ -260,6 +260,8 @@ pub(super) struct LookupTask {
     /// FIND_VALUE of this key (FIND_NODE when `None`), and what it found.
     value: Option<HashName>,
     values: Vec<(PeerId, [u8; 32])>,
+    /// When it ends with what it has, if it has a deadline.
+    ends_at: Option<u64>,
 }
 
 enum LookupInput {
@@ -943,18 +945,19 @@ impl TabPeer {
     }
 
     pub(super) fn start_lookup(&mut self, target: PeerId, parent: Parent) -> TaskId {
-        self.start_lookup_of(target, parent, None, K)
+        self.start_lookup_of(target, parent, None, K, None)
     }
 
-    /// A lookup of `target` ending once its `k` closest answered:
-    /// FIND_NODE, or FIND_VALUE of `value` (which ends at the first
-    /// values found).
+    /// A lookup of `target` ending once its `k` closest answered (or at
+    /// `ends_at`, with what it found): FIND_NODE, or FIND_VALUE of `value`
+    /// (which ends at the first values found).
     pub(super) fn start_lookup_of(
         &mut self,
         target: PeerId,
         parent: Parent,
         value: Option<HashName>,
         k: usize,
+        ends_at: Option<u64>,
     ) -> TaskId {
         let routes: BTreeMap<PeerId, Vec<HopSpec>> = self
             .open_links()
@@ -970,13 +973,14 @@ impl TabPeer {
         let lookup = Lookup::with_k(self.me, target, seeds, k);
         let id = self.new_task(
             parent,
-            None,
+            ends_at,
             Kind::Lookup(Box::new(LookupTask {
                 lookup,
                 routes,
                 queries: BTreeMap::new(),
                 value,
                 values: Vec::new(),
+                ends_at,
             })),
         );
         self.task_input(id, TaskInput::Timeout);
@@ -993,27 +997,28 @@ impl TabPeer {
             TaskInput::Child(child, result) => match *result {
                 TaskResult::Nodes(nodes) => LookupInput::Nodes(child, nodes),
                 TaskResult::Values { values, nodes } => {
-                    // A value is reached through the peer that named it
-                    // (itself, when it can answer).
-                    let via = l.queries.get(&child).and_then(|p| l.routes.get(p)).cloned();
+                    // The hop that keeps a value is not linked to its peer
+                    // (it was STOREd along a route): only a peer that names
+                    // itself comes with a route, the one we asked it on.
                     for (peer, key) in values {
-                        if peer == self.me || l.values.iter().any(|(p, _)| *p == peer) {
-                            continue;
+                        if peer != self.me && !l.values.iter().any(|(p, _)| *p == peer) {
+                            l.values.push((peer, key));
                         }
-                        if let Some(route) = via.as_ref() {
-                            let named_itself = route.last().is_some_and(|h| h.id == peer.0);
-                            if !named_itself && route.len() < MAX_QUERY_ROUTE {
-                                let mut r = route.clone();
-                                r.push(HopSpec::tab(peer, key));
-                                l.routes.entry(peer).or_insert(r);
-                            }
-                        }
-                        l.values.push((peer, key));
                     }
                     LookupInput::Nodes(child, nodes)
                 }
                 _ => LookupInput::Failed(child),
             },
+            // Past its deadline, a lookup ends with what it has.
+            TaskInput::Timeout if l.ends_at.is_some_and(|t| self.now >= t) => {
+                return Some(TaskResult::Lookup(LookupOutcome {
+                    closest: l.lookup.result(),
+                    rounds: l.lookup.rounds(),
+                    queries: l.lookup.queries(),
+                    routes: std::mem::take(&mut l.routes),
+                    values: std::mem::take(&mut l.values),
+                }));
+            }
             TaskInput::Timeout => LookupInput::Advance,
             _ => return None,
         };

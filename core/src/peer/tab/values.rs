@@ -12,10 +12,11 @@
 //!   appears in the DHT: queries reach it through the peer that stored.
 //! - As an ORDB with queries waiting (`OrdbEvent::FindSources`): FIND_VALUE
 //!   from the closest peers it knows; for each value found (at most
-//!   `SOURCES_PER_LOOKUP`), a circuit to it, along the route of the peer
-//!   that named it or, when that is too long, of a FIND_NODE lookup of the
-//!   value's ID (tabs extend only to tabs they are linked to). The circuit
-//!   becomes a source of the ORDB (`add_circuit_source`).
+//!   `SOURCES_PER_LOOKUP`), a circuit to it: along the route we asked it
+//!   on when it named itself, otherwise along the route a FIND_NODE lookup
+//!   of its ID finds (tabs extend only to tabs they are linked to, and the
+//!   hop that kept a value is not linked to its peer). The circuit becomes
+//!   a source of the ORDB (`add_circuit_source`).
 
 use crate::cell::peersm::{NodeInfo, MAX_FOUND_VALUES};
 use crate::cell::ControlMessage;
@@ -33,6 +34,14 @@ pub const VALUE_K: usize = 4;
 pub const REPUBLISH_MS: u64 = 10 * 60_000;
 /// Circuits a FIND_VALUE builds to the values it found.
 const SOURCES_PER_LOOKUP: usize = 2;
+/// Files this tab looks for sources of at once; beyond, queries for
+/// another are answered UNAVAILABLE (each look costs lookups and circuits).
+pub const MAX_FINDING: usize = 8;
+/// Files this tab STOREs itself for; beyond, an S flag is ignored (any
+/// linked tab can send one, for any hash_name).
+pub const MAX_PUBLISHED: usize = 64;
+/// STOREs started again per refresh period, the most overdue first.
+const REPUBLISH_PER_REFRESH: usize = 8;
 
 impl TabPeer {
     /// What FOUND_NODE and FIND_VALUE list of us: our identity key and
@@ -77,7 +86,10 @@ impl TabPeer {
 
     pub(super) fn serve_find_value(&mut self, circuit: CircuitKey<LinkId>, h: [u8; 20], kind: u8) {
         let mut values = Vec::new();
-        if kind == 0 && self.ordb.knows(&HashName(h)) {
+        // We name ourselves only as what we are in the DHT anyway: a tab
+        // next to a holder, not a holder (nor a tab relaying further).
+        let file = HashName(h);
+        if kind == 0 && self.ordb.next_to_holder(&file) && self.ordb.library.get(&file).is_none() {
             values.extend(self.own_node_info());
         }
         for (peer, node) in self.values.get(&(h, kind), self.now) {
@@ -107,6 +119,12 @@ impl TabPeer {
         self.values.len()
     }
 
+    /// Files this tab STOREs itself for, and files its ORDB is looking
+    /// for sources of (both bounded).
+    pub fn dht_work(&self) -> (usize, usize) {
+        (self.published.len(), self.finding.len())
+    }
+
     // --- as a storer ---
 
     /// A linked tab holds `h`: STORE us at the peers closest to it, unless
@@ -119,8 +137,11 @@ impl TabPeer {
         {
             return;
         }
+        if !self.published.contains_key(&h) && self.published.len() >= MAX_PUBLISHED {
+            return;
+        }
         self.published.insert(h, self.now);
-        self.start_lookup_of(PeerId(h.0), Parent::Store(h), None, VALUE_K);
+        self.start_lookup_of(PeerId(h.0), Parent::Store(h), None, VALUE_K, None);
     }
 
     /// The closest peers to `h` are known: STORE us at each (and keep the
@@ -152,13 +173,17 @@ impl TabPeer {
     /// again when due, the others forgotten; old values expire.
     pub(super) fn republish(&mut self) {
         self.values.expire(self.now);
-        let files: Vec<HashName> = self.published.keys().copied().collect();
-        for h in files {
-            if !self.ordb.next_to_holder(&h) {
-                self.published.remove(&h);
-            } else {
-                self.store_reference(h);
-            }
+        let ordb = &self.ordb;
+        self.published.retain(|h, _| ordb.next_to_holder(h));
+        let mut due: Vec<(u64, HashName)> = self
+            .published
+            .iter()
+            .filter(|(_, t)| self.now >= *t + REPUBLISH_MS)
+            .map(|(h, t)| (*t, *h))
+            .collect();
+        due.sort();
+        for (_, h) in due.into_iter().take(REPUBLISH_PER_REFRESH) {
+            self.store_reference(h);
         }
     }
 
@@ -166,11 +191,37 @@ impl TabPeer {
 
     /// Queries for `h` wait and no linked tab told us about it.
     pub(super) fn find_sources(&mut self, h: HashName) {
-        if self.open_links().is_empty() {
+        let busy = self.finding.len() >= MAX_FINDING && !self.finding.contains_key(&h);
+        if self.open_links().is_empty() || busy {
             return self.ordb.no_sources(&mut self.core, h, self.now);
         }
-        self.finding.insert(h, 1);
-        self.start_lookup_of(PeerId(h.0), Parent::Sources(h), Some(h), VALUE_K);
+        *self.finding.entry(h).or_default() += 1;
+        // Values we keep ourselves need no FIND_VALUE.
+        let kept: Vec<(PeerId, [u8; 32])> = self
+            .values
+            .get(&(h.0, 0), self.now)
+            .into_iter()
+            .filter(|(p, _)| *p != self.me)
+            .map(|(p, n)| (p, n.ntor_key))
+            .collect();
+        if !kept.is_empty() {
+            let found = LookupOutcome {
+                closest: Vec::new(),
+                rounds: 0,
+                queries: 0,
+                routes: Default::default(),
+                values: kept,
+            };
+            return self.sources_found(h, TaskResult::Lookup(found));
+        }
+        let ends_at = self.now + crate::service::ordb::SOURCE_WAIT_MS;
+        self.start_lookup_of(
+            PeerId(h.0),
+            Parent::Sources(h),
+            Some(h),
+            VALUE_K,
+            Some(ends_at),
+        );
     }
 
     pub(super) fn sources_found(&mut self, h: HashName, result: TaskResult) {
