@@ -501,7 +501,7 @@ impl Peer {
     }
 
     /// What this tab's ORDB did: `{ blocksServed, queriesRelayed,
-    /// unavailable, loopsStopped, sourcesFound, dhtValues }` (sourcesFound:
+    /// unavailable, loopsStopped, sourcesFound, refused, dhtValues }` (sourcesFound:
     /// circuits to peers found by FIND_VALUE; dhtValues: keys this tab
     /// keeps for others).
     #[wasm_bindgen(js_name = ordbStats)]
@@ -517,6 +517,7 @@ impl Peer {
         set(&o, "unavailable", &JsValue::from(s.unavailable as f64))?;
         set(&o, "loopsStopped", &JsValue::from(s.loops_stopped as f64))?;
         set(&o, "sourcesFound", &JsValue::from(s.sources_found as f64))?;
+        set(&o, "refused", &JsValue::from(s.refused as f64))?;
         let values = self.driver().borrow().tab.dht_values();
         set(&o, "dhtValues", &JsValue::from(values as f64))?;
         Ok(o.into())

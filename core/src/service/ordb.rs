@@ -36,6 +36,15 @@ pub const MAX_INFO_HOPS: u8 = 2;
 pub const MAX_REFERENCES: usize = 16;
 /// Queries waiting for sources (all files), beyond which they are refused.
 pub const MAX_WAITING: usize = 256;
+/// Blocks being read or sent at once (each up to `BLOCK_LEN` in memory
+/// until the asker takes it), in all, and on one circuit; beyond, a query
+/// for a held block is answered REFUSED. A downloader keeps at most 2 in
+/// flight per circuit; the per-circuit cap leaves room for the queries of
+/// many downloaders that an ORDB relays on its one circuit to us.
+pub const MAX_SERVING: usize = 64;
+pub const MAX_SERVING_PER_CIRCUIT: usize = 16;
+/// Queries relayed at once (each holds at most one upstream read).
+pub const MAX_RELAYED: usize = 256;
 /// Bytes read from an upstream stream at once.
 const READ_CHUNK: usize = 32 * 1024;
 /// A circuit found by FIND_VALUE that carried no query this long is
@@ -87,6 +96,8 @@ pub struct OrdbStats {
     /// counter at its limit.
     pub unavailable: u64,
     pub loops_stopped: u64,
+    /// Answered REFUSED: too many blocks or relays in progress.
+    pub refused: u64,
     /// Circuits to peers that can answer, found by FIND_VALUE.
     pub sources_found: u64,
 }
@@ -338,6 +349,10 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 return self.refuse(net, down, db_end_reason::BAD_QUERY);
             }
             if m.blocks() == 0 || held.path(query.block).is_some() {
+                if self.too_busy_to_serve(down.0) {
+                    self.stats.refused += 1;
+                    return self.refuse(net, down, db_end_reason::REFUSED);
+                }
                 let request = self.next_request;
                 self.next_request += 1;
                 let block = query.block;
@@ -358,6 +373,23 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             return self.refuse(net, down, db_end_reason::UNAVAILABLE);
         }
         self.relay(net, down, query, now);
+    }
+
+    /// Whether serving one more block (on `circuit`) would pass the caps.
+    fn too_busy_to_serve(&self, circuit: CircuitKey<L>) -> bool {
+        let on_circuit = self
+            .reads
+            .values()
+            .filter(|((c, _), _)| *c == circuit)
+            .count()
+            + self.serving.keys().filter(|(c, _)| *c == circuit).count();
+        self.reads.len() + self.serving.len() >= MAX_SERVING
+            || on_circuit >= MAX_SERVING_PER_CIRCUIT
+    }
+
+    /// Blocks read or being sent now (each held in memory).
+    pub fn blocks_in_progress(&self) -> usize {
+        self.reads.len() + self.serving.len()
     }
 
     /// The platform read a block (or could not).
@@ -693,6 +725,10 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 None => return self.refuse(net, down, db_end_reason::UNAVAILABLE),
             },
         };
+        if self.relayed.len() >= MAX_RELAYED {
+            self.stats.refused += 1;
+            return self.refuse(net, down, db_end_reason::REFUSED);
+        }
         let mut relayed_query = query.clone();
         relayed_query.counter = query.counter.saturating_add(1);
         self.stats.queries_relayed += 1;
@@ -912,6 +948,9 @@ mod tests {
         nodes: Vec<Node>,
         /// What the asker's mux said.
         asked: Vec<MuxEvent>,
+        /// Cells from node 1 to the asker held back (a link that does not
+        /// drain, or an asker that sends no SENDME), while set.
+        stall_to_asker: Option<Vec<Vec<crate::cell::RawCell>>>,
     }
 
     fn id(i: usize) -> [u8; 20] {
@@ -955,6 +994,7 @@ mod tests {
             Net {
                 nodes,
                 asked: Vec::new(),
+                stall_to_asker: None,
             }
         }
 
@@ -972,7 +1012,10 @@ mod tests {
                 for i in 0..self.nodes.len() {
                     for (to, cells) in self.nodes[i].core.transmit() {
                         moved = true;
-                        self.nodes[to].core.handle_cells(i, cells);
+                        match (&mut self.stall_to_asker, i, to) {
+                            (Some(held), 1, 0) => held.push(cells),
+                            _ => self.nodes[to].core.handle_cells(i, cells),
+                        }
                     }
                     while let Some(e) = self.nodes[i].core.poll_event() {
                         moved = true;
@@ -1084,6 +1127,45 @@ mod tests {
         assert!(back.check_block(1, block, &answer.path));
         assert_eq!(end, Some(db_end_reason::FINISHED));
         assert_eq!(net.nodes[1].ordb.stats().blocks_served, 1);
+    }
+
+    /// An asker opens 200 queries for a held block on one circuit and
+    /// takes nothing (its link does not drain): once the circuit window
+    /// is spent, the ORDB keeps at most `MAX_SERVING_PER_CIRCUIT` blocks
+    /// in memory for it and refuses the rest; once the link drains, what
+    /// was accepted arrives, and another circuit is served.
+    #[test]
+    fn an_asker_that_never_reads_cannot_fill_the_ordbs_memory() {
+        let mut net = Net::new();
+        let (m, data) = seed(&mut net.nodes[1], 250_000);
+        let k = net.nodes[1].key.public;
+        let mux = net.nodes[0].core.mux(1).unwrap();
+        let circ = mux.create_ntor(id(1), k).unwrap();
+        net.run();
+        net.stall_to_asker = Some(Vec::new());
+        for _ in 0..200 {
+            let mux = net.nodes[0].core.mux(1).unwrap();
+            mux.begin_db(circ, &query(&m, 0, 0, 0)).unwrap();
+            net.run();
+        }
+        let held = net.nodes[1].ordb.blocks_in_progress();
+        let refused = net.nodes[1].ordb.stats().refused;
+        let served = net.nodes[1].ordb.stats().blocks_served;
+        println!(
+            "200 queries, nothing taken: {served} blocks served, {held} held, {refused} refused"
+        );
+        assert_eq!(held, MAX_SERVING_PER_CIRCUIT, "blocks held for the asker");
+        assert_eq!(refused + served, 200);
+        assert!(refused >= 150, "{refused} refused");
+        // The link drains: what was accepted arrives, and more is served.
+        for cells in net.stall_to_asker.take().unwrap_or_default() {
+            net.nodes[0].core.handle_cells(1, cells);
+        }
+        net.run();
+        let (answer, got, end) = net.ask(&query(&m, 1, 0, 0));
+        assert!(answer.is_some());
+        assert_eq!(end, Some(db_end_reason::FINISHED));
+        assert_eq!(got, data[BLOCK_LEN as usize..2 * BLOCK_LEN as usize]);
     }
 
     #[test]
