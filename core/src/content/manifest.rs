@@ -171,7 +171,7 @@ impl Manifest {
         {
             return Err(ManifestError::Invalid("MIME type"));
         }
-        if self.name.len() > MAX_NAME_LEN || self.name.chars().any(char::is_control) {
+        if self.name.len() > MAX_NAME_LEN || self.name.chars().any(unsafe_in_name) {
             return Err(ManifestError::Invalid("name"));
         }
         Ok(())
@@ -235,6 +235,22 @@ impl Manifest {
     }
 }
 
+/// Characters a file name may not hold: control characters, and the
+/// bidirectional formatting ones, with which a name can be shown other
+/// than it is ("\u{202E}gpj.exe" reads "exe.jpg").
+pub fn unsafe_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `name` without the characters `unsafe_in_name` refuses.
+pub fn clean_name(name: &str) -> String {
+    name.chars().filter(|c| !unsafe_in_name(*c)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +308,11 @@ mod tests {
         assert!(Manifest::decode(&longer).is_err());
         assert!(Manifest::sign(1000, &[], "text/plain", "a", &[1; 32]).is_err());
         assert!(Manifest::sign(1000, &leaves(&data), "text/\n", "a", &[1; 32]).is_err());
+        // A name that would show other than it is.
+        let spoof = "\u{202E}gpj.exe";
+        assert!(Manifest::sign(1000, &leaves(&data), "text/plain", spoof, &[1; 32]).is_err());
+        assert_eq!(clean_name(spoof), "gpj.exe");
+        assert_eq!(clean_name("תמונה\u{200F}.png"), "תמונה.png");
     }
 
     #[test]

@@ -129,7 +129,9 @@ impl TabPeer {
         self.now = now.max(self.now);
         let secret: [u8; 32] = crate::rng::random_bytes(&mut self.rng)
             .map_err(|_| OpError::Fetch("randomness".into()))?;
-        let manifest = Manifest::sign(size, &leaves, mime, name, &secret)
+        // A name with bidirectional controls is shown other than it is.
+        let name = crate::content::manifest::clean_name(name);
+        let manifest = Manifest::sign(size, &leaves, mime, &name, &secret)
             .map_err(|e| OpError::BadAnswer(e.to_string()))?;
         self.add_seed(manifest, leaves)
     }
