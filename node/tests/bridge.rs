@@ -256,6 +256,13 @@ async fn page_is_served_with_cross_origin_headers() {
         .unwrap();
     assert!(resp.status().is_success());
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     assert!(resp.text().await.unwrap().contains("Peersm"));
     let missing = reqwest::get(format!("http://{addr}/nope.js"))
         .await

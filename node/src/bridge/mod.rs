@@ -132,6 +132,16 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
     .await
 }
 
+/// What the page may load and run: its own scripts and wasm, no inline
+/// script, connections to bridges anywhere (ws, wss; http(s) for their
+/// `/status`), images and media only from itself or the blobs it makes
+/// (a downloaded file is shown or saved through a blob URL and never
+/// runs as a page of this origin), and no framing.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    connect-src 'self' ws: wss: http: https:; img-src 'self' data: blob:; media-src 'self' blob:; \
+    style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
 fn router(state: AppState, config: BridgeConfig) -> Router {
     // The bookmarklet loads the shell and the wasm bundle into pages of other
     // origins, so static files are readable cross-origin.
@@ -144,6 +154,14 @@ fn router(state: AppState, config: BridgeConfig) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         ));
     Router::new()
         .route("/bridge", get(accept_link))
