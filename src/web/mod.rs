@@ -10,6 +10,7 @@ mod fetch;
 mod files;
 pub mod identity;
 mod js;
+pub mod locks;
 mod log;
 mod peer;
 mod rtc;

@@ -463,7 +463,23 @@ pub(crate) async fn download(
             h.to_hex()
         )));
     }
+    // Other tabs of this browser profile share the store: one at a time.
+    let lock = match super::locks::try_lock(&format!("peersm-file-{}", h.to_hex())).await {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            shared.borrow_mut().busy.remove(&h);
+            return Err(js_error(&format!(
+                "download: {} is being downloaded in another tab of this browser",
+                h.to_hex()
+            )));
+        }
+        Err(e) => {
+            shared.borrow_mut().busy.remove(&h);
+            return Err(e);
+        }
+    };
     let result = download_once(shared, files, h, options, on_progress).await;
+    drop(lock);
     shared.borrow_mut().busy.remove(&h);
     result
 }
