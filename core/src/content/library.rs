@@ -11,8 +11,8 @@ use super::merkle::{self, Hash};
 /// How the audit paths of a file's blocks are known.
 #[derive(Debug, Clone)]
 enum Paths {
-    /// A seed: every leaf hash (a path is computed when asked).
-    Leaves(Vec<Hash>),
+    /// A seed: the whole tree, from which any block's path is read.
+    Tree(merkle::Tree),
     /// A download: the path each stored block came with.
     PerBlock(BTreeMap<u32, Vec<Hash>>),
 }
@@ -29,15 +29,24 @@ impl Held {
     /// Block `block`'s audit path, if we hold the block.
     pub fn path(&self, block: u32) -> Option<Vec<Hash>> {
         match &self.paths {
-            Paths::Leaves(leaves) => ((block as usize) < leaves.len())
-                .then(|| merkle::audit_path(leaves, block as usize)),
+            Paths::Tree(tree) => {
+                ((block as usize) < tree.leaves().len()).then(|| tree.audit_path(block as usize))
+            }
             Paths::PerBlock(map) => map.get(&block).cloned(),
+        }
+    }
+
+    /// Whether we hold block `block`.
+    pub fn has(&self, block: u32) -> bool {
+        match &self.paths {
+            Paths::Tree(tree) => (block as usize) < tree.leaves().len(),
+            Paths::PerBlock(map) => map.contains_key(&block),
         }
     }
 
     pub fn blocks_held(&self) -> u64 {
         match &self.paths {
-            Paths::Leaves(leaves) => leaves.len() as u64,
+            Paths::Tree(tree) => tree.leaves().len() as u64,
             Paths::PerBlock(map) => map.len() as u64,
         }
     }
@@ -66,7 +75,7 @@ impl Library {
             Held {
                 manifest_bytes: manifest.encode(),
                 manifest,
-                paths: Paths::Leaves(leaves),
+                paths: Paths::Tree(merkle::Tree::new(leaves)),
             },
         );
         h

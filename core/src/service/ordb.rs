@@ -348,7 +348,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             if outside && !(m.blocks() == 0 && query.block == 0) {
                 return self.refuse(net, down, db_end_reason::BAD_QUERY);
             }
-            if m.blocks() == 0 || held.path(query.block).is_some() {
+            if m.blocks() == 0 || held.has(query.block) {
                 if self.too_busy_to_serve(down.0) {
                     self.stats.refused += 1;
                     return self.refuse(net, down, db_end_reason::REFUSED);
