@@ -40,6 +40,7 @@ pub async fn try_lock(name: &str) -> Result<Option<FileLock>, JsValue> {
     let mut grant: Option<Function> = None;
     let granted = Promise::new(&mut |resolve, _| grant = Some(resolve));
     let grant = grant.ok_or_else(|| js_error("Web Locks: no resolver"))?;
+    let on_failure = grant.clone();
     let callback = Closure::once_into_js(move |lock: JsValue| -> JsValue {
         let ok = !lock.is_null() && !lock.is_undefined();
         let _ = grant.call1(&JsValue::NULL, &JsValue::from_bool(ok));
@@ -51,10 +52,20 @@ pub async fn try_lock(name: &str) -> Result<Option<FileLock>, JsValue> {
     });
     let options = Object::new();
     set(&options, "ifAvailable", &JsValue::TRUE)?;
-    let _ = request.call3(&locks, &JsValue::from_str(name), &options, &callback)?;
-    if JsFuture::from(granted).await?.as_bool() == Some(true) {
-        Ok(Some(FileLock { release }))
-    } else {
-        Ok(None)
+    let requested: Promise = request
+        .call3(&locks, &JsValue::from_str(name), &options, &callback)?
+        .dyn_into()?;
+    // A request that fails (an opaque origin, a document going away) never
+    // calls back: go on without the lock rather than wait forever.
+    let failed = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+        let _ = on_failure.call1(&JsValue::NULL, &JsValue::from_str("failed"));
+    });
+    let _ = requested.catch(&failed);
+    // Called at most once, when the request fails; kept until then.
+    failed.forget();
+    match JsFuture::from(granted).await?.as_bool() {
+        Some(true) => Ok(Some(FileLock { release })),
+        Some(false) => Ok(None),
+        None => Ok(Some(FileLock { release: None })),
     }
 }

@@ -412,13 +412,19 @@ impl Scheduler {
             let not_found = q.received == 0
                 && matches!(
                     reason,
-                    db_end_reason::UNAVAILABLE | db_end_reason::BAD_QUERY | db_end_reason::REFUSED
+                    db_end_reason::UNAVAILABLE | db_end_reason::BAD_QUERY
                 );
-            if not_found {
+            // REFUSED is a busy ORDB: the circuit is replaced after two,
+            // but the file is not "not found" (no backoff, no giving up).
+            let busy = q.received == 0 && reason == db_end_reason::REFUSED;
+            if not_found || busy {
                 s.unavailable += 1;
             }
             let give_up_source = s.unavailable >= MAX_UNAVAILABLE;
             self.release(block);
+            if busy && give_up_source {
+                self.drop_source(source, "its ORDB is too busy");
+            }
             if not_found {
                 self.stats.unavailable += 1;
                 self.unavailable_run += 1;
@@ -515,8 +521,10 @@ impl Scheduler {
     }
 
     /// The next deadline `tick` wants.
-    pub fn next_tick(&self) -> Option<u64> {
-        let waiting = (self.next_source_at > 0).then_some(self.next_source_at);
+    /// When `tick` is due next (a stall to check, or the end of a
+    /// backoff still ahead of `now`).
+    pub fn next_tick(&self, now: u64) -> Option<u64> {
+        let waiting = (self.next_source_at > now).then_some(self.next_source_at);
         self.sources
             .values()
             .filter(|s| !s.queries.is_empty())
@@ -867,9 +875,47 @@ mod tests {
             "{opened} circuits in a minute"
         );
         assert!(
-            s.next_tick().is_some(),
-            "the scheduler wakes for the next one"
+            s.next_tick(59_999).is_some_and(|t| t > 59_999),
+            "the scheduler wakes for the next one, later"
         );
+    }
+
+    #[test]
+    fn a_backoff_that_has_passed_wakes_nobody() {
+        let f = file(100_000);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        for source in 0..(SOURCES as u64 + 1) {
+            s.add_source(source, 0);
+            for (src, q) in queries(&mut s) {
+                let _ = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, 0);
+            }
+            for (src, q) in queries(&mut s) {
+                let _ = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, 0);
+            }
+        }
+        assert_eq!(s.sources(), 0);
+        assert_eq!(s.wanted_sources(0, 0), 0, "backing off");
+        let end = s.next_tick(0).expect("woken when the backoff ends");
+        assert!(end > 0);
+        assert_eq!(s.wanted_sources(0, end), 1, "then one circuit at a time");
+        assert_eq!(s.next_tick(end), None, "nothing else to wait for");
+    }
+
+    #[test]
+    fn a_busy_ordb_is_replaced_without_backing_off() {
+        let f = file(100_000);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        for source in 0..20u64 {
+            s.add_source(source, 0);
+            for _ in 0..2 {
+                for (src, q) in queries(&mut s) {
+                    s.on_end(src, q.block, db_end_reason::REFUSED, 0).unwrap();
+                }
+            }
+        }
+        assert_eq!(s.sources(), 0, "each refusing circuit was dropped");
+        assert_eq!(s.wanted_sources(0, 0), SOURCES, "no backoff for busy ORDBs");
+        assert!(s.failure().is_none());
     }
 
     #[test]

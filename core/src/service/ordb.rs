@@ -566,7 +566,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                     if let Some(m) = net.mux(link) {
                         m.destroy(circ);
                     }
-                    return self.no_sources(net, h, now);
+                    return self.cannot_look(net, h);
                 }
             }
         }
@@ -598,10 +598,16 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
 
     /// The owner's lookup found nobody: the waiting queries are answered.
     pub fn no_sources(&mut self, net: &mut impl OrdbNet<L>, h: HashName, now: u64) {
-        self.looking.remove(&h);
         if !self.knows(&h) {
             self.unfound.insert(h, now + UNFOUND_MS);
         }
+        self.cannot_look(net, h);
+    }
+
+    /// The owner cannot look for `h` now (too busy): the waiting queries
+    /// are answered, and the next one may look again.
+    pub fn cannot_look(&mut self, net: &mut impl OrdbNet<L>, h: HashName) {
+        self.looking.remove(&h);
         for (down, _, _) in self.waiting.remove(&h).unwrap_or_default() {
             self.refuse(net, down, db_end_reason::UNAVAILABLE);
         }
@@ -704,6 +710,10 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
     }
 
     fn relay(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, query: DbQuery, now: u64) {
+        if self.relayed.len() >= MAX_RELAYED {
+            self.stats.refused += 1;
+            return self.refuse(net, down, db_end_reason::REFUSED);
+        }
         let h = HashName(query.hash_name);
         let Some(source) = self.next_source(&h, down.0.link) else {
             let total: usize = self.waiting.values().map(Vec::len).sum();
@@ -725,10 +735,6 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 None => return self.refuse(net, down, db_end_reason::UNAVAILABLE),
             },
         };
-        if self.relayed.len() >= MAX_RELAYED {
-            self.stats.refused += 1;
-            return self.refuse(net, down, db_end_reason::REFUSED);
-        }
         let mut relayed_query = query.clone();
         relayed_query.counter = query.counter.saturating_add(1);
         self.stats.queries_relayed += 1;

@@ -496,7 +496,7 @@ impl TabPeer {
                 stats: d.sched.stats(),
             })));
         }
-        let mut tick = d.sched.next_tick().unwrap_or(now + 1000).max(now + 1);
+        let mut tick = d.sched.next_tick(now).unwrap_or(now + 1000).max(now + 1);
         if d.next_build_at > now {
             tick = tick.min(d.next_build_at);
         }

@@ -32,6 +32,8 @@ use super::{LinkId, TabPeer};
 pub const VALUE_K: usize = 4;
 /// A tab next to a holder STOREs itself again this often.
 pub const REPUBLISH_MS: u64 = 10 * 60_000;
+/// A FIND_VALUE for the ORDB ends with what it found after this long.
+const LOOKUP_MS: u64 = 12_000;
 /// Circuits a FIND_VALUE builds to the values it found.
 const SOURCES_PER_LOOKUP: usize = 2;
 /// Files this tab looks for sources of at once; beyond, queries for
@@ -191,8 +193,11 @@ impl TabPeer {
 
     /// Queries for `h` wait and no linked tab told us about it.
     pub(super) fn find_sources(&mut self, h: HashName) {
-        let busy = self.finding.len() >= MAX_FINDING && !self.finding.contains_key(&h);
-        if self.open_links().is_empty() || busy {
+        if self.finding.len() >= MAX_FINDING && !self.finding.contains_key(&h) {
+            // Too busy to look: no verdict on the file.
+            return self.ordb.cannot_look(&mut self.core, h);
+        }
+        if self.open_links().is_empty() {
             return self.ordb.no_sources(&mut self.core, h, self.now);
         }
         *self.finding.entry(h).or_default() += 1;
@@ -214,7 +219,9 @@ impl TabPeer {
             };
             return self.sources_found(h, TaskResult::Lookup(found));
         }
-        let ends_at = self.now + crate::service::ordb::SOURCE_WAIT_MS;
+        // Well before the queries' wait ends: a route and a circuit to
+        // what it finds still follow.
+        let ends_at = self.now + LOOKUP_MS;
         self.start_lookup_of(
             PeerId(h.0),
             Parent::Sources(h),
