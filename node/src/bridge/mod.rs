@@ -138,7 +138,7 @@ pub async fn serve(listener: TcpListener, config: BridgeConfig) -> std::io::Resu
 /// (a downloaded file is shown or saved through a blob URL and never
 /// runs as a page of this origin), and no framing.
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-    connect-src 'self' ws: wss: http: https:; img-src 'self' data: blob:; media-src 'self' blob:; \
+    connect-src 'self' ws: wss: http: https: blob:; img-src 'self' data: blob:; media-src 'self' blob:; \
     style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
