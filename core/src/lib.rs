@@ -33,6 +33,7 @@ pub mod crypto;
 pub mod dht;
 pub mod dir;
 pub mod http;
+pub mod media;
 pub mod mesh;
 pub mod peer;
 pub mod rng;

@@ -149,6 +149,9 @@ pub struct Scheduler {
     failure: Option<ScheduleError>,
     /// When the last byte of the file came (or the download began).
     last_byte_at: Option<u64>,
+    /// Missing blocks from this one on are asked first (a player's
+    /// position), then those before it.
+    priority: u32,
 }
 
 impl Scheduler {
@@ -169,6 +172,7 @@ impl Scheduler {
             last_byte_at: None,
             max_size: u64::MAX,
             failure: None,
+            priority: 0,
         };
         if let Some(m) = manifest {
             s.set_manifest(m, have);
@@ -255,6 +259,27 @@ impl Scheduler {
             return wanted.min(1).saturating_sub(opening);
         }
         wanted
+    }
+
+    /// Asks for block `block` and those after it first (a player needs
+    /// them next); queries already in flight go on.
+    pub fn prioritize(&mut self, block: u32, now: u64) {
+        if self.priority != block {
+            self.priority = block;
+            self.assign(now);
+        }
+    }
+
+    /// The next block to ask for: the first missing one from `priority`
+    /// on, else the first missing one.
+    fn next_missing(&self) -> Option<u32> {
+        let from = (self.priority as usize).min(self.blocks.len());
+        let after = self.blocks.get(from..).unwrap_or_default();
+        let found = match after.iter().position(|b| *b == BlockState::Missing) {
+            Some(i) => from + i,
+            None => self.blocks.iter().position(|b| *b == BlockState::Missing)?,
+        };
+        u32::try_from(found).ok()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -565,10 +590,9 @@ impl Scheduler {
             return;
         };
         while self.in_flight() < WINDOW {
-            let Some(block) = self.blocks.iter().position(|b| *b == BlockState::Missing) else {
+            let Some(block) = self.next_missing() else {
                 return;
             };
-            let block = block as u32;
             let size = u64::from(m.block_size(u64::from(block)));
             let best = self
                 .sources
@@ -997,6 +1021,34 @@ mod tests {
         }
         let asked: BTreeSet<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
         assert_eq!(asked, [1, 3, 5].into());
+    }
+
+    #[test]
+    fn a_player_position_is_fetched_first_then_what_comes_before_it() {
+        let f = file(BLOCK_LEN as usize * 20);
+        let mut s = Scheduler::new(
+            f.manifest.hash_name(),
+            Some(f.manifest.clone()),
+            &BTreeSet::new(),
+        );
+        s.prioritize(14, 0);
+        for id in 1..=3 {
+            s.add_source(id, 0);
+        }
+        let asked = queries(&mut s);
+        let blocks: Vec<u32> = asked.iter().map(|(_, q)| q.block).collect();
+        assert_eq!(blocks, vec![14, 15, 16, 17, 18]);
+        // The file's tail is asked for, then the wrap to its start.
+        s.prioritize(19, 1);
+        assert!(queries(&mut s).is_empty(), "the window is full");
+        for (source, q) in asked {
+            s.on_connected(source, q.block, f.answer(q.block, false), 2);
+            s.on_data(source, q.block, f.block(q.block), 3);
+            s.on_end(source, q.block, db_end_reason::FINISHED, 4)
+                .unwrap();
+        }
+        let next: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
+        assert_eq!(next, vec![19, 0, 1, 2, 3]);
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! Which bytes of a downloading media file to append to MediaSource next,
+//! sans IO. The player appends the initialization segment, then the media
+//! from the first cluster or fragment on, a block at a time and in order,
+//! as blocks are stored; a seek outside what is buffered moves the append
+//! position to the seek point before the target (after the SourceBuffer is
+//! reset), and the download is asked to fetch from there first
+//! (`wanted_block`).
+
+use std::collections::BTreeSet;
+
+use super::MediaIndex;
+
+/// No more is appended while this many seconds are buffered ahead of the
+/// play position: MediaSource keeps what it is given in memory.
+pub const MAX_AHEAD_SECS: f64 = 60.0;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Append bytes `[from, to)` of the file (within block `block`);
+    /// reset the SourceBuffer first when `reset` (after a seek, the parser
+    /// must start again at a cluster or fragment). Then `appended`.
+    Append {
+        block: u32,
+        from: u64,
+        to: u64,
+        reset: bool,
+    },
+    /// Everything is appended: end the stream.
+    End,
+    /// Waiting for block `block` to be stored.
+    WaitFor(u32),
+    /// Nothing to do now (an append in flight, or enough buffered).
+    Idle,
+}
+
+#[derive(Debug)]
+pub struct Playback {
+    index: MediaIndex,
+    size: u64,
+    block_len: u64,
+    have: BTreeSet<u32>,
+    /// The next byte to append.
+    at: u64,
+    /// The initialization segment is appended.
+    init_done: bool,
+    /// The end of the append in flight.
+    in_flight: Option<u64>,
+    /// A seek moved `at` while an append was in flight.
+    moved: bool,
+    /// The next append follows a seek.
+    reset: bool,
+    ended: bool,
+    /// Where to go once the initialization segment is in (a seek before).
+    start_at: Option<u64>,
+}
+
+impl Playback {
+    /// Plays `index` of a file of `size` bytes in blocks of `block_len`,
+    /// of which `have` are stored.
+    pub fn new(
+        index: MediaIndex,
+        size: u64,
+        block_len: u32,
+        have: impl IntoIterator<Item = u32>,
+    ) -> Self {
+        Playback {
+            index,
+            size,
+            block_len: u64::from(block_len.max(1)),
+            have: have.into_iter().collect(),
+            at: 0,
+            init_done: false,
+            in_flight: None,
+            moved: false,
+            reset: false,
+            ended: false,
+            start_at: None,
+        }
+    }
+
+    pub fn index(&self) -> &MediaIndex {
+        &self.index
+    }
+
+    /// The next byte to append.
+    pub fn position(&self) -> u64 {
+        self.at
+    }
+
+    pub fn stored(&mut self, block: u32) {
+        self.have.insert(block);
+    }
+
+    fn block_of(&self, offset: u64) -> u32 {
+        u32::try_from(offset / self.block_len).unwrap_or(u32::MAX)
+    }
+
+    /// The block the download should fetch first: the one the player
+    /// appends from next.
+    pub fn wanted_block(&self) -> u32 {
+        self.block_of(self.at.min(self.size.saturating_sub(1)))
+    }
+
+    /// What to do now, with `ahead` seconds buffered past the play
+    /// position.
+    pub fn next(&mut self, ahead: f64) -> Step {
+        if self.in_flight.is_some() || self.ended {
+            return Step::Idle;
+        }
+        if self.at >= self.size {
+            self.ended = true;
+            return Step::End;
+        }
+        if self.init_done && ahead > MAX_AHEAD_SECS {
+            return Step::Idle;
+        }
+        let block = self.block_of(self.at);
+        if !self.have.contains(&block) {
+            return Step::WaitFor(block);
+        }
+        let block_end = (u64::from(block) + 1) * self.block_len;
+        let limit = if self.init_done {
+            self.size
+        } else {
+            self.index.init_end
+        };
+        let to = block_end.min(limit).min(self.size);
+        self.in_flight = Some(to);
+        Step::Append {
+            block,
+            from: self.at,
+            to,
+            reset: std::mem::take(&mut self.reset),
+        }
+    }
+
+    /// The append from `next` is done (or was dropped by a reset).
+    pub fn appended(&mut self) {
+        let Some(to) = self.in_flight.take() else {
+            return;
+        };
+        if std::mem::take(&mut self.moved) {
+            return;
+        }
+        self.at = to;
+        if !self.init_done && self.at >= self.index.init_end {
+            self.init_done = true;
+            self.at = self.start_at.take().unwrap_or(self.index.media_start);
+        }
+    }
+
+    /// The viewer seeks to `time` (seconds), outside what is buffered:
+    /// appending goes on from the seek point before it.
+    pub fn seek(&mut self, time: f64) {
+        let offset = self.index.offset_for(time);
+        if self.in_flight.is_some() {
+            self.moved = true;
+        }
+        if self.init_done {
+            self.at = offset;
+            self.reset = true;
+        } else {
+            self.start_at = Some(offset);
+        }
+        self.ended = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{Container, SeekPoint};
+
+    fn index() -> MediaIndex {
+        // Init 0..150, clusters at 150, 1000, 2000, 3000 (1 s each);
+        // file of 4000 bytes in blocks of 400.
+        MediaIndex {
+            container: Container::WebM,
+            mse_type: "video/webm; codecs=\"vp9\"".into(),
+            init_end: 150,
+            media_start: 150,
+            points: [150, 1000, 2000, 3000]
+                .iter()
+                .enumerate()
+                .map(|(i, &o)| SeekPoint {
+                    time: i as f64,
+                    offset: o,
+                })
+                .collect(),
+            duration: Some(4.0),
+        }
+    }
+
+    /// Runs the player with every block stored: the bytes it appends.
+    fn drain(p: &mut Playback) -> Vec<(u64, u64, bool)> {
+        let mut out = Vec::new();
+        loop {
+            match p.next(0.0) {
+                Step::Append {
+                    from, to, reset, ..
+                } => {
+                    out.push((from, to, reset));
+                    p.appended();
+                }
+                Step::End => return out,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn it_appends_in_order_block_by_block_as_blocks_come() {
+        let mut p = Playback::new(index(), 4000, 400, []);
+        assert_eq!(p.next(0.0), Step::WaitFor(0));
+        assert_eq!(p.wanted_block(), 0);
+        p.stored(0);
+        p.stored(2);
+        assert_eq!(
+            p.next(0.0),
+            Step::Append {
+                block: 0,
+                from: 0,
+                to: 150,
+                reset: false
+            }
+        );
+        assert_eq!(p.next(0.0), Step::Idle, "one append at a time");
+        p.appended();
+        assert_eq!(
+            p.next(0.0),
+            Step::Append {
+                block: 0,
+                from: 150,
+                to: 400,
+                reset: false
+            }
+        );
+        p.appended();
+        assert_eq!(p.next(0.0), Step::WaitFor(1), "block 2 waits for block 1");
+        assert_eq!(p.wanted_block(), 1);
+        for b in 1..10 {
+            p.stored(b);
+        }
+        let rest = drain(&mut p);
+        assert_eq!(rest.first(), Some(&(400, 800, false)));
+        assert_eq!(rest.last(), Some(&(3600, 4000, false)));
+        assert!(rest.windows(2).all(|w| w[0].1 == w[1].0), "contiguous");
+    }
+
+    #[test]
+    fn a_seek_resets_and_appends_from_the_cluster_before_the_target() {
+        let mut p = Playback::new(index(), 4000, 400, 0..10);
+        drain_until(&mut p, 800);
+        p.seek(2.5);
+        assert_eq!(p.wanted_block(), 5);
+        assert_eq!(
+            p.next(0.0),
+            Step::Append {
+                block: 5,
+                from: 2000,
+                to: 2400,
+                reset: true
+            }
+        );
+        p.appended();
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 2400,
+                reset: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_seek_during_an_append_drops_that_append_and_a_seek_after_the_end_reopens() {
+        let mut p = Playback::new(index(), 4000, 400, 0..10);
+        drain_until(&mut p, 400);
+        assert!(matches!(p.next(0.0), Step::Append { from: 400, .. }));
+        p.seek(1.2);
+        p.appended();
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 1000,
+                reset: true,
+                ..
+            }
+        ));
+        p.appended();
+        drain(&mut p);
+        assert_eq!(p.next(0.0), Step::Idle, "ended");
+        p.seek(0.1);
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 150,
+                reset: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_seek_before_the_init_segment_is_in_starts_there() {
+        let mut p = Playback::new(index(), 4000, 400, 0..10);
+        p.seek(3.5);
+        drain_until(&mut p, 150);
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 3000,
+                reset: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn nothing_more_is_appended_while_a_minute_is_buffered() {
+        let mut p = Playback::new(index(), 4000, 400, 0..10);
+        drain_until(&mut p, 400);
+        assert_eq!(p.next(MAX_AHEAD_SECS + 1.0), Step::Idle);
+        assert!(matches!(p.next(1.0), Step::Append { .. }));
+    }
+
+    fn drain_until(p: &mut Playback, offset: u64) {
+        while p.position() < offset {
+            assert!(matches!(p.next(0.0), Step::Append { .. }));
+            p.appended();
+        }
+    }
+}
