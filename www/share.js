@@ -4,6 +4,8 @@
 // with progress, speed, circuits and a save button. A `…/#<hashName>` link
 // opens the page and starts its download. Files kept in IndexedDB from an
 // earlier visit are listed with an offer to share them again or resume.
+// "Play" streams a video or audio file into a player in its row while it
+// downloads (peer.stream), with the buffered ranges drawn under it.
 
 const $ = (id) => document.getElementById(id);
 const HASH = /^[0-9a-f]{40}$/i;
@@ -86,7 +88,34 @@ class Row {
   setActions(...buttons) {
     this.actions.replaceChildren(...buttons);
   }
+
+  /** A player in the row (replacing an earlier one), with a bar showing
+   *  what is buffered and where playback is. */
+  attachPlayer(video) {
+    this.player?.remove();
+    this.ranges = el('div', { className: 'ranges' });
+    this.ranges.setAttribute('aria-hidden', 'true');
+    this.player = el('div', { className: 'player' }, video, this.ranges);
+    this.li.insertBefore(this.player, this.text);
+    const draw = () => this.drawRanges(video);
+    for (const e of ['progress', 'timeupdate', 'seeking', 'durationchange']) video.addEventListener(e, draw);
+  }
+
+  drawRanges(video) {
+    const d = video.duration;
+    if (!Number.isFinite(d) || d <= 0) return;
+    const pct = (t) => `${Math.min(100, (t / d) * 100)}%`;
+    const spans = [];
+    for (let i = 0; i < video.buffered.length; i += 1) {
+      const s = video.buffered.start(i);
+      spans.push(el('span', { className: 'buffered', style: `left:${pct(s)};width:${pct(video.buffered.end(i) - s)}` }));
+    }
+    spans.push(el('span', { className: 'playhead', style: `left:${pct(video.currentTime)}` }));
+    this.ranges.replaceChildren(...spans);
+  }
 }
+
+const isMedia = (type) => /^(video|audio)\//i.test(type ?? '');
 
 function button(text, className, onClick) {
   const b = el('button', { type: 'button', textContent: text, className });
@@ -143,42 +172,86 @@ export function setupSharing(peer) {
       row.setProgress(1, 1);
       row.setState('seeding', 'Shared from this tab: anyone with the link can download it.');
       row.showLink(shared.link);
-      row.setActions(removeButton(row, shared.hashName));
+      row.setActions(...(isMedia(shared.type) ? [playButton(shared.hashName)] : []), removeButton(row, shared.hashName));
     } catch (err) { row.fail(err); }
+  }
+
+  function playButton(hashName) {
+    return button('Play', 'play', () => play(hashName));
+  }
+
+  /** The hash_name in a link or hash_name the user gave, or null (said). */
+  function hashOf(target) {
+    const hash = String(target).trim().split('#').pop().toLowerCase();
+    if (HASH.test(hash)) return hash;
+    showError('That is neither a Peersm link nor a hash_name (40 hex characters).');
+    return null;
+  }
+
+  const progressText = (prefix, row) => ({ received, total, speed, circuits }) => {
+    row.setProgress(received, total);
+    const of = total ? ` of ${human(total)}` : '';
+    row.setState(row.li.dataset.state,
+      `${prefix}${human(received)}${of} at ${human(speed)}/s through ${circuits} circuit${circuits === 1 ? '' : 's'}`);
+  };
+
+  function downloaded(row, file, started) {
+    row.setName(file.name, file.size);
+    row.setProgress(1, 1);
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    const via = file.circuits ? ` through ${file.circuits} circuits to ${file.sources.length} ORDBs` : ' (kept here)';
+    const caught = file.stats.blocksBad ? `; ${file.stats.blocksBad} bad blocks caught and fetched again` : '';
+    row.setState('done', `Downloaded and checked in ${secs} s${via}${caught}. Shared from this tab too.`);
+    row.showLink(file.link);
+    const play = isMedia(file.type) && !row.player ? [playButton(file.hashName)] : [];
+    row.setActions(...play, saveButton(row, file), removeButton(row, file.hashName));
+  }
+
+  function failed(row, hash, err, again) {
+    row.fail(err);
+    row.setActions(button('Retry', 'retry', () => again(hash)), removeButton(row, hash));
   }
 
   async function download(target) {
     showError('');
-    const hash = String(target).trim().split('#').pop().toLowerCase();
-    if (!HASH.test(hash)) {
-      showError('That is neither a Peersm link nor a hash_name (40 hex characters).');
-      return;
-    }
+    const hash = hashOf(target);
+    if (!hash) return;
     const row = rowFor(hash, hash);
     row.error.textContent = '';
     row.setState('downloading', 'Finding the file through other tabs…');
     row.setActions();
     const started = performance.now();
     try {
-      const file = await peer.download(hash, {
-        onProgress: ({ received, total, speed, circuits }) => {
-          row.setProgress(received, total);
-          const of = total ? ` of ${human(total)}` : '';
-          row.setState('downloading',
-            `${human(received)}${of} at ${human(speed)}/s through ${circuits} circuit${circuits === 1 ? '' : 's'}`);
-        },
-      });
-      row.setName(file.name, file.size);
-      row.setProgress(1, 1);
-      const secs = ((performance.now() - started) / 1000).toFixed(1);
-      const via = file.circuits ? ` through ${file.circuits} circuits to ${file.sources.length} ORDBs` : ' (kept here)';
-      const caught = file.stats.blocksBad ? `; ${file.stats.blocksBad} bad blocks caught and fetched again` : '';
-      row.setState('done', `Downloaded and checked in ${secs} s${via}${caught}. Shared from this tab too.`);
-      row.showLink(file.link);
-      row.setActions(saveButton(row, file), removeButton(row, file.hashName));
+      const file = await peer.download(hash, { onProgress: progressText('', row) });
+      downloaded(row, file, started);
+    } catch (err) { failed(row, hash, err, download); }
+  }
+
+  /** Plays a video or audio file in its row while it downloads. */
+  async function play(target) {
+    showError('');
+    const hash = hashOf(target);
+    if (!hash) return;
+    const row = rowFor(hash, hash);
+    row.error.textContent = '';
+    row.setState('playing', 'Finding the file through other tabs…');
+    row.setActions();
+    const video = el('video', { controls: true, playsInline: true });
+    row.attachPlayer(video);
+    const started = performance.now();
+    try {
+      const player = await peer.stream(hash, video, { onProgress: progressText('Playing while downloading: ', row) });
+      if (player.mode !== 'mediasource') {
+        row.setState('downloading', `${player.message}.`);
+      }
+      // The click that asked for it lets it play with sound; a browser
+      // that still refuses leaves the controls to the user.
+      video.play().catch(() => {});
+      downloaded(row, await player.done, started);
     } catch (err) {
-      row.fail(err);
-      row.setActions(button('Retry', 'retry', () => download(hash)), removeButton(row, hash));
+      row.player?.remove();
+      row.player = null;
+      failed(row, hash, err, play);
     }
   }
 
@@ -204,7 +277,7 @@ export function setupSharing(peer) {
             row.setActions(removeButton(row, f.hashName));
           } catch (err) { row.fail(err); }
         });
-        row.setActions(again, removeButton(row, f.hashName));
+        row.setActions(again, ...(isMedia(f.type) ? [playButton(f.hashName)] : []), removeButton(row, f.hashName));
       }
     }
   }
@@ -224,6 +297,11 @@ export function setupSharing(peer) {
   $('get-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     download($('hash').value);
+    $('hash').value = '';
+  });
+  $('play-it').addEventListener('click', () => {
+    if (!$('hash').value.trim()) { $('hash').reportValidity(); return; }
+    play($('hash').value);
     $('hash').value = '';
   });
   // A shared link opens the page with the hash_name after '#'. The hash

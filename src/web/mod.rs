@@ -16,6 +16,7 @@ mod peer;
 mod rtc;
 mod share;
 mod store;
+mod stream;
 
 pub use identity::SessionIdentity;
 pub use peer::{Peer, PeerStatus};

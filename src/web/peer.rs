@@ -468,7 +468,36 @@ impl Peer {
     ) -> Result<SharedDownload, JsValue> {
         let (on_progress, options) =
             options_with_progress::<DownloadOptionsJs>("download", &options)?;
-        share::download(&self.driver(), &hash_name_or_link, options, on_progress).await
+        share::download(
+            &self.driver(),
+            &hash_name_or_link,
+            options,
+            on_progress,
+            None,
+        )
+        .await
+    }
+
+    /// Plays a WebM or fragmented MP4 file in `element` (a `<video>` or
+    /// `<audio>`) while it downloads; resolves with a `Player` once
+    /// playback is set up (`player.done` resolves with the download).
+    /// Options as `download`'s.
+    pub async fn stream(
+        &self,
+        hash_name_or_link: String,
+        element: JsValue,
+        options: JsValue,
+    ) -> Result<super::stream::Player, JsValue> {
+        let (on_progress, options) =
+            options_with_progress::<DownloadOptionsJs>("stream", &options)?;
+        super::stream::stream(
+            &self.driver(),
+            &hash_name_or_link,
+            element,
+            options,
+            on_progress,
+        )
+        .await
     }
 
     /// Files kept in IndexedDB from this and earlier sessions: `[{

@@ -23,6 +23,7 @@ use super::driver::{input, now, pump, Shared};
 use super::files::{FileRecord, FileStore, Role};
 use super::js::{get, global_property, js_error, set};
 use super::log;
+use super::stream::{PlayerEvent, PlayerTx};
 
 /// Hashing and storing a seeded file reports progress this often (bytes).
 const SEED_PROGRESS_EVERY: u64 = 1 << 20;
@@ -36,9 +37,13 @@ pub(crate) struct DownloadSink {
     /// Blocks fetched and stored by this download (not those it resumed
     /// with).
     pub(crate) fetched: u32,
+    /// Blocks it resumed with.
+    pub(crate) had: Vec<u32>,
+    /// A player following the download (`peer.stream`).
+    pub(crate) player: Option<PlayerTx>,
 }
 
-fn store(shared: &Shared, what: &str) -> Result<Rc<FileStore>, JsValue> {
+pub(crate) fn store(shared: &Shared, what: &str) -> Result<Rc<FileStore>, JsValue> {
     shared.borrow().files.clone().ok_or_else(|| {
         js_error(&format!(
             "{what}: this browser gave the page no IndexedDB, where shared files are kept"
@@ -454,6 +459,7 @@ pub(crate) async fn download(
     target: &str,
     options: DownloadOptionsJs,
     on_progress: Option<Function>,
+    player: Option<PlayerTx>,
 ) -> Result<SharedDownload, JsValue> {
     let files = store(shared, "download")?;
     let h = parse_hash_name("download", target)?;
@@ -478,7 +484,7 @@ pub(crate) async fn download(
             return Err(e);
         }
     };
-    let result = download_once(shared, files, h, options, on_progress).await;
+    let result = download_once(shared, files, h, options, on_progress, player).await;
     drop(lock);
     shared.borrow_mut().busy.remove(&h);
     result
@@ -490,11 +496,22 @@ async fn download_once(
     h: HashName,
     options: DownloadOptionsJs,
     on_progress: Option<Function>,
+    player: Option<PlayerTx>,
 ) -> Result<SharedDownload, JsValue> {
     let kept = files.file(&h.to_hex()).await?;
     if let Some(r) = kept.as_ref().filter(|r| r.complete) {
         if !shared.borrow().file_ids.contains_key(&h) {
             reseed(shared, &r.hash_name).await?;
+        }
+        if let Some(p) = &player {
+            let blocks = r.size.div_ceil(u64::from(BLOCK_LEN)) as u32;
+            let _ = p.unbounded_send(PlayerEvent::File {
+                op: None,
+                file_id: r.file_id.clone(),
+                size: r.size,
+                mime: r.mime.clone(),
+                have: (0..blocks).collect(),
+            });
         }
         return Ok(handle(shared, files, r, None));
     }
@@ -521,6 +538,8 @@ async fn download_once(
         on_progress,
         record: kept.clone(),
         fetched: 0,
+        had: core_options.have.iter().map(|(b, _)| *b).collect(),
+        player,
     };
     let (tx, rx) = oneshot::channel();
     let op = {
@@ -604,6 +623,9 @@ pub(crate) fn store_block(shared: &Shared, op: u64, block: u32, data: Vec<u8>, p
                 if let Some(shared) = weak.upgrade() {
                     if let Some(s) = shared.borrow_mut().downloads.get_mut(&op) {
                         s.fetched += 1;
+                        if let Some(p) = &s.player {
+                            let _ = p.unbounded_send(PlayerEvent::Stored(block));
+                        }
                     }
                     input(&shared, |tab, now| tab.handle_block_stored(op, block, now));
                 }
@@ -643,6 +665,15 @@ pub(crate) fn manifest_known(shared: &Shared, op: u64, file: SharedFile) {
             added: js_sys::Date::now(),
         };
         sink.record = Some(record.clone());
+        if let Some(p) = &sink.player {
+            let _ = p.unbounded_send(PlayerEvent::File {
+                op: Some(op),
+                file_id: sink.file_id.clone(),
+                size: file.size,
+                mime: file.mime.clone(),
+                have: sink.had.clone(),
+            });
+        }
         let id = sink.file_id.clone();
         d.file_ids.insert(file.hash_name, id);
         d.files.clone().map(|f| (f, record))

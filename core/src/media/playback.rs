@@ -149,6 +149,13 @@ impl Playback {
         }
     }
 
+    /// The append from `next` did not happen (the SourceBuffer was full):
+    /// it is asked again by the next `next`.
+    pub fn append_dropped(&mut self) {
+        self.in_flight = None;
+        self.moved = false;
+    }
+
     /// The viewer seeks to `time` (seconds), outside what is buffered:
     /// appending goes on from the seek point before it.
     pub fn seek(&mut self, time: f64) {

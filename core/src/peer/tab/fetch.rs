@@ -192,7 +192,9 @@ impl TabPeer {
             },
             TaskInput::Child(_, result) => self.fetch_child(id, f, *result),
             TaskInput::Mux(_, event) => self.fetch_event(id, f, event),
-            TaskInput::BlockStored(_) | TaskInput::StoreFailed(_) => Ok(None),
+            TaskInput::BlockStored(_) | TaskInput::StoreFailed(_) | TaskInput::Prioritize(_) => {
+                Ok(None)
+            }
             TaskInput::Stored => {
                 f.unstored = f.unstored.saturating_sub(1);
                 match f.state {

@@ -415,6 +415,14 @@ impl TabPeer {
         self.after_input();
     }
 
+    /// A player of download `op` needs block `block` and those after it
+    /// first (docs/PROTOCOL.md "Streaming"): they are asked for next.
+    pub fn prioritize_download(&mut self, op: u64, block: u32, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(op, TaskInput::Prioritize(block));
+        self.after_input();
+    }
+
     /// Ends download `op` (its circuits close); it completes as failed.
     pub fn cancel_download(&mut self, op: u64, now: u64) {
         self.now = now.max(self.now);
@@ -466,6 +474,7 @@ impl TabPeer {
                     return Some(TaskResult::Failed(e));
                 }
             }
+            TaskInput::Prioritize(block) => d.sched.prioritize(block, now),
             TaskInput::Stored => {}
             TaskInput::StoreFailed(why) => return Some(d.fail(self, OpError::Fetch(why))),
         }

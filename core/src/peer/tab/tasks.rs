@@ -175,6 +175,8 @@ pub(super) enum TaskInput {
     BlockStored(u32),
     /// The platform could not store a block (or the download is cancelled).
     StoreFailed(String),
+    /// A player needs this block and those after it first (download).
+    Prioritize(u32),
 }
 
 pub(super) enum TaskResult {

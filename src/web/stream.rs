@@ -1,0 +1,606 @@
+//! `peer.stream`: a file plays in a `<video>` or `<audio>` element while
+//! it downloads (docs/PROTOCOL.md "Streaming"). The download is
+//! `peer.download`'s, with a player following it: the core's `media`
+//! module reads the file's headers and index, and `Playback` says which
+//! stored bytes to append to MediaSource next; the download fetches from
+//! the player's position first (`TabPeer::prioritize_download`). A seek
+//! outside what is buffered moves both. Every block is still verified and
+//! stored, so the file is complete at the end.
+//!
+//! A file MediaSource cannot take as it comes (a plain MP4, a codec the
+//! browser lacks) plays once downloaded, from a blob, and `message` says
+//! why.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use js_sys::{Function, Object, Promise, Uint8Array};
+use peersm_core::content::BLOCK_LEN;
+use peersm_core::media::{self, Playback, Probe, Step};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{EventTarget, HtmlMediaElement, MediaSource, MediaSourceReadyState, SourceBuffer};
+
+use super::driver::{input, Shared};
+use super::files::FileStore;
+use super::js::{get, js_error, set};
+use super::log;
+use super::share::{self, DownloadOptionsJs};
+
+/// Seconds from the play position within which a time counts as buffered
+/// (MediaSource's ranges end at frame boundaries).
+const BUFFERED_SLACK: f64 = 0.3;
+/// On a full SourceBuffer, what is more than this far behind the play
+/// position is removed.
+const KEEP_BEHIND_SECS: f64 = 10.0;
+/// Rounds of a probe before it is given up (headers, then the index).
+const MAX_PROBE_ROUNDS: usize = 64;
+
+pub(crate) type PlayerTx = mpsc::UnboundedSender<PlayerEvent>;
+
+/// What the player hears: from the download, and from the media element.
+pub(crate) enum PlayerEvent {
+    /// The file is known: its download (none when it was complete), its
+    /// IndexedDB key, and the blocks stored already.
+    File {
+        op: Option<u64>,
+        file_id: String,
+        size: u64,
+        mime: String,
+        have: Vec<u32>,
+    },
+    Stored(u32),
+    /// The download ended.
+    Done(Result<(), String>),
+    SourceOpen,
+    UpdateEnd,
+    Seeking,
+    TimeUpdate,
+    ElementError,
+    Stop,
+}
+
+#[derive(Default)]
+struct Stats {
+    appended: f64,
+    seeks: u32,
+    resets: u32,
+}
+
+/// A player following a download (`peer.stream`'s result).
+#[wasm_bindgen]
+pub struct Player {
+    hash_name: String,
+    mse_type: String,
+    mode: &'static str,
+    message: Option<String>,
+    done: Promise,
+    tx: PlayerTx,
+    stats: Rc<RefCell<Stats>>,
+}
+
+#[wasm_bindgen]
+impl Player {
+    #[wasm_bindgen(getter, js_name = hashName)]
+    pub fn hash_name(&self) -> String {
+        self.hash_name.clone()
+    }
+
+    /// The type given to MediaSource (with its codecs), or the file's.
+    #[wasm_bindgen(getter, js_name = "type")]
+    pub fn mse_type(&self) -> String {
+        self.mse_type.clone()
+    }
+
+    /// `"mediasource"`: it plays while it downloads; `"after-download"`:
+    /// it plays once complete (`message` says why).
+    #[wasm_bindgen(getter)]
+    pub fn mode(&self) -> String {
+        self.mode.into()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn message(&self) -> Option<String> {
+        self.message.clone()
+    }
+
+    /// Resolves with the download (`peer.download`'s result) once the
+    /// file is complete.
+    #[wasm_bindgen(getter)]
+    pub fn done(&self) -> Promise {
+        self.done.clone()
+    }
+
+    /// `{ appended, seeks, resets }`: bytes given to MediaSource, seeks
+    /// seen, seeks that moved the download.
+    pub fn stats(&self) -> Result<Object, JsValue> {
+        let s = self.stats.borrow();
+        let o = Object::new();
+        set(&o, "appended", &JsValue::from(s.appended))?;
+        set(&o, "seeks", &JsValue::from(s.seeks))?;
+        set(&o, "resets", &JsValue::from(s.resets))?;
+        Ok(o)
+    }
+
+    /// Stops feeding the element; the download goes on (`done`).
+    pub fn stop(&self) {
+        let _ = self.tx.unbounded_send(PlayerEvent::Stop);
+    }
+}
+
+/// How the player starts, told to `stream` once it knows.
+struct Ready {
+    mse_type: String,
+    mode: &'static str,
+    message: Option<String>,
+}
+
+/// A promise and its resolve and reject functions.
+fn deferred() -> (Promise, Function, Function) {
+    let mut slots: (Option<Function>, Option<Function>) = (None, None);
+    let promise = Promise::new(&mut |resolve, reject| slots = (Some(resolve), Some(reject)));
+    let noop = Function::new_no_args("");
+    let (resolve, reject) = (
+        slots.0.unwrap_or_else(|| noop.clone()),
+        slots.1.unwrap_or(noop),
+    );
+    (promise, resolve, reject)
+}
+
+fn error_text(e: &JsValue) -> String {
+    get(e, "message")
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Downloads `target` and plays it in `element` as it comes.
+pub(crate) async fn stream(
+    shared: &Shared,
+    target: &str,
+    element: JsValue,
+    options: DownloadOptionsJs,
+    on_progress: Option<Function>,
+) -> Result<Player, JsValue> {
+    let element: HtmlMediaElement = element.dyn_into().map_err(|_| {
+        js_error("stream: the second argument must be a <video> or <audio> element")
+    })?;
+    let files = share::store(shared, "stream")?;
+    let h = share::parse_hash_name("stream", target)?;
+    let (tx, rx) = mpsc::unbounded();
+    let (done, resolve, reject) = deferred();
+    // A failed download is reported by `done` and by the player; a page
+    // that never reads `done` gets no unhandled rejection.
+    if let Ok(catch) =
+        get(&done, "catch").and_then(|c| c.dyn_into::<Function>().map_err(Into::into))
+    {
+        let _ = catch.call1(&done, &Function::new_with_args("e", ""));
+    }
+    {
+        let (shared, tx, target) = (shared.clone(), tx.clone(), target.to_string());
+        wasm_bindgen_futures::spawn_local(async move {
+            let r = share::download(&shared, &target, options, on_progress, Some(tx.clone())).await;
+            match r {
+                Ok(d) => {
+                    let _ = tx.unbounded_send(PlayerEvent::Done(Ok(())));
+                    let _ = resolve.call1(&JsValue::NULL, &JsValue::from(d));
+                }
+                Err(e) => {
+                    let _ = tx.unbounded_send(PlayerEvent::Done(Err(error_text(&e))));
+                    let _ = reject.call1(&JsValue::NULL, &e);
+                }
+            }
+        });
+    }
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let stats = Rc::new(RefCell::new(Stats::default()));
+    let feed = Feed {
+        shared: shared.clone(),
+        files,
+        rx,
+        tx: tx.clone(),
+        op: None,
+        file_id: String::new(),
+        size: 0,
+        have: BTreeSet::new(),
+        wanted: None,
+        done: None,
+    };
+    wasm_bindgen_futures::spawn_local(run(feed, element, ready_tx, stats.clone()));
+    let ready = ready_rx
+        .await
+        .map_err(|_| js_error("stream: the player stopped"))??;
+    Ok(Player {
+        hash_name: h.to_hex(),
+        mse_type: ready.mse_type,
+        mode: ready.mode,
+        message: ready.message,
+        done,
+        tx,
+        stats,
+    })
+}
+
+/// The download as the player sees it.
+struct Feed {
+    shared: Shared,
+    files: Rc<FileStore>,
+    rx: mpsc::UnboundedReceiver<PlayerEvent>,
+    /// Into `rx`, for the element's events.
+    tx: PlayerTx,
+    op: Option<u64>,
+    file_id: String,
+    size: u64,
+    have: BTreeSet<u32>,
+    /// The block the download was last asked to fetch first.
+    wanted: Option<u32>,
+    done: Option<Result<(), String>>,
+}
+
+impl Feed {
+    /// Asks the download to fetch `block` and those after it first.
+    fn want(&mut self, block: u32) {
+        if self.wanted == Some(block) {
+            return;
+        }
+        self.wanted = Some(block);
+        if let Some(op) = self.op {
+            input(&self.shared, |tab, now| {
+                tab.prioritize_download(op, block, now)
+            });
+        }
+    }
+
+    /// Takes a download event; `Err` when the download failed or the
+    /// player was stopped.
+    fn note(&mut self, e: &PlayerEvent) -> Result<(), JsValue> {
+        match e {
+            PlayerEvent::Stored(b) => {
+                self.have.insert(*b);
+            }
+            PlayerEvent::Done(Err(why)) => {
+                self.done = Some(Err(why.clone()));
+                return Err(js_error(&format!("stream: {why}")));
+            }
+            PlayerEvent::Done(Ok(())) => self.done = Some(Ok(())),
+            PlayerEvent::Stop => return Err(js_error("stream: stopped")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<PlayerEvent, JsValue> {
+        let e = self
+            .rx
+            .next()
+            .await
+            .ok_or_else(|| js_error("stream: the peer stopped"))?;
+        self.note(&e)?;
+        Ok(e)
+    }
+
+    /// Bytes `[from, to)` of the file, once their blocks are stored.
+    async fn read(&mut self, from: u64, to: u64) -> Result<Vec<u8>, JsValue> {
+        let len = u64::from(BLOCK_LEN);
+        let (first, last) = (from / len, to.saturating_sub(1) / len);
+        let blocks = first as u32..=last as u32;
+        while let Some(missing) = blocks.clone().find(|b| !self.have.contains(b)) {
+            if matches!(self.done, Some(Ok(()))) {
+                return Err(js_error("stream: blocks of the file are missing"));
+            }
+            self.want(missing);
+            self.next().await?;
+        }
+        let mut out = Vec::new();
+        for b in blocks {
+            let data = self
+                .files
+                .block(&self.file_id, b)
+                .await?
+                .ok_or_else(|| js_error("stream: a stored block is gone"))?;
+            out.extend_from_slice(&data);
+        }
+        let start = (from - first * len) as usize;
+        let end = (to - first * len) as usize;
+        out.get(start..end.min(out.len()))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| js_error("stream: a stored block is short"))
+    }
+}
+
+/// An event listener removed when dropped.
+struct Listener {
+    target: EventTarget,
+    name: &'static str,
+    closure: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self
+            .target
+            .remove_event_listener_with_callback(self.name, self.closure.as_ref().unchecked_ref());
+    }
+}
+
+fn listen(
+    target: &EventTarget,
+    name: &'static str,
+    tx: &PlayerTx,
+    event: fn() -> PlayerEvent,
+) -> Result<Listener, JsValue> {
+    let tx = tx.clone();
+    let closure = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        let _ = tx.unbounded_send(event());
+    });
+    target.add_event_listener_with_callback(name, closure.as_ref().unchecked_ref())?;
+    Ok(Listener {
+        target: target.clone(),
+        name,
+        closure,
+    })
+}
+
+/// Seconds buffered from the play position on.
+fn buffered_ahead(element: &HtmlMediaElement) -> f64 {
+    let t = element.current_time();
+    let ranges = element.buffered();
+    (0..ranges.length())
+        .filter_map(|i| Some((ranges.start(i).ok()?, ranges.end(i).ok()?)))
+        .find(|(s, e)| *s <= t + BUFFERED_SLACK && t < *e)
+        .map_or(0.0, |(_, e)| e - t)
+}
+
+fn send_ready(
+    ready: &mut Option<oneshot::Sender<Result<Ready, JsValue>>>,
+    r: Result<Ready, JsValue>,
+) {
+    if let Some(tx) = ready.take() {
+        let _ = tx.send(r);
+    }
+}
+
+async fn run(
+    mut feed: Feed,
+    element: HtmlMediaElement,
+    ready: oneshot::Sender<Result<Ready, JsValue>>,
+    stats: Rc<RefCell<Stats>>,
+) {
+    let mut ready = Some(ready);
+    if let Err(e) = play(&mut feed, &element, &mut ready, &stats).await {
+        if ready.is_some() {
+            send_ready(&mut ready, Err(e));
+        } else if feed.done.as_ref().is_none_or(|d| d.is_ok()) {
+            log::warn(&format!("stream: {}", error_text(&e)));
+        }
+    }
+}
+
+async fn play(
+    feed: &mut Feed,
+    element: &HtmlMediaElement,
+    ready: &mut Option<oneshot::Sender<Result<Ready, JsValue>>>,
+    stats: &Rc<RefCell<Stats>>,
+) -> Result<(), JsValue> {
+    // The file: its size and type come with the manifest.
+    let mime = loop {
+        if let PlayerEvent::File {
+            op,
+            file_id,
+            size,
+            mime,
+            have,
+        } = feed.next().await?
+        {
+            feed.op = op;
+            feed.file_id = file_id;
+            feed.size = size;
+            feed.have.extend(have);
+            break mime;
+        }
+    };
+    // Its headers and index, read as their blocks come.
+    let probed = probe(feed, &mime).await?;
+    let index = match probed {
+        Ok(index) if MediaSource::is_type_supported(&index.mse_type) => index,
+        Ok(index) => {
+            let why = format!(
+                "this browser cannot play {} as it downloads",
+                index.mse_type
+            );
+            return after_download(feed, element, ready, &mime, why).await;
+        }
+        Err(e) => return after_download(feed, element, ready, &mime, e.to_string()).await,
+    };
+    let source = MediaSource::new()?;
+    let url = web_sys::Url::create_object_url_with_source(&source)?;
+    let tx = feed.tx.clone();
+    let _open = listen(&source, "sourceopen", &tx, || PlayerEvent::SourceOpen)?;
+    element.set_src(&url);
+    while !matches!(feed.next().await?, PlayerEvent::SourceOpen) {}
+    web_sys::Url::revoke_object_url(&url)?;
+    if let Some(d) = index.duration {
+        source.set_duration(d);
+    }
+    let buffer: SourceBuffer = source.add_source_buffer(&index.mse_type)?;
+    let _listeners = [
+        listen(&buffer, "updateend", &tx, || PlayerEvent::UpdateEnd)?,
+        listen(element, "seeking", &tx, || PlayerEvent::Seeking)?,
+        listen(element, "timeupdate", &tx, || PlayerEvent::TimeUpdate)?,
+        listen(element, "error", &tx, || PlayerEvent::ElementError)?,
+    ];
+    send_ready(
+        ready,
+        Ok(Ready {
+            mse_type: index.mse_type.clone(),
+            mode: "mediasource",
+            message: None,
+        }),
+    );
+    let mut playback = Playback::new(index, feed.size, BLOCK_LEN, feed.have.iter().copied());
+    loop {
+        append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
+        let event = match feed.rx.next().await {
+            None | Some(PlayerEvent::Stop) => return Ok(()),
+            Some(e) => e,
+        };
+        // A failed download ends nothing here: what is stored plays.
+        let _ = feed.note(&event);
+        match event {
+            PlayerEvent::Stored(b) => playback.stored(b),
+            PlayerEvent::UpdateEnd => playback.appended(),
+            PlayerEvent::Seeking => {
+                let t = element.current_time();
+                stats.borrow_mut().seeks += 1;
+                let ahead = buffered_ahead(element);
+                if ahead <= 0.0 {
+                    if buffer.updating() {
+                        let _ = buffer.abort();
+                    }
+                    playback.seek(t);
+                    feed.want(playback.wanted_block());
+                    stats.borrow_mut().resets += 1;
+                }
+            }
+            PlayerEvent::ElementError => {
+                let why = get(&get(element, "error")?, "message")?;
+                log::warn(&format!("stream: the element failed: {why:?}"));
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Does what `playback` says next, up to an append in flight or a wait.
+async fn append_next(
+    feed: &mut Feed,
+    element: &HtmlMediaElement,
+    source: &MediaSource,
+    buffer: &SourceBuffer,
+    playback: &mut Playback,
+    stats: &Rc<RefCell<Stats>>,
+) -> Result<(), JsValue> {
+    match playback.next(buffered_ahead(element)) {
+        Step::Append {
+            block,
+            from,
+            to,
+            reset,
+        } => {
+            let open = source.ready_state() == MediaSourceReadyState::Open;
+            if reset && open {
+                buffer.abort()?;
+            }
+            let data = feed.files.block(&feed.file_id, block).await?;
+            let start = u64::from(block) * u64::from(BLOCK_LEN);
+            let part = data
+                .as_deref()
+                .and_then(|d| d.get((from - start) as usize..(to - start) as usize));
+            let Some(part) = part else {
+                playback.append_dropped();
+                return Err(js_error("stream: a stored block is gone"));
+            };
+            if buffer
+                .append_buffer_with_array_buffer_view(&Uint8Array::from(part))
+                .is_ok()
+            {
+                stats.borrow_mut().appended += part.len() as f64;
+            } else {
+                // Full: make room behind the play position, then again.
+                playback.append_dropped();
+                let behind = element.current_time() - KEEP_BEHIND_SECS;
+                if behind <= 0.0 || buffer.remove(0.0, behind).is_err() {
+                    return Err(js_error("stream: MediaSource took no more data"));
+                }
+            }
+        }
+        Step::End => {
+            if source.ready_state() == MediaSourceReadyState::Open && !buffer.updating() {
+                source.end_of_stream()?;
+            }
+        }
+        Step::WaitFor(block) => feed.want(block),
+        Step::Idle => {}
+    }
+    Ok(())
+}
+
+/// Reads the file's headers and index as their blocks come.
+async fn probe(
+    feed: &mut Feed,
+    mime: &str,
+) -> Result<Result<media::MediaIndex, media::MediaError>, JsValue> {
+    let len = u64::from(BLOCK_LEN);
+    let size = feed.size;
+    let round_up = |x: u64| x.div_ceil(len).saturating_mul(len).min(size);
+    let mut head: Vec<u8> = Vec::new();
+    let mut extra: Option<(u64, Vec<u8>)> = None;
+    for _ in 0..MAX_PROBE_ROUNDS {
+        let region = extra.as_ref().map(|(o, b)| (*o, b.as_slice()));
+        match media::probe(mime, size, &head, region) {
+            Probe::Need { from: 0, to } if to > head.len() as u64 => {
+                head = feed.read(0, round_up(to)).await?;
+            }
+            Probe::Need { from, to } if from > 0 && from < size => {
+                log::info(&format!("stream: reading the index at {from}"));
+                let start = from - from % len;
+                let bytes = feed.read(start, round_up(to.max(from + 1))).await?;
+                let skip = (from - start) as usize;
+                extra = Some((from, bytes.get(skip..).unwrap_or_default().to_vec()));
+            }
+            Probe::Need { .. } => {
+                return Ok(Err(media::MediaError::Malformed(
+                    "media",
+                    "headers past the end",
+                )))
+            }
+            Probe::Ready(index) => {
+                log::info(&format!(
+                    "stream: {} with {} seek points, {:?} s",
+                    index.mse_type,
+                    index.points.len(),
+                    index.duration
+                ));
+                // Back to the start: the player appends from block 0.
+                feed.want(0);
+                return Ok(Ok(index));
+            }
+            Probe::Failed(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Err(media::MediaError::Malformed(
+        "media",
+        "an index that never ends",
+    )))
+}
+
+/// Plays the file once it is complete, from a blob.
+async fn after_download(
+    feed: &mut Feed,
+    element: &HtmlMediaElement,
+    ready: &mut Option<oneshot::Sender<Result<Ready, JsValue>>>,
+    mime: &str,
+    why: String,
+) -> Result<(), JsValue> {
+    send_ready(
+        ready,
+        Ok(Ready {
+            mse_type: mime.to_string(),
+            mode: "after-download",
+            message: Some(why),
+        }),
+    );
+    while feed.done.is_none() {
+        feed.next().await?;
+    }
+    let blocks = feed.files.blocks(&feed.file_id).await?;
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&blocks, &options)?;
+    element.set_src(&web_sys::Url::create_object_url_with_blob(&blob)?);
+    Ok(())
+}
