@@ -174,9 +174,7 @@ pub(crate) async fn stream(
     let (done, resolve, reject) = deferred();
     // A failed download is reported by `done` and by the player; a page
     // that never reads `done` gets no unhandled rejection.
-    if let Ok(catch) =
-        get(&done, "catch").and_then(|c| c.dyn_into::<Function>().map_err(Into::into))
-    {
+    if let Ok(catch) = get(&done, "catch").and_then(|c| c.dyn_into::<Function>()) {
         let _ = catch.call1(&done, &Function::new_with_args("e", ""));
     }
     {

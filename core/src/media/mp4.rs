@@ -12,9 +12,14 @@ fn bad(what: &'static str) -> MediaError {
     MediaError::Malformed("MP4", what)
 }
 
-/// A box header at the start of `b`: type, header length, total length
-/// (`None`: to the end of the file). `Ok(None)` when `b` is too short.
-fn box_header(b: &[u8]) -> Result<Option<([u8; 4], usize, Option<u64>)>, MediaError> {
+/// A box header: type, header length, total length (`None`: to the end
+/// of the file).
+type BoxHeader = ([u8; 4], usize, Option<u64>);
+/// A box: type and data.
+type Mp4Box<'a> = ([u8; 4], &'a [u8]);
+
+/// The box header at the start of `b`; `Ok(None)` when `b` is too short.
+fn box_header(b: &[u8]) -> Result<Option<BoxHeader>, MediaError> {
     let (Some(size), Some(kind)) = (b.get(..4), b.get(4..8)) else {
         return Ok(None);
     };
@@ -37,7 +42,7 @@ fn box_header(b: &[u8]) -> Result<Option<([u8; 4], usize, Option<u64>)>, MediaEr
 }
 
 /// The boxes in `b` (all of it): (type, data).
-fn boxes(b: &[u8]) -> Result<Vec<([u8; 4], &[u8])>, MediaError> {
+fn boxes(b: &[u8]) -> Result<Vec<Mp4Box<'_>>, MediaError> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < b.len() {
