@@ -12,7 +12,7 @@
 //! why.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use futures_channel::{mpsc, oneshot};
@@ -38,6 +38,8 @@ const BUFFERED_SLACK: f64 = 0.3;
 const KEEP_BEHIND_SECS: f64 = 10.0;
 /// Rounds of a probe before it is given up (headers, then the index).
 const MAX_PROBE_ROUNDS: usize = 64;
+/// Seconds buffered ahead from which an index after the media is read.
+const INDEX_AHEAD_SECS: f64 = 5.0;
 
 pub(crate) type PlayerTx = mpsc::UnboundedSender<PlayerEvent>;
 
@@ -206,6 +208,7 @@ pub(crate) async fn stream(
         have: BTreeSet::new(),
         wanted: None,
         done: None,
+        later: VecDeque::new(),
     };
     wasm_bindgen_futures::spawn_local(run(feed, element, ready_tx, stats.clone()));
     let ready = ready_rx
@@ -236,6 +239,8 @@ struct Feed {
     /// The block the download was last asked to fetch first.
     wanted: Option<u32>,
     done: Option<Result<(), String>>,
+    /// The element's events that came while a read waited for blocks.
+    later: VecDeque<PlayerEvent>,
 }
 
 impl Feed {
@@ -280,6 +285,22 @@ impl Feed {
         Ok(e)
     }
 
+    /// The next download event; the element's events are kept for the
+    /// player's loop.
+    async fn next_download(&mut self) -> Result<(), JsValue> {
+        let e = self.next().await?;
+        if matches!(
+            e,
+            PlayerEvent::UpdateEnd
+                | PlayerEvent::Seeking
+                | PlayerEvent::TimeUpdate
+                | PlayerEvent::ElementError
+        ) {
+            self.later.push_back(e);
+        }
+        Ok(())
+    }
+
     /// Bytes `[from, to)` of the file, once their blocks are stored.
     async fn read(&mut self, from: u64, to: u64) -> Result<Vec<u8>, JsValue> {
         let len = u64::from(BLOCK_LEN);
@@ -290,7 +311,7 @@ impl Feed {
                 return Err(js_error("stream: blocks of the file are missing"));
             }
             self.want(missing);
-            self.next().await?;
+            self.next_download().await?;
         }
         let mut out = Vec::new();
         for b in blocks {
@@ -400,8 +421,9 @@ async fn play(
             break mime;
         }
     };
-    // Its headers and index, read as their blocks come.
-    let probed = probe(feed, &mime).await?;
+    // Its headers (and its index, unless that comes after the media), read
+    // as their blocks come.
+    let (probed, head) = probe(feed, &mime).await?;
     let index = match probed {
         Ok(index) if MediaSource::is_type_supported(&index.mse_type) => index,
         Ok(index) => {
@@ -441,28 +463,37 @@ async fn play(
     let mut playback = Playback::new(index, feed.size, BLOCK_LEN, feed.have.iter().copied());
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
-        let event = match feed.rx.next().await {
-            None | Some(PlayerEvent::Stop) => return Ok(()),
+        // An index after the media is read once enough is buffered to
+        // play meanwhile (or when a seek needs it, below).
+        if playback.index().deferred_index.is_some() && buffered_ahead(element) >= INDEX_AHEAD_SECS
+        {
+            read_index(feed, &mime, &head, &mut playback).await?;
+        }
+        let event = match feed.later.pop_front() {
             Some(e) => e,
+            None => match feed.rx.next().await {
+                None | Some(PlayerEvent::Stop) => return Ok(()),
+                Some(e) => e,
+            },
         };
         // A failed download ends nothing here: what is stored plays.
         let _ = feed.note(&event);
         match event {
             PlayerEvent::Stored(b) => playback.stored(b),
             PlayerEvent::UpdateEnd => playback.appended(),
-            PlayerEvent::Seeking => {
-                let t = element.current_time();
+            PlayerEvent::Seeking if element.seeking() && buffered_ahead(element) <= 0.0 => {
                 stats.borrow_mut().seeks += 1;
-                let ahead = buffered_ahead(element);
-                if ahead <= 0.0 {
-                    if buffer.updating() {
-                        let _ = buffer.abort();
-                    }
-                    playback.seek(t);
-                    feed.want(playback.wanted_block());
-                    stats.borrow_mut().resets += 1;
+                if playback.index().deferred_index.is_some() {
+                    read_index(feed, &mime, &head, &mut playback).await?;
                 }
+                if buffer.updating() {
+                    let _ = buffer.abort();
+                }
+                playback.seek(element.current_time());
+                feed.want(playback.wanted_block());
+                stats.borrow_mut().resets += 1;
             }
+            PlayerEvent::Seeking => stats.borrow_mut().seeks += 1,
             PlayerEvent::ElementError => {
                 let why = get(&get(element, "error")?, "message")?;
                 log::warn(&format!("stream: the element failed: {why:?}"));
@@ -527,53 +558,82 @@ async fn append_next(
     Ok(())
 }
 
-/// Reads the file's headers and index as their blocks come.
-async fn probe(
-    feed: &mut Feed,
-    mime: &str,
-) -> Result<Result<media::MediaIndex, media::MediaError>, JsValue> {
+type Probed = Result<media::MediaIndex, media::MediaError>;
+
+/// Reads the file's headers as their blocks come (and its index, unless
+/// that lies after the media); the head read is kept to read a deferred
+/// index with later.
+async fn probe(feed: &mut Feed, mime: &str) -> Result<(Probed, Vec<u8>), JsValue> {
     let len = u64::from(BLOCK_LEN);
     let size = feed.size;
     let round_up = |x: u64| x.div_ceil(len).saturating_mul(len).min(size);
     let mut head: Vec<u8> = Vec::new();
-    let mut extra: Option<(u64, Vec<u8>)> = None;
     for _ in 0..MAX_PROBE_ROUNDS {
-        let region = extra.as_ref().map(|(o, b)| (*o, b.as_slice()));
-        match media::probe(mime, size, &head, region) {
+        match media::probe(mime, size, &head, None) {
             Probe::Need { from: 0, to } if to > head.len() as u64 => {
                 head = feed.read(0, round_up(to)).await?;
             }
-            Probe::Need { from, to } if from > 0 && from < size => {
-                log::info(&format!("stream: reading the index at {from}"));
-                let start = from - from % len;
-                let bytes = feed.read(start, round_up(to.max(from + 1))).await?;
-                let skip = (from - start) as usize;
-                extra = Some((from, bytes.get(skip..).unwrap_or_default().to_vec()));
-            }
             Probe::Need { .. } => {
-                return Ok(Err(media::MediaError::Malformed(
-                    "media",
-                    "headers past the end",
-                )))
+                let e = media::MediaError::Malformed("media", "headers past the end");
+                return Ok((Err(e), head));
             }
             Probe::Ready(index) => {
                 log::info(&format!(
-                    "stream: {} with {} seek points, {:?} s",
+                    "stream: {} with {} seek points{}, {:?} s",
                     index.mse_type,
                     index.points.len(),
+                    if index.deferred_index.is_some() {
+                        " (an index after the media)"
+                    } else {
+                        ""
+                    },
                     index.duration
                 ));
-                // Back to the start: the player appends from block 0.
-                feed.want(0);
-                return Ok(Ok(index));
+                return Ok((Ok(index), head));
             }
-            Probe::Failed(e) => return Ok(Err(e)),
+            Probe::Failed(e) => return Ok((Err(e), head)),
         }
     }
-    Ok(Err(media::MediaError::Malformed(
-        "media",
-        "an index that never ends",
-    )))
+    let e = media::MediaError::Malformed("media", "headers that never end");
+    Ok((Err(e), head))
+}
+
+/// Reads an index that lies after the media (`deferred_index`): its
+/// blocks are fetched first meanwhile. A bad one leaves the file playing
+/// without seek points.
+async fn read_index(
+    feed: &mut Feed,
+    mime: &str,
+    head: &[u8],
+    playback: &mut Playback,
+) -> Result<(), JsValue> {
+    let len = u64::from(BLOCK_LEN);
+    let size = feed.size;
+    let Some(at) = playback.index().deferred_index else {
+        return Ok(());
+    };
+    let mut to = (at - at % len + len).min(size);
+    for _ in 0..MAX_PROBE_ROUNDS {
+        let bytes = feed.read(at, to).await?;
+        match media::probe(mime, size, head, Some((at, &bytes))) {
+            Probe::Need { from, to: more } if from == at && more > to && more <= size => to = more,
+            Probe::Ready(index) if index.deferred_index.is_none() => {
+                log::info(&format!("stream: {} seek points", index.points.len()));
+                playback.set_index(index);
+                feed.want(playback.wanted_block());
+                return Ok(());
+            }
+            other => {
+                log::warn(&format!("stream: the index could not be read: {other:?}"));
+                break;
+            }
+        }
+    }
+    let mut index = playback.index().clone();
+    index.deferred_index = None;
+    playback.set_index(index);
+    feed.want(playback.wanted_block());
+    Ok(())
 }
 
 /// Plays the file once it is complete, from a blob.

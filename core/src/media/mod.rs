@@ -50,6 +50,10 @@ pub struct MediaIndex {
     /// Seek points by time (ascending); empty when the file has no index,
     /// and then it plays from the start and seeks within what is buffered.
     pub points: Vec<SeekPoint>,
+    /// The index lies at this offset, after the media (WebM Cues as
+    /// ffmpeg writes them): `probe` again with that region gives the
+    /// points. Playback need not wait for it; a seek does.
+    pub deferred_index: Option<u64>,
     /// Seconds, when the file says.
     pub duration: Option<f64>,
 }
@@ -157,6 +161,7 @@ mod tests {
                     offset: 900,
                 },
             ],
+            deferred_index: None,
             duration: Some(3.0),
         };
         assert_eq!(index.offset_for(-1.0), 10);

@@ -134,6 +134,7 @@ fn probe_inner(size: u64, head: &[u8]) -> Result<Probe, MediaError> {
         init_end,
         media_start,
         points,
+        deferred_index: None,
         // An empty moov (ffmpeg's fragmented output) has no duration:
         // the sidx's is the file's.
         duration: movie

@@ -82,6 +82,11 @@ impl Playback {
         &self.index
     }
 
+    /// The index, read since playback began (`MediaIndex::deferred_index`).
+    pub fn set_index(&mut self, index: MediaIndex) {
+        self.index = index;
+    }
+
     /// The next byte to append.
     pub fn position(&self) -> u64 {
         self.at
@@ -194,6 +199,7 @@ mod tests {
                     offset: o,
                 })
                 .collect(),
+            deferred_index: None,
             duration: Some(4.0),
         }
     }

@@ -217,15 +217,13 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
         return Err(bad("no track this player knows"));
     }
     let scale = found.scale.unwrap_or(1_000_000);
-    // Cues after the clusters: read them where the SeekHead says.
+    // Cues after the clusters: where the SeekHead says. Playback need not
+    // wait for them: they are read when `extra` brings them.
     if found.points.is_none() {
         if let Some(pos) = found.cues_at.map(|p| seg_start.saturating_add(p)) {
             if pos > init_end && pos < size {
                 let Some((off, bytes)) = extra.filter(|(o, _)| *o == pos) else {
-                    return Ok(Probe::Need {
-                        from: pos,
-                        to: (pos + 4096).min(size),
-                    });
+                    return ready(found, scale, init_end, size, Some(pos));
                 };
                 let Some(h) = header(bytes)? else {
                     return Ok(Probe::Need {
@@ -251,6 +249,16 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
             }
         }
     }
+    ready(found, scale, init_end, size, None)
+}
+
+fn ready(
+    found: Headers,
+    scale: u64,
+    init_end: u64,
+    size: u64,
+    deferred_index: Option<u64>,
+) -> Result<Probe, MediaError> {
     let mut points = found.points.unwrap_or_default();
     for p in &mut points {
         p.time = p.time * scale as f64 / 1e9;
@@ -265,6 +273,7 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
         init_end,
         media_start: init_end,
         points,
+        deferred_index,
         duration: found
             .duration
             .map(|d| d * scale as f64 / 1e9)
@@ -491,10 +500,43 @@ pub(crate) mod tests {
             match super::super::probe(mime, file.len() as u64, &file[..head], x) {
                 Probe::Need { from: 0, to } => head = to as usize,
                 Probe::Need { from, to } => extra = Some((from, (to - from) as usize)),
+                // The index after the media: 12 bytes first, as a player
+                // reading the least it can would.
+                Probe::Ready(i) if i.deferred_index.is_some() && extra.is_none() => {
+                    extra = i.deferred_index.map(|at| (at, 12));
+                }
                 done => return (done, asks),
             }
         }
         panic!("the probe never ended");
+    }
+
+    #[test]
+    fn cues_at_the_end_do_not_hold_playback_up() {
+        let file = sample(10, 5000, false);
+        let mut head = 12;
+        let index = loop {
+            match super::super::probe("video/webm", file.len() as u64, &file[..head], None) {
+                Probe::Need { from: 0, to } => head = to as usize,
+                Probe::Ready(i) => break i,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(index.points.is_empty());
+        let at = index.deferred_index.unwrap() as usize;
+        assert!(at > 10 * 5000, "after the clusters");
+        assert!(head < 1000, "only the headers were read: {head}");
+        let full = super::super::probe(
+            "video/webm",
+            file.len() as u64,
+            &file[..head],
+            Some((at as u64, &file[at..])),
+        );
+        let Probe::Ready(full) = full else {
+            panic!("{full:?}")
+        };
+        assert_eq!(full.points.len(), 10);
+        assert_eq!(full.deferred_index, None);
     }
 
     #[test]
