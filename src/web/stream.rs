@@ -463,10 +463,11 @@ async fn play(
     let mut playback = Playback::new(index, feed.size, BLOCK_LEN, feed.have.iter().copied());
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
-        // An index after the media is read once enough is buffered to
-        // play meanwhile (or when a seek needs it, below).
-        if playback.index().deferred_index.is_some() && buffered_ahead(element) >= INDEX_AHEAD_SECS
-        {
+        // An index after the media is read once playback has begun, or
+        // enough is buffered to play meanwhile (or when a seek needs it,
+        // below): it costs one block, and the first frame comes first.
+        let started = element.current_time() > 0.0 || buffered_ahead(element) >= INDEX_AHEAD_SECS;
+        if playback.index().deferred_index.is_some() && started {
             read_index(feed, &mime, &head, &mut playback).await?;
         }
         let event = match feed.later.pop_front() {

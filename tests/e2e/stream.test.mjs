@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { startNode, launchBrowser, eventually, startFileServer } from './helpers.mjs';
+import { mkdirSync } from 'node:fs';
+import { startNode, launchBrowser, eventually, startFileServer, ROOT } from './helpers.mjs';
 import { media } from './media.mjs';
 
 // Loopback, circuits of two tabs, a 2-core machine running four browsers.
@@ -141,6 +142,8 @@ async function playAndCheck(b, hash, bytes, type) {
 }
 
 let a; let relays; let b;
+const state = {};
+const SHOTS = `${ROOT}target/e2e-screenshots`;
 test('VP9 WebM plays while it downloads through ORDB tabs, seeks, and is stored byte-equal', async () => {
   a = await openTab('A', '?joinLinks=2');
   relays = [await openTab('R1', '?joinLinks=2'), await openTab('R2', '?joinLinks=2')];
@@ -155,7 +158,25 @@ test('VP9 WebM plays while it downloads through ORDB tabs, seeks, and is stored 
 test('H.264 fragmented MP4 plays while it downloads, seeks, and is stored byte-equal', async () => {
   const mp4 = media('h264-frag.mp4', 20);
   const hash = await seed(a, relays, mp4, 'clip.mp4', 'video/mp4');
+  state.mp4 = hash;
   await playAndCheck(b, hash, mp4, /^video\/mp4; codecs="avc1\.[0-9a-f]{6},mp4a\.40\.2"$/);
+});
+
+test('the page: Play puts a player in the file\'s row, with its buffered ranges drawn', async () => {
+  // A fresh tab, never linked to A, plays the fragmented MP4 from the box.
+  const c = await openTab('C', `?joinLinks=3&neverLink=${a.id}`);
+  await c.page.fill('#hash', state.mp4);
+  await c.page.click('#play-it');
+  const row = `#files li[data-hash="${state.mp4}"]`;
+  await c.page.waitForSelector(`${row} .player video`, { timeout: 20000 });
+  await eventually(() => c.page.$eval(`${row} .player video`, (v) => v.currentTime > 0.5), 20000, 'the row\'s player playing');
+  await eventually(() => c.page.$$eval(`${row} .ranges span.buffered`, (s) => s.length > 0), 5000, 'buffered ranges drawn');
+  assert.equal(await c.page.$eval(`${row} .ranges .playhead`, () => true), true);
+  await c.page.waitForSelector(`${row}[data-state="done"]`, { timeout: 60000 });
+  assert.match(await c.page.$eval(`${row} .file-status`, (e) => e.textContent), /Downloaded and checked/);
+  mkdirSync(SHOTS, { recursive: true });
+  await c.page.screenshot({ path: `${SHOTS}/stream-player.png`, fullPage: true });
+  assert.deepEqual(c.errors, []);
 });
 
 test('a plain MP4 plays once downloaded, and says why', async () => {

@@ -11,6 +11,8 @@ import { ROOT } from './helpers.mjs';
 const DIR = `${ROOT}target/bench-webtorrent`;
 const BUNDLE = `${DIR}/node_modules/webtorrent/dist/webtorrent.min.js`;
 const TRACKER = `${DIR}/node_modules/bittorrent-tracker/server.js`;
+// Its service worker, for file.streamTo(video) (the streaming baseline).
+const WORKER = `${DIR}/node_modules/webtorrent/dist/sw.min.js`;
 
 function ensureInstalled() {
   if (existsSync(BUNDLE) && existsSync(TRACKER)) return;
@@ -30,8 +32,10 @@ window.ready = true;
 </script>`;
 
 /** Starts the tracker, the page server and a seeding tab. `round(body)`
- *  downloads the file in a new client in a second tab: { ms, ttfb, sha }. */
-export async function startWebTorrent(launchBrowser, browsers) {
+ *  downloads the file in a new client in a second tab: { ms, ttfb, sha }.
+ *  `files` are served by the page's server (path → bytes), for
+ *  `streamRound`. */
+export async function startWebTorrent(launchBrowser, browsers, files = {}) {
   ensureInstalled();
   const { default: Server } = await import(TRACKER);
   const tracker = new Server({ udp: false, http: false, ws: true, stats: false });
@@ -42,6 +46,14 @@ export async function startWebTorrent(launchBrowser, browsers) {
     if (req.url === '/webtorrent.min.js') {
       res.writeHead(200, { 'content-type': 'text/javascript' });
       return res.end(bundle);
+    }
+    if (req.url === '/sw.min.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      return res.end(readFileSync(WORKER));
+    }
+    if (files[req.url]) {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      return res.end(files[req.url]);
     }
     res.writeHead(200, { 'content-type': 'text/html' });
     return res.end(PAGE);
@@ -59,6 +71,7 @@ export async function startWebTorrent(launchBrowser, browsers) {
   const seeder = await open();
   const downloader = await open();
   let magnet = null;
+  const streamMagnets = {};
   return {
     async round(body) {
       if (!magnet) {
@@ -92,6 +105,55 @@ export async function startWebTorrent(launchBrowser, browsers) {
           });
         });
       }), { magnet, announce });
+    },
+    /** Seeds `path` (one of `files`) once, then plays it in a new client
+     *  with file.streamTo(video) through WebTorrent's service worker:
+     *  { firstFrameMs, seekMs } (a seek to `seekTo` of the duration). */
+    async streamRound(path, seekTo) {
+      if (!streamMagnets[path]) {
+        streamMagnets[path] = await seeder.evaluate(({ path, announce }) => new Promise((resolve, reject) => {
+          fetch(path).then((r) => r.blob()).then((blob) => {
+            const client = new window.WebTorrent({ tracker: { rtcConfig: { iceServers: [] } }, dht: false, lsd: false });
+            client.on('error', reject);
+            client.seed(new File([blob], path.slice(1)), { announce: [announce] }, (t) => resolve(t.magnetURI));
+          }, reject);
+        }), { path, announce });
+      }
+      return downloader.evaluate(async ({ magnet, announce, seekTo }) => {
+        const registration = await navigator.serviceWorker.register('/sw.min.js', { scope: '/' });
+        const worker = registration.active ?? registration.waiting ?? registration.installing;
+        if (worker.state !== 'activated') {
+          await new Promise((r) => worker.addEventListener('statechange', () => worker.state === 'activated' && r()));
+        }
+        const client = new window.WebTorrent({ tracker: { rtcConfig: { iceServers: [] } }, dht: false, lsd: false });
+        client.createServer({ controller: registration });
+        const video = document.createElement('video');
+        video.muted = true;
+        document.body.append(video);
+        const t0 = performance.now();
+        const firstFrameMs = await new Promise((resolve, reject) => {
+          client.on('error', reject);
+          video.requestVideoFrameCallback(() => resolve(performance.now() - t0));
+          client.add(magnet, { announce: [announce], destroyStoreOnDestroy: true }, (torrent) => {
+            torrent.files[0].streamTo(video);
+            video.play().catch(() => {});
+          });
+          setTimeout(() => reject(new Error('WebTorrent: no frame in 60 s')), 60000);
+        });
+        const target = video.duration * seekTo;
+        const t1 = performance.now();
+        video.currentTime = target;
+        await new Promise((resolve, reject) => {
+          const check = () => (video.currentTime > target + 0.2 && !video.seeking
+            ? resolve() : requestAnimationFrame(check));
+          check();
+          setTimeout(() => reject(new Error('WebTorrent: no play after the seek')), 60000);
+        });
+        const seekMs = performance.now() - t1;
+        video.remove();
+        await new Promise((r) => client.destroy(r));
+        return { firstFrameMs, seekMs };
+      }, { magnet: streamMagnets[path], announce, seekTo });
     },
     async stop() {
       tracker.close();

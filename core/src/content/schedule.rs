@@ -152,6 +152,9 @@ pub struct Scheduler {
     /// Missing blocks from this one on are asked first (a player's
     /// position), then those before it.
     priority: u32,
+    /// Blocks in flight when the priority moved away from them: they
+    /// finish, but do not hold the window against the new position.
+    stale: BTreeSet<u32>,
 }
 
 impl Scheduler {
@@ -173,6 +176,7 @@ impl Scheduler {
             max_size: u64::MAX,
             failure: None,
             priority: 0,
+            stale: BTreeSet::new(),
         };
         if let Some(m) = manifest {
             s.set_manifest(m, have);
@@ -262,12 +266,21 @@ impl Scheduler {
     }
 
     /// Asks for block `block` and those after it first (a player needs
-    /// them next); queries already in flight go on.
+    /// them next). Queries in flight elsewhere go on, outside the window:
+    /// a seek gets its blocks asked at once, not after them.
     pub fn prioritize(&mut self, block: u32, now: u64) {
-        if self.priority != block {
-            self.priority = block;
-            self.assign(now);
+        if self.priority == block {
+            return;
         }
+        self.priority = block;
+        let near = block..block.saturating_add(WINDOW as u32);
+        self.stale = self
+            .sources
+            .values()
+            .flat_map(|s| s.queries.iter().map(|q| q.block))
+            .filter(|b| !near.contains(b))
+            .collect();
+        self.assign(now);
     }
 
     /// The next block to ask for: the first missing one from `priority`
@@ -558,8 +571,13 @@ impl Scheduler {
             .min()
     }
 
+    /// Queries counted against the window (not those a seek left behind).
     fn in_flight(&self) -> usize {
-        self.sources.values().map(|s| s.queries.len()).sum()
+        self.sources
+            .values()
+            .flat_map(|s| s.queries.iter())
+            .filter(|q| !self.stale.contains(&q.block))
+            .count()
     }
 
     /// When `source` would finish one more block, ms from now: what it has
@@ -620,6 +638,7 @@ impl Scheduler {
         now: u64,
         expected: u64,
     ) {
+        self.stale.remove(&block);
         let Some(s) = self.sources.get_mut(&source) else {
             return;
         };
@@ -1038,9 +1057,11 @@ mod tests {
         let asked = queries(&mut s);
         let blocks: Vec<u32> = asked.iter().map(|(_, q)| q.block).collect();
         assert_eq!(blocks, vec![14, 15, 16, 17, 18]);
-        // The file's tail is asked for, then the wrap to its start.
+        // The file's tail is asked for at once (in the one slot left on
+        // the three circuits), then the wrap to its start.
         s.prioritize(19, 1);
-        assert!(queries(&mut s).is_empty(), "the window is full");
+        let tail: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
+        assert_eq!(tail, vec![19]);
         for (source, q) in asked {
             s.on_connected(source, q.block, f.answer(q.block, false), 2);
             s.on_data(source, q.block, f.block(q.block), 3);
@@ -1048,7 +1069,17 @@ mod tests {
                 .unwrap();
         }
         let next: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
-        assert_eq!(next, vec![19, 0, 1, 2, 3]);
+        assert_eq!(next, vec![0, 1, 2, 3]);
+        // A seek far away: its blocks are asked at once, beside the five
+        // still in flight (as far as two per circuit allow).
+        for id in 4..=6 {
+            s.add_source(id, 5);
+        }
+        assert!(queries(&mut s).is_empty(), "the window is full");
+        s.prioritize(10, 6);
+        let seek: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
+        // 14 to 19 are in already: then the first missing from the start.
+        assert_eq!(seek, vec![10, 11, 12, 13, 4]);
     }
 
     #[test]
