@@ -542,6 +542,7 @@ async fn download_once(
         player,
     };
     let (tx, rx) = oneshot::channel();
+    log::info(&format!("download {}: asking ORDBs", h.to_hex()));
     let op = {
         let mut d = shared.borrow_mut();
         let op = d.tab.download(h, core_options, now());

@@ -140,16 +140,15 @@ struct Ready {
     message: Option<String>,
 }
 
-/// A promise and its resolve and reject functions.
-fn deferred() -> (Promise, Function, Function) {
+/// A promise and its resolve and reject functions. (No `new Function`:
+/// the page's CSP forbids evaluating strings.)
+fn deferred() -> Result<(Promise, Function, Function), JsValue> {
     let mut slots: (Option<Function>, Option<Function>) = (None, None);
     let promise = Promise::new(&mut |resolve, reject| slots = (Some(resolve), Some(reject)));
-    let noop = Function::new_no_args("");
-    let (resolve, reject) = (
-        slots.0.unwrap_or_else(|| noop.clone()),
-        slots.1.unwrap_or(noop),
-    );
-    (promise, resolve, reject)
+    match slots {
+        (Some(resolve), Some(reject)) => Ok((promise, resolve, reject)),
+        _ => Err(js_error("stream: no promise")),
+    }
 }
 
 fn error_text(e: &JsValue) -> String {
@@ -173,11 +172,13 @@ pub(crate) async fn stream(
     let files = share::store(shared, "stream")?;
     let h = share::parse_hash_name("stream", target)?;
     let (tx, rx) = mpsc::unbounded();
-    let (done, resolve, reject) = deferred();
+    let (done, resolve, reject) = deferred()?;
     // A failed download is reported by `done` and by the player; a page
-    // that never reads `done` gets no unhandled rejection.
+    // that never reads `done` gets no unhandled rejection. (The handler
+    // is freed when called; one that never is stays, a few bytes.)
     if let Ok(catch) = get(&done, "catch").and_then(|c| c.dyn_into::<Function>()) {
-        let _ = catch.call1(&done, &Function::new_with_args("e", ""));
+        let ignore = Closure::once_into_js(|_: JsValue| {});
+        let _ = catch.call1(&done, &ignore);
     }
     {
         let (shared, tx, target) = (shared.clone(), tx.clone(), target.to_string());
@@ -285,13 +286,14 @@ impl Feed {
         Ok(e)
     }
 
-    /// The next download event; the element's events are kept for the
-    /// player's loop.
+    /// The next event, noted; the player's loop sees it later too (the
+    /// element's events, and stored blocks its `Playback` must learn of).
     async fn next_download(&mut self) -> Result<(), JsValue> {
         let e = self.next().await?;
         if matches!(
             e,
-            PlayerEvent::UpdateEnd
+            PlayerEvent::Stored(_)
+                | PlayerEvent::UpdateEnd
                 | PlayerEvent::Seeking
                 | PlayerEvent::TimeUpdate
                 | PlayerEvent::ElementError

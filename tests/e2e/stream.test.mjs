@@ -121,7 +121,11 @@ async function playAndCheck(b, hash, bytes, type) {
   const started = await startPlaying(b, hash);
   assert.equal(started.mode, 'mediasource', JSON.stringify(started));
   assert.match(started.type, type);
-  await eventually(async () => (await state(b)).movedAt !== null, 20000, 'playback moving');
+  try {
+    await eventually(async () => (await state(b)).movedAt !== null, 20000, 'playback moving');
+  } catch (e) {
+    throw new Error(`${e.message}: ${JSON.stringify(await state(b))}`);
+  }
   let st = await state(b);
   assert.ok(st.firstFrameMs !== null && st.firstFrameMs < FIRST_FRAME_BOUND_MS,
     `first frame in ${st.firstFrameMs} ms: ${JSON.stringify(st)}`);
@@ -142,7 +146,7 @@ async function playAndCheck(b, hash, bytes, type) {
 }
 
 let a; let relays; let b;
-const state = {};
+const files = {};
 const SHOTS = `${ROOT}target/e2e-screenshots`;
 test('VP9 WebM plays while it downloads through ORDB tabs, seeks, and is stored byte-equal', async () => {
   a = await openTab('A', '?joinLinks=2');
@@ -158,18 +162,28 @@ test('VP9 WebM plays while it downloads through ORDB tabs, seeks, and is stored 
 test('H.264 fragmented MP4 plays while it downloads, seeks, and is stored byte-equal', async () => {
   const mp4 = media('h264-frag.mp4', 20);
   const hash = await seed(a, relays, mp4, 'clip.mp4', 'video/mp4');
-  state.mp4 = hash;
+  files.mp4 = hash;
   await playAndCheck(b, hash, mp4, /^video\/mp4; codecs="avc1\.[0-9a-f]{6},mp4a\.40\.2"$/);
 });
 
 test('the page: Play puts a player in the file\'s row, with its buffered ranges drawn', async () => {
-  // A fresh tab, never linked to A, plays the fragmented MP4 from the box.
-  const c = await openTab('C', `?joinLinks=3&neverLink=${a.id}`);
-  await c.page.fill('#hash', state.mp4);
+  // A fresh tab plays the fragmented MP4 from the box.
+  const c = await openTab('C', '?joinLinks=3');
+  await eventually(async () => (await c.page.evaluate(
+    () => window.peersm.peers().filter((p) => p.state === 'open').length)) >= 2, 20000, 'C linked');
+  await eventually(() => c.page.evaluate(
+    (h) => window.peersm.shared().some((s) => s.hashName === h), files.mp4), 20000, 'C told of the file');
+  await c.page.fill('#hash', files.mp4);
   await c.page.click('#play-it');
-  const row = `#files li[data-hash="${state.mp4}"]`;
+  const row = `#files li[data-hash="${files.mp4}"]`;
   await c.page.waitForSelector(`${row} .player video`, { timeout: 20000 });
-  await eventually(() => c.page.$eval(`${row} .player video`, (v) => v.currentTime > 0.5), 20000, 'the row\'s player playing');
+  try {
+    await eventually(() => c.page.$eval(`${row} .player video`, (v) => v.currentTime > 0.5), 20000, 'the row\'s player playing');
+  } catch (e) {
+    const v = await c.page.$eval(`${row} .player video`, (v) => ({ paused: v.paused, rs: v.readyState, err: v.error?.message, t: v.currentTime, src: v.src }));
+    const text = await c.page.$eval(row, (li) => li.textContent);
+    throw new Error(`${e.message}: ${JSON.stringify(v)} ${text}`);
+  }
   await eventually(() => c.page.$$eval(`${row} .ranges span.buffered`, (s) => s.length > 0), 5000, 'buffered ranges drawn');
   assert.equal(await c.page.$eval(`${row} .ranges .playhead`, () => true), true);
   await c.page.waitForSelector(`${row}[data-state="done"]`, { timeout: 60000 });
