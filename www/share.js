@@ -92,13 +92,22 @@ class Row {
   /** A player in the row (replacing an earlier one), with a bar showing
    *  what is buffered and where playback is. */
   attachPlayer(video) {
-    this.player?.remove();
+    this.detachPlayer();
     this.ranges = el('div', { className: 'ranges' });
     this.ranges.setAttribute('aria-hidden', 'true');
     this.player = el('div', { className: 'player' }, video, this.ranges);
     this.li.insertBefore(this.player, this.text);
     const draw = () => this.drawRanges(video);
     for (const e of ['progress', 'timeupdate', 'seeking', 'durationchange']) video.addEventListener(e, draw);
+  }
+
+  /** Removes the row's player; emptying its element ends the peer's
+   *  player loop (peer.stream listens for 'emptied'). */
+  detachPlayer() {
+    const video = this.player?.querySelector('video');
+    if (video) { video.removeAttribute('src'); video.load(); }
+    this.player?.remove();
+    this.player = null;
   }
 
   drawRanges(video) {
@@ -133,6 +142,7 @@ export function setupSharing(peer) {
     return button('Remove', 'remove', async () => {
       try {
         await peer.remove(hashName);
+        row.detachPlayer();
         row.li.remove();
         rows.delete(hashName);
       } catch (err) { row.fail(err); }
@@ -249,8 +259,7 @@ export function setupSharing(peer) {
       video.play().catch(() => {});
       downloaded(row, await player.done, started);
     } catch (err) {
-      row.player?.remove();
-      row.player = null;
+      row.detachPlayer();
       failed(row, hash, err, play);
     }
   }

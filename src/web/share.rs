@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Uint8Array};
 use peersm_core::content::merkle::{leaf_hash, Hash};
-use peersm_core::content::{HashName, BLOCK_LEN};
+use peersm_core::content::{HashName, Manifest, BLOCK_LEN};
 use peersm_core::peer::tab::{DownloadOptions, Downloaded, Outcome, SharedFile};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
@@ -504,11 +504,13 @@ async fn download_once(
             reseed(shared, &r.hash_name).await?;
         }
         if let Some(p) = &player {
-            let blocks = r.size.div_ceil(u64::from(BLOCK_LEN)) as u32;
+            let block_len = block_len_of(&r.manifest);
+            let blocks = r.size.div_ceil(u64::from(block_len)) as u32;
             let _ = p.unbounded_send(PlayerEvent::File {
                 op: None,
                 file_id: r.file_id.clone(),
                 size: r.size,
+                block_len,
                 mime: r.mime.clone(),
                 have: (0..blocks).collect(),
             });
@@ -566,6 +568,11 @@ async fn download_once(
     let mut result = handle(shared, files, &record, Some(&done));
     result.fetched = fetched;
     Ok(result)
+}
+
+/// The block length a file's manifest names (its seeder chose it).
+fn block_len_of(manifest: &[u8]) -> u32 {
+    Manifest::decode(manifest).map_or(BLOCK_LEN, |m| m.block_len)
 }
 
 // --- the driver's side: the core's block reads and writes ---
@@ -671,6 +678,7 @@ pub(crate) fn manifest_known(shared: &Shared, op: u64, file: SharedFile) {
                 op: Some(op),
                 file_id: sink.file_id.clone(),
                 size: file.size,
+                block_len: block_len_of(&file.manifest),
                 mime: file.mime.clone(),
                 have: sink.had.clone(),
             });

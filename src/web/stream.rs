@@ -18,7 +18,6 @@ use std::rc::Rc;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use js_sys::{Function, Object, Promise, Uint8Array};
-use peersm_core::content::BLOCK_LEN;
 use peersm_core::media::{self, Playback, Probe, Step};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -51,6 +50,8 @@ pub(crate) enum PlayerEvent {
         op: Option<u64>,
         file_id: String,
         size: u64,
+        /// The manifest's block length.
+        block_len: u32,
         mime: String,
         have: Vec<u32>,
     },
@@ -206,6 +207,7 @@ pub(crate) async fn stream(
         op: None,
         file_id: String::new(),
         size: 0,
+        block_len: 1,
         have: BTreeSet::new(),
         wanted: None,
         done: None,
@@ -236,6 +238,7 @@ struct Feed {
     op: Option<u64>,
     file_id: String,
     size: u64,
+    block_len: u32,
     have: BTreeSet<u32>,
     /// The block the download was last asked to fetch first.
     wanted: Option<u32>,
@@ -305,7 +308,7 @@ impl Feed {
 
     /// Bytes `[from, to)` of the file, once their blocks are stored.
     async fn read(&mut self, from: u64, to: u64) -> Result<Vec<u8>, JsValue> {
-        let len = u64::from(BLOCK_LEN);
+        let len = u64::from(self.block_len);
         let (first, last) = (from / len, to.saturating_sub(1) / len);
         let blocks = first as u32..=last as u32;
         while let Some(missing) = blocks.clone().find(|b| !self.have.contains(b)) {
@@ -412,6 +415,7 @@ async fn play(
             op,
             file_id,
             size,
+            block_len,
             mime,
             have,
         } = feed.next().await?
@@ -419,6 +423,7 @@ async fn play(
             feed.op = op;
             feed.file_id = file_id;
             feed.size = size;
+            feed.block_len = block_len.max(1);
             feed.have.extend(have);
             break mime;
         }
@@ -434,6 +439,14 @@ async fn play(
                 index.mse_type
             );
             return after_download(feed, element, ready, &mime, why).await;
+        }
+        // Not a video or audio file at all: nothing to play, and nothing
+        // the viewer asked to keep.
+        Err(e @ media::MediaError::NotMedia(_)) => {
+            if let Some(op) = feed.op {
+                input(&feed.shared, |tab, now| tab.cancel_download(op, now));
+            }
+            return Err(js_error(&format!("stream: {e}")));
         }
         Err(e) => return after_download(feed, element, ready, &mime, e.to_string()).await,
     };
@@ -453,6 +466,9 @@ async fn play(
         listen(element, "seeking", &tx, || PlayerEvent::Seeking)?,
         listen(element, "timeupdate", &tx, || PlayerEvent::TimeUpdate)?,
         listen(element, "error", &tx, || PlayerEvent::ElementError)?,
+        // The page gave the element another source, or dropped it: the
+        // player ends (and frees what MediaSource holds).
+        listen(element, "emptied", &tx, || PlayerEvent::Stop)?,
     ];
     send_ready(
         ready,
@@ -462,7 +478,7 @@ async fn play(
             message: None,
         }),
     );
-    let mut playback = Playback::new(index, feed.size, BLOCK_LEN, feed.have.iter().copied());
+    let mut playback = Playback::new(index, feed.size, feed.block_len, feed.have.iter().copied());
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
         // An index after the media is read once playback has begun, or
@@ -516,6 +532,11 @@ async fn append_next(
     playback: &mut Playback,
     stats: &Rc<RefCell<Stats>>,
 ) -> Result<(), JsValue> {
+    // One operation on the SourceBuffer at a time (an append, or a
+    // remove making room): the next waits for its `updateend`.
+    if buffer.updating() {
+        return Ok(());
+    }
     match playback.next(buffered_ahead(element)) {
         Step::Append {
             block,
@@ -528,7 +549,7 @@ async fn append_next(
                 buffer.abort()?;
             }
             let data = feed.files.block(&feed.file_id, block).await?;
-            let start = u64::from(block) * u64::from(BLOCK_LEN);
+            let start = u64::from(block) * u64::from(feed.block_len);
             let part = data
                 .as_deref()
                 .and_then(|d| d.get((from - start) as usize..(to - start) as usize));
@@ -567,7 +588,7 @@ type Probed = Result<media::MediaIndex, media::MediaError>;
 /// that lies after the media); the head read is kept to read a deferred
 /// index with later.
 async fn probe(feed: &mut Feed, mime: &str) -> Result<(Probed, Vec<u8>), JsValue> {
-    let len = u64::from(BLOCK_LEN);
+    let len = u64::from(feed.block_len);
     let size = feed.size;
     let round_up = |x: u64| x.div_ceil(len).saturating_mul(len).min(size);
     let mut head: Vec<u8> = Vec::new();
@@ -610,7 +631,7 @@ async fn read_index(
     head: &[u8],
     playback: &mut Playback,
 ) -> Result<(), JsValue> {
-    let len = u64::from(BLOCK_LEN);
+    let len = u64::from(feed.block_len);
     let size = feed.size;
     let Some(at) = playback.index().deferred_index else {
         return Ok(());

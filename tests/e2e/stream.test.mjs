@@ -205,12 +205,15 @@ test('a plain MP4 plays once downloaded, and says why', async () => {
 });
 
 test('bad input gets plain words', async () => {
-  const bad = await b.page.evaluate(async () => {
+  const text = await seed(a, relays, Buffer.from('not a film\n'.repeat(1000)), 'notes.txt', 'text/plain');
+  const bad = await b.page.evaluate(async (h) => {
     const out = [];
+    try { await window.peersm.stream(h, document.createElement('video')); } catch (e) { out.push(e.message); }
     try { await window.peersm.stream('nonsense', document.createElement('video')); } catch (e) { out.push(e.message); }
     try { await window.peersm.stream('00'.repeat(20), 'not an element'); } catch (e) { out.push(e.message); }
     return out;
-  });
-  assert.match(bad[0], /neither a hash_name .* nor a Peersm link/);
-  assert.match(bad[1], /must be a <video> or <audio> element/);
+  }, text);
+  assert.match(bad[0], /text\/plain files do not play while they download/);
+  assert.match(bad[1], /neither a hash_name .* nor a Peersm link/);
+  assert.match(bad[2], /must be a <video> or <audio> element/);
 });

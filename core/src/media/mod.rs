@@ -77,6 +77,8 @@ pub enum MediaError {
     NotFragmented,
     #[error("codec {0} does not play through MediaSource")]
     Codec(String),
+    #[error("{0} does not play through MediaSource (it plays once downloaded)")]
+    Container(String),
     #[error("the file is not valid {0}: {1}")]
     Malformed(&'static str, &'static str),
     #[error("the headers are larger than {0} bytes")]

@@ -93,9 +93,12 @@ fn probe_inner(size: u64, head: &[u8]) -> Result<Probe, MediaError> {
         if at >= size {
             return Err(bad("no fragment"));
         }
-        let rest = head.get(at as usize..).unwrap_or_default();
+        let rest = usize::try_from(at)
+            .ok()
+            .and_then(|a| head.get(a..))
+            .unwrap_or_default();
         let Some((kind, hdr, len)) = box_header(rest)? else {
-            return Ok(need_head(size, at + 16));
+            return Ok(need_head(size, at.saturating_add(16)));
         };
         let end = len.map_or(size, |l| at.saturating_add(l));
         match &kind {
@@ -103,11 +106,10 @@ fn probe_inner(size: u64, head: &[u8]) -> Result<Probe, MediaError> {
             b"mdat" => return Err(MediaError::NotFragmented),
             b"moov" | b"sidx" => {
                 if end > have {
-                    return Ok(need_head(size, end + 16));
+                    return Ok(need_head(size, end.saturating_add(16)));
                 }
-                let data = head
-                    .get(at as usize + hdr..end as usize)
-                    .unwrap_or_default();
+                // Within the head, so within usize.
+                let data = rest.get(hdr..(end - at) as usize).unwrap_or_default();
                 if &kind == b"moov" {
                     movie = Some((read_moov(data)?, end));
                 } else if points.is_none() {
@@ -421,6 +423,15 @@ pub(crate) mod tests {
         let mdat_first = [bx(b"ftyp", b"isom\0\0\0\0"), bx(b"mdat", &[0; 100])].concat();
         let (r, _) = super::super::webm::tests::probe_all(&mdat_first, "video/mp4");
         assert_eq!(r, Probe::Failed(MediaError::NotFragmented));
+    }
+
+    #[test]
+    fn a_box_claiming_the_whole_address_space_is_refused() {
+        let huge = [&1u32.to_be_bytes()[..], b"moov", &u64::MAX.to_be_bytes()].concat();
+        assert_eq!(
+            probe(1 << 40, &huge),
+            Probe::Failed(MediaError::TooLarge(super::super::MAX_HEAD))
+        );
     }
 
     #[test]

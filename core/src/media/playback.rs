@@ -165,7 +165,9 @@ impl Playback {
     /// appending goes on from the seek point before it.
     pub fn seek(&mut self, time: f64) {
         let offset = self.index.offset_for(time);
-        if self.in_flight.is_some() {
+        // During the init segment the position does not move: the append
+        // in flight still counts.
+        if self.in_flight.is_some() && self.init_done {
             self.moved = true;
         }
         if self.init_done {
@@ -324,6 +326,42 @@ mod tests {
             p.next(0.0),
             Step::Append {
                 from: 3000,
+                reset: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_seek_while_the_init_segment_is_appended_does_not_append_it_twice() {
+        let mut index = index();
+        index.init_end = 600;
+        index.media_start = 600;
+        index.points[0].offset = 600;
+        let mut p = Playback::new(index, 4000, 400, 0..10);
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 0,
+                to: 400,
+                ..
+            }
+        ));
+        p.seek(2.5);
+        p.appended();
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 400,
+                to: 600,
+                ..
+            }
+        ));
+        p.appended();
+        assert!(matches!(
+            p.next(0.0),
+            Step::Append {
+                from: 2000,
                 reset: false,
                 ..
             }

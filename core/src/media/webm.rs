@@ -112,6 +112,10 @@ fn children(b: &[u8]) -> Result<Vec<(u32, &[u8])>, MediaError> {
             .ok_or_else(|| bad("an element longer than its parent"))?;
         out.push((h.id, rest.get(h.len..end).unwrap_or_default()));
         at += end;
+        // Cues hold one child per seek point; nothing else needs more.
+        if out.len() > MAX_POINTS {
+            return Err(bad("too many elements"));
+        }
     }
     Ok(out)
 }
@@ -136,6 +140,15 @@ struct Headers {
     points: Option<Vec<SeekPoint>>,
 }
 
+/// The bytes of `head` from `at` on (none past its end, or past what a
+/// 32-bit `usize` addresses).
+fn at_offset(head: &[u8], at: u64) -> &[u8] {
+    usize::try_from(at)
+        .ok()
+        .and_then(|a| head.get(a..))
+        .unwrap_or_default()
+}
+
 /// See `super::probe`.
 pub fn probe(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Probe {
     match probe_inner(size, head, extra) {
@@ -156,10 +169,13 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
     let ebml_end = h.len as u64
         + h.size
             .ok_or_else(|| bad("an EBML header of unknown size"))?;
-    if have < ebml_end + MAX_HEADER && have < size {
-        return Ok(need_head(size, ebml_end + MAX_HEADER));
+    if have < ebml_end.saturating_add(MAX_HEADER) && have < size {
+        return Ok(need_head(size, ebml_end.saturating_add(MAX_HEADER)));
     }
-    let doc = head.get(h.len..ebml_end as usize).unwrap_or_default();
+    let doc = usize::try_from(ebml_end)
+        .ok()
+        .and_then(|e| head.get(h.len..e))
+        .unwrap_or_default();
     let doc_type = children(doc)?
         .into_iter()
         .find(|(id, _)| *id == DOC_TYPE)
@@ -169,14 +185,14 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
                 .to_string()
         });
     if doc_type.as_deref() != Some("webm") {
-        return Err(MediaError::NotMedia(format!(
+        let doc: String = doc_type.unwrap_or_else(|| "no DocType".into());
+        return Err(MediaError::Container(format!(
             "Matroska ({})",
-            doc_type.unwrap_or_else(|| "no DocType".into())
+            doc.chars().take(32).collect::<String>()
         )));
     }
     // The Segment, and its children up to the first Cluster.
-    let seg = header(head.get(ebml_end as usize..).unwrap_or_default())?
-        .ok_or_else(|| bad("no Segment"))?;
+    let seg = header(at_offset(head, ebml_end))?.ok_or_else(|| bad("no Segment"))?;
     if seg.id != SEGMENT {
         return Err(bad("no Segment after the EBML header"));
     }
@@ -188,9 +204,9 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
         if at >= seg_end {
             return Err(bad("no Cluster"));
         }
-        let rest = head.get(at as usize..).unwrap_or_default();
+        let rest = at_offset(head, at);
         let Some(h) = header(rest)? else {
-            return Ok(need_head(size, at + MAX_HEADER));
+            return Ok(need_head(size, at.saturating_add(MAX_HEADER)));
         };
         if h.id == CLUSTER {
             break at;
@@ -228,7 +244,7 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
                 let Some(h) = header(bytes)? else {
                     return Ok(Probe::Need {
                         from: off,
-                        to: (off + MAX_HEADER).min(size),
+                        to: off.saturating_add(MAX_HEADER).min(size),
                     });
                 };
                 if h.id != CUES {
@@ -242,7 +258,7 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
                 let Some(data) = bytes.get(h.len..end as usize) else {
                     return Ok(Probe::Need {
                         from: off,
-                        to: (off + end).min(size),
+                        to: off.saturating_add(end).min(size),
                     });
                 };
                 found.points = Some(cues(data, seg_start)?);
@@ -569,7 +585,7 @@ pub(crate) mod tests {
         let mkv = [el(EBML, &el(DOC_TYPE, b"matroska")), el(SEGMENT, &[])].concat();
         assert!(matches!(
             super::super::probe("video/webm", mkv.len() as u64, &mkv, None),
-            Probe::Failed(MediaError::NotMedia(_))
+            Probe::Failed(MediaError::Container(_))
         ));
         let file = sample(2, 100, true);
         let at = file.windows(5).position(|w| w == b"V_VP9").unwrap();
