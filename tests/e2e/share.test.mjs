@@ -120,8 +120,11 @@ test('A seeds 20 MB from the page; B, not linked to A, downloads it through ORDB
     return known.filter(Boolean).length >= 3;
   }, 30000, 'relaying tabs told about the file');
 
-  // B opens the link; it refuses any link with A.
-  const b = await openTab('B', `?joinLinks=3&neverLink=${a.id}`, `#${hash}`);
+  // B opens the link; it refuses any link with A, and links to the four
+  // relaying tabs, so that two are left after two of them close. (With one
+  // left, a CI run saw B's last neighbour name no peer B knew, and no
+  // circuit could be built until the next bucket refresh.)
+  const b = await openTab('B', `?joinLinks=5&neverLink=${a.id}`, `#${hash}`);
   // Two of B's first hops close mid-way, and A stops serving (a reload).
   await past(b, hash, 0.1);
   const bLinks = await openLinks(b);
