@@ -222,14 +222,23 @@ export function setupSharing(peer) {
     row.setActions(button('Retry', 'retry', () => again(hash)), removeButton(row, hash));
   }
 
-  async function download(target) {
+  /** [hash_name, the row] a download or a play of `target` starts in,
+   *  reset to `state`; null (and said) when `target` is no link or
+   *  hash_name. */
+  function startRow(target, state) {
     showError('');
     const hash = hashOf(target);
-    if (!hash) return;
+    if (!hash) return null;
     const row = rowFor(hash, hash);
     row.error.textContent = '';
-    row.setState('downloading', 'Finding the file through other tabs…');
+    row.setState(state, 'Finding the file through other tabs…');
     row.setActions();
+    return [hash, row];
+  }
+
+  async function download(target) {
+    const [hash, row] = startRow(target, 'downloading') ?? [];
+    if (!row) return;
     const started = performance.now();
     try {
       const file = await peer.download(hash, { onProgress: progressText('', row) });
@@ -239,13 +248,8 @@ export function setupSharing(peer) {
 
   /** Plays a video or audio file in its row while it downloads. */
   async function play(target) {
-    showError('');
-    const hash = hashOf(target);
-    if (!hash) return;
-    const row = rowFor(hash, hash);
-    row.error.textContent = '';
-    row.setState('playing', 'Finding the file through other tabs…');
-    row.setActions();
+    const [hash, row] = startRow(target, 'playing') ?? [];
+    if (!row) return;
     const video = el('video', { controls: true, playsInline: true });
     row.attachPlayer(video);
     const started = performance.now();

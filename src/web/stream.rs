@@ -595,7 +595,9 @@ async fn probe(feed: &mut Feed, mime: &str) -> Result<(Probed, Vec<u8>), JsValue
     for _ in 0..MAX_PROBE_ROUNDS {
         match media::probe(mime, size, &head, None) {
             Probe::Need { from: 0, to } if to > head.len() as u64 => {
-                head = feed.read(0, round_up(to)).await?;
+                // Only what the head lacks (it ends on a block boundary).
+                let more = feed.read(head.len() as u64, round_up(to)).await?;
+                head.extend_from_slice(&more);
             }
             Probe::Need { .. } => {
                 let e = media::MediaError::Malformed("media", "headers past the end");

@@ -71,6 +71,22 @@ export async function launchBrowser() {
   });
 }
 
+/** A Peersm page of `node` in its own browser process, once connected:
+ *  `{ name, browser, page, errors, id }`, added to `tabs`. Page errors
+ *  are collected; console lines are printed with PEERSM_E2E_CONSOLE. */
+export async function openNamedTab(node, tabs, name, query = '', hash = '') {
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  const tab = { name, browser, page, errors: [] };
+  tabs.push(tab);
+  page.on('pageerror', (e) => tab.errors.push(e));
+  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log(`[${name}]`, m.text()); });
+  await page.goto(`${node.origin}/${query}${hash}`);
+  await page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
+  tab.id = await page.evaluate(() => window.peersm.id);
+  return tab;
+}
+
 /** A plain page on another origin, for the bookmarklet. */
 export async function startPlainSite(html) {
   const server = createServer((req, res) => {

@@ -16,7 +16,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { startNode, launchBrowser, eventually, makeBody, ROOT } from './helpers.mjs';
+import { startNode, openNamedTab, eventually, makeBody, ROOT } from './helpers.mjs';
 
 const SIZE = 20 * 1000 * 1000;
 const BLOCK = 98000;
@@ -36,18 +36,7 @@ after(async () => {
   await node?.stop();
 });
 
-async function openTab(name, query = '', hash = '') {
-  const browser = await launchBrowser();
-  const page = await browser.newPage();
-  const tab = { name, browser, page, errors: [] };
-  tabs.push(tab);
-  page.on('pageerror', (e) => tab.errors.push(e));
-  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log(`[${name}]`, m.text()); });
-  await page.goto(`${node.origin}/${query}${hash}`);
-  await page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
-  tab.id = await page.evaluate(() => window.peersm.id);
-  return tab;
-}
+const openTab = (name, query = '', hash = '') => openNamedTab(node, tabs, name, query, hash);
 
 /** Closes the tab as a user does (its connections end), then its browser. */
 async function closeTab(tab) {

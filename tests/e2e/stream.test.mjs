@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { startNode, launchBrowser, eventually, startFileServer, ROOT } from './helpers.mjs';
+import { startNode, openNamedTab, eventually, startFileServer, ROOT } from './helpers.mjs';
 import { media } from './media.mjs';
 
 // Loopback, circuits of two tabs, a 2-core machine running four browsers.
@@ -26,18 +26,7 @@ after(async () => {
   await node?.stop();
 });
 
-async function openTab(name, query = '') {
-  const browser = await launchBrowser();
-  const page = await browser.newPage();
-  const tab = { name, browser, page, errors: [] };
-  tabs.push(tab);
-  page.on('pageerror', (e) => tab.errors.push(e));
-  page.on('console', (m) => { if (process.env.PEERSM_E2E_CONSOLE) console.log(`[${name}]`, m.text()); });
-  await page.goto(`${node.origin}/${query}`);
-  await page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
-  tab.id = await page.evaluate(() => window.peersm.id);
-  return tab;
-}
+const openTab = (name, query = '', hash = '') => openNamedTab(node, tabs, name, query, hash);
 
 /** A seeds `bytes` as `name` of type `type`; resolves with the hash_name
  *  once two other tabs know of it. */
