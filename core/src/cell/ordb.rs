@@ -8,12 +8,14 @@
 //! DB_QUERY      HASH_NAME (20) | BLOCK (4) | OFFSET (4) | COUNTER (1) | FLAGS (1)
 //! DB_CONNECTED  fragments MORE (1) | DATA; reassembled:
 //!               MANIFEST_LEN (2) | MANIFEST | N (1) | PATH (N × 32)
+//!               [ | CHUNK_HEADER (85): a live stream's chunk ]
 //! DB_DATA       POSITION (4) | CHECK (4) | DATA (≤ 490)
 //! DB_END        REASON (1)
 //! DB_SENDME     empty
 //! ```
 
 use super::{CellError, Reader, RELAY_DATA_LEN};
+use crate::content::live::ChunkHeader;
 use crate::content::merkle::{Hash, MAX_PATH_LEN};
 
 /// DB_END reasons: node-Tor's three, then Peersm's.
@@ -97,6 +99,8 @@ pub struct DbConnected {
     pub manifest: Option<Vec<u8>>,
     /// The block's audit path (RFC 6962), nearest sibling first.
     pub path: Vec<Hash>,
+    /// A live stream's chunk: its signed header (no path then).
+    pub live: Option<ChunkHeader>,
 }
 
 impl DbConnected {
@@ -112,6 +116,9 @@ impl DbConnected {
         out.push(self.path.len() as u8);
         for h in &self.path {
             out.extend_from_slice(h);
+        }
+        if let Some(c) = &self.live {
+            out.extend_from_slice(&c.encode());
         }
         if out.len() > MAX_DB_CONNECTED_LEN {
             return Err(CellError::TooLong(out.len()));
@@ -150,15 +157,20 @@ impl DbConnected {
         for _ in 0..n {
             path.push(r.array::<32>()?);
         }
-        if r.remaining() != 0 {
-            return Err(CellError::Malformed {
-                what: "DB_CONNECTED",
-                why: "trailing bytes",
-            });
-        }
+        let live = match r.remaining() {
+            0 => None,
+            ChunkHeader::LEN => Some(ChunkHeader::decode(r.take(ChunkHeader::LEN)?)?),
+            _ => {
+                return Err(CellError::Malformed {
+                    what: "DB_CONNECTED",
+                    why: "trailing bytes",
+                })
+            }
+        };
         Ok(DbConnected {
             manifest: (!manifest.is_empty()).then_some(manifest),
             path,
+            live,
         })
     }
 }
@@ -195,7 +207,8 @@ impl DbConnectedReassembler {
 /// `block_check(hash_name, block)`: every cell names the file and block
 /// it belongs to, so a relaying ORDB that splices the wrong stream is
 /// caught at its first cell rather than when the block fails its Merkle
-/// check. A live stream (issue 12) puts its timestamp in POSITION.
+/// check. A live chunk is framed the same way (BLOCK is its ring index);
+/// its timestamp is in its signed header, in DB_CONNECTED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DbDataHeader {
     pub position: u32,
@@ -260,10 +273,23 @@ mod tests {
 
     #[test]
     fn connected_round_trips_through_fragments() {
-        for (manifest, path_len) in [(None, 0), (Some(vec![5u8; 700]), 9), (Some(vec![1]), 24)] {
+        let chunk = ChunkHeader {
+            seq: 7,
+            timestamp_ms: 9,
+            len: 490,
+            flags: 1,
+            signature: [3; 64],
+        };
+        for (manifest, path_len, live) in [
+            (None, 0, None),
+            (Some(vec![5u8; 700]), 9, None),
+            (Some(vec![1]), 24, None),
+            (Some(vec![2; 3500]), 0, Some(chunk)),
+        ] {
             let c = DbConnected {
                 manifest,
                 path: (0..path_len).map(|i| [i as u8; 32]).collect(),
+                live,
             };
             let mut r = DbConnectedReassembler::default();
             let frags = c.fragments().unwrap();
@@ -278,6 +304,7 @@ mod tests {
         let too_long = DbConnected {
             manifest: None,
             path: vec![[0; 32]; MAX_PATH_LEN + 1],
+            live: None,
         };
         assert!(too_long.encode().is_err());
         assert!(DbConnected::decode(&[0, 0, 25]).is_err());

@@ -1,7 +1,9 @@
 //! Content: files named by `hash_name` (manifests, Merkle trees over their
 //! blocks). What ORDBs serve and relay, and what downloads verify.
 
+pub mod follow;
 pub mod library;
+pub mod live;
 pub mod manifest;
 pub mod merkle;
 

@@ -710,6 +710,7 @@ mod tests {
             DbConnected {
                 manifest: with_manifest.then(|| self.manifest.encode()),
                 path: merkle::audit_path(&self.leaves, i as usize),
+                live: None,
             }
         }
     }

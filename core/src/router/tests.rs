@@ -678,6 +678,7 @@ fn an_ordb_stream_carries_a_block_with_its_answer_under_flow_control() {
     let answer = DbConnected {
         manifest: Some(vec![1; 700]),
         path: vec![[2; 32]; 10],
+        live: None,
     };
     let check = crate::cell::ordb::block_check(&[7; 20], 3);
     net.routers[2]

@@ -414,6 +414,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         let answer = DbConnected {
             manifest: query.wants_manifest().then(|| held.manifest_bytes.clone()),
             path: held.path(query.block).unwrap_or_default(),
+            live: None,
         };
         let check = block_check(&query.hash_name, query.block);
         if net
