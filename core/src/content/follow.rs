@@ -38,6 +38,12 @@ pub const MAX_UNAVAILABLE: u32 = 3;
 /// here; with nothing here the follower joins again at the edge.
 pub const MISSES_TO_SKIP: u32 = 2;
 pub const MISSES_TO_REJOIN: u32 = 4;
+/// A circuit whose query waits this long for a chunk that exists (a
+/// later one came elsewhere) is replaced: a tab on its path left.
+pub const STALL_MS: u64 = 1_500;
+/// Any query unanswered this long replaces its circuit (a publisher
+/// answers "unavailable" after `PARK_MS`, 5 s).
+pub const SILENT_QUERY_MS: u64 = 8_000;
 /// The follower gives up after this long without a chunk.
 pub const GIVE_UP_MS: u64 = 60_000;
 /// How far a chunk's timestamp may lag our clock beyond the window:
@@ -51,12 +57,21 @@ pub const MAX_BACKOFF_MS: u64 = 16_000;
 /// What the follower wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveAction {
-    Query { source: SourceId, query: DbQuery },
-    Drop { source: SourceId, why: &'static str },
+    Query {
+        source: SourceId,
+        query: DbQuery,
+    },
+    Drop {
+        source: SourceId,
+        why: &'static str,
+    },
     /// The manifest checked out: the stream's type and init segment.
     Manifest(Box<LiveManifest>),
     /// The next chunk, in order; `gap` when chunks before it were skipped.
-    Chunk { chunk: Chunk, gap: bool },
+    Chunk {
+        chunk: Chunk,
+        gap: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,10 +97,12 @@ pub enum FollowError {
 struct Query {
     /// The sequence number asked; `None` for `LIVE_EDGE`.
     seq: Option<u64>,
-    #[cfg_attr(not(test), allow(dead_code))]
     sent_at: u64,
     header: Option<ChunkHeader>,
     data: Vec<u8>,
+    /// The holder answered with a later chunk of the same index: we are
+    /// more than two windows behind it.
+    behind: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +127,8 @@ pub struct LiveFollower {
     actions: VecDeque<LiveAction>,
     stats: FollowStats,
     last_chunk_at: u64,
+    /// The newest chunk received (in order or not).
+    newest_seen: Option<u64>,
     dropped_in_a_row: u32,
     next_source_at: u64,
     failure: Option<FollowError>,
@@ -130,6 +149,7 @@ impl LiveFollower {
             actions: VecDeque::new(),
             stats: FollowStats::default(),
             last_chunk_at: now,
+            newest_seen: None,
             dropped_in_a_row: 0,
             next_source_at: 0,
             failure: None,
@@ -228,8 +248,12 @@ impl LiveFollower {
         let Some(header) = answer.live else {
             return self.drop_source(source, "its answer had no chunk header", now);
         };
+        // A later chunk than asked: the holder is two windows or more ahead
+        // of us (a publisher cannot be made to sign a chunk before it
+        // exists, so this is where the edge is).
+        q.behind = q.seq.is_some_and(|s| header.seq > s);
         let expected = match q.seq {
-            Some(seq) => header.seq == seq,
+            Some(seq) => header.seq == seq || q.behind,
             // A joiner's start: a key chunk not behind what we handed on.
             None => header.is_key() && self.next.is_none_or(|n| header.seq >= n),
         };
@@ -284,8 +308,27 @@ impl LiveFollower {
             }
             s.unavailable = 0;
             self.dropped_in_a_row = 0;
+            self.newest_seen = Some(self.newest_seen.map_or(header.seq, |n| n.max(header.seq)));
             self.misses.remove(&header.seq);
-            if q.seq.is_none() {
+            if q.behind && self.next.is_some_and(|n| header.seq < n) {
+                // We went past it meanwhile.
+                self.assign(now);
+                return;
+            }
+            if q.behind {
+                self.stats.rejoined += 1;
+                self.ready.clear();
+                self.misses.clear();
+                self.gap = true;
+                self.next = None;
+                if !header.is_key() {
+                    // Join again at the edge.
+                    self.deliver(now);
+                    self.assign(now);
+                    return;
+                }
+            }
+            if q.seq.is_none() || q.behind {
                 // Joined: from here on, in order.
                 if self.next.is_some() {
                     self.gap = true;
@@ -365,20 +408,57 @@ impl LiveFollower {
         }
     }
 
-    /// Time passed: a follower that hears nothing gives up.
+    /// Time passed: stalled circuits are replaced; a follower that hears
+    /// nothing gives up.
     pub fn tick(&mut self, now: u64) {
         if now.saturating_sub(self.last_chunk_at) >= GIVE_UP_MS {
             self.failure = Some(FollowError::Silent(GIVE_UP_MS / 1000));
             return;
         }
+        let stalled: Vec<SourceId> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.queries.values().any(|q| self.stalled(q, now)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            self.drop_source(id, "it stalled", now);
+        }
         self.assign(now);
+    }
+
+    /// When a query counts as stalled.
+    fn stall_at(&self, q: &Query) -> u64 {
+        let exists = q
+            .seq
+            .zip(self.newest_seen)
+            .is_some_and(|(s, newest)| s < newest);
+        if q.header.is_some() {
+            // Flowing: the stream's own flow control paces it.
+            q.sent_at + SILENT_QUERY_MS
+        } else if exists {
+            q.sent_at + STALL_MS
+        } else {
+            q.sent_at + SILENT_QUERY_MS
+        }
+    }
+
+    fn stalled(&self, q: &Query, now: u64) -> bool {
+        now >= self.stall_at(q)
     }
 
     pub fn next_tick(&self, now: u64) -> Option<u64> {
         let backoff = (self.next_source_at > now).then_some(self.next_source_at);
+        let stall = self
+            .sources
+            .values()
+            .flat_map(|s| s.queries.values())
+            .map(|q| self.stall_at(q))
+            .min();
         Some(
             (self.last_chunk_at + GIVE_UP_MS)
                 .min(backoff.unwrap_or(u64::MAX))
+                .min(stall.unwrap_or(u64::MAX))
                 .max(now + 1),
         )
     }
@@ -399,6 +479,7 @@ impl LiveFollower {
                 sent_at: now,
                 header: None,
                 data: Vec::new(),
+                behind: false,
             },
         );
         if let Some(seq) = seq {
@@ -458,7 +539,13 @@ impl LiveFollower {
     fn asked_at(&self, seq: u64) -> Option<u64> {
         let source = self.asked.get(&seq)?;
         let m = self.manifest.as_ref()?;
-        Some(self.sources.get(source)?.queries.get(&m.index_of(seq))?.sent_at)
+        Some(
+            self.sources
+                .get(source)?
+                .queries
+                .get(&m.index_of(seq))?
+                .sent_at,
+        )
     }
 }
 
@@ -547,7 +634,11 @@ mod tests {
         assert!(answer(&mut f, &ring, q[0].0, &q[0].1, now, |_, _| {}));
         let (q, other) = queries(&mut f);
         assert!(matches!(other[0], LiveAction::Manifest(_)));
-        assert_eq!(delivered(&other), vec![(32, false)], "index M, on a key chunk");
+        assert_eq!(
+            delivered(&other),
+            vec![(32, false)],
+            "index M, on a key chunk"
+        );
         assert_eq!(q.len() as u64, AHEAD, "the next chunks asked at once");
         // 33..=39 are held; 40.. come later and wait at the holder.
         let mut got = Vec::new();

@@ -338,6 +338,8 @@ pub struct LiveRing {
     pub hash_name: HashName,
     slots: Vec<Option<Slot>>,
     newest: Option<u64>,
+    /// We publish this stream: chunks not made yet can only come here.
+    pub origin: bool,
 }
 
 impl LiveRing {
@@ -350,6 +352,7 @@ impl LiveRing {
             manifest_bytes,
             hash_name,
             newest: None,
+            origin: false,
         }
     }
 
@@ -364,6 +367,16 @@ impl LiveRing {
             .get(i)
             .and_then(Option::as_ref)
             .filter(|s| s.chunk.header.seq == seq)
+    }
+
+    /// Whether our newest chunk was made less than a window before `now`
+    /// (by the publisher's clock against ours): then we are at the edge,
+    /// and a chunk not made yet will come to us soon.
+    pub fn at_edge(&self, now: u64) -> bool {
+        let lag = u64::from(self.manifest.window) * u64::from(self.manifest.chunk_ms);
+        self.newest
+            .and_then(|n| self.get(n))
+            .is_some_and(|c| c.header.timestamp_ms + lag >= now)
     }
 
     pub fn get(&self, seq: u64) -> Option<&Chunk> {
@@ -484,7 +497,8 @@ pub(crate) mod tests {
 
     pub(crate) fn chunk(m: &LiveManifest, seq: u64, flags: u8) -> Chunk {
         let data = vec![seq as u8; 100 + seq as usize % 7];
-        let header = ChunkHeader::sign(&key(), &m.hash_name(), seq, 1_000 + seq * 250, flags, &data);
+        let header =
+            ChunkHeader::sign(&key(), &m.hash_name(), seq, 1_000 + seq * 250, flags, &data);
         Chunk {
             header,
             data: data.into(),
@@ -532,7 +546,11 @@ pub(crate) mod tests {
         assert_eq!(ring.resolve(m.index_of(29)), Some(29));
         assert_eq!(ring.resolve(m.index_of(30)), Some(30), "the next one");
         assert_eq!(ring.resolve(m.index_of(38)), Some(38));
-        assert_eq!(ring.resolve(m.index_of(19)), Some(19), "where a joiner starts");
+        assert_eq!(
+            ring.resolve(m.index_of(19)),
+            Some(19),
+            "where a joiner starts"
+        );
         assert_eq!(ring.resolve(m.index_of(20)), Some(20));
         assert_eq!(ring.resolve(20), None, "outside the ring");
         // Only the last ring's worth is held; the older turn was reused.

@@ -28,6 +28,9 @@ use crate::content::library::Library;
 use crate::content::HashName;
 use crate::router::{CircuitKey, Router, RouterEvent};
 
+mod live;
+pub use live::{LiveTamper, MAX_PARKED, PARK_MS};
+
 /// DB_INFO travels this many links from the holder: beyond, FIND_VALUE
 /// finds the file (a flood through the whole mesh would cost every tab a
 /// message per file).
@@ -100,6 +103,8 @@ pub struct OrdbStats {
     pub refused: u64,
     /// Circuits to peers that can answer, found by FIND_VALUE.
     pub sources_found: u64,
+    /// Chunks of live streams served (counted in `blocks_served` too).
+    pub live_chunks_served: u64,
 }
 
 /// A query that ends here (the downstream side).
@@ -179,6 +184,13 @@ pub struct Ordb<L> {
     unfound: BTreeMap<HashName, u64>,
     /// How far DB_INFO travels from a holder (`MAX_INFO_HOPS` unless set).
     info_hops: u8,
+    /// OR_streams_P: the live streams we hold chunks of.
+    lives: BTreeMap<HashName, crate::content::live::LiveRing>,
+    /// Streams known to be live (held, or DB_INFO said so).
+    live_known: BTreeSet<HashName>,
+    /// Queries for chunks not made yet.
+    parked: BTreeMap<Down<L>, live::Parked>,
+    live_tamper: Option<LiveTamper>,
     events: VecDeque<OrdbEvent>,
     stats: OrdbStats,
     next_request: u64,
@@ -200,6 +212,10 @@ impl<L: Copy + Ord + Debug> Default for Ordb<L> {
             looking: BTreeSet::new(),
             unfound: BTreeMap::new(),
             info_hops: MAX_INFO_HOPS,
+            lives: BTreeMap::new(),
+            live_known: BTreeSet::new(),
+            parked: BTreeMap::new(),
+            live_tamper: None,
             events: VecDeque::new(),
             stats: OrdbStats::default(),
             next_request: 1,
@@ -233,7 +249,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
 
     /// Whether we can answer for `h`: we hold some of it, or know who can.
     pub fn knows(&self, h: &HashName) -> bool {
-        self.library.get(h).is_some() || self.references.get(h).is_some_and(|r| !r.is_empty())
+        self.library.get(h).is_some()
+            || self.lives.contains_key(h)
+            || self.references.get(h).is_some_and(|r| !r.is_empty())
     }
 
     /// Files we hold or relay for, with the percent we hold ourselves.
@@ -246,6 +264,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             .collect();
         for (h, held) in self.library.files() {
             out.insert(*h, held.percent());
+        }
+        for h in self.lives.keys() {
+            out.insert(*h, 100);
         }
         out.into_iter().collect()
     }
@@ -284,7 +305,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 reason,
             } => {
                 let down = (circuit, stream);
-                if self.serving.remove(&down).is_some() {
+                if self.serving.remove(&down).is_some() || self.unpark(&down) {
                     return None;
                 }
                 if let Some(r) = self.relayed.remove(&down) {
@@ -299,6 +320,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             }
             RouterEvent::CircuitClosed { circuit, reason } => {
                 self.serving.retain(|(c, _), _| *c != circuit);
+                self.unpark_circuit(circuit);
                 let gone: Vec<Down<L>> = self
                     .relayed
                     .keys()
@@ -339,6 +361,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
 
     fn on_query(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>, query: DbQuery, now: u64) {
         let h = HashName(query.hash_name);
+        if self.lives.contains_key(&h) {
+            return self.on_live_query(net, down, query, now);
+        }
         if let Some(held) = self.library.get(&h) {
             let m = &held.manifest;
             let size = m.block_size(u64::from(query.block));
@@ -505,6 +530,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         for (h, held) in self.library.files() {
             out.insert(*h, (held.percent(), 0));
         }
+        for h in self.lives.keys() {
+            out.insert(*h, (100, 0));
+        }
         let mut told = Vec::new();
         for (h, (percent, hops)) in out {
             if self.told.entry(h).or_default().insert(link) {
@@ -629,6 +657,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         self.waiting.retain(|_, w| !w.is_empty());
         self.unfound.retain(|_, until| *until > now);
         self.close_idle_sources(net, now);
+        self.live_timeout(net, now);
         for down in late {
             self.refuse(net, down, db_end_reason::UNAVAILABLE);
         }
@@ -693,6 +722,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             .values()
             .flatten()
             .map(|(_, _, since)| since + SOURCE_WAIT_MS)
+            .chain(self.next_live_timeout())
             .min()
     }
 

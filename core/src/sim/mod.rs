@@ -13,6 +13,7 @@
 mod attacks;
 mod bridge;
 mod dht;
+mod live;
 mod share;
 mod tab;
 #[cfg(test)]

@@ -56,6 +56,18 @@ pub(crate) struct SimTab {
     /// A tampering ORDB: every block it serves from its store has a byte
     /// flipped.
     pub(crate) tamper: bool,
+    /// Chunks of live streams followed, per op, as they came.
+    pub(crate) live: BTreeMap<u64, Vec<LiveSeen>>,
+}
+
+/// A live chunk as a follower got it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveSeen {
+    pub(crate) seq: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) at: u64,
+    pub(crate) key: bool,
+    pub(crate) gap: bool,
 }
 
 impl SimTab {
@@ -87,6 +99,7 @@ impl SimTab {
             blocks: BTreeMap::new(),
             blocks_stored: BTreeMap::new(),
             tamper: false,
+            live: BTreeMap::new(),
         }
     }
 
@@ -297,7 +310,23 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
                 *t.blocks_stored.entry(op).or_default() += 1;
                 t.peer.handle_block_stored(op, block, now);
             }
-            TabEvent::DownloadProgress { .. } | TabEvent::DownloadManifest { .. } => {}
+            TabEvent::DownloadProgress { .. }
+            | TabEvent::DownloadManifest { .. }
+            | TabEvent::LiveManifest { .. } => {}
+            TabEvent::LiveChunk {
+                op,
+                seq,
+                timestamp_ms,
+                key,
+                gap,
+                ..
+            } => t.live.entry(op).or_default().push(LiveSeen {
+                seq,
+                timestamp_ms,
+                at: now,
+                key,
+                gap,
+            }),
             TabEvent::FetchRestart { op } => {
                 let s = t.stored.entry(op).or_default();
                 s.bytes = 0;

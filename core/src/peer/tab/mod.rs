@@ -26,6 +26,8 @@ mod bridge;
 mod fairness;
 mod fetch;
 mod links;
+mod live;
+mod pool;
 mod serve;
 mod share;
 mod tasks;
@@ -56,6 +58,7 @@ pub use fetch::{FetchOptions, Fetched};
 pub use links::{
     fingerprint_of, same_fingerprint, LinkStatus, LocalSdp, KEEPALIVE_MS, LINK_SILENT_MS,
 };
+pub use live::{LiveOptions, LiveStream};
 pub use share::{
     DownloadOptions, Downloaded, SharedFile, DEFAULT_DOWNLOAD_HOPS, DEFAULT_MAX_DOWNLOAD,
 };
@@ -160,6 +163,9 @@ pub enum Outcome {
     BridgeCircuit(Result<Box<BridgeCircuitBuilt>, OpError>),
     Fetched(Result<Fetched, OpError>),
     Downloaded(Result<Box<Downloaded>, OpError>),
+    /// A live stream no longer followed: cancelled (its figures), or
+    /// silent for a minute.
+    Followed(Result<crate::content::follow::FollowStats, OpError>),
 }
 
 /// A 3-hop circuit the tab built through its bridge (and closed).
@@ -231,6 +237,19 @@ pub enum TabEvent {
         speed: u64,
         circuits: usize,
     },
+    /// Live stream `op` is found: its type and initialization segment.
+    LiveManifest { op: u64, stream: LiveStream },
+    /// The next chunk of live stream `op`, verified, in order: append it.
+    /// `gap`: chunks before it were skipped (it begins on a keyframe);
+    /// `timestamp_ms` is when the publisher made it (its clock).
+    LiveChunk {
+        op: u64,
+        seq: u64,
+        timestamp_ms: u64,
+        key: bool,
+        gap: bool,
+        data: Vec<u8>,
+    },
 }
 
 /// What a tab shows other tabs so they can build circuits through it:
@@ -301,6 +320,8 @@ pub struct TabPeer {
     published: BTreeMap<HashName, u64>,
     /// Files our ORDB looks for sources of: lookups and circuits pending.
     finding: BTreeMap<HashName, usize>,
+    /// Live streams we publish: their keys.
+    publishing: BTreeMap<HashName, live::Publishing>,
     /// Per file we hold, the links we asked to STORE themselves for it.
     storers: BTreeMap<HashName, std::collections::BTreeSet<LinkId>>,
     /// What each linked tab took and gave (the freerider rule).
@@ -389,6 +410,7 @@ impl TabPeer {
             published: BTreeMap::new(),
             finding: BTreeMap::new(),
             storers: BTreeMap::new(),
+            publishing: BTreeMap::new(),
             fairness: BTreeMap::new(),
             freeriders: VecDeque::new(),
             lost_links: false,
@@ -630,12 +652,16 @@ impl TabPeer {
                 message:
                     ControlMessage::DbInfo {
                         hash_name,
+                        kind,
                         hops,
                         flags,
                         ..
                     },
             }) => {
                 if self.control_budget.allow(circuit.link, self.now) {
+                    if kind == 1 {
+                        self.ordb.mark_live(HashName(hash_name));
+                    }
                     self.on_db_info(circuit, HashName(hash_name), hops, flags)
                 }
             }

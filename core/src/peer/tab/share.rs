@@ -9,26 +9,20 @@ use crate::cell::peersm::db_info_flags;
 use crate::cell::ControlMessage;
 use crate::client::MuxEvent;
 use crate::content::merkle::Hash;
-use crate::content::schedule::{Action, ScheduleStats, Scheduler, SourceId};
+use crate::content::schedule::{Action, ScheduleStats, Scheduler};
 use crate::content::{HashName, Manifest};
 use crate::crypto::PeerId;
 use crate::router::CircuitKey;
 use crate::service::ordb::{LinkedPeer, OrdbEvent};
 
+use super::pool::{OrdbCircuits, PoolEvent};
 use super::tasks::{Kind, OpKind, Parent, TaskId, TaskInput, TaskResult};
 use super::{LinkId, OpError, TabEvent, TabPeer};
 
 /// Hops between the downloader and an ORDB by default: the ORDB is the
 /// second tab of the circuit, so it never sees the downloader's link.
 pub const DEFAULT_DOWNLOAD_HOPS: usize = 2;
-/// A download gives up when this many circuits in a row could not be
-/// built over `GIVE_UP_BUILDING_MS` (tabs left, links are re-forming).
-const MAX_BUILD_FAILURES: u32 = 30;
-const GIVE_UP_BUILDING_MS: u64 = 60_000;
-/// Wait after a failed circuit before the next, per failure in a row
-/// (at most 8 of them).
-const BUILD_BACKOFF_MS: u64 = 250;
-const PROGRESS_EVERY_MS: u64 = 100;
+pub(super) const PROGRESS_EVERY_MS: u64 = 100;
 /// Shares of the file at which a downloader advertises it (DB_INFO).
 const ANNOUNCE_AT: [u8; 4] = [25, 50, 75, 100];
 /// Links a holder asks to STORE themselves in the DHT for a file.
@@ -89,20 +83,9 @@ pub struct Downloaded {
 pub(super) struct DownloadTask {
     sched: Scheduler,
     hash_name: HashName,
-    hops: usize,
     /// Our circuits to ORDBs.
-    sources: BTreeMap<SourceId, (LinkId, u32)>,
-    by_circ: BTreeMap<(LinkId, u32), SourceId>,
-    streams: BTreeMap<(LinkId, u32, u16), (SourceId, u32)>,
-    building: BTreeSet<TaskId>,
-    /// Circuits that failed in a row, since when, and when to try again.
-    build_failures: u32,
-    failing_since: u64,
-    next_build_at: u64,
-    circuits: u64,
-    ordbs: BTreeSet<PeerId>,
+    circuits: OrdbCircuits,
     manifest_told: bool,
-    next_source: SourceId,
     started: u64,
     last_progress: u64,
     last_received: u64,
@@ -200,7 +183,7 @@ impl TabPeer {
     }
 
     /// DB_INFO to every linked tab that has not heard of `h` from us.
-    fn announce(&mut self, h: HashName, percent: u8) {
+    pub(super) fn announce(&mut self, h: HashName, percent: u8) {
         let open = self.open_links();
         let links: Vec<LinkId> = open.iter().map(|(_, l, _)| *l).collect();
         let fresh = if percent == 100 {
@@ -239,7 +222,7 @@ impl TabPeer {
             };
             let info = ControlMessage::DbInfo {
                 hash_name: h.0,
-                kind: 0,
+                kind: u8::from(self.ordb.is_live(&h)),
                 percent,
                 hops,
                 flags,
@@ -372,18 +355,8 @@ impl TabPeer {
             sched: Scheduler::new(hash_name, manifest, &have)
                 .with_max_size(options.max_size.unwrap_or(DEFAULT_MAX_DOWNLOAD)),
             hash_name,
-            hops: options.hops.unwrap_or(DEFAULT_DOWNLOAD_HOPS).clamp(1, 8),
-            sources: BTreeMap::new(),
-            by_circ: BTreeMap::new(),
-            streams: BTreeMap::new(),
-            building: BTreeSet::new(),
-            build_failures: 0,
-            failing_since: 0,
-            next_build_at: 0,
-            circuits: 0,
-            ordbs: BTreeSet::new(),
+            circuits: OrdbCircuits::new(options.hops.unwrap_or(DEFAULT_DOWNLOAD_HOPS)),
             manifest_told: false,
-            next_source: 1,
             started: self.now,
             last_progress: 0,
             last_received: 0,
@@ -446,32 +419,15 @@ impl TabPeer {
                 }
             }
             TaskInput::Child(child, result) => {
-                if d.building.remove(&child) {
-                    match *result {
-                        TaskResult::Own(own) => {
-                            let source = d.next_source;
-                            d.next_source += 1;
-                            d.circuits += 1;
-                            d.build_failures = 0;
-                            d.ordbs.extend(own.hops.last().copied());
-                            d.sources.insert(source, (own.link, own.circ));
-                            d.by_circ.insert((own.link, own.circ), source);
-                            self.own_circuit(id, own.link, own.circ);
-                            d.sched.add_source(source, now);
-                        }
-                        TaskResult::Failed(e) => {
-                            tracing::debug!("download: no circuit: {e}");
-                            if let Some(e) = d.build_failed(now, &e.to_string()) {
-                                return Some(TaskResult::Failed(e));
-                            }
-                        }
-                        _ => {}
-                    }
+                match d.circuits.child_done(self, id, child, *result) {
+                    Ok(Some(source)) => d.sched.add_source(source, now),
+                    Ok(None) => {}
+                    Err(e) => return Some(d.fail(self, e)),
                 }
             }
             TaskInput::Mux(link, event) => {
                 if let Err(e) = self.download_event(d, link, event) {
-                    return Some(TaskResult::Failed(e));
+                    return Some(d.fail(self, e));
                 }
             }
             TaskInput::Prioritize(block) => d.sched.prioritize(block, now),
@@ -500,14 +456,14 @@ impl TabPeer {
             return Some(TaskResult::Downloaded(Box::new(Downloaded {
                 file: SharedFile::of(&m),
                 ms: now.saturating_sub(d.started),
-                circuits: d.circuits,
-                sources: d.ordbs.iter().copied().collect(),
+                circuits: d.circuits.opened,
+                sources: d.circuits.ordbs.iter().copied().collect(),
                 stats: d.sched.stats(),
             })));
         }
         let mut tick = d.sched.next_tick(now).unwrap_or(now + 1000).max(now + 1);
-        if d.next_build_at > now {
-            tick = tick.min(d.next_build_at);
+        if d.circuits.next_build_at > now {
+            tick = tick.min(d.circuits.next_build_at);
         }
         self.deadline_changes.push((id, Some(tick.min(now + 1000))));
         None
@@ -520,48 +476,27 @@ impl TabPeer {
         event: MuxEvent,
     ) -> Result<(), OpError> {
         let now = self.now;
-        match event {
-            MuxEvent::DbConnected {
-                circ,
-                stream,
+        match d.circuits.event(self, link, event) {
+            Some(PoolEvent::Connected {
+                source,
+                block,
                 answer,
-            } => {
-                if let Some(&(source, block)) = d.streams.get(&(link, circ, stream)) {
-                    d.sched.on_connected(source, block, answer, now);
-                }
-            }
-            MuxEvent::StreamReadable { circ, stream } => {
-                if let Some(&(source, block)) = d.streams.get(&(link, circ, stream)) {
-                    let data = self
-                        .core
-                        .mux(link)
-                        .and_then(|m| m.read(circ, stream, usize::MAX).ok())
-                        .unwrap_or_default();
-                    d.sched.on_data(source, block, &data, now);
-                }
-            }
-            MuxEvent::StreamEnded {
-                circ,
-                stream,
+            }) => d.sched.on_connected(source, block, answer, now),
+            Some(PoolEvent::Data {
+                source,
+                block,
+                data,
+            }) => d.sched.on_data(source, block, &data, now),
+            Some(PoolEvent::Ended {
+                source,
+                block,
                 reason,
-                ..
-            } => {
-                self.stream_owners.remove(&(link, circ, stream));
-                if let Some((source, block)) = d.streams.remove(&(link, circ, stream)) {
-                    d.sched
-                        .on_end(source, block, reason, now)
-                        .map_err(|e| OpError::Fetch(e.to_string()))?;
-                }
-            }
-            MuxEvent::CircuitClosed { circ, .. } => {
-                self.circ_owners.remove(&(link, circ));
-                if let Some(source) = d.by_circ.remove(&(link, circ)) {
-                    d.sources.remove(&source);
-                    d.streams.retain(|(l, c, _), _| !(*l == link && *c == circ));
-                    d.sched.source_lost(source, now);
-                }
-            }
-            _ => {}
+            }) => d
+                .sched
+                .on_end(source, block, reason, now)
+                .map_err(|e| OpError::Fetch(e.to_string()))?,
+            Some(PoolEvent::Lost(source)) => d.sched.source_lost(source, now),
+            None => {}
         }
         Ok(())
     }
@@ -570,25 +505,13 @@ impl TabPeer {
         while let Some(action) = d.sched.poll_action() {
             match action {
                 Action::Query { source, query } => {
-                    let Some(&(link, circ)) = d.sources.get(&source) else {
-                        continue;
-                    };
-                    let opened = self.core.mux(link).map(|m| m.begin_db(circ, &query));
-                    match opened {
-                        Some(Ok(stream)) => {
-                            d.streams
-                                .insert((link, circ, stream), (source, query.block));
-                            self.own_stream(id, link, circ, stream);
-                        }
-                        _ => {
-                            self.drop_download_source(d, source);
-                            d.sched.source_lost(source, self.now);
-                        }
+                    if !d.circuits.query(self, id, source, &query) {
+                        d.sched.source_lost(source, self.now);
                     }
                 }
                 Action::Drop { source, why } => {
                     tracing::debug!("download: dropping a circuit: {why}");
-                    self.drop_download_source(d, source);
+                    d.circuits.drop(self, source);
                 }
                 Action::Store { block, data, path } => {
                     d.paths.insert(block, path.clone());
@@ -602,29 +525,8 @@ impl TabPeer {
                 }
             }
         }
-        for _ in 0..d.sched.wanted_sources(d.building.len(), self.now) {
-            if self.now < d.next_build_at {
-                break;
-            }
-            let child = self.spawn_build_tab(d.hops, Parent::Task(id), false);
-            if self.tasks.contains_key(&child) {
-                d.building.insert(child);
-            } else if let Some(e) = d.build_failed(self.now, "no link to start from") {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    fn drop_download_source(&mut self, d: &mut DownloadTask, source: SourceId) {
-        if let Some((link, circ)) = d.sources.remove(&source) {
-            d.by_circ.remove(&(link, circ));
-            d.streams.retain(|(l, c, _), _| !(*l == link && *c == circ));
-            self.circ_owners.remove(&(link, circ));
-            if let Some(m) = self.core.mux(link) {
-                m.destroy(circ);
-            }
-        }
+        let wanted = d.sched.wanted_sources(d.circuits.building(), self.now);
+        d.circuits.build(self, id, wanted)
     }
 
     /// The highest of 25, 50, 75, 100 % that we hold of `h`, if any.
@@ -666,7 +568,7 @@ impl TabPeer {
             received,
             total,
             speed: d.speed,
-            circuits: d.sources.len(),
+            circuits: d.circuits.len(),
         });
     }
 
@@ -688,28 +590,7 @@ impl TabPeer {
 impl DownloadTask {
     /// Ends the download: its circuits close.
     fn fail(&mut self, tab: &mut TabPeer, e: OpError) -> TaskResult {
-        let sources: Vec<SourceId> = self.sources.keys().copied().collect();
-        for source in sources {
-            tab.drop_download_source(self, source);
-        }
+        self.circuits.close_all(tab);
         TaskResult::Failed(e)
-    }
-
-    /// A circuit could not be built: wait a little before the next; the
-    /// error that ends the download, when it is time to give up.
-    fn build_failed(&mut self, now: u64, why: &str) -> Option<OpError> {
-        if self.build_failures == 0 {
-            self.failing_since = now;
-        }
-        self.build_failures += 1;
-        self.next_build_at = now + BUILD_BACKOFF_MS * u64::from(self.build_failures.min(8));
-        (self.build_failures >= MAX_BUILD_FAILURES
-            && now.saturating_sub(self.failing_since) >= GIVE_UP_BUILDING_MS)
-            .then(|| {
-                OpError::NoPath(format!(
-                    "{} circuits to ORDBs in a row could not be built: {why}",
-                    self.build_failures
-                ))
-            })
     }
 }

@@ -163,6 +163,7 @@ pub(super) enum OpKind {
     BridgeCircuit,
     Fetch,
     Download,
+    Live,
 }
 
 pub(super) enum TaskInput {
@@ -201,6 +202,8 @@ pub(super) enum TaskResult {
     BridgeCircuit(Box<super::BridgeCircuitBuilt>),
     Fetched(super::Fetched),
     Downloaded(Box<super::Downloaded>),
+    /// A live stream no longer followed (cancelled).
+    Followed(crate::content::follow::FollowStats),
     Failed(OpError),
 }
 
@@ -221,6 +224,7 @@ pub(super) enum Kind {
     BridgeCircuit(BridgeCircuit),
     Fetch(Box<FetchTask>),
     Download(Box<super::share::DownloadTask>),
+    Live(Box<super::live::LiveTask>),
 }
 
 pub(super) struct Route {
@@ -489,6 +493,7 @@ impl TabPeer {
             Kind::BridgeCircuit(b) => self.bridge_circuit_step(id, b, input),
             Kind::Fetch(f) => self.fetch_step(id, f, input),
             Kind::Download(d) => self.download_step(id, d, input),
+            Kind::Live(t) => self.live_step(id, t, input),
         };
         self.stepping.remove(&id);
         for (t, deadline) in std::mem::take(&mut self.deadline_changes) {
@@ -1277,5 +1282,7 @@ fn op_outcome(kind: OpKind, result: TaskResult) -> Outcome {
         (OpKind::Fetch, r) => Outcome::Fetched(err(r)),
         (OpKind::Download, TaskResult::Downloaded(d)) => Outcome::Downloaded(Ok(d)),
         (OpKind::Download, r) => Outcome::Downloaded(err(r)),
+        (OpKind::Live, TaskResult::Followed(s)) => Outcome::Followed(Ok(s)),
+        (OpKind::Live, r) => Outcome::Followed(err(r)),
     }
 }
