@@ -1,9 +1,11 @@
 //! Fuzz target: the media probe (WebM headers and Cues, MP4 boxes and
 //! sidx) on arbitrary bytes, as a head and as an extra region, and the
-//! player's decisions on what it returns.
+//! player's decisions on what it returns; and the live cutter fed the
+//! bytes in slices: what it cuts is exactly what it was given.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use peersm_core::media::live::{Cut, LiveCutter};
 use peersm_core::media::{probe, Playback, Probe, Step};
 
 fuzz_target!(|data: &[u8]| {
@@ -34,6 +36,33 @@ fuzz_target!(|data: &[u8]| {
             if i == 10 {
                 p.seek(f64::from(which));
             }
+        }
+    }
+    // The live cutter, in slices of `which` bytes: the bytes it cuts are
+    // the bytes it took, in order, until it says the stream is bad.
+    let mut cutter = LiveCutter::default();
+    let mut out = Vec::new();
+    let mut failed = false;
+    for slice in body.chunks(usize::from(which).max(1)) {
+        match cutter.push(slice) {
+            Ok(cuts) => out.extend(cuts),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if !failed {
+        out.extend(cutter.finish());
+        let bytes: Vec<u8> = out
+            .iter()
+            .flat_map(|c| match c {
+                Cut::Init { data, .. } | Cut::Piece { data, .. } => data.iter().copied(),
+            })
+            .collect();
+        assert!(body.starts_with(&bytes));
+        if out.iter().any(|c| matches!(c, Cut::Init { .. })) {
+            assert_eq!(bytes, body);
         }
     }
 });

@@ -7,6 +7,7 @@
 //! Everything here reads bytes handed to it and never panics on them: a
 //! downloaded file is whatever its seeder made.
 
+pub mod live;
 pub mod mp4;
 pub mod playback;
 pub mod webm;

@@ -26,7 +26,8 @@ const CUE_POINT: u32 = 0xBB;
 const CUE_TIME: u32 = 0xB3;
 const CUE_TRACK_POSITIONS: u32 = 0xB7;
 const CUE_CLUSTER_POSITION: u32 = 0xF1;
-const CLUSTER: u32 = 0x1F43_B675;
+pub(crate) const CLUSTER: u32 = 0x1F43_B675;
+const TRACK_NUMBER: u32 = 0xD7;
 
 /// The longest element header: a 4-byte ID and an 8-byte size.
 const MAX_HEADER: u64 = 12;
@@ -38,15 +39,15 @@ fn bad(what: &'static str) -> MediaError {
 /// An element's header: its ID, where its data begins (relative to the
 /// bytes read), and its size (`None`: unknown, to the end of its parent).
 #[derive(Debug, Clone, Copy)]
-struct Header {
-    id: u32,
-    len: usize,
-    size: Option<u64>,
+pub(crate) struct Header {
+    pub(crate) id: u32,
+    pub(crate) len: usize,
+    pub(crate) size: Option<u64>,
 }
 
 /// Reads an element header at the start of `b`; `Ok(None)` when `b` ends
 /// before it does.
-fn header(b: &[u8]) -> Result<Option<Header>, MediaError> {
+pub(crate) fn header(b: &[u8]) -> Result<Option<Header>, MediaError> {
     let Some((id, id_len)) = vint(b, true)? else {
         return Ok(None);
     };
@@ -72,7 +73,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, MediaError> {
 
 /// An EBML variable-length integer: its value (with the length marker
 /// when `keep_marker`, as IDs are written) and its length.
-fn vint(b: &[u8], keep_marker: bool) -> Result<Option<(u64, usize)>, MediaError> {
+pub(crate) fn vint(b: &[u8], keep_marker: bool) -> Result<Option<(u64, usize)>, MediaError> {
     let Some(&first) = b.first() else {
         return Ok(None);
     };
@@ -129,7 +130,7 @@ fn float(b: &[u8]) -> Option<f64> {
 }
 
 /// What the Segment's headers say.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Headers {
     scale: Option<u64>,
     duration: Option<f64>,
@@ -138,6 +139,8 @@ struct Headers {
     /// The Cues' position, relative to the Segment's data.
     cues_at: Option<u64>,
     points: Option<Vec<SeekPoint>>,
+    /// The first video track's number (blocks name their track).
+    video_track: Option<u64>,
 }
 
 /// The bytes of `head` from `at` on (none past its end, or past what a
@@ -157,7 +160,43 @@ pub fn probe(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Probe {
     }
 }
 
+/// What a live stream's publisher needs of its recording's head: the
+/// initialization segment's end and type, the video track, and the
+/// timestamp scale. `None` until `head` reaches the first Cluster.
+pub(crate) struct LiveHead {
+    pub(crate) init_end: u64,
+    pub(crate) mse_type: String,
+    pub(crate) video_track: Option<u64>,
+    /// Nanoseconds per Cluster timecode unit.
+    pub(crate) scale: u64,
+}
+
+pub(crate) fn live_head(head: &[u8]) -> Result<Option<LiveHead>, MediaError> {
+    let mut found = Headers::default();
+    // A recording has no size yet: as long as it takes.
+    let index = match probe_with(u64::MAX, head, None, &mut found)? {
+        Probe::Ready(i) => i,
+        Probe::Need { .. } => return Ok(None),
+        Probe::Failed(e) => return Err(e),
+    };
+    Ok(Some(LiveHead {
+        init_end: index.init_end,
+        mse_type: index.mse_type,
+        video_track: found.video_track,
+        scale: found.scale.unwrap_or(1_000_000),
+    }))
+}
+
 fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Probe, MediaError> {
+    probe_with(size, head, extra, &mut Headers::default())
+}
+
+fn probe_with(
+    size: u64,
+    head: &[u8],
+    extra: Option<(u64, &[u8])>,
+    found: &mut Headers,
+) -> Result<Probe, MediaError> {
     let have = head.len() as u64;
     // The EBML header: a WebM document.
     let Some(h) = header(head)? else {
@@ -198,7 +237,6 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
     }
     let seg_start = ebml_end + seg.len as u64;
     let seg_end = seg.size.map_or(size, |s| (seg_start + s).min(size));
-    let mut found = Headers::default();
     let mut at = seg_start;
     let init_end = loop {
         if at >= seg_end {
@@ -225,7 +263,7 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
             let data = head
                 .get(at as usize + h.len..end as usize)
                 .unwrap_or_default();
-            read_top(h.id, data, seg_start, &mut found)?;
+            read_top(h.id, data, seg_start, found)?;
         }
         at = end;
     };
@@ -239,7 +277,7 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
         if let Some(pos) = found.cues_at.map(|p| seg_start.saturating_add(p)) {
             if pos > init_end && pos < size {
                 let Some((off, bytes)) = extra.filter(|(o, _)| *o == pos) else {
-                    return ready(found, scale, init_end, size, Some(pos));
+                    return ready(found.clone(), scale, init_end, size, Some(pos));
                 };
                 let Some(h) = header(bytes)? else {
                     return Ok(Probe::Need {
@@ -265,7 +303,7 @@ fn probe_inner(size: u64, head: &[u8], extra: Option<(u64, &[u8])>) -> Result<Pr
             }
         }
     }
-    ready(found, scale, init_end, size, None)
+    ready(found.clone(), scale, init_end, size, None)
 }
 
 fn ready(
@@ -353,6 +391,12 @@ fn read_top(id: u32, data: &[u8], seg_start: u64, found: &mut Headers) -> Result
                     other => return Err(MediaError::Codec(other.chars().take(32).collect())),
                 };
                 found.video |= kind == 1;
+                if kind == 1 && found.video_track.is_none() {
+                    found.video_track = fields
+                        .iter()
+                        .find(|(i, v)| *i == TRACK_NUMBER && v.len() <= 8)
+                        .map(|(_, v)| be_uint(v));
+                }
                 if found.codecs.len() < 8 {
                     found.codecs.push(name.into());
                 }
