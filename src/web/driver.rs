@@ -72,6 +72,8 @@ pub(crate) struct Driver {
     pub(crate) file_ids: BTreeMap<HashName, String>,
     /// Downloads by hash_name in progress, by operation.
     pub(crate) downloads: BTreeMap<u64, DownloadSink>,
+    /// Live streams followed, by operation: their players.
+    pub(crate) lives: BTreeMap<u64, super::stream::PlayerTx>,
     /// hash_names being downloaded (one download of a file at a time).
     pub(crate) busy: BTreeSet<HashName>,
     /// Tests only: serve corrupted blocks.
@@ -106,6 +108,7 @@ impl Driver {
             files,
             file_ids: BTreeMap::new(),
             downloads: BTreeMap::new(),
+            lives: BTreeMap::new(),
             busy: BTreeSet::new(),
             tamper: false,
             timer_at: None,
@@ -232,6 +235,28 @@ fn on_event(shared: &Shared, e: TabEvent) {
             speed,
             circuits,
         } => share::progress(shared, op, received, total, speed, circuits),
+        TabEvent::LiveManifest { op, stream } => {
+            if let Some(tx) = shared.borrow().lives.get(&op) {
+                let _ = tx.unbounded_send(super::stream::PlayerEvent::LiveManifest(stream));
+            }
+        }
+        TabEvent::LiveChunk {
+            op,
+            seq,
+            timestamp_ms,
+            gap,
+            data,
+            ..
+        } => {
+            if let Some(tx) = shared.borrow().lives.get(&op) {
+                let _ = tx.unbounded_send(super::stream::PlayerEvent::LiveChunk {
+                    seq,
+                    timestamp_ms,
+                    gap,
+                    data,
+                });
+            }
+        }
     }
 }
 

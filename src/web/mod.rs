@@ -10,6 +10,7 @@ mod fetch;
 mod files;
 pub mod identity;
 mod js;
+mod live;
 pub mod locks;
 mod log;
 mod peer;

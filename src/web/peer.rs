@@ -87,6 +87,10 @@ struct StartOptions {
     /// Tests only: serve corrupted blocks (downloaders must catch them).
     #[serde(default)]
     tamper: bool,
+    /// Tests only: serve live chunks 'forged' (a byte flipped) or
+    /// 'replayed' (the chunk before the one asked).
+    #[serde(default)]
+    tamper_live: Option<String>,
     /// Tests only: peer IDs this tab never links to.
     #[serde(default)]
     never_link: Vec<String>,
@@ -190,6 +194,17 @@ impl Peer {
         };
         let driver = Driver::new(tab, identity.clone(), dtls, files);
         driver.borrow_mut().tamper = options.tamper;
+        let live_tamper = match options.tamper_live.as_deref() {
+            None => None,
+            Some("forged") => Some(peersm_core::service::ordb::LiveTamper::Forge),
+            Some("replayed") => Some(peersm_core::service::ordb::LiveTamper::Replay),
+            Some(other) => {
+                return Err(js_error(&format!(
+                    "Peer.start: tamperLive must be 'forged' or 'replayed', not {other:?}"
+                )))
+            }
+        };
+        driver.borrow_mut().tab.tamper_live(live_tamper);
         let inner = Rc::new(RefCell::new(Inner {
             identity,
             bridges,
@@ -481,7 +496,9 @@ impl Peer {
     /// Plays a WebM or fragmented MP4 file in `element` (a `<video>` or
     /// `<audio>`) while it downloads; resolves with a `Player` once
     /// playback is set up (`player.done` resolves with the download).
-    /// Options as `download`'s.
+    /// A live stream's hash_name plays it from near its live edge (mode
+    /// `"live"`, `player.delay` from capture to display). Options as
+    /// `download`'s.
     pub async fn stream(
         &self,
         hash_name_or_link: String,
@@ -498,6 +515,27 @@ impl Peer {
             on_progress,
         )
         .await
+    }
+
+    /// Publishes a live stream from `source`: a MediaStream (a camera, a
+    /// canvas's `captureStream()`), recorded with MediaRecorder, or a WebM
+    /// File replayed at the pace of its clusters. Options: `type`
+    /// (MediaRecorder's, default WebM VP8), `name`, `chunkMs` (default
+    /// 250). Resolves to a `LivePublisher` (`hashName`, `link`, `type`,
+    /// `stats()`, `stop()`) once the first data named the stream; others
+    /// play it with `peer.stream(hashName, video)`.
+    pub async fn live(
+        &self,
+        source: JsValue,
+        options: JsValue,
+    ) -> Result<super::live::LivePublisher, JsValue> {
+        let options = if options.is_undefined() || options.is_null() {
+            super::live::LiveOptionsJs::default()
+        } else {
+            serde_wasm_bindgen::from_value(options)
+                .map_err(|e| js_error(&format!("live: bad options: {e}")))?
+        };
+        super::live::publish(&self.driver(), source, options).await
     }
 
     /// Files kept in IndexedDB from this and earlier sessions: `[{

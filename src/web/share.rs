@@ -57,7 +57,7 @@ fn random_id() -> String {
 
 /// The page URL that opens this page and downloads `hash_name`: the
 /// page's origin and path (not its query: that holds this tab's options).
-fn link_for(hash_name: &str) -> String {
+pub(crate) fn link_for(hash_name: &str) -> String {
     let location = global_property("location").unwrap_or(JsValue::UNDEFINED);
     let part = |k: &str| {
         get(&location, k)
@@ -274,6 +274,12 @@ pub(crate) struct DownloadOptionsJs {
     /// The largest file to accept, bytes (default 4 GiB).
     #[serde(default)]
     max_size: Option<f64>,
+}
+
+impl DownloadOptionsJs {
+    pub(crate) fn hops(&self) -> Option<u32> {
+        self.hops
+    }
 }
 
 /// A file downloaded (or kept) by hash_name; its blocks are in IndexedDB.

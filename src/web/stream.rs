@@ -29,6 +29,9 @@ use super::js::{get, js_error, set};
 use super::log;
 use super::share::{self, DownloadOptionsJs};
 
+/// What a download of a live stream's hash_name fails with
+/// (`ScheduleError::IsLive`).
+const IS_LIVE: &str = "this is a live stream";
 /// Seconds from the play position within which a time counts as buffered
 /// (MediaSource's ranges end at frame boundaries).
 const BUFFERED_SLACK: f64 = 0.3;
@@ -64,13 +67,30 @@ pub(crate) enum PlayerEvent {
     TimeUpdate,
     ElementError,
     Stop,
+    /// A live stream's manifest, then its chunks in order (`live.rs`).
+    LiveManifest(peersm_core::peer::tab::LiveStream),
+    LiveChunk {
+        seq: u64,
+        timestamp_ms: u64,
+        gap: bool,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Default)]
-struct Stats {
-    appended: f64,
+pub(crate) struct Stats {
+    pub(crate) appended: f64,
     seeks: u32,
     resets: u32,
+    /// Live: chunks appended, the first and last sequence numbers, skips.
+    pub(crate) chunks: u32,
+    pub(crate) first_seq: Option<u64>,
+    pub(crate) last_seq: Option<u64>,
+    pub(crate) gaps: u32,
+    /// Live: the newest appended chunk's timestamp and the buffered end
+    /// after it; capture to display, ms.
+    pub(crate) edge: Option<(u64, f64)>,
+    pub(crate) delay_ms: Option<f64>,
 }
 
 /// A player following a download (`peer.stream`'s result).
@@ -118,14 +138,29 @@ impl Player {
     }
 
     /// `{ appended, seeks, resets }`: bytes given to MediaSource, seeks
-    /// seen, seeks that moved the download.
+    /// seen, seeks that moved the download. A live player adds `chunks`,
+    /// `firstSeq`, `lastSeq`, `gaps` and `delay` (capture to display, ms).
     pub fn stats(&self) -> Result<Object, JsValue> {
         let s = self.stats.borrow();
         let o = Object::new();
+        let opt = |v: Option<f64>| v.map_or(JsValue::NULL, JsValue::from);
         set(&o, "appended", &JsValue::from(s.appended))?;
         set(&o, "seeks", &JsValue::from(s.seeks))?;
         set(&o, "resets", &JsValue::from(s.resets))?;
+        if self.mode == "live" {
+            set(&o, "chunks", &JsValue::from(s.chunks))?;
+            set(&o, "firstSeq", &opt(s.first_seq.map(|q| q as f64)))?;
+            set(&o, "lastSeq", &opt(s.last_seq.map(|q| q as f64)))?;
+            set(&o, "gaps", &JsValue::from(s.gaps))?;
+            set(&o, "delay", &opt(s.delay_ms))?;
+        }
         Ok(o)
+    }
+
+    /// Live: capture to display, ms (`null` until playing).
+    #[wasm_bindgen(getter)]
+    pub fn delay(&self) -> Option<f64> {
+        self.stats.borrow().delay_ms
     }
 
     /// Stops feeding the element; the download goes on (`done`).
@@ -134,16 +169,36 @@ impl Player {
     }
 }
 
+impl Player {
+    pub(crate) fn new(
+        hash_name: String,
+        ready: Ready,
+        done: Promise,
+        tx: PlayerTx,
+        stats: Rc<RefCell<Stats>>,
+    ) -> Player {
+        Player {
+            hash_name,
+            mse_type: ready.mse_type,
+            mode: ready.mode,
+            message: ready.message,
+            done,
+            tx,
+            stats,
+        }
+    }
+}
+
 /// How the player starts, told to `stream` once it knows.
-struct Ready {
-    mse_type: String,
-    mode: &'static str,
-    message: Option<String>,
+pub(crate) struct Ready {
+    pub(crate) mse_type: String,
+    pub(crate) mode: &'static str,
+    pub(crate) message: Option<String>,
 }
 
 /// A promise and its resolve and reject functions. (No `new Function`:
 /// the page's CSP forbids evaluating strings.)
-fn deferred() -> Result<(Promise, Function, Function), JsValue> {
+pub(crate) fn deferred() -> Result<(Promise, Function, Function), JsValue> {
     let mut slots: (Option<Function>, Option<Function>) = (None, None);
     let promise = Promise::new(&mut |resolve, reject| slots = (Some(resolve), Some(reject)));
     match slots {
@@ -152,7 +207,7 @@ fn deferred() -> Result<(Promise, Function, Function), JsValue> {
     }
 }
 
-fn error_text(e: &JsValue) -> String {
+pub(crate) fn error_text(e: &JsValue) -> String {
     get(e, "message")
         .ok()
         .and_then(|m| m.as_string())
@@ -170,8 +225,13 @@ pub(crate) async fn stream(
     let element: HtmlMediaElement = element.dyn_into().map_err(|_| {
         js_error("stream: the second argument must be a <video> or <audio> element")
     })?;
-    let files = share::store(shared, "stream")?;
     let h = share::parse_hash_name("stream", target)?;
+    // A stream the mesh told us is live is followed; a hash_name that
+    // turns out to name one (its download says so) too, below.
+    if shared.borrow().tab.is_live(&h) {
+        return super::live::play_live(shared, h, element, options.hops()).await;
+    }
+    let files = share::store(shared, "stream")?;
     let (tx, rx) = mpsc::unbounded();
     let (done, resolve, reject) = deferred()?;
     // A failed download is reported by `done` and by the player; a page
@@ -181,6 +241,7 @@ pub(crate) async fn stream(
         let ignore = Closure::once_into_js(|_: JsValue| {});
         let _ = catch.call1(&done, &ignore);
     }
+    let options_hops = options.hops();
     {
         let (shared, tx, target) = (shared.clone(), tx.clone(), target.to_string());
         wasm_bindgen_futures::spawn_local(async move {
@@ -213,10 +274,15 @@ pub(crate) async fn stream(
         done: None,
         later: VecDeque::new(),
     };
-    wasm_bindgen_futures::spawn_local(run(feed, element, ready_tx, stats.clone()));
-    let ready = ready_rx
-        .await
-        .map_err(|_| js_error("stream: the player stopped"))??;
+    wasm_bindgen_futures::spawn_local(run(feed, element.clone(), ready_tx, stats.clone()));
+    let ready = match ready_rx.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if error_text(&e).contains(IS_LIVE) => {
+            return super::live::play_live(shared, h, element, options_hops).await;
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(js_error("stream: the player stopped")),
+    };
     Ok(Player {
         hash_name: h.to_hex(),
         mse_type: ready.mse_type,
@@ -336,7 +402,7 @@ impl Feed {
 }
 
 /// An event listener removed when dropped.
-struct Listener {
+pub(crate) struct Listener {
     target: EventTarget,
     name: &'static str,
     closure: Closure<dyn FnMut(web_sys::Event)>,
@@ -350,7 +416,7 @@ impl Drop for Listener {
     }
 }
 
-fn listen(
+pub(crate) fn listen(
     target: &EventTarget,
     name: &'static str,
     tx: &PlayerTx,
@@ -378,7 +444,7 @@ fn buffered_ahead(element: &HtmlMediaElement) -> f64 {
         .map_or(0.0, |(_, e)| e - t)
 }
 
-fn send_ready(
+pub(crate) fn send_ready(
     ready: &mut Option<oneshot::Sender<Result<Ready, JsValue>>>,
     r: Result<Ready, JsValue>,
 ) {

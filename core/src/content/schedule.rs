@@ -128,6 +128,9 @@ pub enum ScheduleError {
     NotFound(u32),
     #[error("the file is {size} bytes, more than the {limit} this download accepts")]
     TooLarge { size: u64, limit: u64 },
+    /// The hash_name names a live stream (`follow_live` plays it).
+    #[error("this is a live stream, not a file: play it with peer.stream")]
+    IsLive,
 }
 
 pub struct Scheduler {
@@ -359,6 +362,14 @@ impl Scheduler {
                     return;
                 }
                 Some(Ok(m)) => self.set_manifest(m, &BTreeSet::new()),
+                Some(Err(_))
+                    if answer.manifest.as_deref().is_some_and(|b| {
+                        super::live::LiveManifest::decode_for(b, &self.hash_name).is_ok()
+                    }) =>
+                {
+                    self.failure = Some(ScheduleError::IsLive);
+                    return;
+                }
                 _ => return self.drop_source(source, "its answer had no valid manifest"),
             }
             // The one query asked before the file's size was known.

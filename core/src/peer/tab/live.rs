@@ -137,6 +137,12 @@ impl TabPeer {
         self.after_input();
     }
 
+    /// Whether `h` is a live stream, as far as we know (we hold it, or a
+    /// linked tab told us so).
+    pub fn is_live(&self, h: &HashName) -> bool {
+        self.ordb.is_live(h)
+    }
+
     /// Figures of live stream `op` being followed.
     pub fn live_stats(&self, op: u64) -> Option<FollowStats> {
         match &self.tasks.get(&op)?.kind {
