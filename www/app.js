@@ -69,9 +69,11 @@ try {
   if (params.get('refreshMs')) options.refreshMs = Number(params.get('refreshMs'));
   if (params.get('introducer')) options.introducer = params.get('introducer');
   // Tests only, and only on a local network (never from a link to a
-  // public bridge): `?tamper=1` serves corrupted blocks; `?neverLink=ID,ID`.
+  // public bridge): `?tamper=1` serves corrupted blocks, `?tamperLive=`
+  // 'forged' or 'replayed' live chunks; `?neverLink=ID,ID`.
   if (['127.0.0.1', 'localhost'].includes(location.hostname)) {
     if (params.get('tamper')) options.tamper = true;
+    if (params.get('tamperLive')) options.tamperLive = params.get('tamperLive');
     if (params.get('neverLink')) options.neverLink = params.get('neverLink').split(',');
   }
   const peer = await startPeer(location.origin, options);

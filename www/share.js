@@ -6,6 +6,9 @@
 // earlier visit are listed with an offer to share them again or resume.
 // "Play" streams a video or audio file into a player in its row while it
 // downloads (peer.stream), with the buffered ranges drawn under it.
+// "Go live" publishes the camera, or a WebM file replayed as live
+// (peer.live); a live stream's link plays from near its live edge, with
+// the delay from capture to display shown.
 
 const $ = (id) => document.getElementById(id);
 const HASH = /^[0-9a-f]{40}$/i;
@@ -243,7 +246,30 @@ export function setupSharing(peer) {
     try {
       const file = await peer.download(hash, { onProgress: progressText('', row) });
       downloaded(row, file, started);
-    } catch (err) { failed(row, hash, err, download); }
+    } catch (err) {
+      // A live stream has nothing to download: it plays.
+      if (message(err).includes('this is a live stream')) play(hash);
+      else failed(row, hash, err, download);
+    }
+  }
+
+  /** A live player's row: the delay from capture to display, kept up to
+   *  date, and a button that stops watching. */
+  function watchLive(row, hash, player, video) {
+    row.setState('live', 'Live: joining near the edge…');
+    const tick = setInterval(() => {
+      const s = player.stats();
+      const delay = s.delay === null ? '' : `, ${(s.delay / 1000).toFixed(1)} s behind the source`;
+      const gaps = s.gaps ? `; ${s.gaps} skipped` : '';
+      row.setState('live', `Live through other tabs: ${s.chunks} chunks${delay}${gaps}.`);
+    }, 500);
+    const stop = () => { clearInterval(tick); player.stop(); row.detachPlayer(); };
+    row.setActions(button('Stop watching', 'stop', () => { stop(); row.setState('ended', 'Stopped watching.'); }));
+    player.done.then(
+      () => { clearInterval(tick); },
+      (err) => { stop(); failed(row, hash, err, play); },
+    );
+    video.play().catch(() => {});
   }
 
   /** Plays a video or audio file in its row while it downloads. */
@@ -255,6 +281,7 @@ export function setupSharing(peer) {
     const started = performance.now();
     try {
       const player = await peer.stream(hash, video, { onProgress: progressText('Playing while downloading: ', row) });
+      if (player.mode === 'live') { watchLive(row, hash, player, video); return; }
       if (player.mode !== 'mediasource') {
         row.setState('downloading', `${player.message}.`);
       }
@@ -267,6 +294,58 @@ export function setupSharing(peer) {
       failed(row, hash, err, play);
     }
   }
+
+  /** Publishes a camera (a MediaStream) or a WebM file as a live stream,
+   *  with its link, a preview and what was sent. */
+  async function goLive(source, name, preview) {
+    showError('');
+    const key = `live-${Date.now()}`;
+    const row = rowFor(key, name);
+    row.setState('publishing', 'Starting the live stream…');
+    if (preview) row.attachPlayer(preview);
+    let live;
+    try {
+      live = await peer.live(source, { name });
+    } catch (err) {
+      row.detachPlayer();
+      row.fail(err);
+      return;
+    }
+    rows.delete(key);
+    rows.set(live.hashName, row);
+    row.showLink(live.link);
+    const tick = setInterval(() => {
+      const s = live.stats();
+      row.setState('publishing', `Live from this tab: ${s.chunks} chunks sent (${human(s.bytes)}), ${s.keys} keyframes${s.ended ? '; the source ended' : ''}.`);
+    }, 500);
+    row.setActions(button('Stop the live stream', 'stop', () => {
+      clearInterval(tick);
+      live.stop();
+      if (source.getTracks) for (const t of source.getTracks()) t.stop();
+      row.detachPlayer();
+      row.setState('ended', 'The live stream is over.');
+      row.setActions(removeRowButton(row, live.hashName));
+    }));
+  }
+
+  function removeRowButton(row, hash) {
+    return button('Remove', 'remove', () => { row.li.remove(); rows.delete(hash); });
+  }
+
+  $('go-live-camera').addEventListener('click', async () => {
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    } catch (err) { showError(`The camera: ${message(err)}`); return; }
+    const preview = el('video', { muted: true, playsInline: true, autoplay: true });
+    preview.srcObject = stream;
+    goLive(stream, 'camera', preview);
+  });
+  $('go-live-file').addEventListener('change', (ev) => {
+    const f = ev.target.files[0];
+    ev.target.value = '';
+    if (f) goLive(f, f.name, null);
+  });
 
   // Files kept from earlier visits: offered again, never shared silently.
   async function listKept() {

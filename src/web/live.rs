@@ -35,7 +35,12 @@ const DEFAULT_CHUNK_MS: u32 = 250;
 const KEYFRAME_EVERY_MS: u32 = 1000;
 /// What is more than this far behind the play position is removed.
 const KEEP_BEHIND_SECS: f64 = 30.0;
-/// A player further behind the newest chunk than this jumps to it.
+/// Where a live player plays: this far behind the newest media it has.
+/// A joiner gets chunks from two windows back (where a decoder can
+/// start), then plays from here.
+const TARGET_BEHIND_SECS: f64 = 1.5;
+/// A player further behind the newest media than this jumps back to
+/// `TARGET_BEHIND_SECS`.
 const MAX_BEHIND_SECS: f64 = 6.0;
 
 #[derive(serde::Deserialize, Default)]
@@ -99,7 +104,8 @@ impl LivePublisher {
         set(
             &o,
             "seq",
-            &s.newest_seq.map_or(JsValue::NULL, |q| JsValue::from(q as f64)),
+            &s.newest_seq
+                .map_or(JsValue::NULL, |q| JsValue::from(q as f64)),
         )?;
         set(&o, "ended", &JsValue::from(s.ended))?;
         Ok(o)
@@ -126,7 +132,10 @@ pub(crate) async fn publish(
     source: JsValue,
     options: LiveOptionsJs,
 ) -> Result<LivePublisher, JsValue> {
-    let chunk_ms = options.chunk_ms.unwrap_or(DEFAULT_CHUNK_MS).clamp(20, 10_000);
+    let chunk_ms = options
+        .chunk_ms
+        .unwrap_or(DEFAULT_CHUNK_MS)
+        .clamp(20, 10_000);
     let name = options.name.clone().unwrap_or_else(|| "live".into());
     let stats = Rc::new(RefCell::new(PublishStats::default()));
     let stopped = Rc::new(RefCell::new(false));
@@ -209,7 +218,9 @@ fn recorder(
     };
     let mime = mime.unwrap_or(default);
     if !web_sys::MediaRecorder::is_type_supported(mime) {
-        return Err(js_error(&format!("live: this browser cannot record {mime}")));
+        return Err(js_error(&format!(
+            "live: this browser cannot record {mime}"
+        )));
     }
     let options = web_sys::MediaRecorderOptions::new();
     options.set_mime_type(mime);
@@ -253,13 +264,11 @@ fn publish_cut(
             if stream.is_some() {
                 return Ok(None);
             }
-            let published = shared.borrow_mut().tab.publish_live(
-                &mse_type,
-                name,
-                &data,
-                Some(chunk_ms),
-                now(),
-            );
+            let published =
+                shared
+                    .borrow_mut()
+                    .tab
+                    .publish_live(&mse_type, name, &data, Some(chunk_ms), now());
             super::driver::pump(shared);
             let s = published.map_err(|e| js_error(&format!("live: {e}")))?;
             *stream = Some(s.clone());
@@ -359,7 +368,12 @@ async fn replay(
     let mut named = Some(named);
     let bytes = match JsFuture::from(blob.array_buffer()).await {
         Ok(b) => Uint8Array::new(&b).to_vec(),
-        Err(e) => return fail(&mut named, &format!("live: the file could not be read: {e:?}")),
+        Err(e) => {
+            return fail(
+                &mut named,
+                &format!("live: the file could not be read: {e:?}"),
+            )
+        }
     };
     let mut cutter = LiveCutter::default();
     let mut cuts = match cutter.push(&bytes) {
@@ -374,10 +388,7 @@ async fn replay(
         if *stopped.borrow() {
             break;
         }
-        if let Cut::Piece {
-            time: Some(t), ..
-        } = &cut
-        {
+        if let Cut::Piece { time: Some(t), .. } = &cut {
             // On the file's clock: a cluster goes out at its time.
             let base = *first_time.get_or_insert(*t);
             let due = started + (t - base) * 1000.0;
@@ -471,7 +482,14 @@ pub(crate) async fn play_live(
     let ready: Ready = ready_rx
         .await
         .map_err(|_| js_error("live: the player stopped"))??;
-    Ok(Player::new(h.to_hex(), ready, done, tx, stats))
+    Ok(Player::new(
+        h.to_hex(),
+        ready,
+        done,
+        tx,
+        stats,
+        Some((shared.clone(), op)),
+    ))
 }
 
 async fn live_loop(
@@ -573,7 +591,7 @@ async fn live_loop(
                 let end = buffered_end(element);
                 if let (Some(ts), Some(end)) = (ts, end) {
                     stats.borrow_mut().edge = Some((ts, end));
-                    catch_up(element, end);
+                    catch_up(element, end, !started);
                     if !started {
                         started = true;
                         let _ = element.play();
@@ -606,18 +624,19 @@ fn buffered_end(element: &HtmlMediaElement) -> Option<f64> {
 }
 
 /// A joiner's first media does not start at 0, and a skipped chunk
-/// leaves a hole: the play position goes to the newest range when it is
-/// outside every range, or too far behind the newest chunk.
-fn catch_up(element: &HtmlMediaElement, end: f64) {
+/// leaves a hole: the play position goes to `TARGET_BEHIND_SECS` before
+/// the newest media at the start, when it is outside every range, or when
+/// it fell too far behind. (The decoder starts from the keyframe before
+/// it, which is buffered.)
+fn catch_up(element: &HtmlMediaElement, end: f64, first: bool) {
     let r = element.buffered();
     let t = element.current_time();
-    let inside = (0..r.length()).any(|i| {
-        r.start(i).is_ok_and(|s| s <= t + 0.1) && r.end(i).is_ok_and(|e| t < e)
-    });
-    if !inside || end - t > MAX_BEHIND_SECS {
+    let inside = (0..r.length())
+        .any(|i| r.start(i).is_ok_and(|s| s <= t + 0.1) && r.end(i).is_ok_and(|e| t < e));
+    if first || !inside || end - t > MAX_BEHIND_SECS {
         let last = r.length().saturating_sub(1);
         if let Ok(start) = r.start(last) {
-            element.set_current_time(start.max(end - MAX_BEHIND_SECS / 2.0));
+            element.set_current_time(start.max(end - TARGET_BEHIND_SECS));
         }
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Stats {
     /// after it; capture to display, ms.
     pub(crate) edge: Option<(u64, f64)>,
     pub(crate) delay_ms: Option<f64>,
+    /// Live: the follow's figures, as last read from the core.
+    pub(crate) follow: peersm_core::content::follow::FollowStats,
 }
 
 /// A player following a download (`peer.stream`'s result).
@@ -103,6 +105,8 @@ pub struct Player {
     done: Promise,
     tx: PlayerTx,
     stats: Rc<RefCell<Stats>>,
+    /// Live: the core and the follow's operation.
+    live: Option<(Shared, u64)>,
 }
 
 #[wasm_bindgen]
@@ -147,7 +151,19 @@ impl Player {
         set(&o, "appended", &JsValue::from(s.appended))?;
         set(&o, "seeks", &JsValue::from(s.seeks))?;
         set(&o, "resets", &JsValue::from(s.resets))?;
-        if self.mode == "live" {
+        if let Some((shared, op)) = &self.live {
+            drop(s);
+            if let Some(f) = shared.borrow().tab.live_stats(*op) {
+                self.stats.borrow_mut().follow = f;
+            }
+            let s = self.stats.borrow();
+            set(&o, "forged", &JsValue::from(s.follow.forged as f64))?;
+            set(&o, "replayed", &JsValue::from(s.follow.replayed as f64))?;
+            set(
+                &o,
+                "sourcesDropped",
+                &JsValue::from(s.follow.sources_dropped as f64),
+            )?;
             set(&o, "chunks", &JsValue::from(s.chunks))?;
             set(&o, "firstSeq", &opt(s.first_seq.map(|q| q as f64)))?;
             set(&o, "lastSeq", &opt(s.last_seq.map(|q| q as f64)))?;
@@ -176,6 +192,7 @@ impl Player {
         done: Promise,
         tx: PlayerTx,
         stats: Rc<RefCell<Stats>>,
+        live: Option<(Shared, u64)>,
     ) -> Player {
         Player {
             hash_name,
@@ -185,6 +202,7 @@ impl Player {
             done,
             tx,
             stats,
+            live,
         }
     }
 }
@@ -291,6 +309,7 @@ pub(crate) async fn stream(
         done,
         tx,
         stats,
+        live: None,
     })
 }
 

@@ -21,6 +21,10 @@ const KINDS = {
   'h264-frag.mp4': (s) => [...SOURCE(s), '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '4M',
     '-g', '30', '-c:a', 'aac', '-b:a', '64k',
     '-movflags', '+frag_keyframe+empty_moov+default_base_moof+global_sidx'],
+  // For live replay: VP8 and Opus at 1 Mbit/s, a keyframe (and cluster)
+  // every half second.
+  'live.webm': (s) => [...SOURCE(s), '-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8',
+    '-b:v', '1M', '-minrate', '1M', '-maxrate', '1M', '-g', '15', '-c:a', 'libopus', '-b:a', '64k'],
   // A plain MP4: one mdat, the moov at the end.
   'h264-plain.mp4': (s) => [...SOURCE(s), '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '2M',
     '-g', '30', '-c:a', 'aac', '-b:a', '64k'],

@@ -123,6 +123,9 @@ pub struct LiveFollower {
     ready: BTreeMap<u64, Chunk>,
     asked: BTreeMap<u64, SourceId>,
     misses: BTreeMap<u64, u32>,
+    /// Chunks not made yet that a holder had not either: asked again
+    /// from this time on.
+    not_before: BTreeMap<u64, u64>,
     sources: BTreeMap<SourceId, Source>,
     actions: VecDeque<LiveAction>,
     stats: FollowStats,
@@ -145,6 +148,7 @@ impl LiveFollower {
             ready: BTreeMap::new(),
             asked: BTreeMap::new(),
             misses: BTreeMap::new(),
+            not_before: BTreeMap::new(),
             sources: BTreeMap::new(),
             actions: VecDeque::new(),
             stats: FollowStats::default(),
@@ -354,12 +358,30 @@ impl LiveFollower {
                 )
             {
                 self.stats.unavailable += 1;
-                s.unavailable += 1;
-                if let Some(seq) = q.seq {
-                    *self.misses.entry(seq).or_default() += 1;
-                }
-                if s.unavailable >= MAX_UNAVAILABLE {
-                    self.drop_source(source, NOT_FOUND, now);
+                let exists = q
+                    .seq
+                    .zip(self.newest_seen)
+                    .is_some_and(|(seq, newest)| seq <= newest);
+                match q.seq {
+                    // Not made yet, and the publisher's wait ran out (or a
+                    // path to it failed): ask again a little later, without
+                    // blaming the circuit.
+                    Some(seq) if !exists => {
+                        let pause = self
+                            .manifest
+                            .as_ref()
+                            .map_or(250, |m| u64::from(m.chunk_ms));
+                        self.not_before.insert(seq, now + pause);
+                    }
+                    _ => {
+                        s.unavailable += 1;
+                        if let Some(seq) = q.seq {
+                            *self.misses.entry(seq).or_default() += 1;
+                        }
+                        if s.unavailable >= MAX_UNAVAILABLE {
+                            self.drop_source(source, NOT_FOUND, now);
+                        }
+                    }
                 }
             }
             self.skip_or_rejoin();
@@ -454,6 +476,7 @@ impl LiveFollower {
             .values()
             .flat_map(|s| s.queries.values())
             .map(|q| self.stall_at(q))
+            .chain(self.not_before.values().copied())
             .min();
         Some(
             (self.last_chunk_at + GIVE_UP_MS)
@@ -523,8 +546,12 @@ impl LiveFollower {
             return;
         };
         let m = m.clone();
+        self.not_before.retain(|&s, at| s >= next && *at > now);
         for seq in next..next + AHEAD {
-            if self.ready.contains_key(&seq) || self.asked.contains_key(&seq) {
+            if self.ready.contains_key(&seq)
+                || self.asked.contains_key(&seq)
+                || self.not_before.contains_key(&seq)
+            {
                 continue;
             }
             let Some(source) = self.best_source(m.index_of(seq)) else {
@@ -721,7 +748,7 @@ mod tests {
     fn a_chunk_nobody_has_is_skipped_to_the_next_key_chunk() {
         let ring = holder(39);
         let h = ring.hash_name;
-        let now = 11_000;
+        let mut now = 11_000;
         let mut f = LiveFollower::new(h, now);
         for s in 1..=3 {
             f.add_source(s, now);
@@ -731,6 +758,9 @@ mod tests {
         // 33 is unavailable everywhere; the others come.
         let mut skipped_to = None;
         for _ in 0..10 {
+            // A chunk not made yet is asked again a chunk's time later.
+            now += 300;
+            f.tick(now);
             let (q, other) = queries(&mut f);
             if let Some((s, _)) = delivered(&other).into_iter().find(|(_, gap)| *gap) {
                 skipped_to = Some(s);

@@ -530,8 +530,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         for (h, held) in self.library.files() {
             out.insert(*h, (held.percent(), 0));
         }
-        for h in self.lives.keys() {
-            out.insert(*h, (100, 0));
+        let lives: Vec<HashName> = self.lives.keys().copied().collect();
+        for h in lives {
+            out.insert(h, (100, self.live_hops(&h)));
         }
         let mut told = Vec::new();
         for (h, (percent, hops)) in out {

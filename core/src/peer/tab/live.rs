@@ -271,9 +271,12 @@ impl TabPeer {
                 self.ordb
                     .add_live_chunk(&mut self.core, &h, chunk.clone(), self.now);
                 if !t.announced {
-                    // We hold chunks now: the tabs linked to us may ask us.
+                    // We hold chunks now: the tabs linked to us may ask us
+                    // (as a step toward the publisher: `live_hops`).
                     t.announced = true;
-                    self.announce(h, 100);
+                    let links: Vec<LinkId> = self.open_links().iter().map(|(_, l, _)| *l).collect();
+                    let hops = self.ordb.live_hops(&h);
+                    self.send_info(h, 100, hops, &links);
                 }
                 self.events.push_back(TabEvent::LiveChunk {
                     op: id,

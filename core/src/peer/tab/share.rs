@@ -196,7 +196,7 @@ impl TabPeer {
         self.send_info(h, percent, 0, &fresh);
     }
 
-    fn send_info(&mut self, h: HashName, percent: u8, hops: u8, links: &[LinkId]) {
+    pub(super) fn send_info(&mut self, h: HashName, percent: u8, hops: u8, links: &[LinkId]) {
         let open = self.open_links();
         // A holder asks a few of its links to STORE themselves in the DHT
         // (S flag): enough to be found, not one lookup per link.

@@ -62,6 +62,20 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         }
     }
 
+    /// The HOPS we announce a stream with: 0 at its publisher; at a
+    /// follower one more than its nearest reference, so that queries for
+    /// chunks still to come run toward the publisher (the one that keeps
+    /// them) rather than round among followers.
+    pub fn live_hops(&self, h: &HashName) -> u8 {
+        if self.lives.get(h).is_some_and(|r| r.origin) {
+            return 0;
+        }
+        self.references
+            .get(h)
+            .and_then(|refs| refs.iter().map(|r| r.hops).min())
+            .map_or(self.info_hops, |n| n.saturating_add(1))
+    }
+
     pub fn live(&self, h: &HashName) -> Option<&LiveRing> {
         self.lives.get(h)
     }
