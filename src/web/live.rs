@@ -57,6 +57,9 @@ pub(crate) struct LiveOptionsJs {
     chunk_ms: Option<u32>,
 }
 
+/// What stops a publisher (once).
+type StopOnce = Rc<RefCell<Option<Box<dyn FnOnce()>>>>;
+
 #[derive(Default)]
 struct PublishStats {
     chunks: u64,
@@ -73,7 +76,7 @@ pub struct LivePublisher {
     link: String,
     mse_type: String,
     stats: Rc<RefCell<PublishStats>>,
-    stop: Rc<RefCell<Option<Box<dyn FnOnce()>>>>,
+    stop: StopOnce,
 }
 
 #[wasm_bindgen]
@@ -517,11 +520,30 @@ async fn live_loop(
     let url = web_sys::Url::create_object_url_with_source(&source)?;
     let _open = listen(&source, "sourceopen", tx, || PlayerEvent::SourceOpen)?;
     element.set_src(&url);
+    let mut queue: VecDeque<(Vec<u8>, Option<u64>)> = VecDeque::new();
+    queue.push_back((stream.init.clone(), None));
+    // Chunks that come while MediaSource opens wait in the queue.
+    let stats_chunk = |s: &Rc<RefCell<Stats>>, seq: u64, gap: bool| {
+        let mut s = s.borrow_mut();
+        s.chunks += 1;
+        s.first_seq.get_or_insert(seq);
+        s.last_seq = Some(seq);
+        s.gaps += u32::from(gap);
+    };
     loop {
         match rx.next().await {
             Some(PlayerEvent::SourceOpen) => break,
             None | Some(PlayerEvent::Stop) => return Ok(()),
             Some(PlayerEvent::Done(Err(e))) => return Err(js_error(&e)),
+            Some(PlayerEvent::LiveChunk {
+                seq,
+                timestamp_ms,
+                gap,
+                data,
+            }) => {
+                stats_chunk(stats, seq, gap);
+                queue.push_back((data, Some(timestamp_ms)));
+            }
             _ => {}
         }
     }
@@ -541,8 +563,6 @@ async fn live_loop(
             message: None,
         }),
     );
-    let mut queue: VecDeque<(Vec<u8>, Option<u64>)> = VecDeque::new();
-    queue.push_back((stream.init.clone(), None));
     // The chunk being appended: its timestamp.
     let mut appending: Option<Option<u64>> = None;
     let mut started = false;
@@ -577,11 +597,7 @@ async fn live_loop(
                 gap,
                 data,
             } => {
-                let mut s = stats.borrow_mut();
-                s.chunks += 1;
-                s.first_seq.get_or_insert(seq);
-                s.last_seq = Some(seq);
-                s.gaps += u32::from(gap);
+                stats_chunk(stats, seq, gap);
                 queue.push_back((data, Some(timestamp_ms)));
             }
             PlayerEvent::UpdateEnd => {

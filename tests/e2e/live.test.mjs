@@ -134,16 +134,30 @@ test('a late joiner starts near the live edge', async () => {
 
 test('forged and replayed chunks are refused; the stream goes on through an honest tab', async () => {
   // H asks only its linked tabs (circuits of one tab): D serves replayed
-  // chunks, E forged ones, R is honest.
+  // chunks, E forged ones, R is honest. H links to nobody else, and looks
+  // for peers often, so that it finds all three.
   const others = [a, viewers[0], viewers[1]].map((t) => t.id).join(',');
-  const h = await openTab('H', `?joinLinks=3&neverLink=${others}`);
-  await eventually(async () => (await h.page.evaluate(
-    () => window.peersm.peers().filter((p) => p.state === 'open').length)) >= 3, 30000, 'H linked to R, D and E');
+  const h = await openTab('H', `?joinLinks=3&refreshMs=2000&neverLink=${others}`);
+  const wanted = [viewers[2].id, late.id, r.id];
+  try {
+    await eventually(async () => {
+      const open = await h.page.evaluate(() => window.peersm.peers().filter((p) => p.state === 'open').map((p) => p.id));
+      return wanted.every((l) => open.includes(l));
+    }, 45000, 'H linked to D, E and R');
+  } catch (e) {
+    const links = await h.page.evaluate(() => window.peersm.peers().map((p) => `${p.id.slice(0, 8)}:${p.state}`));
+    const ids = Object.fromEntries(tabs.map((t) => [t.id?.slice(0, 8), t.name]));
+    throw new Error(`${e.message}: ${JSON.stringify(links)} ${JSON.stringify(ids)}`);
+  }
   await follow(h, hash, { hops: 1 });
-  await eventually(async () => {
-    const s = (await liveState(h)).stats;
-    return s.forged > 0 && s.replayed > 0 && s.chunks > 10;
-  }, 60000, 'H refused forged and replayed chunks and played on');
+  try {
+    await eventually(async () => {
+      const s = (await liveState(h)).stats;
+      return s.forged > 0 && s.replayed > 0 && s.chunks > 10;
+    }, 60000, 'H refused forged and replayed chunks and played on');
+  } catch (e) {
+    throw new Error(`${e.message}: ${JSON.stringify(await liveState(h))}`);
+  }
   const st = await liveState(h);
   console.log(`# H: ${JSON.stringify(st.stats)}`);
   assert.equal(st.error, null, 'nothing bad reached the decoder');
