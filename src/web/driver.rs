@@ -37,6 +37,8 @@ pub(crate) struct FetchSink {
     pub(crate) next_seq: u32,
     pub(crate) on_progress: Option<Function>,
     pub(crate) started: f64,
+    /// A player following the body as it comes (`peer.stream` of a URL).
+    pub(crate) player: Option<super::stream::PlayerTx>,
 }
 
 pub(crate) struct BridgeSocket {
@@ -315,6 +317,9 @@ fn store_chunk(shared: &Shared, op: u64, data: Vec<u8>) {
     let Some((store, id, seq)) = target else {
         return;
     };
+    if let Some(p) = shared.borrow().fetches.get(&op).and_then(|f| f.player.as_ref()) {
+        let _ = p.unbounded_send(super::stream::PlayerEvent::Body(data.clone()));
+    }
     let weak: Weak<RefCell<Driver>> = Rc::downgrade(shared);
     wasm_bindgen_futures::spawn_local(async move {
         if let Err(e) = store.put_chunk(&id, seq, &data).await {
@@ -333,6 +338,9 @@ fn restart_body(shared: &Shared, op: u64) {
         d.fetches.get_mut(&op).map(|f| {
             let old = std::mem::replace(&mut f.id, super::fetch::new_body_id());
             f.next_seq = 0;
+            if let Some(p) = &f.player {
+                let _ = p.unbounded_send(super::stream::PlayerEvent::BodyRestart);
+            }
             (f.store.clone(), old)
         })
     };

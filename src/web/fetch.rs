@@ -150,6 +150,17 @@ pub(crate) async fn fetch(
     options: FetchOptions,
     on_progress: Option<Function>,
 ) -> Result<FetchResponse, JsValue> {
+    fetch_with_player(shared, url, options, on_progress, None).await
+}
+
+/// `fetch`, its body also handed to a player as it comes.
+pub(crate) async fn fetch_with_player(
+    shared: &Shared,
+    url: &str,
+    options: FetchOptions,
+    on_progress: Option<Function>,
+    player: Option<super::stream::PlayerTx>,
+) -> Result<FetchResponse, JsValue> {
     HttpUrl::parse(url).map_err(|e| js_error(&format!("fetch: {e}")))?;
     let path = match &options.path {
         None => None,
@@ -181,6 +192,7 @@ pub(crate) async fn fetch(
         next_seq: 0,
         on_progress,
         started,
+        player,
     };
     let (tx, rx) = futures_channel::oneshot::channel();
     let op = {

@@ -7,6 +7,7 @@
 mod bench;
 mod driver;
 mod fetch;
+mod fetch_play;
 mod files;
 pub mod identity;
 mod js;

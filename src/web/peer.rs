@@ -497,14 +497,24 @@ impl Peer {
     /// `<audio>`) while it downloads; resolves with a `Player` once
     /// playback is set up (`player.done` resolves with the download).
     /// A live stream's hash_name plays it from near its live edge (mode
-    /// `"live"`, `player.delay` from capture to display). Options as
-    /// `download`'s.
+    /// `"live"`, `player.delay` from capture to display). An http(s) URL
+    /// is fetched through three hops (`peer.fetch`, whose options it takes)
+    /// and played as its bytes come; `player.done` resolves with the
+    /// `FetchResponse`. Otherwise options as `download`'s.
     pub async fn stream(
         &self,
         hash_name_or_link: String,
         element: JsValue,
         options: JsValue,
     ) -> Result<super::stream::Player, JsValue> {
+        // A web address: fetched through three hops, played as it comes
+        // (options as `fetch`'s).
+        let t = hash_name_or_link.trim();
+        if t.starts_with("http://") || t.starts_with("https://") {
+            let (on_progress, options) = options_with_progress::<FetchOptions>("stream", &options)?;
+            return super::fetch_play::play_fetch(&self.driver(), t, element, options, on_progress)
+                .await;
+        }
         let (on_progress, options) =
             options_with_progress::<DownloadOptionsJs>("stream", &options)?;
         super::stream::stream(

@@ -67,6 +67,10 @@ pub(crate) enum PlayerEvent {
     TimeUpdate,
     ElementError,
     Stop,
+    /// A fetched body's next bytes, in order, and its restart from byte 0
+    /// (`fetch_play.rs`).
+    Body(Vec<u8>),
+    BodyRestart,
     /// A live stream's manifest, then its chunks in order (`live.rs`).
     LiveManifest(peersm_core::peer::tab::LiveStream),
     LiveChunk {

@@ -162,3 +162,51 @@ test('a relay killed mid-download: a new circuit resumes where it stopped', asyn
     await node.stop();
   }
 });
+
+test('a WebM fetched through 3 hops plays as its bytes come (peer.stream of a URL)', async () => {
+  const { media } = await import('./media.mjs');
+  const clip = media('vp9.webm', 30);
+  const node = await startNode({ args: ['--relays', '2', ...EXIT_ARGS] });
+  // Served at twice its bitrate, so that playing before the end is seen.
+  const server = await startFileServer(clip, { path: '/clip.webm', bytesPerSecond: 1000 * 1000 });
+  try {
+    const page = await openPage(node);
+    const started = await page.evaluate(async (url) => {
+      const video = document.createElement('video');
+      video.muted = true;
+      document.body.append(video);
+      window.fetched = { received: 0, movedWith: null };
+      video.addEventListener('timeupdate', () => {
+        if (window.fetched.movedWith === null && video.currentTime > 1) window.fetched.movedWith = window.fetched.received;
+      });
+      const player = await window.peersm.stream(url, video, {
+        singleOperator: true,
+        onProgress: ({ received }) => { window.fetched.received = received; },
+      });
+      window.fetched.done = player.done.then(async (res) => {
+        const digest = await crypto.subtle.digest('SHA-256', await res.bytes());
+        window.fetched.sha = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+        window.fetched.size = res.size;
+      }, (e) => { window.fetched.failed = e.message; });
+      video.play().catch(() => {});
+      return { mode: player.mode, type: player.type };
+    }, `${server.url}/clip.webm`);
+    assert.equal(started.mode, 'mediasource');
+    assert.match(started.type, /^video\/webm; codecs="vp9,opus"$/);
+    await eventually(() => page.evaluate(() => window.fetched.movedWith !== null), 30000, 'playback moving');
+    await page.evaluate(() => window.fetched.done);
+    const f = await page.evaluate(() => ({ ...window.fetched, done: undefined }));
+    assert.equal(f.failed, undefined);
+    assert.ok(f.movedWith < clip.length, `played with ${f.movedWith} of ${clip.length} bytes fetched`);
+    assert.equal(f.sha, sha256(clip), 'the fetched body is byte-equal');
+    console.log(`# a fetched WebM played with ${(f.movedWith / 1e6).toFixed(1)} of ${(clip.length / 1e6).toFixed(1)} MB fetched`);
+    const bad = await page.evaluate(async (url) => {
+      try { await window.peersm.stream(url, document.createElement('video'), { singleOperator: true }); return null; } catch (e) { return e.message; }
+    }, `${server.url}/nothing-here`);
+    assert.match(String(bad), /not a WebM or MP4 file/);
+    await page.close();
+  } finally {
+    server.close();
+    await node.stop();
+  }
+});
