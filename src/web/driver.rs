@@ -317,7 +317,12 @@ fn store_chunk(shared: &Shared, op: u64, data: Vec<u8>) {
     let Some((store, id, seq)) = target else {
         return;
     };
-    if let Some(p) = shared.borrow().fetches.get(&op).and_then(|f| f.player.as_ref()) {
+    if let Some(p) = shared
+        .borrow()
+        .fetches
+        .get(&op)
+        .and_then(|f| f.player.as_ref())
+    {
         let _ = p.unbounded_send(super::stream::PlayerEvent::Body(data.clone()));
     }
     let weak: Weak<RefCell<Driver>> = Rc::downgrade(shared);

@@ -23,7 +23,9 @@ use super::driver::Shared;
 use super::fetch::FetchOptions;
 use super::js::{get, js_error};
 use super::log;
-use super::stream::{deferred, error_text, listen, send_ready, Player, PlayerEvent, PlayerTx, Ready, Stats};
+use super::stream::{
+    deferred, error_text, listen, send_ready, Player, PlayerEvent, PlayerTx, Ready, Stats,
+};
 
 /// Bytes the player keeps in memory ahead of MediaSource; beyond, it
 /// stops and the file plays once fetched (the body is in IndexedDB).
@@ -146,7 +148,16 @@ async fn play(
     };
     let index = match probed {
         Ok(i) if MediaSource::is_type_supported(&i.mse_type) => i,
-        Ok(i) => return after_fetch(rx, element, ready, format!("this browser cannot play {} as it comes", i.mse_type), body).await,
+        Ok(i) => {
+            return after_fetch(
+                rx,
+                element,
+                ready,
+                format!("this browser cannot play {} as it comes", i.mse_type),
+                body,
+            )
+            .await
+        }
         Err(why) => return after_fetch(rx, element, ready, why, body).await,
     };
     let source = MediaSource::new()?;

@@ -547,6 +547,7 @@ impl LiveFollower {
         };
         let m = m.clone();
         self.not_before.retain(|&s, at| s >= next && *at > now);
+        self.misses.retain(|&s, _| s >= next);
         for seq in next..next + AHEAD {
             if self.ready.contains_key(&seq)
                 || self.asked.contains_key(&seq)

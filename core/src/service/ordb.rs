@@ -29,7 +29,7 @@ use crate::content::HashName;
 use crate::router::{CircuitKey, Router, RouterEvent};
 
 mod live;
-pub use live::{LiveTamper, MAX_PARKED, PARK_MS};
+pub use live::{LiveTamper, MAX_LIVE_KNOWN, MAX_PARKED, MAX_PARKED_PER_CIRCUIT, PARK_MS};
 
 /// DB_INFO travels this many links from the holder: beyond, FIND_VALUE
 /// finds the file (a flood through the whole mesh would cost every tab a
@@ -1204,6 +1204,54 @@ mod tests {
         assert!(answer.is_some());
         assert_eq!(end, Some(db_end_reason::FINISHED));
         assert_eq!(got, data[BLOCK_LEN as usize..2 * BLOCK_LEN as usize]);
+    }
+
+    #[test]
+    fn a_publisher_keeps_queries_for_chunks_to_come_within_a_bound() {
+        use crate::content::live::{tests as live, LIVE_EDGE};
+        let mut net = Net::new();
+        let m = live::manifest();
+        let h = net.nodes[1].ordb.add_live(m.clone(), true);
+        let q = |block: u32| DbQuery {
+            hash_name: h.0,
+            block,
+            offset: 0,
+            counter: 0,
+            flags: 0,
+        };
+        // One asker's circuit: 40 queries for chunks not made yet.
+        let k = net.nodes[1].key.public;
+        let circ = net.nodes[0]
+            .core
+            .mux(1)
+            .unwrap()
+            .create_ntor(id(1), k)
+            .unwrap();
+        net.run();
+        for i in 0..40u32 {
+            let mux = net.nodes[0].core.mux(1).unwrap();
+            mux.begin_db(circ, &q(if i == 0 { LIVE_EDGE } else { i % 20 }))
+                .unwrap();
+            net.run();
+        }
+        assert_eq!(net.nodes[1].ordb.parked(), MAX_PARKED_PER_CIRCUIT);
+        assert_eq!(
+            net.nodes[1].ordb.stats().refused,
+            40 - MAX_PARKED_PER_CIRCUIT as u64
+        );
+        // The first key chunk comes: the joiner's query and the one for
+        // its index are answered at once; the rest wait on.
+        let chunk = live::chunk(&m, 0, crate::content::live::KEY);
+        let (n1, now) = (&mut net.nodes[1], 0);
+        assert!(n1.ordb.add_live_chunk(&mut n1.core, &h, chunk, now));
+        net.run();
+        assert_eq!(net.nodes[1].ordb.stats().live_chunks_served, 1 + 1);
+        assert_eq!(net.nodes[1].ordb.parked(), MAX_PARKED_PER_CIRCUIT - 2);
+        // Another circuit is not held back by the first one's queries.
+        let (answer, got, end) = net.ask(&q(0));
+        assert_eq!(end, Some(db_end_reason::FINISHED));
+        assert_eq!(answer.and_then(|a| a.live).map(|c| c.seq), Some(0));
+        assert_eq!(got.len(), 100);
     }
 
     #[test]

@@ -10,8 +10,13 @@ use crate::content::live::{Chunk, LiveManifest, LiveRing, LIVE_EDGE};
 use crate::content::HashName;
 use std::fmt::Debug;
 
-/// Queries waiting for chunks to come, in all; beyond, REFUSED.
+/// Queries waiting for chunks to come, in all and on one circuit;
+/// beyond, REFUSED (a follower keeps at most 5 asked ahead; a circuit
+/// from an ORDB relays many followers' queries).
 pub const MAX_PARKED: usize = 256;
+pub const MAX_PARKED_PER_CIRCUIT: usize = 32;
+/// Streams remembered as live from what linked tabs said.
+pub const MAX_LIVE_KNOWN: usize = 4096;
 /// The longest a query waits for its chunk (at least; a stream's four
 /// windows when longer).
 pub const PARK_MS: u64 = 5_000;
@@ -91,7 +96,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
     }
 
     pub fn mark_live(&mut self, h: HashName) {
-        self.live_known.insert(h);
+        if self.live_known.len() < MAX_LIVE_KNOWN {
+            self.live_known.insert(h);
+        }
     }
 
     /// Queries waiting for chunks.
@@ -176,7 +183,8 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         if made {
             return self.refuse(net, down, db_end_reason::UNAVAILABLE);
         }
-        if self.parked.len() >= MAX_PARKED {
+        let on_circuit = self.parked.keys().filter(|(c, _)| *c == down.0).count();
+        if self.parked.len() >= MAX_PARKED || on_circuit >= MAX_PARKED_PER_CIRCUIT {
             self.stats.refused += 1;
             return self.refuse(net, down, db_end_reason::REFUSED);
         }
