@@ -24,7 +24,7 @@ use super::fetch::FetchOptions;
 use super::js::{get, js_error};
 use super::log;
 use super::stream::{
-    deferred, error_text, listen, send_ready, Player, PlayerEvent, PlayerTx, Ready, Stats,
+    done_promise, error_text, listen, send_ready, Player, PlayerEvent, PlayerTx, Ready, Stats,
 };
 
 /// Bytes the player keeps in memory ahead of MediaSource; beyond, it
@@ -55,11 +55,7 @@ pub(crate) async fn play_fetch(
         js_error("stream: the second argument must be a <video> or <audio> element")
     })?;
     let (tx, rx) = mpsc::unbounded();
-    let (done, resolve, reject) = deferred()?;
-    if let Ok(catch) = get(&done, "catch").and_then(|c| c.dyn_into::<Function>()) {
-        let ignore = Closure::once_into_js(|_: JsValue| {});
-        let _ = catch.call1(&done, &ignore);
-    }
+    let (done, resolve, reject) = done_promise()?;
     // The response, once whole, settles `done`; a blob of it is what an
     // after-fetch player plays.
     let (body_tx, body_rx) = oneshot::channel::<web_sys::Blob>();

@@ -27,7 +27,9 @@ use web_sys::{HtmlMediaElement, MediaSource, MediaSourceReadyState, SourceBuffer
 use super::driver::{input, now, Shared};
 use super::js::{get, js_error, set, sleep_ms};
 use super::log;
-use super::stream::{deferred, error_text, listen, Player, PlayerEvent, PlayerTx, Ready, Stats};
+use super::stream::{
+    done_promise, error_text, listen, Player, PlayerEvent, PlayerTx, Ready, Stats,
+};
 
 /// How often the recorder hands over data, ms (a chunk each).
 const DEFAULT_CHUNK_MS: u32 = 250;
@@ -424,11 +426,7 @@ pub(crate) async fn play_live(
     hops: Option<u32>,
 ) -> Result<Player, JsValue> {
     let (tx, rx) = mpsc::unbounded();
-    let (done, resolve, reject) = deferred()?;
-    if let Ok(catch) = get(&done, "catch").and_then(|c| c.dyn_into::<js_sys::Function>()) {
-        let ignore = Closure::once_into_js(|_: JsValue| {});
-        let _ = catch.call1(&done, &ignore);
-    }
+    let (done, resolve, reject) = done_promise()?;
     let op = {
         let mut d = shared.borrow_mut();
         let options = LiveOptions {

@@ -220,7 +220,20 @@ pub(crate) struct Ready {
 
 /// A promise and its resolve and reject functions. (No `new Function`:
 /// the page's CSP forbids evaluating strings.)
-pub(crate) fn deferred() -> Result<(Promise, Function, Function), JsValue> {
+/// A player's `done` promise with its resolve and reject functions. A
+/// failure is reported by `done` and by the player; a page that never
+/// reads `done` gets no unhandled rejection. (The handler is freed when
+/// called; one that never is stays, a few bytes.)
+pub(crate) fn done_promise() -> Result<(Promise, Function, Function), JsValue> {
+    let (done, resolve, reject) = deferred()?;
+    if let Ok(catch) = get(&done, "catch").and_then(|c| c.dyn_into::<Function>()) {
+        let ignore = Closure::once_into_js(|_: JsValue| {});
+        let _ = catch.call1(&done, &ignore);
+    }
+    Ok((done, resolve, reject))
+}
+
+fn deferred() -> Result<(Promise, Function, Function), JsValue> {
     let mut slots: (Option<Function>, Option<Function>) = (None, None);
     let promise = Promise::new(&mut |resolve, reject| slots = (Some(resolve), Some(reject)));
     match slots {
@@ -255,14 +268,7 @@ pub(crate) async fn stream(
     }
     let files = share::store(shared, "stream")?;
     let (tx, rx) = mpsc::unbounded();
-    let (done, resolve, reject) = deferred()?;
-    // A failed download is reported by `done` and by the player; a page
-    // that never reads `done` gets no unhandled rejection. (The handler
-    // is freed when called; one that never is stays, a few bytes.)
-    if let Ok(catch) = get(&done, "catch").and_then(|c| c.dyn_into::<Function>()) {
-        let ignore = Closure::once_into_js(|_: JsValue| {});
-        let _ = catch.call1(&done, &ignore);
-    }
+    let (done, resolve, reject) = done_promise()?;
     let options_hops = options.hops();
     {
         let (shared, tx, target) = (shared.clone(), tx.clone(), target.to_string());

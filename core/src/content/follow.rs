@@ -440,7 +440,7 @@ impl LiveFollower {
         let stalled: Vec<SourceId> = self
             .sources
             .iter()
-            .filter(|(_, s)| s.queries.values().any(|q| self.stalled(q, now)))
+            .filter(|(_, s)| s.queries.values().any(|q| now >= self.stall_at(q)))
             .map(|(id, _)| *id)
             .collect();
         for id in stalled {
@@ -451,22 +451,17 @@ impl LiveFollower {
 
     /// When a query counts as stalled.
     fn stall_at(&self, q: &Query) -> u64 {
+        // Not begun though the chunk exists (a later one came); once
+        // flowing, the stream's own flow control paces it.
         let exists = q
             .seq
             .zip(self.newest_seen)
             .is_some_and(|(s, newest)| s < newest);
-        if q.header.is_some() {
-            // Flowing: the stream's own flow control paces it.
-            q.sent_at + SILENT_QUERY_MS
-        } else if exists {
+        if q.header.is_none() && exists {
             q.sent_at + STALL_MS
         } else {
             q.sent_at + SILENT_QUERY_MS
         }
-    }
-
-    fn stalled(&self, q: &Query, now: u64) -> bool {
-        now >= self.stall_at(q)
     }
 
     pub fn next_tick(&self, now: u64) -> Option<u64> {

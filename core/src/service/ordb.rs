@@ -441,13 +441,26 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             path: held.path(query.block).unwrap_or_default(),
             live: None,
         };
+        self.serve(net, down, &query, &answer, data);
+    }
+
+    /// Answers a query with DB_CONNECTED, then its bytes from the query's
+    /// offset as the stream has room (a file's block or a live chunk).
+    fn serve(
+        &mut self,
+        net: &mut impl OrdbNet<L>,
+        down: Down<L>,
+        query: &DbQuery,
+        answer: &DbConnected,
+        data: Vec<u8>,
+    ) -> bool {
         let check = block_check(&query.hash_name, query.block);
         if net
             .router()
-            .db_connected(down.0, down.1, &answer, query.offset, check)
+            .db_connected(down.0, down.1, answer, query.offset, check)
             .is_err()
         {
-            return;
+            return false;
         }
         self.stats.blocks_served += 1;
         self.serving.insert(
@@ -458,6 +471,7 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
             },
         );
         self.pump_serving(net, down);
+        true
     }
 
     fn pump_serving(&mut self, net: &mut impl OrdbNet<L>, down: Down<L>) {

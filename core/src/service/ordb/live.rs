@@ -4,8 +4,8 @@
 //! it is (or `PARK_MS`), so a chunk leaves for every follower the moment
 //! it exists. A follower relays what it does not hold, as for a file.
 
-use super::{Down, Ordb, OrdbNet, Serving};
-use crate::cell::ordb::{block_check, db_end_reason, DbConnected, DbQuery, MAX_COUNTER};
+use super::{Down, Ordb, OrdbNet};
+use crate::cell::ordb::{db_end_reason, DbConnected, DbQuery, MAX_COUNTER};
 use crate::content::live::{Chunk, LiveManifest, LiveRing, LIVE_EDGE};
 use crate::content::HashName;
 use std::fmt::Debug;
@@ -227,24 +227,9 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
                 *b ^= 0x55;
             }
         }
-        let check = block_check(&query.hash_name, query.block);
-        if net
-            .router()
-            .db_connected(down.0, down.1, &answer, query.offset, check)
-            .is_err()
-        {
-            return;
+        if self.serve(net, down, &query, &answer, data) {
+            self.stats.live_chunks_served += 1;
         }
-        self.stats.blocks_served += 1;
-        self.stats.live_chunks_served += 1;
-        self.serving.insert(
-            down,
-            Serving {
-                data,
-                sent: query.offset as usize,
-            },
-        );
-        self.pump_serving(net, down);
     }
 
     /// Waiting queries past their time are answered; old chunks go.
