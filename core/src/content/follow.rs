@@ -85,6 +85,9 @@ pub struct FollowStats {
     pub rejoined: u64,
     pub sources_dropped: u64,
     pub unavailable: u64,
+    /// The stream comes from its web address, fetched by this tab (nobody
+    /// relayed it): `peer::tab::web_live`.
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,6 +6,11 @@
 //! - A **live manifest** names the stream: the publisher's Ed25519 key,
 //!   the MIME type, the media's initialization segment, the chunk cadence
 //!   and the window. Its `hash_name` is SHA-256 of it, as for a file.
+//! - A stream **relayed from a web address** (the seed's "connection to
+//!   the stream: http://mytv.fr, hash_name efgh") is named by that
+//!   address instead (`web_stream_name`), so every viewer of the address
+//!   finds the tab that fetches it; the manifest says so (`web`) and its
+//!   name is the address.
 //! - A **chunk** is signed as it is produced, with its sequence number and
 //!   timestamp (`ChunkHeader`, carried in DB_CONNECTED).
 //! - On the wire a chunk is asked by its **index** in a ring of
@@ -48,12 +53,13 @@ pub const KEY: u8 = 1;
 
 const VERSION: u8 = 2;
 const MANIFEST_CONTEXT: &[u8] = b"peersm live manifest v1\0";
+const WEB_NAME_CONTEXT: &[u8] = b"peersm web live v1\0";
 const CHUNK_CONTEXT: &[u8] = b"peersm live chunk v1\0";
 
 /// What names a live stream.
 ///
 /// ```text
-/// VERSION (1) = 2 | START_MS (8) | CHUNK_MS (4) | WINDOW (1)
+/// VERSION (1) = 2 | START_MS (8) | CHUNK_MS (4) | WINDOW (1) | WEB (1)
 /// | TYPE_LEN (1) | TYPE | NAME_LEN (2) | NAME | INIT_LEN (2) | INIT
 /// | KEY (32) | SIG (64)
 /// ```
@@ -67,11 +73,28 @@ pub struct LiveManifest {
     pub window: u8,
     /// MIME type with codecs, as `MediaSource.addSourceBuffer` takes it.
     pub mime: String,
+    /// The stream's name; for a stream relayed from the web, its address.
     pub name: String,
+    /// Relayed from the web address `name` (named by it) rather than
+    /// recorded by the publisher (named by this manifest).
+    pub web: bool,
     /// The media's initialization segment (WebM: up to the first Cluster).
     pub init: Vec<u8>,
     pub key: [u8; 32],
     pub signature: [u8; 64],
+}
+
+/// The hash_name of the live stream relayed from web address `url` (as
+/// `HttpUrl` writes it): SHA-256 of the address, so that every tab asking
+/// for it asks for the same stream.
+pub fn web_stream_name(url: &str) -> HashName {
+    let digest = Sha256::new()
+        .chain_update(WEB_NAME_CONTEXT)
+        .chain_update(url.as_bytes())
+        .finalize();
+    let mut out = [0; 20];
+    out.copy_from_slice(digest.get(..20).unwrap_or(&[0; 20]));
+    HashName(out)
 }
 
 impl LiveManifest {
@@ -83,12 +106,37 @@ impl LiveManifest {
         init: &[u8],
         key: &SigningKey,
     ) -> Result<LiveManifest, ManifestError> {
+        Self::sign_as(start_ms, chunk_ms, mime, name, false, init, key)
+    }
+
+    /// The manifest of a stream this tab relays from web address `url`.
+    pub fn sign_web(
+        start_ms: u64,
+        chunk_ms: u32,
+        mime: &str,
+        url: &str,
+        init: &[u8],
+        key: &SigningKey,
+    ) -> Result<LiveManifest, ManifestError> {
+        Self::sign_as(start_ms, chunk_ms, mime, url, true, init, key)
+    }
+
+    fn sign_as(
+        start_ms: u64,
+        chunk_ms: u32,
+        mime: &str,
+        name: &str,
+        web: bool,
+        init: &[u8],
+        key: &SigningKey,
+    ) -> Result<LiveManifest, ManifestError> {
         let mut m = LiveManifest {
             start_ms,
             chunk_ms,
             window: DEFAULT_WINDOW,
             mime: mime.into(),
             name: name.into(),
+            web,
             init: init.to_vec(),
             key: key.verifying_key().to_bytes(),
             signature: [0; 64],
@@ -114,6 +162,9 @@ impl LiveManifest {
     }
 
     pub fn hash_name(&self) -> HashName {
+        if self.web {
+            return web_stream_name(&self.name);
+        }
         let digest = Sha256::digest(self.encode());
         let mut out = [0; 20];
         out.copy_from_slice(digest.get(..20).unwrap_or(&[0; 20]));
@@ -126,6 +177,7 @@ impl LiveManifest {
         out.extend_from_slice(&self.start_ms.to_be_bytes());
         out.extend_from_slice(&self.chunk_ms.to_be_bytes());
         out.push(self.window);
+        out.push(u8::from(self.web));
         out.push(self.mime.len() as u8);
         out.extend_from_slice(self.mime.as_bytes());
         out.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
@@ -160,6 +212,9 @@ impl LiveManifest {
         if self.name.len() > MAX_LIVE_NAME || self.name.chars().any(unsafe_in_name) {
             return Err(ManifestError::Invalid("name"));
         }
+        if self.web && (self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(ManifestError::Invalid("web address"));
+        }
         if self.init.len() > MAX_INIT {
             return Err(ManifestError::Invalid("initialization segment too long"));
         }
@@ -180,6 +235,11 @@ impl LiveManifest {
         let start_ms = u64::from_be_bytes(r.array()?);
         let chunk_ms = r.u32()?;
         let window = r.u8()?;
+        let web = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(ManifestError::Invalid("source")),
+        };
         let len = usize::from(r.u8()?);
         let mime = String::from_utf8(r.take(len)?.to_vec())
             .map_err(|_| ManifestError::Invalid("MIME type"))?;
@@ -199,6 +259,7 @@ impl LiveManifest {
             window,
             mime,
             name,
+            web,
             init,
             key,
             signature,
@@ -531,6 +592,32 @@ pub(crate) mod tests {
         }
         let other = HashName([9; 20]);
         assert!(!m.check_chunk(&other, &c.header, &c.data), "another stream");
+    }
+
+    #[test]
+    fn a_web_streams_manifest_is_named_by_its_address() {
+        let url = "http://127.0.0.1:8080/live.webm";
+        let m = LiveManifest::sign_web(1_000, 250, "video/webm", url, b"init", &key()).unwrap();
+        let h = m.hash_name();
+        assert_eq!(h, web_stream_name(url));
+        assert_ne!(h, manifest().hash_name());
+        // Another tab's key for the same address: the same stream name,
+        // its own signature.
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let m2 = LiveManifest::sign_web(2_000, 250, "video/webm", url, b"init", &other).unwrap();
+        assert_eq!(m2.hash_name(), h);
+        let bytes = m.encode();
+        assert_eq!(LiveManifest::decode_for(&bytes, &h).unwrap(), m);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(LiveManifest::decode_for(&b, &h).is_err(), "byte {i}");
+        }
+        // The web flag is signed: a recorded stream's manifest cannot pass
+        // for the address's, nor the other way round.
+        let recorded = LiveManifest::sign(1_000, 250, "video/webm", url, b"init", &key()).unwrap();
+        assert!(LiveManifest::decode_for(&recorded.encode(), &h).is_err());
+        assert!(LiveManifest::sign_web(1_000, 250, "video/webm", "a b", b"", &key()).is_err());
     }
 
     #[test]

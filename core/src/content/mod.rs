@@ -9,5 +9,6 @@ pub mod merkle;
 
 pub use manifest::{HashName, Manifest, ManifestError, BLOCK_LEN};
 pub mod schedule;
+pub mod web_live;
 
 pub use schedule::{Action, ScheduleError, ScheduleStats, Scheduler, SourceId};

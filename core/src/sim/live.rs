@@ -27,6 +27,23 @@ struct Source {
 }
 
 impl Source {
+    /// A tab relaying the live stream of a web address.
+    fn start_web(net: &mut Net, tab: NodeId, url: &str) -> Source {
+        let now = net.now;
+        let stream = net
+            .tab_mut(tab)
+            .unwrap()
+            .peer
+            .publish_web_live(url, "video/webm; codecs=\"vp8\"", b"init", now)
+            .unwrap();
+        Source {
+            tab,
+            h: stream.hash_name,
+            next_at: now,
+            made: 0,
+        }
+    }
+
     fn start(net: &mut Net, tab: NodeId) -> Source {
         let now = net.now;
         let stream = net
@@ -252,4 +269,77 @@ fn forged_and_replayed_chunks_are_refused_and_the_stream_goes_on() {
         forged > 0 && replayed > 0,
         "the liars were asked and caught"
     );
+}
+
+/// Viewers of a web address find the tab that relays its stream (named by
+/// the address) and follow it, without fetching the address; a viewer of
+/// an address nobody relays stops looking and fetches it itself (here it
+/// cannot: the simulated bridges list no exits).
+#[test]
+fn viewers_of_a_web_address_follow_the_tab_that_relays_it() {
+    use crate::content::web_live::LOOK_MS;
+    use crate::peer::tab::WebLiveOptions;
+    let mut net = network(0x3eb1, 2, 24, |_| {});
+    let all = tabs(&net);
+    net.run_until(net.now + 30_000);
+    let url = "http://127.0.0.1:8080/live.webm";
+    let relay = all[0];
+    let mut src = Source::start_web(&mut net, relay, url);
+    assert_eq!(src.h, crate::content::live::web_stream_name(url));
+    src.run(&mut net, 3_000);
+    let viewers = pick(&mut net, 2, &[relay]);
+    let now = net.now;
+    let ops: Vec<u64> = viewers
+        .iter()
+        .map(|v| {
+            net.tab_mut(*v)
+                .unwrap()
+                .peer
+                .watch_web_live(url, WebLiveOptions::default(), now)
+        })
+        .collect();
+    src.run(&mut net, 8_000);
+    for (v, op) in viewers.iter().zip(&ops) {
+        let s = seen(&net, *v, *op);
+        assert!(
+            s.len() >= 20,
+            "tab {v} follows the relayed stream: {} chunks",
+            s.len()
+        );
+        check_order(&s, *v);
+        let stats = net.tab(*v).unwrap().peer.live_stats(*op).unwrap();
+        assert!(!stats.direct, "tab {v} did not fetch the address");
+    }
+
+    // An address nobody relays: the viewer looks, then fetches it.
+    let lonely = pick(&mut net, 1, &viewers)[0];
+    let now = net.now;
+    let op = net.tab_mut(lonely).unwrap().peer.watch_web_live(
+        "http://127.0.0.1:8080/other.webm",
+        WebLiveOptions::default(),
+        now,
+    );
+    let begun = net.now;
+    src.run(&mut net, LOOK_MS + 10_000);
+    let outcome = net.tab(lonely).unwrap().results.get(&op).cloned();
+    let Some(Outcome::Followed(Err(e))) = outcome else {
+        panic!("the viewer of an address nobody relays: {outcome:?}");
+    };
+    assert!(
+        e.to_string().contains("other.webm"),
+        "the fetch of the address failed: {e}"
+    );
+    assert!(net.now - begun <= LOOK_MS + 10_000);
+    // A bad address is refused at once.
+    let now = net.now;
+    let op =
+        net.tab_mut(lonely)
+            .unwrap()
+            .peer
+            .watch_web_live("mytv", WebLiveOptions::default(), now);
+    net.run_until(net.now + 10);
+    assert!(matches!(
+        net.tab(lonely).unwrap().results.get(&op),
+        Some(Outcome::Followed(Err(_)))
+    ));
 }

@@ -108,13 +108,23 @@ pub(super) struct FetchTask {
     tls_failures: u32,
     unstored: usize,
     last_progress: u64,
+    /// The body as it is read, for a task that runs this download inside
+    /// itself (a web live stream): `None` sends it to the platform's store.
+    pub(super) inline: Option<InlineBody>,
 }
 
-impl TabPeer {
-    /// Downloads `url` through a 3-hop circuit; progress, body chunks and
-    /// the end come as events for the returned operation.
-    pub fn fetch(&mut self, url: &str, options: FetchOptions, now: u64) -> u64 {
-        self.now = now.max(self.now);
+/// A download's body kept for the task that runs it, read by read.
+#[derive(Debug, Default)]
+pub(super) struct InlineBody {
+    pub(super) pieces: Vec<Vec<u8>>,
+    /// The body started again (a server that ignored the range).
+    pub(super) restarted: bool,
+}
+
+impl FetchTask {
+    /// A download of `url`, and whether it can start (a bad URL or `ca` is
+    /// refused before any circuit).
+    pub(super) fn new(url: &str, options: FetchOptions) -> (FetchTask, Result<(), DownloadError>) {
         let parsed = HttpUrl::parse(url);
         let url = parsed.clone().unwrap_or(HttpUrl {
             scheme: crate::http::Scheme::Http,
@@ -126,7 +136,6 @@ impl TabPeer {
             Some(_) => Download::from_directory(url),
             None => Download::new(url).with_anchors(options.ca),
         };
-        // A bad `ca` is refused before any circuit is built.
         let ready = parsed
             .map_err(DownloadError::from)
             .and_then(|_| download.check_anchors());
@@ -148,7 +157,39 @@ impl TabPeer {
             tls_failures: 0,
             unstored: 0,
             last_progress: 0,
+            inline: None,
         };
+        (task, ready)
+    }
+
+    /// Whether a mux event is about the stream this download reads (a task
+    /// that runs it inside itself may own other circuits).
+    pub(super) fn concerns(&self, on: u32, event: &MuxEvent) -> bool {
+        let State::Streaming { link, circ, stream } = self.state else {
+            return false;
+        };
+        let (c, s) = match event {
+            MuxEvent::StreamReadable { circ, stream }
+            | MuxEvent::StreamWritable { circ, stream }
+            | MuxEvent::StreamEnded { circ, stream, .. } => (*circ, Some(*stream)),
+            MuxEvent::CircuitClosed { circ, .. } => (*circ, None),
+            _ => return false,
+        };
+        on == link && c == circ && s.is_none_or(|s| s == stream)
+    }
+
+    /// The response's head, once read.
+    pub(super) fn head(&self) -> Option<&crate::http::ResponseHead> {
+        self.download.head()
+    }
+}
+
+impl TabPeer {
+    /// Downloads `url` through a 3-hop circuit; progress, body chunks and
+    /// the end come as events for the returned operation.
+    pub fn fetch(&mut self, url: &str, options: FetchOptions, now: u64) -> u64 {
+        self.now = now.max(self.now);
+        let (task, ready) = FetchTask::new(url, options);
         let id = self.tasks_new_fetch(task);
         match ready {
             Ok(()) => self.task_input(id, TaskInput::Timeout),
@@ -209,7 +250,7 @@ impl TabPeer {
         match step {
             Ok(done) => done,
             Err(e) => {
-                self.events.push_back(TabEvent::FetchRestart { op: id });
+                self.body_restart(id, f);
                 Some(TaskResult::Failed(e))
             }
         }
@@ -455,11 +496,13 @@ impl TabPeer {
                     Fed::Body(b) => f.buffer.extend_from_slice(&b),
                     Fed::Restart => {
                         f.buffer.clear();
-                        self.events.push_back(TabEvent::FetchRestart { op: id });
+                        self.body_restart(id, f);
                     }
                 }
             }
-            if f.buffer.len() >= STORE_CHUNK {
+            // A body kept inline goes on read by read: it is played as it
+            // comes.
+            if f.buffer.len() >= STORE_CHUNK || f.inline.is_some() {
                 self.store(id, f);
             }
             self.progress(id, f, false);
@@ -500,12 +543,30 @@ impl TabPeer {
         if f.buffer.is_empty() {
             return;
         }
-        f.unstored += 1;
         let data = std::mem::take(&mut f.buffer);
+        if let Some(inline) = &mut f.inline {
+            inline.pieces.push(data);
+            return;
+        }
+        f.unstored += 1;
         self.events.push_back(TabEvent::FetchBody { op: id, data });
     }
 
+    /// What was kept of the body is void: it starts again.
+    fn body_restart(&mut self, id: TaskId, f: &mut FetchTask) {
+        match &mut f.inline {
+            Some(inline) => {
+                inline.pieces.clear();
+                inline.restarted = true;
+            }
+            None => self.events.push_back(TabEvent::FetchRestart { op: id }),
+        }
+    }
+
     fn progress(&mut self, id: TaskId, f: &mut FetchTask, force: bool) {
+        if f.inline.is_some() {
+            return;
+        }
         if !force && self.now.saturating_sub(f.last_progress) < PROGRESS_EVERY_MS {
             return;
         }
@@ -532,7 +593,7 @@ impl TabPeer {
             .map_err(|e| OpError::Fetch(format!("fetch {}: {e}", f.download.url())))?;
         if restart.is_some() {
             f.buffer.clear();
-            self.events.push_back(TabEvent::FetchRestart { op: id });
+            self.body_restart(id, f);
         }
         match end {
             StreamEnd::Done => Ok(self.body_complete(id, f)),

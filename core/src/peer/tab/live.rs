@@ -54,10 +54,24 @@ pub(super) struct Publishing {
 }
 
 pub(super) struct LiveTask {
-    follower: LiveFollower,
-    hash_name: HashName,
-    circuits: OrdbCircuits,
+    pub(super) follower: LiveFollower,
+    pub(super) hash_name: HashName,
+    pub(super) circuits: OrdbCircuits,
     announced: bool,
+    /// A stream named by its web address (`watch_web_live`).
+    pub(super) web: Option<Box<super::web_live::WebSource>>,
+}
+
+impl LiveTask {
+    pub(super) fn new(h: HashName, hops: Option<usize>, now: u64) -> Self {
+        LiveTask {
+            follower: LiveFollower::new(h, now),
+            hash_name: h,
+            circuits: OrdbCircuits::new(hops.unwrap_or(DEFAULT_DOWNLOAD_HOPS)),
+            announced: false,
+            web: None,
+        }
+    }
 }
 
 impl TabPeer {
@@ -73,25 +87,33 @@ impl TabPeer {
         now: u64,
     ) -> Result<LiveStream, OpError> {
         self.now = now.max(self.now);
+        let key = self.new_live_key()?;
+        let name = crate::content::manifest::clean_name(name);
+        let chunk_ms = chunk_ms.unwrap_or(DEFAULT_CHUNK_MS);
+        let manifest = LiveManifest::sign(now, chunk_ms, mime, &name, init, &key)
+            .map_err(|e| OpError::Fetch(e.to_string()))?;
+        let stream = self.start_publishing(manifest, key);
+        self.after_input();
+        Ok(stream)
+    }
+
+    pub(super) fn new_live_key(&mut self) -> Result<SigningKey, OpError> {
         let secret: [u8; 32] = crate::rng::random_bytes(&mut self.rng)
             .map_err(|_| OpError::Fetch("randomness".into()))?;
-        let key = SigningKey::from_bytes(&secret);
-        let name = crate::content::manifest::clean_name(name);
-        let manifest = LiveManifest::sign(
-            now,
-            chunk_ms.unwrap_or(DEFAULT_CHUNK_MS),
-            mime,
-            &name,
-            init,
-            &key,
-        )
-        .map_err(|e| OpError::Fetch(e.to_string()))?;
+        Ok(SigningKey::from_bytes(&secret))
+    }
+
+    /// Holds and announces a stream we publish, signed by `key`.
+    pub(super) fn start_publishing(
+        &mut self,
+        manifest: LiveManifest,
+        key: SigningKey,
+    ) -> LiveStream {
         let stream = LiveStream::of(&manifest);
         let h = self.ordb.add_live(manifest, true);
         self.publishing.insert(h, Publishing { key, next_seq: 0 });
         self.announce(h, 100);
-        self.after_input();
-        Ok(stream)
+        stream
     }
 
     /// The next piece of a stream we publish, as the recorder made it:
@@ -107,6 +129,19 @@ impl TabPeer {
         now: u64,
     ) -> Result<u64, OpError> {
         self.now = now.max(self.now);
+        let first = self.sign_live_chunks(h, data, key, now)?;
+        self.after_input();
+        Ok(first)
+    }
+
+    /// `push_live_chunk` within a step.
+    pub(super) fn sign_live_chunks(
+        &mut self,
+        h: &HashName,
+        data: &[u8],
+        key: bool,
+        now: u64,
+    ) -> Result<u64, OpError> {
         let p = self
             .publishing
             .get_mut(h)
@@ -125,7 +160,6 @@ impl TabPeer {
         for chunk in chunks {
             self.ordb.add_live_chunk(&mut self.core, h, chunk, now);
         }
-        self.after_input();
         Ok(first)
     }
 
@@ -166,12 +200,13 @@ impl TabPeer {
     /// (`Outcome::Followed(Ok(stats))`) or when nothing comes for a minute.
     pub fn follow_live(&mut self, h: HashName, options: LiveOptions, now: u64) -> u64 {
         self.now = now.max(self.now);
-        let task = LiveTask {
-            follower: LiveFollower::new(h, now),
-            hash_name: h,
-            circuits: OrdbCircuits::new(options.hops.unwrap_or(DEFAULT_DOWNLOAD_HOPS)),
-            announced: false,
-        };
+        let id = self.start_live_task(LiveTask::new(h, options.hops, now));
+        self.task_input(id, TaskInput::Timeout);
+        self.after_input();
+        id
+    }
+
+    pub(super) fn start_live_task(&mut self, task: LiveTask) -> TaskId {
         let id = self.next_task;
         self.next_task += 1;
         self.tasks.insert(
@@ -182,8 +217,6 @@ impl TabPeer {
                 kind: Kind::Live(Box::new(task)),
             },
         );
-        self.task_input(id, TaskInput::Timeout);
-        self.after_input();
         id
     }
 
@@ -193,6 +226,9 @@ impl TabPeer {
         t: &mut LiveTask,
         input: TaskInput,
     ) -> Option<TaskResult> {
+        if t.web.as_ref().is_some_and(|w| w.is_direct()) {
+            return self.direct_step(id, t, input);
+        }
         let now = self.now;
         match input {
             TaskInput::Timeout => t.follower.tick(now),
@@ -200,6 +236,9 @@ impl TabPeer {
                 match t.circuits.child_done(self, id, child, *result) {
                     Ok(Some(source)) => t.follower.add_source(source, now),
                     Ok(None) => {}
+                    Err(_) if t.web.is_some() && t.follower.manifest().is_none() => {
+                        return self.go_direct(id, t)
+                    }
                     Err(e) => return Some(t.end(self, Err(e))),
                 }
             }
@@ -208,11 +247,20 @@ impl TabPeer {
             TaskInput::Stored | TaskInput::BlockStored(_) | TaskInput::Prioritize(_) => {}
         }
         if let Some(e) = t.follower.failure() {
+            if t.web.is_some() && t.follower.manifest().is_none() {
+                return self.go_direct(id, t);
+            }
             let e = OpError::Fetch(e.to_string());
             return Some(t.end(self, Err(e)));
         }
         while let Some(action) = t.follower.poll_action() {
             self.live_action(id, t, action);
+        }
+        if t.web
+            .as_ref()
+            .is_some_and(|w| w.nobody_relays(&t.follower, now))
+        {
+            return self.go_direct(id, t);
         }
         let wanted = t.follower.wanted_sources(t.circuits.building(), now);
         if let Err(e) = t.circuits.build(self, id, wanted) {
@@ -294,18 +342,26 @@ impl TabPeer {
 impl LiveTask {
     /// Ends following: circuits close, and the chunks held go (unless
     /// this tab publishes the stream).
-    fn end(&mut self, tab: &mut TabPeer, result: Result<(), OpError>) -> TaskResult {
+    pub(super) fn end(&mut self, tab: &mut TabPeer, result: Result<(), OpError>) -> TaskResult {
         self.circuits.close_all(tab);
+        if self.web.as_ref().is_some_and(|w| w.is_direct()) {
+            // We published what we fetched: nobody gets it from us now.
+            tab.publishing.remove(&self.hash_name);
+        }
         if !tab.publishing.contains_key(&self.hash_name) {
             tab.ordb.remove_live(&mut tab.core, &self.hash_name);
         }
         match result {
-            Ok(()) => TaskResult::Followed(self.follower.stats()),
+            Ok(()) => TaskResult::Followed(self.stats()),
             Err(e) => TaskResult::Failed(e),
         }
     }
 
     pub(super) fn stats(&self) -> FollowStats {
-        self.follower.stats()
+        let mut stats = self.follower.stats();
+        if let Some(w) = &self.web {
+            w.add_stats(&mut stats);
+        }
+        stats
     }
 }

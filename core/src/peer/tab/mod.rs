@@ -34,6 +34,7 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 mod values;
+mod web_live;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -63,6 +64,7 @@ pub use share::{
     DownloadOptions, Downloaded, SharedFile, DEFAULT_DOWNLOAD_HOPS, DEFAULT_MAX_DOWNLOAD,
 };
 pub use tasks::{LookupOutcome, OwnCircuit};
+pub use web_live::WebLiveOptions;
 
 use bridge::BridgeLink;
 use links::TabLink;

@@ -82,6 +82,10 @@ impl OrdbCircuits {
         self.building.len()
     }
 
+    pub(super) fn is_building(&self, child: TaskId) -> bool {
+        self.building.contains(&child)
+    }
+
     /// A child task ended: a circuit built (its source id), or one that
     /// could not be (the error when it is time to give up).
     pub(super) fn child_done(
