@@ -31,6 +31,44 @@ pub(crate) struct FetchOptions {
     /// several certificates): for a server with a private CA.
     #[serde(default)]
     ca: Vec<String>,
+    /// `peer.stream` of an address: a live stream, relayed by the tabs
+    /// that watch it (`TabPeer::watch_web_live`).
+    #[serde(default)]
+    pub(crate) live: bool,
+    /// With `live`: fetch the address without looking for tabs relaying it.
+    #[serde(default)]
+    pub(crate) direct: bool,
+    /// With `live`: tabs in each circuit to an ORDB.
+    #[serde(default)]
+    pub(crate) hops: Option<u32>,
+}
+
+impl FetchOptions {
+    /// The core's options: fingerprints and certificates read.
+    pub(crate) fn to_core(&self) -> Result<CoreOptions, JsValue> {
+        let path = match &self.path {
+            None => None,
+            Some(p) => match p.as_slice() {
+                [m, e] => Some((parse_fp(m)?, parse_fp(e)?)),
+                _ => {
+                    return Err(js_error(
+                        "fetch: `path` must be [middleFingerprint, exitFingerprint]",
+                    ))
+                }
+            },
+        };
+        let mut ca = Vec::new();
+        for pem in &self.ca {
+            ca.extend(certificates_from_pem(pem).map_err(|e| js_error(&format!("fetch: {e}")))?);
+        }
+        Ok(CoreOptions {
+            path,
+            max_attempts: self.max_attempts,
+            through_tabs: None,
+            single_operator: self.single_operator,
+            ca,
+        })
+    }
 }
 
 /// What the page gets back: status, headers and the stored body.
@@ -162,29 +200,13 @@ pub(crate) async fn fetch_with_player(
     player: Option<super::stream::PlayerTx>,
 ) -> Result<FetchResponse, JsValue> {
     HttpUrl::parse(url).map_err(|e| js_error(&format!("fetch: {e}")))?;
-    let path = match &options.path {
-        None => None,
-        Some(p) => match p.as_slice() {
-            [m, e] => Some((parse_fp(m)?, parse_fp(e)?)),
-            _ => {
-                return Err(js_error(
-                    "fetch: `path` must be [middleFingerprint, exitFingerprint]",
-                ))
-            }
-        },
-    };
-    let mut ca = Vec::new();
-    for pem in &options.ca {
-        ca.extend(certificates_from_pem(pem).map_err(|e| js_error(&format!("fetch: {e}")))?);
+    if options.live || options.direct || options.hops.is_some() {
+        return Err(js_error(
+            "fetch: `live`, `direct` and `hops` are options of peer.stream",
+        ));
     }
+    let core_options = options.to_core()?;
     let store = Rc::new(DownloadStore::open().await?);
-    let core_options = CoreOptions {
-        path,
-        max_attempts: options.max_attempts,
-        through_tabs: None,
-        single_operator: options.single_operator,
-        ca,
-    };
     let started = js_sys::Date::now();
     let sink = FetchSink {
         store: store.clone(),

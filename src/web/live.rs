@@ -16,9 +16,11 @@ use std::rc::Rc;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use js_sys::{Object, Uint8Array};
+use peersm_core::content::live::web_stream_name;
 use peersm_core::content::HashName;
+use peersm_core::http::HttpUrl;
 use peersm_core::media::live::{Cut, LiveCutter};
-use peersm_core::peer::tab::{LiveOptions, LiveStream, Outcome};
+use peersm_core::peer::tab::{LiveOptions, LiveStream, Outcome, WebLiveOptions};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -425,14 +427,44 @@ pub(crate) async fn play_live(
     element: HtmlMediaElement,
     hops: Option<u32>,
 ) -> Result<Player, JsValue> {
+    let options = LiveOptions {
+        hops: hops.map(|h| h as usize),
+    };
+    play_op(shared, h.to_hex(), element, |tab| {
+        tab.follow_live(h, options, now())
+    })
+    .await
+}
+
+/// Plays the live stream of web address `url`: from the tabs relaying it,
+/// or fetched by this tab when none does (`TabPeer::watch_web_live`).
+pub(crate) async fn play_web_live(
+    shared: &Shared,
+    url: &str,
+    element: HtmlMediaElement,
+    options: WebLiveOptions,
+) -> Result<Player, JsValue> {
+    let h = HttpUrl::parse(url)
+        .map(|u| web_stream_name(&u.to_string()))
+        .map_err(|e| js_error(&format!("stream: {e}")))?;
+    play_op(shared, h.to_hex(), element, |tab| {
+        tab.watch_web_live(url, options, now())
+    })
+    .await
+}
+
+/// Plays the chunks of live operation `start` gives in `element`.
+async fn play_op(
+    shared: &Shared,
+    label: String,
+    element: HtmlMediaElement,
+    start: impl FnOnce(&mut peersm_core::peer::tab::TabPeer) -> u64,
+) -> Result<Player, JsValue> {
     let (tx, rx) = mpsc::unbounded();
     let (done, resolve, reject) = done_promise()?;
     let op = {
         let mut d = shared.borrow_mut();
-        let options = LiveOptions {
-            hops: hops.map(|h| h as usize),
-        };
-        let op = d.tab.follow_live(h, options, now());
+        let op = start(&mut d.tab);
         d.lives.insert(op, tx.clone());
         op
     };
@@ -484,7 +516,7 @@ pub(crate) async fn play_live(
         .await
         .map_err(|_| js_error("live: the player stopped"))??;
     Ok(Player::new(
-        h.to_hex(),
+        label,
         ready,
         done,
         tx,

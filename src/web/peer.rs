@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Function, Uint8Array};
 use peersm_core::crypto::PeerId;
-use peersm_core::peer::tab::{OpError, Outcome, TabConfig, TabPeer};
+use peersm_core::peer::tab::{OpError, Outcome, TabConfig, TabPeer, WebLiveOptions};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -512,6 +512,22 @@ impl Peer {
         let t = hash_name_or_link.trim();
         if t.starts_with("http://") || t.starts_with("https://") {
             let (on_progress, options) = options_with_progress::<FetchOptions>("stream", &options)?;
+            if options.live {
+                let element = element.dyn_into().map_err(|_| {
+                    js_error("stream: the second argument must be a <video> or <audio> element")
+                })?;
+                let live = WebLiveOptions {
+                    hops: options.hops.map(|h| h as usize),
+                    direct: options.direct,
+                    fetch: options.to_core()?,
+                };
+                return super::live::play_web_live(&self.driver(), t, element, live).await;
+            }
+            if options.direct || options.hops.is_some() {
+                return Err(js_error(
+                    "stream: `direct` and `hops` go with `live: true` (a live stream)",
+                ));
+            }
             return super::fetch_play::play_fetch(&self.driver(), t, element, options, on_progress)
                 .await;
         }

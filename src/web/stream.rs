@@ -147,7 +147,9 @@ impl Player {
 
     /// `{ appended, seeks, resets }`: bytes given to MediaSource, seeks
     /// seen, seeks that moved the download. A live player adds `chunks`,
-    /// `firstSeq`, `lastSeq`, `gaps` and `delay` (capture to display, ms).
+    /// `firstSeq`, `lastSeq`, `gaps`, `delay` (capture to display, ms),
+    /// `forged`, `replayed`, `sourcesDropped` and `direct` (a web
+    /// address's stream this tab fetches itself).
     pub fn stats(&self) -> Result<Object, JsValue> {
         let s = self.stats.borrow();
         let o = Object::new();
@@ -173,6 +175,13 @@ impl Player {
             set(&o, "lastSeq", &opt(s.last_seq.map(|q| q as f64)))?;
             set(&o, "gaps", &JsValue::from(s.gaps))?;
             set(&o, "delay", &opt(s.delay_ms))?;
+            // A web address's stream: fetched by this tab (nobody relayed it).
+            set(&o, "direct", &JsValue::from(s.follow.direct))?;
+            set(
+                &o,
+                "unavailable",
+                &JsValue::from(s.follow.unavailable as f64),
+            )?;
         }
         Ok(o)
     }

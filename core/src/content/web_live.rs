@@ -18,8 +18,9 @@ use super::live::MAX_CHUNK;
 /// fetches the address itself.
 pub const LOOK_MS: u64 = 6_000;
 /// "Unavailable" answers from ORDBs, with no manifest from any, that mean
-/// nobody relays the address yet.
-pub const UNAVAILABLE_TO_GO_DIRECT: u64 = 2;
+/// nobody relays the address yet: as many as the circuits a follower
+/// keeps, since one ORDB that has not heard of the stream proves little.
+pub const UNAVAILABLE_TO_GO_DIRECT: u64 = super::follow::LIVE_SOURCES as u64;
 
 /// Whether to stop looking and fetch the address: no manifest came, and
 /// ORDBs said nobody has the stream, or the looking took too long.

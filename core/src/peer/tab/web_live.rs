@@ -37,7 +37,11 @@ pub struct WebLiveOptions {
 
 /// Whether a mux event is the direct fetch's (not a stale one of the
 /// circuits to ORDBs closed when looking ended).
-fn d_concerns(t: &LiveTask, link: super::LinkId, event: &crate::client::MuxEvent) -> bool {
+fn direct_fetch_concerns(
+    t: &LiveTask,
+    link: super::LinkId,
+    event: &crate::client::MuxEvent,
+) -> bool {
     t.web
         .as_ref()
         .and_then(|w| w.direct.as_ref())
@@ -136,9 +140,7 @@ impl TabPeer {
     /// Nobody relays the stream: fetch its address.
     pub(super) fn go_direct(&mut self, id: TaskId, t: &mut LiveTask) -> Option<TaskResult> {
         t.circuits.close_all(self);
-        let Some(web) = t.web.as_mut() else {
-            return None;
-        };
+        let web = t.web.as_mut()?;
         tracing::info!("live: nobody relays {}; fetching it", web.url);
         let (mut fetch, ready) = FetchTask::new(&web.url, web.fetch.clone());
         if let Err(e) = ready {
@@ -169,7 +171,7 @@ impl TabPeer {
                 }
                 return None;
             }
-            TaskInput::Mux(link, event) if !d_concerns(t, link, &event) => return None,
+            TaskInput::Mux(link, event) if !direct_fetch_concerns(t, link, &event) => return None,
             other => other,
         };
         let cancelled = matches!(input, TaskInput::StoreFailed(_));
