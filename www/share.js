@@ -8,7 +8,9 @@
 // downloads (peer.stream), with the buffered ranges drawn under it.
 // "Go live" publishes the camera, or a WebM file replayed as live
 // (peer.live); a live stream's link plays from near its live edge, with
-// the delay from capture to display shown.
+// the delay from capture to display shown. "Watch live" plays the live
+// stream of a web address: from the tabs relaying it, or fetched through
+// three hops by this tab (which then relays it) when none does.
 
 const $ = (id) => document.getElementById(id);
 const HASH = /^[0-9a-f]{40}$/i;
@@ -261,7 +263,8 @@ export function setupSharing(peer) {
       const s = player.stats();
       const delay = s.delay === null ? '' : `, ${(s.delay / 1000).toFixed(1)} s behind the source`;
       const gaps = s.gaps ? `; ${s.gaps} skipped` : '';
-      row.setState('live', `Live through other tabs: ${s.chunks} chunks${delay}${gaps}.`);
+      const from = s.direct ? 'Live from the address, fetched and relayed by this tab' : 'Live through other tabs';
+      row.setState('live', `${from}: ${s.chunks} chunks${delay}${gaps}.`);
     }, 500);
     const stop = () => { clearInterval(tick); player.stop(); row.detachPlayer(); };
     row.setActions(button('Stop watching', 'stop', () => { stop(); row.setState('ended', 'Stopped watching.'); }));
@@ -292,6 +295,24 @@ export function setupSharing(peer) {
     } catch (err) {
       row.detachPlayer();
       failed(row, hash, err, play);
+    }
+  }
+
+  /** Plays the live stream of web address `url` in its row. */
+  async function watchAddress(url) {
+    showError('');
+    const row = rowFor(url, url);
+    row.error.textContent = '';
+    row.setState('live', 'Looking for tabs relaying this address…');
+    row.setActions();
+    const video = el('video', { controls: true, playsInline: true });
+    row.attachPlayer(video);
+    try {
+      const player = await peer.stream(url, video, { live: true, singleOperator: $('single-operator').checked });
+      watchLive(row, url, player, video);
+    } catch (err) {
+      row.detachPlayer();
+      failed(row, url, err, watchAddress);
     }
   }
 
@@ -340,6 +361,11 @@ export function setupSharing(peer) {
     const preview = el('video', { muted: true, playsInline: true, autoplay: true });
     preview.srcObject = stream;
     goLive(stream, 'camera', preview);
+  });
+  $('watch-live').addEventListener('click', () => {
+    const url = $('url').value.trim();
+    if (!/^https?:\/\//i.test(url)) { showError('Watch live takes a web address (http:// or https://).'); return; }
+    watchAddress(url);
   });
   $('go-live-file').addEventListener('change', (ev) => {
     const f = ev.target.files[0];

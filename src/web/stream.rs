@@ -177,6 +177,7 @@ impl Player {
             set(&o, "delay", &opt(s.delay_ms))?;
             // A web address's stream: fetched by this tab (nobody relayed it).
             set(&o, "direct", &JsValue::from(s.follow.direct))?;
+            set(&o, "circuits", &JsValue::from(s.follow.circuits as f64))?;
             set(
                 &o,
                 "unavailable",

@@ -92,15 +92,23 @@ test('the first viewer of a web address fetches it through three hops; the next 
   assert.equal(server.requests.length, 1);
   assert.equal(server.requests[0].from, '127.0.0.2', 'the server saw the exit, not the tab');
 
+  // S is one more tab of the mesh (a circuit through tabs needs a tab
+  // with two links).
+  const extra = await openNamedTab(node, tabs, 'S', '?joinLinks=3');
   const viewers = [
-    await openNamedTab(node, tabs, 'B', `?joinLinks=2&neverLink=${a.id}`),
-    await openNamedTab(node, tabs, 'C', `?joinLinks=2&neverLink=${a.id}`),
+    await openNamedTab(node, tabs, 'B', `?joinLinks=3&neverLink=${a.id}`),
+    await openNamedTab(node, tabs, 'C', `?joinLinks=3&neverLink=${a.id}`),
   ];
   for (const v of viewers) {
     const s = await watch(v, url);
     assert.equal(s.hashName, started.hashName, 'the same stream, named by the address');
   }
   for (const v of viewers) await playing(v, 2, `${v.name} plays the relayed stream`);
+  for (const v of viewers) {
+    const s = await state(v);
+    const links = await v.page.evaluate(() => window.peersm.peers().map((p) => `${p.id.slice(0, 8)}:${p.state}`));
+    assert.equal(s.stats.direct, false, `${v.name} got the stream from tabs, not the address: ${JSON.stringify({ ...s.stats, links })}`);
+  }
   // And keeps playing as the stream goes on.
   const at = await Promise.all(viewers.map(async (v) => (await state(v)).currentTime));
   for (const [i, v] of viewers.entries()) await playing(v, at[i] + 4, `${v.name} keeps playing`);
@@ -112,7 +120,23 @@ test('the first viewer of a web address fetches it through three hops; the next 
     console.log(`# ${v.name}: ${s.stats.chunks} chunks, delay ${Math.round(s.stats.delay)} ms, playing at ${s.currentTime.toFixed(1)} s`);
   }
   assert.equal(server.requests.length, 1, 'one request reached the server');
-  for (const t of [a, r, ...viewers]) assert.deepEqual(t.errors, []);
+  for (const t of [a, r, extra, ...viewers]) assert.deepEqual(t.errors, []);
+});
+
+test('the page: "Watch live" plays the address in the list, relayed by other tabs', async () => {
+  const r = tabs.find((t) => t.name === 'R');
+  const url = `${server.url}/live.webm`;
+  await r.page.fill('#url', url);
+  await r.page.check('#single-operator');
+  await r.page.click('#watch-live');
+  const row = '#files li[data-state="live"]';
+  await r.page.waitForSelector(`${row} .player video`, { timeout: 30000 });
+  await eventually(() => r.page.$eval(`${row} .player video`, (v) => v.currentTime > 1), 45000, 'the row plays live');
+  await eventually(async () => /Live through other tabs: .*behind the source/.test(
+    await r.page.$eval(`${row} .file-status`, (e) => e.textContent)), 10000, 'the row says where it comes from');
+  assert.equal(server.requests.length, 1, 'still one request at the server');
+  await r.page.click(`${row} button.stop`);
+  assert.deepEqual(r.errors, []);
 });
 
 test('bad input: an address that is no stream, live options without live', async () => {

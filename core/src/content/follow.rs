@@ -85,6 +85,8 @@ pub struct FollowStats {
     pub rejoined: u64,
     pub sources_dropped: u64,
     pub unavailable: u64,
+    /// Circuits to ORDBs opened so far (set by the task that runs this).
+    pub circuits: u64,
     /// The stream comes from its web address, fetched by this tab (nobody
     /// relayed it): `peer::tab::web_live`.
     pub direct: bool,

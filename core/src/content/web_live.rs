@@ -16,7 +16,7 @@ use super::live::MAX_CHUNK;
 
 /// How long a viewer looks for tabs relaying the address before it
 /// fetches the address itself.
-pub const LOOK_MS: u64 = 6_000;
+pub const LOOK_MS: u64 = 12_000;
 /// "Unavailable" answers from ORDBs, with no manifest from any, that mean
 /// nobody relays the address yet: as many as the circuits a follower
 /// keeps, since one ORDB that has not heard of the stream proves little.

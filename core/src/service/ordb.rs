@@ -763,7 +763,11 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         let h = HashName(query.hash_name);
         let Some(source) = self.next_source(&h, down.0.link) else {
             let total: usize = self.waiting.values().map(Vec::len).sum();
-            let unfound = self.unfound.get(&h).is_some_and(|until| *until > now);
+            // A live stream's edge is always looked for again: the stream
+            // may have begun a moment ago (its first viewer looked, found
+            // nobody, and now relays it from its web address).
+            let unfound = query.block != crate::content::live::LIVE_EDGE
+                && self.unfound.get(&h).is_some_and(|until| *until > now);
             if total >= MAX_WAITING || unfound {
                 return self.refuse(net, down, db_end_reason::UNAVAILABLE);
             }

@@ -359,6 +359,7 @@ impl LiveTask {
 
     pub(super) fn stats(&self) -> FollowStats {
         let mut stats = self.follower.stats();
+        stats.circuits = self.circuits.opened;
         if let Some(w) = &self.web {
             w.add_stats(&mut stats);
         }
