@@ -550,8 +550,11 @@ async fn live_loop(
     let url = web_sys::Url::create_object_url_with_source(&source)?;
     let _open = listen(&source, "sourceopen", tx, || PlayerEvent::SourceOpen)?;
     element.set_src(&url);
-    let mut queue: VecDeque<(Vec<u8>, Option<u64>)> = VecDeque::new();
-    queue.push_back((stream.init.clone(), None));
+    // Bytes to append, their chunk's timestamp, and whether chunks were
+    // skipped before them (the parser then starts afresh: what came before
+    // may end inside a block).
+    let mut queue: VecDeque<(Vec<u8>, Option<u64>, bool)> = VecDeque::new();
+    queue.push_back((stream.init.clone(), None, false));
     // Chunks that come while MediaSource opens wait in the queue.
     let stats_chunk = |s: &Rc<RefCell<Stats>>, seq: u64, gap: bool| {
         let mut s = s.borrow_mut();
@@ -572,7 +575,7 @@ async fn live_loop(
                 data,
             }) => {
                 stats_chunk(stats, seq, gap);
-                queue.push_back((data, Some(timestamp_ms)));
+                queue.push_back((data, Some(timestamp_ms), gap));
             }
             _ => {}
         }
@@ -598,7 +601,11 @@ async fn live_loop(
     let mut started = false;
     loop {
         if appending.is_none() && !buffer.updating() {
-            if let Some((data, ts)) = queue.pop_front() {
+            if let Some((data, ts, gap)) = queue.pop_front() {
+                if gap {
+                    // Not updating: this resets the parser, nothing else.
+                    let _ = buffer.abort();
+                }
                 match buffer.append_buffer_with_array_buffer_view(&Uint8Array::from(&data[..])) {
                     Ok(()) => {
                         stats.borrow_mut().appended += data.len() as f64;
@@ -606,7 +613,7 @@ async fn live_loop(
                     }
                     Err(_) => {
                         // Full: make room behind the play position.
-                        queue.push_front((data, ts));
+                        queue.push_front((data, ts, gap));
                         let behind = element.current_time() - KEEP_BEHIND_SECS / 3.0;
                         if behind <= 0.0 || buffer.remove(0.0, behind).is_err() {
                             return Err(js_error("live: MediaSource took no more data"));
@@ -628,7 +635,7 @@ async fn live_loop(
                 data,
             } => {
                 stats_chunk(stats, seq, gap);
-                queue.push_back((data, Some(timestamp_ms)));
+                queue.push_back((data, Some(timestamp_ms), gap));
             }
             PlayerEvent::UpdateEnd => {
                 let Some(ts) = appending.take() else {

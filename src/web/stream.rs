@@ -366,6 +366,31 @@ impl Feed {
         }
     }
 
+    /// Asks the download for `blocks` before the rest, without moving
+    /// where it fetches from.
+    fn prefetch(&mut self, blocks: Vec<u32>) {
+        let blocks: Vec<u32> = blocks
+            .into_iter()
+            .filter(|b| !self.have.contains(b))
+            .collect();
+        if let (Some(op), false) = (self.op, blocks.is_empty()) {
+            input(&self.shared, |tab, now| {
+                tab.prefetch_download(op, blocks, now)
+            });
+        }
+    }
+
+    /// The blocks that hold bytes `[from, to)`.
+    fn blocks_of(&self, from: u64, to: u64) -> std::ops::RangeInclusive<u32> {
+        let len = u64::from(self.block_len);
+        (from / len) as u32..=(to.saturating_sub(1) / len) as u32
+    }
+
+    /// Whether bytes `[from, to)` are stored.
+    fn holds(&self, from: u64, to: u64) -> bool {
+        self.blocks_of(from, to).all(|b| self.have.contains(&b))
+    }
+
     /// Takes a download event; `Err` when the download failed or the
     /// player was stopped.
     fn note(&mut self, e: &PlayerEvent) -> Result<(), JsValue> {
@@ -583,15 +608,22 @@ async fn play(
             message: None,
         }),
     );
+    // An index after the media is fetched beside the first blocks (a seek
+    // needs it), without holding them back.
+    if let Some(at) = index.deferred_index {
+        feed.prefetch(feed.blocks_of(at, feed.size).collect());
+    }
     let mut playback = Playback::new(index, feed.size, feed.block_len, feed.have.iter().copied());
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
-        // An index after the media is read once playback has begun, or
-        // enough is buffered to play meanwhile (or when a seek needs it,
-        // below): it costs one block, and the first frame comes first.
+        // The index is read once it is here and playback has begun, or
+        // enough is buffered to play meanwhile (or at once when a seek
+        // needs it, below): the first frame comes first.
         let started = element.current_time() > 0.0 || buffered_ahead(element) >= INDEX_AHEAD_SECS;
-        if playback.index().deferred_index.is_some() && started {
-            read_index(feed, &mime, &head, &mut playback).await?;
+        if let (Some(at), true) = (playback.index().deferred_index, started) {
+            if feed.holds(at, feed.size) {
+                read_index(feed, &mime, &head, &mut playback).await?;
+            }
         }
         let event = match feed.later.pop_front() {
             Some(e) => e,

@@ -140,6 +140,8 @@ pub struct LiveFollower {
     dropped_in_a_row: u32,
     next_source_at: u64,
     failure: Option<FollowError>,
+    /// Circuits whose ORDB answered UNAVAILABLE before any manifest came.
+    not_found_by: std::collections::BTreeSet<SourceId>,
 }
 
 impl LiveFollower {
@@ -162,6 +164,7 @@ impl LiveFollower {
             dropped_in_a_row: 0,
             next_source_at: 0,
             failure: None,
+            not_found_by: std::collections::BTreeSet::new(),
         }
     }
 
@@ -179,6 +182,12 @@ impl LiveFollower {
 
     pub fn sources(&self) -> usize {
         self.sources.len()
+    }
+
+    /// Circuits whose ORDB found nobody holding the stream (before any
+    /// manifest came).
+    pub fn not_found_by(&self) -> usize {
+        self.not_found_by.len()
     }
 
     pub fn poll_action(&mut self) -> Option<LiveAction> {
@@ -363,6 +372,9 @@ impl LiveFollower {
                 )
             {
                 self.stats.unavailable += 1;
+                if reason == db_end_reason::UNAVAILABLE && self.manifest.is_none() {
+                    self.not_found_by.insert(source);
+                }
                 let exists = q
                     .seq
                     .zip(self.newest_seen)

@@ -51,7 +51,7 @@ pub const MAX_CHUNK_MS: u32 = 10_000;
 /// that opens on a keyframe).
 pub const KEY: u8 = 1;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const MANIFEST_CONTEXT: &[u8] = b"peersm live manifest v1\0";
 const WEB_NAME_CONTEXT: &[u8] = b"peersm web live v1\0";
 const CHUNK_CONTEXT: &[u8] = b"peersm live chunk v1\0";
@@ -59,7 +59,7 @@ const CHUNK_CONTEXT: &[u8] = b"peersm live chunk v1\0";
 /// What names a live stream.
 ///
 /// ```text
-/// VERSION (1) = 2 | START_MS (8) | CHUNK_MS (4) | WINDOW (1) | WEB (1)
+/// VERSION (1) = 3 | START_MS (8) | CHUNK_MS (4) | WINDOW (1) | WEB (1)
 /// | TYPE_LEN (1) | TYPE | NAME_LEN (2) | NAME | INIT_LEN (2) | INIT
 /// | KEY (32) | SIG (64)
 /// ```

@@ -104,6 +104,10 @@ pub enum Action {
     Query { source: SourceId, query: DbQuery },
     /// Close the source's circuit (the caller opens another).
     Drop { source: SourceId, why: &'static str },
+    /// End the query for `block` on the source's circuit (DB_END): the
+    /// player moved away from it. What came of it is kept; the block is
+    /// asked again later from where it stopped.
+    Cancel { source: SourceId, block: u32 },
     /// A verified block: store it (data and audit path), then `stored`.
     Store {
         block: u32,
@@ -155,10 +159,13 @@ pub struct Scheduler {
     /// Missing blocks from this one on are asked first (a player's
     /// position), then those before it.
     priority: u32,
-    /// Blocks in flight when the priority moved away from them: they
-    /// finish, but do not hold the window against the new position.
-    stale: BTreeSet<u32>,
+    /// Blocks a player needs soon besides those from `priority` on (an
+    /// index after the media): asked before them, without moving it.
+    also: BTreeSet<u32>,
 }
+
+/// Blocks `want_also` keeps at once.
+pub const MAX_ALSO: usize = 16;
 
 impl Scheduler {
     /// A download of `hash_name`; `manifest` and `have` when resuming
@@ -179,7 +186,7 @@ impl Scheduler {
             max_size: u64::MAX,
             failure: None,
             priority: 0,
-            stale: BTreeSet::new(),
+            also: BTreeSet::new(),
         };
         if let Some(m) = manifest {
             s.set_manifest(m, have);
@@ -269,26 +276,54 @@ impl Scheduler {
     }
 
     /// Asks for block `block` and those after it first (a player needs
-    /// them next). Queries in flight elsewhere go on, outside the window:
-    /// a seek gets its blocks asked at once, not after them.
+    /// them next). Queries in flight for blocks outside the new window end
+    /// (`Action::Cancel`, their bytes kept): a seek's blocks get the
+    /// circuits to themselves at once.
     pub fn prioritize(&mut self, block: u32, now: u64) {
         if self.priority == block {
             return;
         }
         self.priority = block;
         let near = block..block.saturating_add(WINDOW as u32);
-        self.stale = self
+        let also = &self.also;
+        let away: Vec<(SourceId, u32)> = self
             .sources
-            .values()
-            .flat_map(|s| s.queries.iter().map(|q| q.block))
-            .filter(|b| !near.contains(b))
+            .iter()
+            .flat_map(|(id, s)| s.queries.iter().map(move |q| (*id, q.block)))
+            .filter(|(_, b)| !near.contains(b) && !also.contains(b))
             .collect();
+        for (source, block) in away {
+            if let Some(s) = self.sources.get_mut(&source) {
+                s.queries.retain(|q| q.block != block);
+            }
+            self.release(block);
+            self.actions.push_back(Action::Cancel { source, block });
+        }
         self.assign(now);
     }
 
-    /// The next block to ask for: the first missing one from `priority`
-    /// on, else the first missing one.
+    /// Asks for `blocks` before anything else, without moving the
+    /// priority (a player's index at the end of the file, while the start
+    /// plays). At most `MAX_ALSO` wait at once.
+    pub fn want_also(&mut self, blocks: impl IntoIterator<Item = u32>, now: u64) {
+        for b in blocks {
+            if self.also.len() >= MAX_ALSO {
+                break;
+            }
+            if matches!(self.blocks.get(b as usize), Some(BlockState::Missing)) {
+                self.also.insert(b);
+            }
+        }
+        self.assign(now);
+    }
+
+    /// The next block to ask for: a block wanted besides, else the first
+    /// missing one from `priority` on, else the first missing one.
     fn next_missing(&self) -> Option<u32> {
+        let missing = |b: &u32| matches!(self.blocks.get(*b as usize), Some(BlockState::Missing));
+        if let Some(b) = self.also.iter().copied().find(missing) {
+            return Some(b);
+        }
         let from = (self.priority as usize).min(self.blocks.len());
         let after = self.blocks.get(from..).unwrap_or_default();
         let found = match after.iter().position(|b| *b == BlockState::Missing) {
@@ -538,6 +573,7 @@ impl Scheduler {
         if let Some(b) = self.blocks.get_mut(block as usize) {
             *b = BlockState::Have;
         }
+        self.also.remove(&block);
         self.assign(now);
     }
 
@@ -584,11 +620,7 @@ impl Scheduler {
 
     /// Queries counted against the window (not those a seek left behind).
     fn in_flight(&self) -> usize {
-        self.sources
-            .values()
-            .flat_map(|s| s.queries.iter())
-            .filter(|q| !self.stale.contains(&q.block))
-            .count()
+        self.sources.values().map(|s| s.queries.len()).sum()
     }
 
     /// When `source` would finish one more block, ms from now: what it has
@@ -649,7 +681,6 @@ impl Scheduler {
         now: u64,
         expected: u64,
     ) {
-        self.stale.remove(&block);
         let Some(s) = self.sources.get_mut(&source) else {
             return;
         };
@@ -755,6 +786,9 @@ mod tests {
                         dropped += 1;
                         pending.retain(|(src, _)| *src != source);
                         s.add_source(source + 100, now);
+                    }
+                    Action::Cancel { source, block } => {
+                        pending.retain(|(src, q)| (*src, q.block) != (source, block));
                     }
                 }
             }
@@ -1054,6 +1088,27 @@ mod tests {
         assert_eq!(asked, [1, 3, 5].into());
     }
 
+    /// Every action until none is left: (queries, cancels).
+    fn actions(s: &mut Scheduler) -> (Vec<(SourceId, u32)>, Vec<(SourceId, u32)>) {
+        let (mut asked, mut cancelled) = (Vec::new(), Vec::new());
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Query { source, query } => asked.push((source, query.block)),
+                Action::Cancel { source, block } => cancelled.push((source, block)),
+                _ => {}
+            }
+        }
+        (asked, cancelled)
+    }
+
+    fn serve(f: &File, s: &mut Scheduler, source: SourceId, block: u32, now: u64) {
+        s.on_connected(source, block, f.answer(block, false), now);
+        s.on_data(source, block, f.block(block), now);
+        s.on_end(source, block, db_end_reason::FINISHED, now)
+            .unwrap();
+        s.stored(block, now);
+    }
+
     #[test]
     fn a_player_position_is_fetched_first_then_what_comes_before_it() {
         let f = file(BLOCK_LEN as usize * 20);
@@ -1066,32 +1121,40 @@ mod tests {
         for id in 1..=3 {
             s.add_source(id, 0);
         }
-        let asked = queries(&mut s);
-        let blocks: Vec<u32> = asked.iter().map(|(_, q)| q.block).collect();
+        let (asked, _) = actions(&mut s);
+        let blocks: Vec<u32> = asked.iter().map(|(_, b)| *b).collect();
         assert_eq!(blocks, vec![14, 15, 16, 17, 18]);
-        // The file's tail is asked for at once (in the one slot left on
-        // the three circuits), then the wrap to its start.
-        s.prioritize(19, 1);
-        let tail: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
-        assert_eq!(tail, vec![19]);
-        for (source, q) in asked {
-            s.on_connected(source, q.block, f.answer(q.block, false), 2);
-            s.on_data(source, q.block, f.block(q.block), 3);
-            s.on_end(source, q.block, db_end_reason::FINISHED, 4)
-                .unwrap();
+        for (source, block) in asked {
+            serve(&f, &mut s, source, block, 2);
         }
-        let next: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
-        assert_eq!(next, vec![0, 1, 2, 3]);
-        // A seek far away: its blocks are asked at once, beside the five
-        // still in flight (as far as two per circuit allow).
-        for id in 4..=6 {
-            s.add_source(id, 5);
-        }
-        assert!(queries(&mut s).is_empty(), "the window is full");
-        s.prioritize(10, 6);
-        let seek: Vec<u32> = queries(&mut s).iter().map(|(_, q)| q.block).collect();
-        // 14 to 19 are in already: then the first missing from the start.
-        assert_eq!(seek, vec![10, 11, 12, 13, 4]);
+        // The file's tail, then the wrap to its start.
+        let (asked, _) = actions(&mut s);
+        let blocks: Vec<u32> = asked.iter().map(|(_, b)| *b).collect();
+        assert_eq!(blocks, vec![19, 0, 1, 2, 3]);
+        // A seek: the queries outside its window end (their circuits are
+        // the seek's at once), and its blocks are asked.
+        s.prioritize(10, 3);
+        let (seek, cancelled) = actions(&mut s);
+        let mut cancelled: Vec<u32> = cancelled.iter().map(|(_, b)| *b).collect();
+        cancelled.sort_unstable();
+        assert_eq!(cancelled, vec![0, 1, 2, 3, 19]);
+        let blocks: Vec<u32> = seek.iter().map(|(_, b)| *b).collect();
+        // 14 to 18 are here: then the first missing from 10 on, 19.
+        assert_eq!(blocks, vec![10, 11, 12, 13, 19]);
+        // A block wanted besides (an index) goes first when a query ends,
+        // without moving the priority, and is not cancelled by a seek.
+        s.want_also([7], 4);
+        assert!(actions(&mut s).0.is_empty(), "the window is full");
+        let (source, block) = seek[0];
+        serve(&f, &mut s, source, block, 5);
+        let (next, _) = actions(&mut s);
+        assert_eq!(next.iter().map(|(_, b)| *b).collect::<Vec<_>>(), vec![7]);
+        s.prioritize(12, 6);
+        let (_, cancelled) = actions(&mut s);
+        assert!(
+            cancelled.iter().all(|(_, b)| *b != 7),
+            "the index goes on: {cancelled:?}"
+        );
     }
 
     #[test]

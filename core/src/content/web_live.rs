@@ -11,22 +11,22 @@
 //! into one chunk per `chunk_ms`, and a piece where a decoder can start
 //! (`key`) always begins a chunk.
 
-use super::follow::FollowStats;
 use super::live::MAX_CHUNK;
 
 /// How long a viewer looks for tabs relaying the address before it
 /// fetches the address itself.
 pub const LOOK_MS: u64 = 12_000;
-/// "Unavailable" answers from ORDBs, with no manifest from any, that mean
-/// nobody relays the address yet: as many as the circuits a follower
-/// keeps, since one ORDB that has not heard of the stream proves little.
-pub const UNAVAILABLE_TO_GO_DIRECT: u64 = super::follow::LIVE_SOURCES as u64;
+/// Circuits whose ORDB answered UNAVAILABLE (found nobody), with no
+/// manifest from any, that mean nobody relays the address yet: as many as
+/// the circuits a follower keeps, since one ORDB that has not heard of the
+/// stream (or lies) proves little.
+pub const NOT_FOUND_TO_GO_DIRECT: usize = super::follow::LIVE_SOURCES;
 
 /// Whether to stop looking and fetch the address: no manifest came, and
-/// ORDBs said nobody has the stream, or the looking took too long.
-pub fn nobody_relays(stats: &FollowStats, manifest: bool, since: u64, now: u64) -> bool {
-    !manifest
-        && (stats.unavailable >= UNAVAILABLE_TO_GO_DIRECT || now.saturating_sub(since) >= LOOK_MS)
+/// the ORDBs of `not_found_by` circuits found nobody holding the stream,
+/// or the looking took too long.
+pub fn nobody_relays(not_found_by: usize, manifest: bool, since: u64, now: u64) -> bool {
+    !manifest && (not_found_by >= NOT_FOUND_TO_GO_DIRECT || now.saturating_sub(since) >= LOOK_MS)
 }
 
 /// Pieces of media gathered into chunks of about `chunk_ms` each.
@@ -86,6 +86,12 @@ impl ChunkBatcher {
         (!self.pending.is_empty()).then_some(self.began + self.chunk_ms)
     }
 
+    /// Forgets what is gathered (the body broke off: it would not decode).
+    pub fn discard(&mut self) {
+        self.pending.clear();
+        self.key = false;
+    }
+
     /// What is gathered, as a chunk (at the end of the body).
     pub fn flush(&mut self) -> Option<(Vec<u8>, bool)> {
         if self.pending.is_empty() {
@@ -125,13 +131,17 @@ mod tests {
 
     #[test]
     fn a_viewer_fetches_the_address_when_nobody_relays_it() {
-        let mut stats = FollowStats::default();
-        assert!(!nobody_relays(&stats, false, 1_000, 2_000));
-        assert!(nobody_relays(&stats, false, 1_000, 1_000 + LOOK_MS));
-        stats.unavailable = UNAVAILABLE_TO_GO_DIRECT;
-        assert!(nobody_relays(&stats, false, 1_000, 1_500));
+        assert!(!nobody_relays(0, false, 1_000, 2_000));
+        assert!(!nobody_relays(
+            NOT_FOUND_TO_GO_DIRECT - 1,
+            false,
+            1_000,
+            2_000
+        ));
+        assert!(nobody_relays(0, false, 1_000, 1_000 + LOOK_MS));
+        assert!(nobody_relays(NOT_FOUND_TO_GO_DIRECT, false, 1_000, 1_500));
         assert!(
-            !nobody_relays(&stats, true, 1_000, 1_000 + LOOK_MS),
+            !nobody_relays(9, true, 1_000, 1_000 + LOOK_MS),
             "a manifest came"
         );
     }

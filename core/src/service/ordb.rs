@@ -61,6 +61,10 @@ pub const SOURCE_WAIT_MS: u64 = 20_000;
 /// UNAVAILABLE at once for this long (a downloader retrying through many
 /// circuits does not start a lookup each).
 pub const UNFOUND_MS: u64 = 15_000;
+/// The same for a live stream's edge (a joiner's first query): short, as
+/// the stream may have begun a moment ago (its first viewer looked, found
+/// nobody, and now relays it from its web address).
+pub const UNFOUND_EDGE_MS: u64 = 2_000;
 
 /// What the ORDB needs of the peer it runs in: its router (circuits that
 /// end here) and its muxes (circuits it originates).
@@ -763,11 +767,15 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
         let h = HashName(query.hash_name);
         let Some(source) = self.next_source(&h, down.0.link) else {
             let total: usize = self.waiting.values().map(Vec::len).sum();
-            // A live stream's edge is always looked for again: the stream
-            // may have begun a moment ago (its first viewer looked, found
-            // nobody, and now relays it from its web address).
-            let unfound = query.block != crate::content::live::LIVE_EDGE
-                && self.unfound.get(&h).is_some_and(|until| *until > now);
+            let remembered = if query.block == crate::content::live::LIVE_EDGE {
+                UNFOUND_MS - UNFOUND_EDGE_MS
+            } else {
+                0
+            };
+            let unfound = self
+                .unfound
+                .get(&h)
+                .is_some_and(|until| until.saturating_sub(remembered) > now);
             if total >= MAX_WAITING || unfound {
                 return self.refuse(net, down, db_end_reason::UNAVAILABLE);
             }

@@ -119,6 +119,9 @@ pub(super) struct InlineBody {
     pub(super) pieces: Vec<Vec<u8>>,
     /// The body started again (a server that ignored the range).
     pub(super) restarted: bool,
+    /// Reading stops (the stream's queue fills, and flow control holds
+    /// the exit) until the task resumes it with `TaskInput::Stored`.
+    pub(super) paused: bool,
 }
 
 impl FetchTask {
@@ -178,6 +181,12 @@ impl FetchTask {
         on == link && c == circ && s.is_none_or(|s| s == stream)
     }
 
+    /// The body moved on: an endless body (a live stream) may lose many
+    /// circuits over hours; `max_attempts` counts those in a row.
+    pub(super) fn progressed(&mut self) {
+        self.attempt = self.attempt.min(1);
+    }
+
     /// The response's head, once read.
     pub(super) fn head(&self) -> Option<&crate::http::ResponseHead> {
         self.download.head()
@@ -233,9 +242,10 @@ impl TabPeer {
             },
             TaskInput::Child(_, result) => self.fetch_child(id, f, *result),
             TaskInput::Mux(_, event) => self.fetch_event(id, f, event),
-            TaskInput::BlockStored(_) | TaskInput::StoreFailed(_) | TaskInput::Prioritize(_) => {
-                Ok(None)
-            }
+            TaskInput::BlockStored(_)
+            | TaskInput::StoreFailed(_)
+            | TaskInput::Prioritize(_)
+            | TaskInput::WantAlso(_) => Ok(None),
             TaskInput::Stored => {
                 f.unstored = f.unstored.saturating_sub(1);
                 match f.state {
@@ -463,7 +473,8 @@ impl TabPeer {
         circ: u32,
         stream: u16,
     ) -> Result<Option<TaskResult>, OpError> {
-        while f.unstored < MAX_UNSTORED && f.unsent.len() < MAX_UNSENT {
+        let paused = |f: &FetchTask| f.inline.as_ref().is_some_and(|i| i.paused);
+        while f.unstored < MAX_UNSTORED && f.unsent.len() < MAX_UNSENT && !paused(f) {
             let data = match self
                 .core
                 .mux(link)

@@ -112,8 +112,18 @@ impl TabPeer {
         let stream = LiveStream::of(&manifest);
         let h = self.ordb.add_live(manifest, true);
         self.publishing.insert(h, Publishing { key, next_seq: 0 });
-        self.announce(h, 100);
+        let links: Vec<LinkId> = self.open_links().iter().map(|(_, l, _)| *l).collect();
+        let hops = self.ordb.live_hops(&h);
+        self.send_info_storing(h, 100, hops, true, &links);
         stream
+    }
+
+    /// Leaves sequence number(s) unused: followers skip to the next key
+    /// chunk (a web body that broke off mid-cluster).
+    pub(super) fn skip_live_seq(&mut self, h: &HashName) {
+        if let Some(p) = self.publishing.get_mut(h) {
+            p.next_seq += 1;
+        }
     }
 
     /// The next piece of a stream we publish, as the recorder made it:
@@ -244,7 +254,10 @@ impl TabPeer {
             }
             TaskInput::Mux(link, event) => self.live_event(t, link, event),
             TaskInput::StoreFailed(_) => return Some(t.end(self, Ok(()))),
-            TaskInput::Stored | TaskInput::BlockStored(_) | TaskInput::Prioritize(_) => {}
+            TaskInput::Stored
+            | TaskInput::BlockStored(_)
+            | TaskInput::Prioritize(_)
+            | TaskInput::WantAlso(_) => {}
         }
         if let Some(e) = t.follower.failure() {
             if t.web.is_some() && t.follower.manifest().is_none() {
@@ -344,7 +357,7 @@ impl LiveTask {
     /// this tab publishes the stream).
     pub(super) fn end(&mut self, tab: &mut TabPeer, result: Result<(), OpError>) -> TaskResult {
         self.circuits.close_all(tab);
-        if self.web.as_ref().is_some_and(|w| w.is_direct()) {
+        if self.web.as_ref().is_some_and(|w| w.published()) {
             // We published what we fetched: nobody gets it from us now.
             tab.publishing.remove(&self.hash_name);
         }

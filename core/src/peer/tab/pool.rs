@@ -204,6 +204,22 @@ impl OrdbCircuits {
         }
     }
 
+    /// Ends the query for `block` on a source's circuit (its stream).
+    pub(super) fn cancel(&mut self, tab: &mut TabPeer, source: SourceId, block: u32) {
+        let key = self
+            .streams
+            .iter()
+            .find(|(_, v)| **v == (source, block))
+            .map(|(k, _)| *k);
+        if let Some((link, circ, stream)) = key {
+            self.streams.remove(&(link, circ, stream));
+            tab.stream_owners.remove(&(link, circ, stream));
+            if let Some(m) = tab.core.mux(link) {
+                m.end(circ, stream);
+            }
+        }
+    }
+
     /// Closes a source's circuit.
     pub(super) fn drop(&mut self, tab: &mut TabPeer, source: SourceId) {
         if let Some((link, circ)) = self.sources.remove(&source) {

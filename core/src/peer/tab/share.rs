@@ -197,11 +197,24 @@ impl TabPeer {
     }
 
     pub(super) fn send_info(&mut self, h: HashName, percent: u8, hops: u8, links: &[LinkId]) {
+        self.send_info_storing(h, percent, hops, hops == 0, links);
+    }
+
+    /// `send_info`; `store`: a first holder's, which asks a few links to
+    /// STORE it in the DHT.
+    pub(super) fn send_info_storing(
+        &mut self,
+        h: HashName,
+        percent: u8,
+        hops: u8,
+        store: bool,
+        links: &[LinkId],
+    ) {
         let open = self.open_links();
         // A holder asks a few of its links to STORE themselves in the DHT
         // (S flag): enough to be found, not one lookup per link.
         let mut storers = std::collections::BTreeSet::new();
-        if hops == 0 {
+        if store {
             let kept = self.storers.entry(h).or_default();
             kept.retain(|l| open.iter().any(|(_, o, _)| o == l));
             for (_, link, _) in &open {
@@ -215,7 +228,7 @@ impl TabPeer {
             if !links.contains(&link) {
                 continue;
             }
-            let flags = if hops == 0 && storers.contains(&link) {
+            let flags = if store && storers.contains(&link) {
                 db_info_flags::STORE
             } else {
                 0
@@ -396,6 +409,14 @@ impl TabPeer {
         self.after_input();
     }
 
+    /// Asks download `op` for `blocks` before the rest, without moving
+    /// where it fetches from (a player's index at the end of the file).
+    pub fn prefetch_download(&mut self, op: u64, blocks: Vec<u32>, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(op, TaskInput::WantAlso(blocks));
+        self.after_input();
+    }
+
     /// Ends download `op` (its circuits close); it completes as failed.
     pub fn cancel_download(&mut self, op: u64, now: u64) {
         self.now = now.max(self.now);
@@ -431,6 +452,7 @@ impl TabPeer {
                 }
             }
             TaskInput::Prioritize(block) => d.sched.prioritize(block, now),
+            TaskInput::WantAlso(blocks) => d.sched.want_also(blocks, now),
             TaskInput::Stored => {}
             TaskInput::StoreFailed(why) => return Some(d.fail(self, OpError::Fetch(why))),
         }
@@ -513,6 +535,7 @@ impl TabPeer {
                     tracing::debug!("download: dropping a circuit: {why}");
                     d.circuits.drop(self, source);
                 }
+                Action::Cancel { source, block } => d.circuits.cancel(self, source, block),
                 Action::Store { block, data, path } => {
                     d.paths.insert(block, path.clone());
                     self.events.push_back(TabEvent::StoreBlock {

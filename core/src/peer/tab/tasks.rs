@@ -178,6 +178,8 @@ pub(super) enum TaskInput {
     StoreFailed(String),
     /// A player needs this block and those after it first (download).
     Prioritize(u32),
+    /// A player needs these blocks soon, besides (download).
+    WantAlso(Vec<u32>),
 }
 
 pub(super) enum TaskResult {

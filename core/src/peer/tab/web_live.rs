@@ -14,7 +14,7 @@
 //! The address's server sees one exit, once.
 
 use crate::content::follow::{FollowStats, LiveFollower};
-use crate::content::live::{web_stream_name, LiveManifest, DEFAULT_CHUNK_MS};
+use crate::content::live::{web_stream_name, LiveManifest, DEFAULT_CHUNK_MS, MAX_LIVE_NAME};
 use crate::content::web_live::{nobody_relays, ChunkBatcher};
 use crate::http::HttpUrl;
 use crate::media::live::{Cut, LiveCutter};
@@ -63,10 +63,27 @@ struct Direct {
     fetch: Box<FetchTask>,
     cutter: LiveCutter,
     batcher: ChunkBatcher,
-    /// The initialization segment we published.
+    /// The initialization segment we published (then the stream is ours).
     init: Option<Vec<u8>>,
     chunks: u64,
+    /// The first cluster's time (s) and when it came (ms): the body may
+    /// not run further ahead of this clock than `MAX_AHEAD_MS`.
+    clock: Option<(f64, u64)>,
+    /// How far the newest cluster is ahead of that clock, ms.
+    ahead_ms: i64,
+    /// When the fetch wants to be woken (waiting for a bridge).
+    fetch_deadline: Option<u64>,
+    last_body_at: u64,
+    /// The next chunk follows a break in the body.
+    gap: bool,
 }
+
+/// A body may run this far ahead of real time before reading pauses: a
+/// server that sends faster than the media plays (or a file sent whole)
+/// must not spin the ring of chunks past every follower.
+const MAX_AHEAD_MS: i64 = 3_000;
+/// A body that brings nothing for this long ends the stream.
+const DIRECT_IDLE_MS: u64 = 30_000;
 
 impl WebSource {
     pub(super) fn is_direct(&self) -> bool {
@@ -76,11 +93,16 @@ impl WebSource {
     pub(super) fn nobody_relays(&self, follower: &LiveFollower, now: u64) -> bool {
         self.direct_at_once
             || nobody_relays(
-                &follower.stats(),
+                follower.not_found_by(),
                 follower.manifest().is_some(),
                 self.since,
                 now,
             )
+    }
+
+    /// Whether this task published the stream (then it takes it down).
+    pub(super) fn published(&self) -> bool {
+        self.direct.as_ref().is_some_and(|d| d.init.is_some())
     }
 
     pub(super) fn add_stats(&self, stats: &mut FollowStats) {
@@ -97,7 +119,19 @@ impl TabPeer {
     /// tab, which then relays it. Events and the end as `follow_live`'s.
     pub fn watch_web_live(&mut self, url: &str, options: WebLiveOptions, now: u64) -> u64 {
         self.now = now.max(self.now);
-        let parsed = HttpUrl::parse(url).map(|u| u.to_string());
+        let parsed = HttpUrl::parse(url)
+            .map(|u| u.to_string())
+            .map_err(|e| e.to_string())
+            .and_then(|u| {
+                // It becomes the stream's name: refused before any fetch.
+                if u.len() > MAX_LIVE_NAME || !u.bytes().all(|b| b.is_ascii_graphic()) {
+                    Err(format!(
+                        "a live stream's address must be printable ASCII of at most {MAX_LIVE_NAME} bytes"
+                    ))
+                } else {
+                    Ok(u)
+                }
+            });
         let name = parsed
             .as_deref()
             .map_or(crate::content::HashName([0; 20]), web_stream_name);
@@ -109,8 +143,15 @@ impl TabPeer {
             since: now,
             direct: None,
         }));
+        let held = self.ordb.live(&name).is_some() || self.publishing.contains_key(&name);
         let id = self.start_live_task(task);
         match parsed {
+            Ok(_) if held => self.finish(
+                id,
+                TaskResult::Failed(OpError::Fetch(
+                    "live: this tab already plays that address".into(),
+                )),
+            ),
             Ok(_) => self.task_input(id, TaskInput::Timeout),
             Err(e) => self.finish(id, TaskResult::Failed(OpError::Fetch(format!("live: {e}")))),
         }
@@ -140,6 +181,11 @@ impl TabPeer {
     /// Nobody relays the stream: fetch its address.
     pub(super) fn go_direct(&mut self, id: TaskId, t: &mut LiveTask) -> Option<TaskResult> {
         t.circuits.close_all(self);
+        if self.ordb.live(&t.hash_name).is_some() {
+            // Another of this tab's players got it meanwhile.
+            let e = OpError::Fetch("live: this tab already plays that address".into());
+            return Some(t.end(self, Err(e)));
+        }
         let web = t.web.as_mut()?;
         tracing::info!("live: nobody relays {}; fetching it", web.url);
         let (mut fetch, ready) = FetchTask::new(&web.url, web.fetch.clone());
@@ -153,6 +199,11 @@ impl TabPeer {
             batcher: ChunkBatcher::new(DEFAULT_CHUNK_MS),
             init: None,
             chunks: 0,
+            clock: None,
+            ahead_ms: 0,
+            fetch_deadline: None,
+            last_body_at: self.now,
+            gap: false,
         });
         self.direct_step(id, t, TaskInput::Timeout)
     }
@@ -174,14 +225,27 @@ impl TabPeer {
             TaskInput::Mux(link, event) if !direct_fetch_concerns(t, link, &event) => return None,
             other => other,
         };
+        let now = self.now;
         let cancelled = matches!(input, TaskInput::StoreFailed(_));
         let h = t.hash_name;
         let web = t.web.as_mut()?;
         let d = web.direct.as_mut()?;
         let ended = if cancelled {
+            // The viewer stopped: what is gathered is not worth a chunk.
+            d.batcher.discard();
             Some(TaskResult::Followed(FollowStats::default()))
         } else {
-            self.fetch_step(id, &mut d.fetch, input)
+            let before = self.deadline_changes.len();
+            let ended = self.fetch_step(id, &mut d.fetch, input);
+            // The fetch's own wish (waiting for a bridge), kept beside ours.
+            if let Some((_, wish)) = self.deadline_changes[before..]
+                .iter()
+                .rev()
+                .find(|(t, _)| *t == id)
+            {
+                d.fetch_deadline = *wish;
+            }
+            ended
         };
         let status = d
             .fetch
@@ -191,21 +255,47 @@ impl TabPeer {
             Some((status, reason)) if !(200..300).contains(&status) => Err(OpError::Fetch(
                 format!("live: {} answered {status} {reason}", web.url),
             )),
+            _ if cancelled => Ok(()),
             _ => self.direct_body(id, h, &web.url, d, ended.is_some()),
         };
-        let due = d.batcher.due();
+        let idle = now.saturating_sub(d.last_body_at) >= DIRECT_IDLE_MS;
+        // Reading waits while the body runs ahead of real time.
+        if let Some(inline) = d.fetch.inline.as_mut() {
+            let was = inline.paused;
+            inline.paused = d.ahead_ms > MAX_AHEAD_MS;
+            if was && !inline.paused && ended.is_none() && outcome.is_ok() {
+                let _ = self.fetch_step(id, &mut d.fetch, TaskInput::Stored);
+            }
+        }
         let end = match (outcome, ended) {
             (Err(e), _) => Some(Err(e)),
             (Ok(()), Some(TaskResult::Failed(e))) => Some(Err(e)),
             (Ok(()), Some(_)) => Some(Ok(())),
+            (Ok(()), None) if idle => Some(Err(OpError::Fetch(format!(
+                "live: {} sent nothing for {} s",
+                web.url,
+                DIRECT_IDLE_MS / 1000
+            )))),
             (Ok(()), None) => None,
         };
+        // One deadline for all: the fetch's, the chunk being gathered, the
+        // end of a pause, and the idle limit. (A deadline that passed is
+        // not cleared by itself: always set one.)
+        let resume = (d.ahead_ms > MAX_AHEAD_MS)
+            .then(|| now + (d.ahead_ms - MAX_AHEAD_MS).unsigned_abs().max(50));
+        let wake = [
+            d.fetch_deadline,
+            d.batcher.due(),
+            resume,
+            Some(d.last_body_at + DIRECT_IDLE_MS),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match end {
             Some(result) => Some(t.end(self, result)),
             None => {
-                if let Some(due) = due {
-                    self.deadline_changes.push((id, Some(due)));
-                }
+                self.deadline_changes.push((id, wake));
                 None
             }
         }
@@ -225,10 +315,21 @@ impl TabPeer {
             return Ok(());
         };
         if std::mem::take(&mut inline.restarted) {
-            // The body starts again: so does the container.
+            // The body starts again (a circuit broke; the server ignored
+            // the range): so does the container. What was gathered would
+            // not decode, and followers skip to the next key chunk.
             d.cutter = LiveCutter::default();
+            d.batcher.discard();
+            if d.init.is_some() {
+                self.skip_live_seq(&h);
+                d.gap = true;
+            }
         }
         let pieces = std::mem::take(&mut inline.pieces);
+        if !pieces.is_empty() {
+            d.last_body_at = now;
+            d.fetch.progressed();
+        }
         let mut cuts = Vec::new();
         for piece in pieces {
             let more = d
@@ -268,7 +369,15 @@ impl TabPeer {
                             .push_back(TabEvent::LiveManifest { op: id, stream });
                     }
                 },
-                Cut::Piece { data, key, .. } if d.init.is_some() => {
+                // After a break, nothing until a cluster a decoder can
+                // start from.
+                Cut::Piece { key: false, .. } if d.gap => {}
+                Cut::Piece { data, key, time } if d.init.is_some() => {
+                    if let Some(time) = time {
+                        let (t0, w0) = *d.clock.get_or_insert((time, now));
+                        let media_ms = ((time - t0) * 1000.0) as i64;
+                        d.ahead_ms = media_ms - now.saturating_sub(w0) as i64;
+                    }
                     chunks.extend(d.batcher.push(&data, key, now));
                 }
                 Cut::Piece { .. } => {}
@@ -286,7 +395,7 @@ impl TabPeer {
                 seq,
                 timestamp_ms: now,
                 key,
-                gap: false,
+                gap: std::mem::take(&mut d.gap),
                 data,
             });
         }

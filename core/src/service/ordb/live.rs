@@ -72,8 +72,11 @@ impl<L: Copy + Ord + Debug> Ordb<L> {
     /// chunks still to come run toward the publisher (the one that keeps
     /// them) rather than round among followers.
     pub fn live_hops(&self, h: &HashName) -> u8 {
-        if self.lives.get(h).is_some_and(|r| r.origin) {
-            return 0;
+        if let Some(r) = self.lives.get(h).filter(|r| r.origin) {
+            // A tab relaying a web address's stream is its first holder,
+            // but says one hop, as a follower of the publisher would:
+            // its linked tabs cannot tell it fetched the address.
+            return u8::from(r.manifest.web);
         }
         self.references
             .get(h)
