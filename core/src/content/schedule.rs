@@ -1088,8 +1088,10 @@ mod tests {
         assert_eq!(asked, [1, 3, 5].into());
     }
 
+    type Blocks = Vec<(SourceId, u32)>;
+
     /// Every action until none is left: (queries, cancels).
-    fn actions(s: &mut Scheduler) -> (Vec<(SourceId, u32)>, Vec<(SourceId, u32)>) {
+    fn actions(s: &mut Scheduler) -> (Blocks, Blocks) {
         let (mut asked, mut cancelled) = (Vec::new(), Vec::new());
         while let Some(a) = s.poll_action() {
             match a {

@@ -238,7 +238,10 @@ impl TabPeer {
             let before = self.deadline_changes.len();
             let ended = self.fetch_step(id, &mut d.fetch, input);
             // The fetch's own wish (waiting for a bridge), kept beside ours.
-            if let Some((_, wish)) = self.deadline_changes[before..]
+            if let Some((_, wish)) = self
+                .deadline_changes
+                .get(before..)
+                .unwrap_or_default()
                 .iter()
                 .rev()
                 .find(|(t, _)| *t == id)
