@@ -54,6 +54,47 @@ fn a_file_seeded_in_one_tab_is_downloaded_in_another_through_ordbs() {
     );
 }
 
+/// With circuits built ahead, a download's first query goes on one at
+/// once (its first block comes a circuit build sooner), and another is
+/// built in its place.
+#[test]
+fn a_download_starts_on_a_circuit_built_ahead() {
+    let mut net = network(12, 1, 10, |c| c.warm_circuits = true);
+    let all = tabs(&net);
+    assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 5)));
+    net.run_until(net.now + 2_000);
+    let warm: Vec<usize> = all
+        .iter()
+        .map(|n| net.tab(*n).unwrap().peer.warm_circuits())
+        .collect();
+    assert!(
+        warm.iter().all(|w| *w == 1),
+        "every tab keeps one circuit of the default length ready: {warm:?}"
+    );
+    let data = pattern(300_000, 5);
+    let now = net.now;
+    let h = net.tab_mut(all[0]).unwrap().seed(&data, "w.bin", now);
+    net.run_until(net.now + 2_000);
+    let op = download(&mut net, all[9], h, crate::peer::tab::DEFAULT_DOWNLOAD_HOPS);
+    assert_eq!(
+        net.tab(all[9]).unwrap().peer.warm_circuits(),
+        0,
+        "the download took the circuit built ahead"
+    );
+    let result = wait(&mut net, all[9], op, 60_000);
+    assert!(
+        matches!(result, Some(Outcome::Downloaded(Ok(_)))),
+        "{result:?}"
+    );
+    assert!(net.tab(all[9]).unwrap().file(&h) == data);
+    net.run_until(net.now + 2_000);
+    assert_eq!(
+        net.tab(all[9]).unwrap().peer.warm_circuits(),
+        1,
+        "another is built in its place"
+    );
+}
+
 /// Starts downloads of `files` (hash_name, seeded data index) from tabs
 /// in `from`, one file each.
 fn start_downloads(

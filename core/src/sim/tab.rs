@@ -78,6 +78,9 @@ impl SimTab {
     ) -> SimTab {
         let key = SimKey::generate(rng);
         let mut cfg = TabConfig::new(key.spki.clone());
+        // Circuits built ahead change every figure of the simulated
+        // network: on only where a test asks.
+        cfg.warm_circuits = false;
         config(&mut cfg);
         let mut own = rng.fork();
         let peer = TabPeer::new(cfg, &mut own, now).unwrap_or_else(|e| unreachable!("{e}"));

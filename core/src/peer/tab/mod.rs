@@ -34,6 +34,7 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 mod values;
+mod warm;
 mod web_live;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -107,6 +108,9 @@ pub struct TabConfig {
     /// How many links DB_INFO travels from a holder of a file; beyond,
     /// FIND_VALUE finds it (`service::ordb::MAX_INFO_HOPS` by default).
     pub info_hops: u8,
+    /// Keep a circuit to an ORDB built ahead (`warm.rs`), so that a
+    /// download's first query goes at once. On by default.
+    pub warm_circuits: bool,
 }
 
 impl TabConfig {
@@ -120,6 +124,7 @@ impl TabConfig {
             freerider: false,
             never_link: Vec::new(),
             info_hops: crate::service::ordb::MAX_INFO_HOPS,
+            warm_circuits: true,
         }
     }
 }
@@ -324,6 +329,7 @@ pub struct TabPeer {
     finding: BTreeMap<HashName, usize>,
     /// Live streams we publish: their keys.
     publishing: BTreeMap<HashName, live::Publishing>,
+    warm: warm::Warm,
     /// Per file we hold, the links we asked to STORE themselves for it.
     storers: BTreeMap<HashName, std::collections::BTreeSet<LinkId>>,
     /// What each linked tab took and gave (the freerider rule).
@@ -355,6 +361,7 @@ impl TabPeer {
     /// A tab whose identity is `config.spki`; `rng` seeds its randomness.
     /// It asks at once for the signature of its ntor key.
     pub fn new(config: TabConfig, rng: &mut dyn Rng, now: u64) -> Result<TabPeer, TabError> {
+        let warm_circuits = config.warm_circuits;
         let key = RsaIdentityKey::from_spki(&config.spki)
             .map_err(|e| TabError::Identity(e.to_string()))?;
         let me = key.id();
@@ -413,6 +420,7 @@ impl TabPeer {
             finding: BTreeMap::new(),
             storers: BTreeMap::new(),
             publishing: BTreeMap::new(),
+            warm: warm::Warm::new(warm_circuits),
             fairness: BTreeMap::new(),
             freeriders: VecDeque::new(),
             lost_links: false,
@@ -523,6 +531,7 @@ impl TabPeer {
         self.links_timeout();
         self.links_upkeep();
         self.bridge_timeout();
+        self.prune_warm();
         if self.mesh_running() && self.next_refresh <= self.now {
             self.next_refresh = self.now + self.config.refresh_ms.max(1000);
             self.refresh();
@@ -614,6 +623,9 @@ impl TabPeer {
     /// After every input: act on what the core produced, then queue its
     /// cells. Events can cause more events; this runs until quiet.
     fn after_input(&mut self) {
+        if self.mesh_running() {
+            self.keep_warm();
+        }
         for _ in 0..1000 {
             let mut busy = false;
             while let Some(e) = self.core.poll_event() {

@@ -10,7 +10,7 @@ use crate::client::MuxEvent;
 use crate::content::schedule::SourceId;
 use crate::crypto::PeerId;
 
-use super::tasks::{Parent, TaskId, TaskResult};
+use super::tasks::{Parent, TaskId, TaskInput, TaskResult};
 use super::{LinkId, OpError, TabPeer};
 
 /// Give up when this many circuits in a row could not be built over
@@ -250,6 +250,15 @@ impl OrdbCircuits {
         for _ in 0..wanted {
             if tab.now < self.next_build_at {
                 break;
+            }
+            if let Some(own) = tab.take_warm(self.hops) {
+                // Built ahead: it comes back as a child's result, after
+                // this step, like any circuit built for us.
+                let child = tab.next_task;
+                tab.next_task += 1;
+                self.building.insert(child);
+                tab.task_input(id, TaskInput::Child(child, Box::new(TaskResult::Own(own))));
+                continue;
             }
             let child = tab.spawn_build_tab(self.hops, Parent::Task(id), false);
             if tab.tasks.contains_key(&child) {

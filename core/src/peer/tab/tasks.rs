@@ -150,6 +150,8 @@ pub(super) enum Parent {
     SourceCircuit(HashName),
     /// The lookup of the peers closest to a file, to STORE us there.
     Store(HashName),
+    /// A circuit of this many tabs built ahead (`warm.rs`).
+    Warm(usize),
     /// Nobody waits for the result.
     Nobody,
 }
@@ -615,6 +617,7 @@ impl TabPeer {
             Parent::SourceRoute(h, peer) => self.source_route_found(h, peer, result),
             Parent::SourceCircuit(h) => self.source_circuit(h, result),
             Parent::Store(h) => self.store_at_closest(h, result),
+            Parent::Warm(hops) => self.warm_built(id, hops, result),
             Parent::Nobody => {}
         }
     }
