@@ -69,13 +69,21 @@ struct Direct {
     /// The first cluster's time (s) and when it came (ms): the body may
     /// not run further ahead of this clock than `MAX_AHEAD_MS`.
     clock: Option<(f64, u64)>,
-    /// How far the newest cluster is ahead of that clock, ms.
-    ahead_ms: i64,
+    /// The newest cluster's time since the first, ms.
+    media_ms: i64,
     /// When the fetch wants to be woken (waiting for a bridge).
     fetch_deadline: Option<u64>,
     last_body_at: u64,
     /// The next chunk follows a break in the body.
     gap: bool,
+}
+
+impl Direct {
+    /// How far the body's newest cluster is ahead of real time, ms.
+    fn ahead_ms(&self, now: u64) -> i64 {
+        self.clock
+            .map_or(0, |(_, w0)| self.media_ms - now.saturating_sub(w0) as i64)
+    }
 }
 
 /// A body may run this far ahead of real time before reading pauses: a
@@ -200,7 +208,7 @@ impl TabPeer {
             init: None,
             chunks: 0,
             clock: None,
-            ahead_ms: 0,
+            media_ms: 0,
             fetch_deadline: None,
             last_body_at: self.now,
             gap: false,
@@ -230,6 +238,18 @@ impl TabPeer {
         let h = t.hash_name;
         let web = t.web.as_mut()?;
         let d = web.direct.as_mut()?;
+        // Reading waits while the body runs ahead of real time; once real
+        // time has caught up, it goes on.
+        let paused = d.fetch.inline.as_ref().is_some_and(|i| i.paused);
+        let input = match input {
+            TaskInput::Timeout if paused && d.ahead_ms(now) <= MAX_AHEAD_MS => {
+                if let Some(inline) = d.fetch.inline.as_mut() {
+                    inline.paused = false;
+                }
+                TaskInput::Stored
+            }
+            other => other,
+        };
         let ended = if cancelled {
             // The viewer stopped: what is gathered is not worth a chunk.
             d.batcher.discard();
@@ -262,13 +282,9 @@ impl TabPeer {
             _ => self.direct_body(id, h, &web.url, d, ended.is_some()),
         };
         let idle = now.saturating_sub(d.last_body_at) >= DIRECT_IDLE_MS;
-        // Reading waits while the body runs ahead of real time.
+        let ahead = d.ahead_ms(now);
         if let Some(inline) = d.fetch.inline.as_mut() {
-            let was = inline.paused;
-            inline.paused = d.ahead_ms > MAX_AHEAD_MS;
-            if was && !inline.paused && ended.is_none() && outcome.is_ok() {
-                let _ = self.fetch_step(id, &mut d.fetch, TaskInput::Stored);
-            }
+            inline.paused = ahead > MAX_AHEAD_MS;
         }
         let end = match (outcome, ended) {
             (Err(e), _) => Some(Err(e)),
@@ -284,8 +300,8 @@ impl TabPeer {
         // One deadline for all: the fetch's, the chunk being gathered, the
         // end of a pause, and the idle limit. (A deadline that passed is
         // not cleared by itself: always set one.)
-        let resume = (d.ahead_ms > MAX_AHEAD_MS)
-            .then(|| now + (d.ahead_ms - MAX_AHEAD_MS).unsigned_abs().max(50));
+        let resume =
+            (ahead > MAX_AHEAD_MS).then(|| now + (ahead - MAX_AHEAD_MS).unsigned_abs().max(50));
         let wake = [
             d.fetch_deadline,
             d.batcher.due(),
@@ -323,6 +339,7 @@ impl TabPeer {
             // not decode, and followers skip to the next key chunk.
             d.cutter = LiveCutter::default();
             d.batcher.discard();
+            d.clock = None;
             if d.init.is_some() {
                 self.skip_live_seq(&h);
                 d.gap = true;
@@ -377,9 +394,8 @@ impl TabPeer {
                 Cut::Piece { key: false, .. } if d.gap => {}
                 Cut::Piece { data, key, time } if d.init.is_some() => {
                     if let Some(time) = time {
-                        let (t0, w0) = *d.clock.get_or_insert((time, now));
-                        let media_ms = ((time - t0) * 1000.0) as i64;
-                        d.ahead_ms = media_ms - now.saturating_sub(w0) as i64;
+                        let (t0, _) = *d.clock.get_or_insert((time, now));
+                        d.media_ms = ((time - t0) * 1000.0) as i64;
                     }
                     chunks.extend(d.batcher.push(&data, key, now));
                 }
