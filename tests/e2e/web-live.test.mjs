@@ -8,6 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { startNode, openNamedTab, eventually, ROOT } from './helpers.mjs';
 import { media } from './media.mjs';
 
@@ -24,6 +25,12 @@ async function startLiveServer() {
   const encoders = [];
   const server = createServer((req, res) => {
     requests.push({ url: req.url, from: req.socket.remoteAddress });
+    if (req.url === '/fast.webm') {
+      // The whole recording at once, as fast as the exit takes it.
+      res.writeHead(200, { 'content-type': 'video/webm' });
+      res.end(readFileSync(clip));
+      return;
+    }
     if (req.url !== '/live.webm') { res.writeHead(404); res.end('not here'); return; }
     res.writeHead(200, { 'content-type': 'video/webm' });
     const ff = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', clip, '-c', 'copy',
@@ -137,6 +144,30 @@ test('the page: "Watch live" plays the address in the list, relayed by other tab
   assert.equal(server.requests.length, 1, 'still one request at the server');
   await r.page.click(`${row} button.stop`);
   assert.deepEqual(r.errors, []);
+});
+
+test('a body sent faster than it plays is read at the pace of its media', async () => {
+  const [a] = tabs;
+  const url = `${server.url}/fast.webm`;
+  const seen = await a.page.evaluate(async (u) => {
+    const video = document.createElement('video');
+    video.muted = true;
+    document.body.append(video);
+    const player = await window.peersm.stream(u, video, { live: true, direct: true, singleOperator: true });
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 6000));
+    const s = player.stats();
+    const secs = (performance.now() - t0) / 1000;
+    player.stop();
+    video.remove();
+    return { lastSeq: s.lastSeq, direct: s.direct, secs };
+  }, url);
+  assert.equal(seen.direct, true);
+  // 250 ms chunks: real time since the start, plus the 3 s lead allowed,
+  // plus slack for the first burst; the whole 90 s file would be ~360.
+  const bound = Math.ceil((seen.secs + 1 + 3 + 2) * 4);
+  console.log(`# a 90 s recording sent at once: ${seen.lastSeq + 1} chunks made in ${seen.secs.toFixed(1)} s (bound ${bound})`);
+  assert.ok(seen.lastSeq + 1 <= bound, `${seen.lastSeq + 1} chunks in ${seen.secs} s`);
 });
 
 test('bad input: an address that is no stream, live options without live', async () => {
