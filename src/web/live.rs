@@ -46,6 +46,10 @@ const TARGET_BEHIND_SECS: f64 = 1.5;
 /// A player further behind the newest media than this jumps back to
 /// `TARGET_BEHIND_SECS`.
 const MAX_BEHIND_SECS: f64 = 6.0;
+/// While joining (this long after the first append) the backlog from two
+/// windows back comes in a burst: the player keeps within a second of
+/// `TARGET_BEHIND_SECS` rather than waiting to fall `MAX_BEHIND_SECS` behind.
+const JOINING_MS: f64 = 5_000.0;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -599,6 +603,8 @@ async fn live_loop(
     // The chunk being appended: its timestamp.
     let mut appending: Option<Option<u64>> = None;
     let mut started = false;
+    // When the first chunk was appended.
+    let mut joined_at: Option<f64> = None;
     loop {
         if appending.is_none() && !buffer.updating() {
             if let Some((data, ts, gap)) = queue.pop_front() {
@@ -644,7 +650,10 @@ async fn live_loop(
                 let end = buffered_end(element);
                 if let (Some(ts), Some(end)) = (ts, end) {
                     stats.borrow_mut().edge = Some((ts, end));
-                    catch_up(element, end, !started);
+                    let now_ms = js_sys::Date::now();
+                    let joining = *joined_at.get_or_insert(now_ms) + JOINING_MS > now_ms;
+                    let far = end - element.current_time() > TARGET_BEHIND_SECS + 1.0;
+                    catch_up(element, end, !started || (joining && far));
                     if !started {
                         started = true;
                         let _ = element.play();
