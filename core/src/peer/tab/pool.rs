@@ -17,6 +17,9 @@ use super::{LinkId, OpError, TabPeer};
 /// `GIVE_UP_BUILDING_MS` (tabs left, links are re-forming).
 const MAX_BUILD_FAILURES: u32 = 30;
 const GIVE_UP_BUILDING_MS: u64 = 60_000;
+/// A link whose circuit was dropped is not the start of a new one for
+/// this long, when another link can be.
+const SHUN_MS: u64 = 30_000;
 /// Wait after a failed circuit before the next, per failure in a row
 /// (at most 8 of them).
 const BUILD_BACKOFF_MS: u64 = 250;
@@ -47,6 +50,11 @@ pub(super) struct OrdbCircuits {
     by_circ: BTreeMap<(LinkId, u32), SourceId>,
     streams: BTreeMap<(LinkId, u32, u16), (SourceId, u32)>,
     building: BTreeSet<TaskId>,
+    /// The link each circuit being built starts on.
+    building_links: BTreeMap<TaskId, LinkId>,
+    /// Links whose circuit was dropped (a liar, a stall), until when new
+    /// circuits start elsewhere if they can.
+    shunned: BTreeMap<LinkId, u64>,
     /// Circuits that failed in a row, since when, and when to try again.
     build_failures: u32,
     failing_since: u64,
@@ -65,6 +73,8 @@ impl OrdbCircuits {
             by_circ: BTreeMap::new(),
             streams: BTreeMap::new(),
             building: BTreeSet::new(),
+            building_links: BTreeMap::new(),
+            shunned: BTreeMap::new(),
             build_failures: 0,
             failing_since: 0,
             next_build_at: 0,
@@ -95,6 +105,7 @@ impl OrdbCircuits {
         child: TaskId,
         result: TaskResult,
     ) -> Result<Option<SourceId>, OpError> {
+        self.building_links.remove(&child);
         if !self.building.remove(&child) {
             return Ok(None);
         }
@@ -223,6 +234,7 @@ impl OrdbCircuits {
     /// Closes a source's circuit.
     pub(super) fn drop(&mut self, tab: &mut TabPeer, source: SourceId) {
         if let Some((link, circ)) = self.sources.remove(&source) {
+            self.shunned.insert(link, tab.now + SHUN_MS);
             self.by_circ.remove(&(link, circ));
             self.streams
                 .retain(|(l, c, _), _| !(*l == link && *c == circ));
@@ -251,18 +263,37 @@ impl OrdbCircuits {
             if tab.now < self.next_build_at {
                 break;
             }
-            if let Some(own) = tab.take_warm(self.hops) {
+            let now = tab.now;
+            self.shunned.retain(|_, until| *until > now);
+            let shunned: Vec<LinkId> = self.shunned.keys().copied().collect();
+            let mut in_use: Vec<LinkId> = self
+                .sources
+                .values()
+                .map(|(l, _)| *l)
+                .chain(self.building_links.values().copied())
+                .chain(shunned.iter().copied())
+                .collect();
+            // A link neither in use nor shunned first; else any not shunned.
+            let open: Vec<LinkId> = tab.open_links().iter().map(|(_, l, _)| *l).collect();
+            if open.iter().all(|l| in_use.contains(l)) {
+                in_use = shunned;
+            }
+            if let Some(own) = tab.take_warm(self.hops, &in_use) {
                 // Built ahead: it comes back as a child's result, after
                 // this step, like any circuit built for us.
                 let child = tab.next_task;
                 tab.next_task += 1;
                 self.building.insert(child);
+                self.building_links.insert(child, own.link);
                 tab.task_input(id, TaskInput::Child(child, Box::new(TaskResult::Own(own))));
                 continue;
             }
-            let child = tab.spawn_build_tab(self.hops, Parent::Task(id), false);
+            let child = tab.spawn_build_tab_avoiding(self.hops, Parent::Task(id), false, &in_use);
             if tab.tasks.contains_key(&child) {
                 self.building.insert(child);
+                if let Some(link) = tab.first_link_of_build(child) {
+                    self.building_links.insert(child, link);
+                }
             } else if let Some(e) = self.build_failed(tab.now, "no link to start from") {
                 return Err(e);
             }

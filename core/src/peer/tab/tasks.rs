@@ -740,7 +740,34 @@ impl TabPeer {
     }
 
     pub(super) fn spawn_build_tab(&mut self, hops: usize, parent: Parent, listed: bool) -> TaskId {
-        let open = self.open_links();
+        self.spawn_build_tab_avoiding(hops, parent, listed, &[])
+    }
+
+    /// The link a circuit being built through tabs starts on.
+    pub(super) fn first_link_of_build(&self, task: TaskId) -> Option<LinkId> {
+        match &self.tasks.get(&task)?.kind {
+            Kind::BuildTab(b) => Some(b.link),
+            _ => None,
+        }
+    }
+
+    /// `spawn_build_tab`, starting on a link not in `avoid` when there is
+    /// one (a follower's or download's circuits then begin, and with one
+    /// tab end, at different tabs).
+    pub(super) fn spawn_build_tab_avoiding(
+        &mut self,
+        hops: usize,
+        parent: Parent,
+        listed: bool,
+        avoid: &[LinkId],
+    ) -> TaskId {
+        let all = self.open_links();
+        let fresh: Vec<_> = all
+            .iter()
+            .filter(|(_, l, _)| !avoid.contains(l))
+            .cloned()
+            .collect();
+        let open = if fresh.is_empty() { all } else { fresh };
         let pick = self.random_below(open.len());
         let id = self.new_task(
             parent,

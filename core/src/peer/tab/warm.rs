@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::share::DEFAULT_DOWNLOAD_HOPS;
 use super::tasks::{OwnCircuit, Parent, TaskId, TaskResult};
-use super::TabPeer;
+use super::{LinkId, TabPeer};
 
 /// Circuits kept ready per length.
 pub(super) const WARM_PER_LENGTH: usize = 1;
@@ -60,7 +60,8 @@ impl TabPeer {
 
     /// A circuit of `hops` tabs built ahead, if one is alive; its length
     /// is kept ready from now on (when warm circuits are on).
-    pub(super) fn take_warm(&mut self, hops: usize) -> Option<OwnCircuit> {
+    /// One that starts on a link in `avoid` is left for later.
+    pub(super) fn take_warm(&mut self, hops: usize, avoid: &[LinkId]) -> Option<OwnCircuit> {
         if self.warm.lengths.is_empty() {
             return None;
         }
@@ -71,14 +72,12 @@ impl TabPeer {
                 self.close_warm(old);
             }
         }
-        let taken = loop {
-            let Some(c) = self.warm.ready.get_mut(&hops).and_then(Vec::pop) else {
-                break None;
-            };
-            if self.core.mux(c.link).is_some_and(|m| m.is_alive(c.circ)) {
-                break Some(c);
-            }
-        };
+        self.prune_warm();
+        let list = self.warm.ready.entry(hops).or_default();
+        let taken = list
+            .iter()
+            .position(|c| !avoid.contains(&c.link))
+            .map(|i| list.swap_remove(i));
         self.keep_warm();
         taken
     }
