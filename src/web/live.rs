@@ -16,11 +16,9 @@ use std::rc::Rc;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use js_sys::{Object, Uint8Array};
-use peersm_core::content::live::web_stream_name;
 use peersm_core::content::HashName;
-use peersm_core::http::HttpUrl;
 use peersm_core::media::live::{Cut, LiveCutter};
-use peersm_core::peer::tab::{LiveOptions, LiveStream, Outcome, WebLiveOptions};
+use peersm_core::peer::tab::{web_live_name, LiveOptions, LiveStream, Outcome, WebLiveOptions};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -448,9 +446,7 @@ pub(crate) async fn play_web_live(
     element: HtmlMediaElement,
     options: WebLiveOptions,
 ) -> Result<Player, JsValue> {
-    let h = HttpUrl::parse(url)
-        .map(|u| web_stream_name(&u.to_string()))
-        .map_err(|e| js_error(&format!("stream: {e}")))?;
+    let (_, h) = web_live_name(url).map_err(|e| js_error(&format!("stream: {e}")))?;
     play_op(shared, h.to_hex(), element, |tab| {
         tab.watch_web_live(url, options, now())
     })

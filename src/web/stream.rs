@@ -439,8 +439,8 @@ impl Feed {
     /// Bytes `[from, to)` of the file, once their blocks are stored.
     async fn read(&mut self, from: u64, to: u64) -> Result<Vec<u8>, JsValue> {
         let len = u64::from(self.block_len);
-        let (first, last) = (from / len, to.saturating_sub(1) / len);
-        let blocks = first as u32..=last as u32;
+        let blocks = self.blocks_of(from, to);
+        let first = u64::from(*blocks.start());
         while let Some(missing) = blocks.clone().find(|b| !self.have.contains(b)) {
             if matches!(self.done, Some(Ok(()))) {
                 return Err(js_error("stream: blocks of the file are missing"));

@@ -65,7 +65,7 @@ pub use share::{
     DownloadOptions, Downloaded, SharedFile, DEFAULT_DOWNLOAD_HOPS, DEFAULT_MAX_DOWNLOAD,
 };
 pub use tasks::{LookupOutcome, OwnCircuit};
-pub use web_live::WebLiveOptions;
+pub use web_live::{web_live_name, WebLiveOptions};
 
 use bridge::BridgeLink;
 use links::TabLink;

@@ -121,31 +121,32 @@ impl WebSource {
     }
 }
 
+/// The address as a live stream's name carries it (`HttpUrl`'s form), and
+/// that name; refused before any fetch when it cannot be one.
+pub fn web_live_name(url: &str) -> Result<(String, crate::content::HashName), String> {
+    let u = HttpUrl::parse(url).map_err(|e| e.to_string())?.to_string();
+    if u.len() > MAX_LIVE_NAME || !u.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "a live stream's address must be printable ASCII of at most {MAX_LIVE_NAME} bytes"
+        ));
+    }
+    let h = web_stream_name(&u);
+    Ok((u, h))
+}
+
 impl TabPeer {
     /// Plays the live stream at web address `url`: from the tabs that
     /// relay it, or, when none does, fetched through three hops by this
     /// tab, which then relays it. Events and the end as `follow_live`'s.
     pub fn watch_web_live(&mut self, url: &str, options: WebLiveOptions, now: u64) -> u64 {
         self.now = now.max(self.now);
-        let parsed = HttpUrl::parse(url)
-            .map(|u| u.to_string())
-            .map_err(|e| e.to_string())
-            .and_then(|u| {
-                // It becomes the stream's name: refused before any fetch.
-                if u.len() > MAX_LIVE_NAME || !u.bytes().all(|b| b.is_ascii_graphic()) {
-                    Err(format!(
-                        "a live stream's address must be printable ASCII of at most {MAX_LIVE_NAME} bytes"
-                    ))
-                } else {
-                    Ok(u)
-                }
-            });
+        let parsed = web_live_name(url);
         let name = parsed
-            .as_deref()
-            .map_or(crate::content::HashName([0; 20]), web_stream_name);
+            .as_ref()
+            .map_or(crate::content::HashName([0; 20]), |(_, h)| *h);
         let mut task = LiveTask::new(name, options.hops, now);
         task.web = Some(Box::new(WebSource {
-            url: parsed.clone().unwrap_or_default(),
+            url: parsed.as_ref().map(|(u, _)| u.clone()).unwrap_or_default(),
             fetch: options.fetch,
             direct_at_once: options.direct,
             since: now,
@@ -178,12 +179,24 @@ impl TabPeer {
         now: u64,
     ) -> Result<super::LiveStream, OpError> {
         self.now = now.max(self.now);
-        let key = self.new_live_key()?;
-        let manifest = LiveManifest::sign_web(now, DEFAULT_CHUNK_MS, mime, url, init, &key)
-            .map_err(|e| OpError::Fetch(e.to_string()))?;
-        let stream = self.start_publishing(manifest, key);
+        let stream = self.publish_web(url, mime, init, now)?;
         self.after_input();
         Ok(stream)
+    }
+
+    /// Signs, holds and announces the stream of web address `url` under a
+    /// key made for it.
+    fn publish_web(
+        &mut self,
+        url: &str,
+        mime: &str,
+        init: &[u8],
+        now: u64,
+    ) -> Result<super::LiveStream, OpError> {
+        let key = self.new_live_key()?;
+        let manifest = LiveManifest::sign_web(now, DEFAULT_CHUNK_MS, mime, url, init, &key)
+            .map_err(|e| OpError::Fetch(format!("live: {url}: {e}")))?;
+        Ok(self.start_publishing(manifest, key))
     }
 
     /// Nobody relays the stream: fetch its address.
@@ -372,17 +385,7 @@ impl TabPeer {
                         )))
                     }
                     None => {
-                        let key = self.new_live_key()?;
-                        let manifest = LiveManifest::sign_web(
-                            now,
-                            DEFAULT_CHUNK_MS,
-                            &mse_type,
-                            url,
-                            &data,
-                            &key,
-                        )
-                        .map_err(|e| OpError::Fetch(format!("live: {url}: {e}")))?;
-                        let stream = self.start_publishing(manifest, key);
+                        let stream = self.publish_web(url, &mse_type, &data, now)?;
                         debug_assert_eq!(stream.hash_name, h);
                         d.init = Some(data);
                         self.events
