@@ -331,6 +331,7 @@ impl ClientCircuit {
             .remove(stream_id)
             .ok_or(CircuitError::NoSuchStream(stream_id))?;
         if self.destroyed.is_none() && !remote_ended {
+            self.streams.closed_by_us(stream_id);
             self.send_relay(
                 stream.hop,
                 RelayCell::new(stream.end_command(), stream_id, vec![reason]),
@@ -521,6 +522,9 @@ impl ClientCircuit {
                     .on_sendme(stream_id)
                     .map_err(|_| unexpected("stream SENDME"))?;
             }
+            // The answer to a stream we ended meanwhile: dropped.
+            relay_command::CONNECTED | relay_command::DB_CONNECTED
+                if self.streams.is_half_closed(stream_id) => {}
             relay_command::CONNECTED => {
                 let stream = self
                     .streams
@@ -575,6 +579,7 @@ impl ClientCircuit {
             relay_command::END | relay_command::DB_END
                 if !self.is_streams_own_hop(stream_id, hop) => {}
             relay_command::END | relay_command::DB_END => {
+                self.streams.end_of_half_closed(stream_id);
                 if let Some(reason) = self.streams.on_end(stream_id, end_reason_of(&msg.data)) {
                     self.events
                         .push_back(CircuitEvent::StreamEnded { stream_id, reason });

@@ -313,6 +313,11 @@ pub(crate) struct Streams {
     cursor: u16,
     next_id: u16,
     notices: VecDeque<StreamNotice>,
+    /// Streams we ended before the other side did, newest last: its
+    /// answer may be on the way still (a cancelled ORDB query), and is
+    /// dropped rather than taken as a protocol violation, as C tor does
+    /// with half-closed streams. At most `MAX_STREAMS_PER_CIRCUIT` kept.
+    half_closed: VecDeque<u16>,
 }
 
 /// The result of a read: the bytes and the SENDMEs to send.
@@ -400,6 +405,25 @@ impl Streams {
         self.map.remove(&id)
     }
 
+    /// We sent END on stream `id` before the other side ended it.
+    pub(crate) fn closed_by_us(&mut self, id: u16) {
+        if self.half_closed.len() >= MAX_STREAMS_PER_CIRCUIT {
+            self.half_closed.pop_front();
+        }
+        self.half_closed.push_back(id);
+    }
+
+    /// Whether stream `id` is one we ended whose other side has not (its
+    /// late cells are dropped).
+    pub(crate) fn is_half_closed(&self, id: u16) -> bool {
+        self.half_closed.contains(&id)
+    }
+
+    /// The other side's END for a stream we had ended: nothing more comes.
+    pub(crate) fn end_of_half_closed(&mut self, id: u16) {
+        self.half_closed.retain(|h| *h != id);
+    }
+
     /// Every stream, removed (the circuit died).
     pub(crate) fn drain(&mut self) -> Vec<u16> {
         std::mem::take(&mut self.map).into_keys().collect()
@@ -427,7 +451,7 @@ impl Streams {
         for _ in 0..=u16::MAX {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if id != 0 && !self.map.contains_key(&id) {
+            if id != 0 && !self.map.contains_key(&id) && !self.half_closed.contains(&id) {
                 return Some(id);
             }
         }
@@ -585,7 +609,11 @@ impl Streams {
             }
             if let (true, Some(reason)) = (s.queue.outgoing.is_empty(), s.queue.end_after_data) {
                 let end = s.end_command();
+                let remote_ended = s.remote_end.is_some();
                 self.map.remove(&id);
+                if !remote_ended {
+                    self.closed_by_us(id);
+                }
                 return Some((hop, RelayCell::new(end, id, vec![reason])));
             }
         }

@@ -756,3 +756,48 @@ fn an_ordb_query_that_does_not_decode_gets_an_answer_and_the_circuit_lives() {
     net.client.begin_db(circ, &query).unwrap();
     assert_eq!(queried(&net.run()).1, query);
 }
+
+#[test]
+fn an_answer_to_a_query_the_client_cancelled_leaves_the_circuit_up() {
+    // A player's seek ends queries it no longer needs. Their answers, on
+    // the way already when the DB_END leaves, must not close the circuit
+    // (as C tor accepts cells on half-closed streams).
+    use crate::cell::ordb::{db_end_reason, DbConnected, DbQuery};
+    let mut net = Chain::new(2, |c| c);
+    let circ = net.circuit(2);
+    let query = DbQuery {
+        hash_name: [7; 20],
+        block: 3,
+        offset: 0,
+        counter: 0,
+        flags: 0,
+    };
+    let stream = net.client.begin_db(circ, &query).unwrap();
+    let (at_ordb, _) = queried(&net.run());
+    // The client cancels; the ORDB answers before the DB_END reaches it.
+    net.client.end(circ, stream);
+    let answer = DbConnected {
+        manifest: None,
+        path: vec![[2; 32]; 3],
+        live: None,
+    };
+    let check = crate::cell::ordb::block_check(&[7; 20], 3);
+    net.routers[2]
+        .db_connected(at_ordb, stream, &answer, 0, check)
+        .unwrap();
+    net.routers[2].write(at_ordb, stream, &[9; 5000]).unwrap();
+    net.routers[2]
+        .end_stream(at_ordb, stream, db_end_reason::FINISHED)
+        .unwrap();
+    net.run();
+    assert!(
+        net.client.is_alive(circ),
+        "the cancelled answer closed the circuit"
+    );
+    assert!(!net.client_events.iter().any(|e| matches!(e,
+        MuxEvent::DbConnected { stream: s, .. } | MuxEvent::StreamEnded { stream: s, .. } if *s == stream)));
+    // The next query on the circuit is served.
+    let next = DbQuery { block: 4, ..query };
+    net.client.begin_db(circ, &next).unwrap();
+    assert_eq!(queried(&net.run()).1, next);
+}
