@@ -630,6 +630,17 @@ pub(crate) fn store_block(shared: &Shared, op: u64, block: u32, data: Vec<u8>, p
             .zip(d.files.clone())
     };
     let Some((id, files)) = target else { return };
+    // A player takes the verified block at once, from memory: it need not
+    // wait for IndexedDB to write it and read it back.
+    let data = Rc::new(data);
+    if let Some(p) = shared
+        .borrow()
+        .downloads
+        .get(&op)
+        .and_then(|s| s.player.as_ref())
+    {
+        let _ = p.unbounded_send(PlayerEvent::Verified(block, data.clone()));
+    }
     let weak = Rc::downgrade(shared);
     wasm_bindgen_futures::spawn_local(async move {
         match files.put_block(&id, block, &data, Some(&path)).await {

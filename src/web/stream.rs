@@ -12,7 +12,7 @@
 //! why.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use futures_channel::{mpsc, oneshot};
@@ -40,10 +40,20 @@ const BUFFERED_SLACK: f64 = 0.3;
 const KEEP_BEHIND_SECS: f64 = 10.0;
 /// Rounds of a probe before it is given up (headers, then the index).
 const MAX_PROBE_ROUNDS: usize = 64;
-/// Seconds buffered ahead from which an index after the media is read.
-const INDEX_AHEAD_SECS: f64 = 5.0;
+/// Verified blocks the player keeps in memory, in bytes: those it will
+/// append soon, and those around the play position for a seek back. Past
+/// this, stored blocks far from the play position are let go (IndexedDB
+/// still has them).
+const MEMORY_BYTES: usize = 8 << 20;
 
 pub(crate) type PlayerTx = mpsc::UnboundedSender<PlayerEvent>;
+
+/// How a read asks the download for blocks it lacks (`Feed::read`).
+#[derive(Clone, Copy)]
+enum Urgency {
+    Next,
+    Beside,
+}
 
 /// What the player hears: from the download, and from the media element.
 pub(crate) enum PlayerEvent {
@@ -58,6 +68,8 @@ pub(crate) enum PlayerEvent {
         mime: String,
         have: Vec<u32>,
     },
+    /// A block verified by the download, before IndexedDB has it.
+    Verified(u32, Rc<Vec<u8>>),
     Stored(u32),
     /// The download ended.
     Done(Result<(), String>),
@@ -308,6 +320,9 @@ pub(crate) async fn stream(
         size: 0,
         block_len: 1,
         have: BTreeSet::new(),
+        stored: BTreeSet::new(),
+        memory: BTreeMap::new(),
+        memory_bytes: 0,
         wanted: None,
         done: None,
         later: VecDeque::new(),
@@ -344,7 +359,13 @@ struct Feed {
     file_id: String,
     size: u64,
     block_len: u32,
+    /// Blocks that can be read: in `memory`, or stored.
     have: BTreeSet<u32>,
+    /// Blocks IndexedDB has.
+    stored: BTreeSet<u32>,
+    /// Verified blocks, as the download handed them over.
+    memory: BTreeMap<u32, Rc<Vec<u8>>>,
+    memory_bytes: usize,
     /// The block the download was last asked to fetch first.
     wanted: Option<u32>,
     done: Option<Result<(), String>>,
@@ -386,6 +407,42 @@ impl Feed {
         (from / len) as u32..=(to.saturating_sub(1) / len) as u32
     }
 
+    /// Keeps a verified block in memory for the player.
+    fn keep(&mut self, block: u32, data: Rc<Vec<u8>>) {
+        self.memory_bytes += data.len();
+        if let Some(old) = self.memory.insert(block, data) {
+            self.memory_bytes -= old.len();
+        }
+        self.trim_memory();
+    }
+
+    /// Lets go of stored blocks far from the play position while memory is
+    /// over `MEMORY_BYTES` (blocks not yet stored stay: they cannot be
+    /// read back yet).
+    fn trim_memory(&mut self) {
+        let at = i64::from(self.wanted.unwrap_or(0));
+        while self.memory_bytes > MEMORY_BYTES {
+            let farthest = self
+                .memory
+                .keys()
+                .filter(|b| self.stored.contains(b))
+                .max_by_key(|b| (i64::from(**b) - at).abs())
+                .copied();
+            let Some(b) = farthest else { return };
+            if let Some(d) = self.memory.remove(&b) {
+                self.memory_bytes -= d.len();
+            }
+        }
+    }
+
+    /// Block `block`'s bytes: from memory, else from IndexedDB.
+    async fn block(&self, block: u32) -> Result<Option<Rc<Vec<u8>>>, JsValue> {
+        if let Some(d) = self.memory.get(&block) {
+            return Ok(Some(d.clone()));
+        }
+        Ok(self.files.block(&self.file_id, block).await?.map(Rc::new))
+    }
+
     /// Whether bytes `[from, to)` are stored.
     fn holds(&self, from: u64, to: u64) -> bool {
         self.blocks_of(from, to).all(|b| self.have.contains(&b))
@@ -395,8 +452,14 @@ impl Feed {
     /// player was stopped.
     fn note(&mut self, e: &PlayerEvent) -> Result<(), JsValue> {
         match e {
+            PlayerEvent::Verified(b, data) => {
+                self.have.insert(*b);
+                self.keep(*b, data.clone());
+            }
             PlayerEvent::Stored(b) => {
                 self.have.insert(*b);
+                self.stored.insert(*b);
+                self.trim_memory();
             }
             PlayerEvent::Done(Err(why)) => {
                 self.done = Some(Err(why.clone()));
@@ -426,6 +489,7 @@ impl Feed {
         if matches!(
             e,
             PlayerEvent::Stored(_)
+                | PlayerEvent::Verified(..)
                 | PlayerEvent::UpdateEnd
                 | PlayerEvent::Seeking
                 | PlayerEvent::TimeUpdate
@@ -436,23 +500,32 @@ impl Feed {
         Ok(())
     }
 
-    /// Bytes `[from, to)` of the file, once their blocks are stored.
-    async fn read(&mut self, from: u64, to: u64) -> Result<Vec<u8>, JsValue> {
+    /// Bytes `[from, to)` of the file, once their blocks are here. The
+    /// download fetches them from where it fetches first (`Urgency::Next`:
+    /// the headers, before anything plays), or beside that without moving
+    /// it (`Urgency::Beside`: an index, while the play position's blocks
+    /// keep coming).
+    async fn read(&mut self, from: u64, to: u64, urgency: Urgency) -> Result<Vec<u8>, JsValue> {
         let len = u64::from(self.block_len);
         let blocks = self.blocks_of(from, to);
         let first = u64::from(*blocks.start());
+        let mut asked = false;
         while let Some(missing) = blocks.clone().find(|b| !self.have.contains(b)) {
             if matches!(self.done, Some(Ok(()))) {
                 return Err(js_error("stream: blocks of the file are missing"));
             }
-            self.want(missing);
+            match urgency {
+                Urgency::Next => self.want(missing),
+                Urgency::Beside if !asked => self.prefetch(blocks.clone().collect()),
+                Urgency::Beside => {}
+            }
+            asked = true;
             self.next_download().await?;
         }
         let mut out = Vec::new();
         for b in blocks {
             let data = self
-                .files
-                .block(&self.file_id, b)
+                .block(b)
                 .await?
                 .ok_or_else(|| js_error("stream: a stored block is gone"))?;
             out.extend_from_slice(&data);
@@ -554,7 +627,8 @@ async fn play(
             feed.file_id = file_id;
             feed.size = size;
             feed.block_len = block_len.max(1);
-            feed.have.extend(have);
+            feed.have.extend(have.iter().copied());
+            feed.stored.extend(have);
             break mime;
         }
     };
@@ -616,11 +690,9 @@ async fn play(
     let mut playback = Playback::new(index, feed.size, feed.block_len, feed.have.iter().copied());
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
-        // The index is read once it is here and playback has begun, or
-        // enough is buffered to play meanwhile (or at once when a seek
-        // needs it, below): the first frame comes first.
-        let started = element.current_time() > 0.0 || buffered_ahead(element) >= INDEX_AHEAD_SECS;
-        if let (Some(at), true) = (playback.index().deferred_index, started) {
+        // The index is read as soon as it is here (from memory: it came
+        // moments ago), so that a seek finds it ready.
+        if let Some(at) = playback.index().deferred_index {
             if feed.holds(at, feed.size) {
                 read_index(feed, &mime, &head, &mut playback).await?;
             }
@@ -635,11 +707,16 @@ async fn play(
         // A failed download ends nothing here: what is stored plays.
         let _ = feed.note(&event);
         match event {
-            PlayerEvent::Stored(b) => playback.stored(b),
+            PlayerEvent::Stored(b) | PlayerEvent::Verified(b, _) => playback.stored(b),
             PlayerEvent::UpdateEnd => playback.appended(),
             PlayerEvent::Seeking if element.seeking() && buffered_ahead(element) <= 0.0 => {
                 stats.borrow_mut().seeks += 1;
                 if playback.index().deferred_index.is_some() {
+                    // The index is not here yet: the download fetches it,
+                    // and near where the target should be meanwhile.
+                    if let Some(b) = playback.guess_block(element.current_time()) {
+                        feed.want(b);
+                    }
                     read_index(feed, &mime, &head, &mut playback).await?;
                 }
                 if buffer.updating() {
@@ -685,7 +762,7 @@ async fn append_next(
             if reset && open {
                 buffer.abort()?;
             }
-            let data = feed.files.block(&feed.file_id, block).await?;
+            let data = feed.block(block).await?;
             let start = u64::from(block) * u64::from(feed.block_len);
             let part = data
                 .as_deref()
@@ -733,7 +810,9 @@ async fn probe(feed: &mut Feed, mime: &str) -> Result<(Probed, Vec<u8>), JsValue
         match media::probe(mime, size, &head, None) {
             Probe::Need { from: 0, to } if to > head.len() as u64 => {
                 // Only what the head lacks (it ends on a block boundary).
-                let more = feed.read(head.len() as u64, round_up(to)).await?;
+                let more = feed
+                    .read(head.len() as u64, round_up(to), Urgency::Next)
+                    .await?;
                 head.extend_from_slice(&more);
             }
             Probe::Need { .. } => {
@@ -777,13 +856,12 @@ async fn read_index(
     };
     let mut to = (at - at % len + len).min(size);
     for _ in 0..MAX_PROBE_ROUNDS {
-        let bytes = feed.read(at, to).await?;
+        let bytes = feed.read(at, to, Urgency::Beside).await?;
         match media::probe(mime, size, head, Some((at, &bytes))) {
             Probe::Need { from, to: more } if from == at && more > to && more <= size => to = more,
             Probe::Ready(index) if index.deferred_index.is_none() => {
                 log::info(&format!("stream: {} seek points", index.points.len()));
                 playback.set_index(index);
-                feed.want(playback.wanted_block());
                 return Ok(());
             }
             other => {
@@ -795,7 +873,6 @@ async fn read_index(
     let mut index = playback.index().clone();
     index.deferred_index = None;
     playback.set_index(index);
-    feed.want(playback.wanted_block());
     Ok(())
 }
 

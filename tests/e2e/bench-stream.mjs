@@ -3,8 +3,12 @@
 // played tab → tab (1) through Peersm with one hop between the viewer and
 // the ORDB, (2) through Peersm with three hops, and (3) through WebTorrent
 // (file.streamTo(video) with its service worker, a local tracker, WebRTC
-// between the tabs). Each round plays a fresh copy: Peersm removes it from
-// IndexedDB, WebTorrent destroys its store.
+// between the tabs), both by default (it fetches the whole file while the
+// start plays, so its seek may find the target held already) and "stream
+// only" (no piece selected: it fetches what the player reads, and the seek
+// fetches its target, as Peersm's always does). Each round says how much
+// was held at the seek. Each round plays a fresh copy: Peersm removes it
+// from IndexedDB, WebTorrent destroys its store.
 //   cargo build --release -p peersm-node && npm run build:wasm &&
 //   PEERSM_NODE=target/release/peersm-node node tests/e2e/bench-stream.mjs [--rounds 5] [--seconds 30] [--only peersm]
 import { startNode, launchBrowser, eventually, startFileServer } from './helpers.mjs';
@@ -25,7 +29,10 @@ const browsers = [];
 const results = {};
 const record = (what, r) => {
   (results[what] ??= []).push(r);
-  console.log(`${what}: first frame ${r.firstFrameMs.toFixed(0)} ms, seek to ${SEEK_TO * 100} % played in ${r.seekMs.toFixed(0)} ms`);
+  const held = r.heldAtSeek
+    ? ` (held at the seek: ${(r.heldAtSeek.file * 100).toFixed(0)} % of the file, the target ${r.heldAtSeek.atTarget ? 'already' : 'not yet'})`
+    : '';
+  console.log(`${what}: first frame ${r.firstFrameMs.toFixed(0)} ms, seek to ${SEEK_TO * 100} % played in ${r.seekMs.toFixed(0)} ms${held}`);
 };
 
 /** Plays `hash` through `hops` in `page`: { firstFrameMs, seekMs }; the
@@ -36,10 +43,13 @@ const peersmRound = (page, hash, hops) => page.evaluate(async ({ hash, hops, see
   document.body.append(video);
   const t0 = performance.now();
   const frame = new Promise((resolve) => video.requestVideoFrameCallback(() => resolve(performance.now() - t0)));
-  const player = await window.peersm.stream(hash, video, { hops });
+  let held = { received: 0, total: 1 };
+  const player = await window.peersm.stream(hash, video, { hops, onProgress: (p) => { held = p; } });
   video.play().catch(() => {});
   const firstFrameMs = await frame;
   const target = video.duration * seekTo;
+  // Peersm fetches from the play position first: the target is not held.
+  const heldAtSeek = { file: held.received / (held.total || 1), atTarget: false };
   const t1 = performance.now();
   video.currentTime = target;
   await new Promise((resolve, reject) => {
@@ -52,7 +62,7 @@ const peersmRound = (page, hash, hops) => page.evaluate(async ({ hash, hops, see
   player.stop();
   video.remove();
   await file.remove();
-  return { firstFrameMs, seekMs };
+  return { firstFrameMs, seekMs, heldAtSeek };
 }, { hash, hops, seekTo: SEEK_TO });
 
 const node = await startNode({ args: ['--relays', '0'] });
@@ -90,17 +100,22 @@ try {
   if (ONLY !== 'peersm') {
     const { startWebTorrent } = await import('./webtorrent.mjs');
     const wt = await startWebTorrent(launchBrowser, browsers, { '/clip.webm': clip });
-    for (let round = 0; round < ROUNDS; round += 1) record('webtorrent', await wt.streamRound('/clip.webm', SEEK_TO));
+    for (let round = 0; round < ROUNDS; round += 1) {
+      record('webtorrent', await wt.streamRound('/clip.webm', SEEK_TO));
+      record('webtorrent stream only', await wt.streamRound('/clip.webm', SEEK_TO, { streamOnly: true }));
+    }
     await wt.stop();
   }
   console.log(`\n${(clip.length / 1e6).toFixed(1)} MB VP9 WebM (${SECONDS} s) tab → tab, median of ${ROUNDS} rounds:`);
   const med = (what, k) => median(results[what].map((r) => r[k]));
   for (const what of Object.keys(results)) {
-    console.log(`  ${what.padEnd(14)} first frame ${med(what, 'firstFrameMs').toFixed(0)} ms, seek to play ${med(what, 'seekMs').toFixed(0)} ms`);
+    console.log(`  ${what.padEnd(22)} first frame ${med(what, 'firstFrameMs').toFixed(0)} ms, seek to play ${med(what, 'seekMs').toFixed(0)} ms`);
   }
-  if (results.webtorrent) {
+  // Peersm's seek always fetches its target; so does WebTorrent's in
+  // "stream only", while by default it has often fetched it already.
+  for (const wt of ['webtorrent', 'webtorrent stream only'].filter((w) => results[w])) {
     for (const what of ['peersm 1 hop', 'peersm 3 hops'].filter((w) => results[w])) {
-      console.log(`  ${what} / WebTorrent: first frame ${(med(what, 'firstFrameMs') / med('webtorrent', 'firstFrameMs')).toFixed(2)}, seek ${(med(what, 'seekMs') / med('webtorrent', 'seekMs')).toFixed(2)} (below 1: faster)`);
+      console.log(`  ${what} / ${wt}: first frame ${(med(what, 'firstFrameMs') / med(wt, 'firstFrameMs')).toFixed(2)}, seek ${(med(what, 'seekMs') / med(wt, 'seekMs')).toFixed(2)} (below 1: faster)`);
     }
   }
 } finally {

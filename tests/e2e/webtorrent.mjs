@@ -109,7 +109,12 @@ export async function startWebTorrent(launchBrowser, browsers, files = {}) {
     /** Seeds `path` (one of `files`) once, then plays it in a new client
      *  with file.streamTo(video) through WebTorrent's service worker:
      *  { firstFrameMs, seekMs } (a seek to `seekTo` of the duration). */
-    async streamRound(path, seekTo) {
+    /** Plays `path` and seeks to `seekTo` of it: { firstFrameMs, seekMs,
+     *  heldAtSeek }. With `streamOnly`, the torrent starts with no piece
+     *  selected (`deselect`), so it fetches only what the player reads and
+     *  the seek fetches its target from the seeder; by default WebTorrent
+     *  fetches the whole file meanwhile and may hold the target already. */
+    async streamRound(path, seekTo, { streamOnly = false } = {}) {
       if (!streamMagnets[path]) {
         streamMagnets[path] = await seeder.evaluate(({ path, announce }) => new Promise((resolve, reject) => {
           fetch(path).then((r) => r.blob()).then((blob) => {
@@ -119,7 +124,7 @@ export async function startWebTorrent(launchBrowser, browsers, files = {}) {
           }, reject);
         }), { path, announce });
       }
-      return downloader.evaluate(async ({ magnet, announce, seekTo }) => {
+      return downloader.evaluate(async ({ magnet, announce, seekTo, streamOnly }) => {
         const registration = await navigator.serviceWorker.register('/sw.min.js', { scope: '/' });
         const worker = registration.active ?? registration.waiting ?? registration.installing;
         if (worker.state !== 'activated') {
@@ -134,13 +139,20 @@ export async function startWebTorrent(launchBrowser, browsers, files = {}) {
         const firstFrameMs = await new Promise((resolve, reject) => {
           client.on('error', reject);
           video.requestVideoFrameCallback(() => resolve(performance.now() - t0));
-          client.add(magnet, { announce: [announce], destroyStoreOnDestroy: true }, (torrent) => {
+          client.add(magnet, { announce: [announce], destroyStoreOnDestroy: true, deselect: streamOnly }, (torrent) => {
             torrent.files[0].streamTo(video);
             video.play().catch(() => {});
           });
           setTimeout(() => reject(new Error('WebTorrent: no frame in 60 s')), 60000);
         });
         const target = video.duration * seekTo;
+        const torrent = client.torrents[0];
+        // How much of the file, and of the bytes from the target on, the
+        // downloader holds when it seeks (WebTorrent keeps fetching in the
+        // background while the first frame plays).
+        const file = torrent.files[0];
+        const at = Math.floor((file.length * seekTo) / torrent.pieceLength);
+        const heldAtSeek = { file: torrent.progress, atTarget: torrent.bitfield.get(at) && torrent.bitfield.get(at + 1) };
         const t1 = performance.now();
         video.currentTime = target;
         await new Promise((resolve, reject) => {
@@ -152,8 +164,8 @@ export async function startWebTorrent(launchBrowser, browsers, files = {}) {
         const seekMs = performance.now() - t1;
         video.remove();
         await new Promise((r) => client.destroy(r));
-        return { firstFrameMs, seekMs };
-      }, { magnet: streamMagnets[path], announce, seekTo });
+        return { firstFrameMs, seekMs, heldAtSeek };
+      }, { magnet: streamMagnets[path], announce, seekTo, streamOnly });
     },
     async stop() {
       tracker.close();

@@ -276,30 +276,55 @@ impl Scheduler {
     }
 
     /// Asks for block `block` and those after it first (a player needs
-    /// them next). Queries in flight for blocks outside the new window end
-    /// (`Action::Cancel`, their bytes kept): a seek's blocks get the
-    /// circuits to themselves at once.
+    /// them next). The window becomes the first `WINDOW` blocks not held,
+    /// in the order they are asked (`next_missing`'s); queries in flight
+    /// for blocks outside it end (`Action::Cancel`, their bytes kept): a
+    /// seek's blocks get the circuits to themselves at once, while a
+    /// position that moved on by a block keeps what is in flight.
     pub fn prioritize(&mut self, block: u32, now: u64) {
         if self.priority == block {
             return;
         }
         self.priority = block;
-        let near = block..block.saturating_add(WINDOW as u32);
-        let also = &self.also;
+        let window: BTreeSet<u32> = self.in_order().take(WINDOW).collect();
         let away: Vec<(SourceId, u32)> = self
             .sources
             .iter()
             .flat_map(|(id, s)| s.queries.iter().map(move |q| (*id, q.block)))
-            .filter(|(_, b)| !near.contains(b) && !also.contains(b))
+            .filter(|(_, b)| !window.contains(b) && !self.also.contains(b))
             .collect();
         for (source, block) in away {
-            if let Some(s) = self.sources.get_mut(&source) {
-                s.queries.retain(|q| q.block != block);
-            }
-            self.release(block);
-            self.actions.push_back(Action::Cancel { source, block });
+            self.cancel(source, block);
         }
         self.assign(now);
+    }
+
+    /// The blocks not held, in the order they are asked: those wanted
+    /// besides, then from `priority` on, then from the start.
+    fn in_order(&self) -> impl Iterator<Item = u32> + '_ {
+        let n = u32::try_from(self.blocks.len()).unwrap_or(u32::MAX);
+        let from = self.priority.min(n);
+        let not_held = |b: &u32| {
+            matches!(
+                self.blocks.get(*b as usize),
+                Some(BlockState::Missing | BlockState::Asked(_))
+            )
+        };
+        self.also.iter().copied().filter(not_held).chain(
+            (from..n)
+                .chain(0..from)
+                .filter(move |b| !self.also.contains(b) && not_held(b)),
+        )
+    }
+
+    /// Ends the query for `block` on `source`; the block is asked again
+    /// later, from what came of it.
+    fn cancel(&mut self, source: SourceId, block: u32) {
+        if let Some(s) = self.sources.get_mut(&source) {
+            s.queries.retain(|q| q.block != block);
+        }
+        self.release(block);
+        self.actions.push_back(Action::Cancel { source, block });
     }
 
     /// Asks for `blocks` before anything else, without moving the
@@ -320,17 +345,8 @@ impl Scheduler {
     /// The next block to ask for: a block wanted besides, else the first
     /// missing one from `priority` on, else the first missing one.
     fn next_missing(&self) -> Option<u32> {
-        let missing = |b: &u32| matches!(self.blocks.get(*b as usize), Some(BlockState::Missing));
-        if let Some(b) = self.also.iter().copied().find(missing) {
-            return Some(b);
-        }
-        let from = (self.priority as usize).min(self.blocks.len());
-        let after = self.blocks.get(from..).unwrap_or_default();
-        let found = match after.iter().position(|b| *b == BlockState::Missing) {
-            Some(i) => from + i,
-            None => self.blocks.iter().position(|b| *b == BlockState::Missing)?,
-        };
-        u32::try_from(found).ok()
+        self.in_order()
+            .find(|b| matches!(self.blocks.get(*b as usize), Some(BlockState::Missing)))
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -1133,21 +1149,38 @@ mod tests {
         let (asked, _) = actions(&mut s);
         let blocks: Vec<u32> = asked.iter().map(|(_, b)| *b).collect();
         assert_eq!(blocks, vec![19, 0, 1, 2, 3]);
-        // A seek: the queries outside its window end (their circuits are
-        // the seek's at once), and its blocks are asked.
+        // A seek: the queries away from it end (their circuits are the
+        // seek's at once), and its blocks are asked; 19 is near enough to
+        // go on.
         s.prioritize(10, 3);
         let (seek, cancelled) = actions(&mut s);
         let mut cancelled: Vec<u32> = cancelled.iter().map(|(_, b)| *b).collect();
         cancelled.sort_unstable();
-        assert_eq!(cancelled, vec![0, 1, 2, 3, 19]);
+        assert_eq!(cancelled, vec![0, 1, 2, 3]);
         let blocks: Vec<u32> = seek.iter().map(|(_, b)| *b).collect();
-        // 14 to 18 are here: then the first missing from 10 on, 19.
-        assert_eq!(blocks, vec![10, 11, 12, 13, 19]);
+        assert_eq!(blocks, vec![10, 11, 12, 13]);
+        // Playing on by a block cancels nothing: 10 came, and then the
+        // file's start is asked.
+        let (source, block) = seek[0];
+        serve(&f, &mut s, source, block, 3);
+        let (asked, _) = actions(&mut s);
+        assert_eq!(asked.iter().map(|(_, b)| *b).collect::<Vec<_>>(), vec![0]);
+        s.prioritize(11, 3);
+        assert_eq!(actions(&mut s), (vec![], vec![]));
+        // Back by two with the window full (10 is held): the block that
+        // came last in the order (0) makes room for 9.
+        s.prioritize(9, 3);
+        let (asked, cancelled) = actions(&mut s);
+        assert_eq!(
+            cancelled.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+            vec![0]
+        );
+        assert_eq!(asked.iter().map(|(_, b)| *b).collect::<Vec<_>>(), vec![9]);
         // A block wanted besides (an index) goes first when a query ends,
         // without moving the priority, and is not cancelled by a seek.
         s.want_also([7], 4);
         assert!(actions(&mut s).0.is_empty(), "the window is full");
-        let (source, block) = seek[0];
+        let (source, block) = asked[0];
         serve(&f, &mut s, source, block, 5);
         let (next, _) = actions(&mut s);
         assert_eq!(next.iter().map(|(_, b)| *b).collect::<Vec<_>>(), vec![7]);

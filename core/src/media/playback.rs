@@ -13,6 +13,9 @@ use super::MediaIndex;
 /// No more is appended while this many seconds are buffered ahead of the
 /// play position: MediaSource keeps what it is given in memory.
 pub const MAX_AHEAD_SECS: f64 = 60.0;
+/// `guess_block` aims this far before a seek's target: keyframes come
+/// every second or two in files made to stream.
+const GUESS_EARLY_SECS: f64 = 1.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -104,6 +107,20 @@ impl Playback {
     /// appends from next.
     pub fn wanted_block(&self) -> u32 {
         self.block_of(self.at.min(self.size.saturating_sub(1)))
+    }
+
+    /// A guess at the block a seek to `time` will want while the index is
+    /// not read yet (it lies after the media): the media's bytes taken as
+    /// spread evenly over its duration, a second early for the keyframe
+    /// before the target. `None` when the file says no duration, or the
+    /// index is known.
+    pub fn guess_block(&self, time: f64) -> Option<u32> {
+        let end = self.index.deferred_index?;
+        let duration = self.index.duration.filter(|d| *d > 0.0)?;
+        let media = end.saturating_sub(self.index.media_start) as f64;
+        let fraction = ((time - GUESS_EARLY_SECS) / duration).clamp(0.0, 1.0);
+        let offset = self.index.media_start + (media * fraction) as u64;
+        Some(self.block_of(offset.min(end)))
     }
 
     /// What to do now, with `ahead` seconds buffered past the play
@@ -366,6 +383,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn before_its_index_a_seek_guesses_a_block_a_second_early() {
+        // Media from 150 to 3950 (the index after it), 4 s: ~950 bytes a
+        // second, blocks of 400.
+        let mut i = index();
+        i.points.clear();
+        i.deferred_index = Some(3950);
+        let p = Playback::new(i.clone(), 4000, 400, []);
+        // 3.5 s: a second early is 2.5 s, byte 150 + 2375 = 2525, block 6.
+        assert_eq!(p.guess_block(3.5), Some(6));
+        assert_eq!(p.guess_block(0.2), Some(0));
+        assert_eq!(p.guess_block(99.0), Some(9));
+        // Once the index is known, or without a duration, no guess.
+        assert_eq!(Playback::new(index(), 4000, 400, []).guess_block(3.5), None);
+        i.duration = None;
+        assert_eq!(Playback::new(i, 4000, 400, []).guess_block(3.5), None);
     }
 
     #[test]
