@@ -682,14 +682,19 @@ async fn play(
             message: None,
         }),
     );
-    // An index after the media is fetched beside the first blocks (a seek
-    // needs it), without holding them back.
-    if let Some(at) = index.deferred_index {
-        feed.prefetch(feed.blocks_of(at, feed.size).collect());
-    }
     let mut playback = Playback::new(index, feed.size, feed.block_len, feed.have.iter().copied());
+    let mut index_asked = false;
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;
+        // An index after the media is fetched beside the play position (a
+        // seek needs it) once the first frame is in: before, it would share
+        // the circuits with the first blocks and hold them back.
+        if let (Some(at), false) = (playback.index().deferred_index, index_asked) {
+            if buffered_ahead(element) > 0.0 {
+                feed.prefetch(feed.blocks_of(at, feed.size).collect());
+                index_asked = true;
+            }
+        }
         // The index is read as soon as it is here (from memory: it came
         // moments ago), so that a seek finds it ready.
         if let Some(at) = playback.index().deferred_index {

@@ -90,7 +90,8 @@ struct Source {
     queries: VecDeque<Query>,
     /// Bytes per second, smoothed; `None` until a block finished.
     rate: Option<u64>,
-    /// Query to first byte, ms, smoothed.
+    /// Query to first byte, ms, smoothed; until a block finished, that of
+    /// its first answer.
     delay: Option<u64>,
     last_byte_at: u64,
     unavailable: u32,
@@ -163,6 +164,14 @@ pub struct Scheduler {
     /// index after the media): asked before them, without moving it.
     also: BTreeSet<u32>,
 }
+
+/// What a circuit is taken to carry, bytes a second, until it finished a
+/// block (a loaded 3-hop circuit through tabs on one machine).
+pub const ASSUMED_RATE: u64 = 500_000;
+/// What a circuit that has not answered yet is taken to need before its
+/// first byte, ms: its ORDB may still have to find the file, where one that
+/// answered already knows the way.
+pub const UNANSWERED_DELAY_MS: u64 = 500;
 
 /// Blocks `want_also` keeps at once.
 pub const MAX_ALSO: usize = 16;
@@ -435,21 +444,25 @@ impl Scheduler {
                 *b = BlockState::Asked(source);
             }
         }
-        let Some(q) = self.query_mut(source, block) else {
-            return;
-        };
-        q.first_byte_at.get_or_insert(now);
+        self.answered(source, block, now);
         let p = self.partial.entry(block).or_default();
         p.path = Some(answer.path);
         self.assign(now);
     }
 
-    fn query_mut(&mut self, source: SourceId, block: u32) -> Option<&mut Query> {
-        self.sources
-            .get_mut(&source)?
-            .queries
-            .iter_mut()
-            .find(|q| q.block == block)
+    /// The first answer to the query for `block` on `source`: the
+    /// circuit's delay is known from then on.
+    fn answered(&mut self, source: SourceId, block: u32, now: u64) {
+        let Some(s) = self.sources.get_mut(&source) else {
+            return;
+        };
+        let Some(q) = s.queries.iter_mut().find(|q| q.block == block) else {
+            return;
+        };
+        if q.first_byte_at.is_none() {
+            q.first_byte_at = Some(now);
+            s.delay.get_or_insert(now.saturating_sub(q.sent_at));
+        }
     }
 
     /// Bytes of `block` from `source`, in order.
@@ -462,10 +475,17 @@ impl Scheduler {
             return;
         };
         s.last_byte_at = now;
-        let Some(q) = s.queries.iter_mut().find(|q| q.block == block) else {
+        if !s.queries.iter().any(|q| q.block == block) {
+            return;
+        }
+        self.answered(source, block, now);
+        let Some(q) = self
+            .sources
+            .get_mut(&source)
+            .and_then(|s| s.queries.iter_mut().find(|q| q.block == block))
+        else {
             return;
         };
-        q.first_byte_at.get_or_insert(now);
         q.received += data.len() as u64;
         self.unavailable_run = 0;
         self.not_found_drops = 0;
@@ -640,8 +660,11 @@ impl Scheduler {
     }
 
     /// When `source` would finish one more block, ms from now: what it has
-    /// queued at its rate, plus its delay. Unmeasured circuits come after
-    /// measured ones that are free.
+    /// queued at its rate, plus its delay. A circuit that has not finished
+    /// a block is taken at `ASSUMED_RATE`, and one that has not answered
+    /// at all at `UNANSWERED_DELAY_MS`: the block after a download's first
+    /// goes behind it on the circuit that answered, rather than to a fresh
+    /// one whose ORDB has yet to find the file.
     fn eta(&self, s: &Source, block_len: u64) -> u64 {
         let queued: u64 = s
             .queries
@@ -649,10 +672,8 @@ impl Scheduler {
             .map(|q| q.expected.saturating_sub(q.received))
             .sum::<u64>()
             + block_len;
-        match s.rate {
-            Some(rate) => queued * 1000 / rate.max(1) + s.delay.unwrap_or(0),
-            None => 1_000_000 + s.queries.len() as u64 * 1_000_000,
-        }
+        let rate = s.rate.unwrap_or(ASSUMED_RATE).max(1);
+        queued * 1000 / rate + s.delay.unwrap_or(UNANSWERED_DELAY_MS)
     }
 
     /// Gives queries to circuits while the window has room.
@@ -854,6 +875,11 @@ mod tests {
         let blocks: BTreeSet<u32> = more.iter().map(|(_, q)| q.block).collect();
         assert_eq!(blocks, (1..5).collect());
         assert!(more.iter().all(|(_, q)| q.flags == 0 && q.offset == 0));
+        // Block 1 goes behind block 0 on the circuit that answered; the
+        // others to circuits that have not answered yet.
+        let on = |b: u32| more.iter().find(|(_, q)| q.block == b).map(|(id, _)| *id);
+        assert_eq!(on(1), Some(first[0].0));
+        assert!((2..5).all(|b| on(b) != Some(first[0].0)));
     }
 
     #[test]
