@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use js_sys::{Object, Uint8Array};
 use peersm_core::content::HashName;
 use peersm_core::media::live::{Cut, LiveCutter};
+use peersm_core::media::live_play::{live_delay_ms, LivePosition};
 use peersm_core::peer::tab::{web_live_name, LiveOptions, LiveStream, Outcome, WebLiveOptions};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -37,18 +38,6 @@ const DEFAULT_CHUNK_MS: u32 = 250;
 const KEYFRAME_EVERY_MS: u32 = 1000;
 /// What is more than this far behind the play position is removed.
 const KEEP_BEHIND_SECS: f64 = 30.0;
-/// Where a live player plays: this far behind the newest media it has.
-/// A joiner gets chunks from two windows back (where a decoder can
-/// start), then plays from here.
-const TARGET_BEHIND_SECS: f64 = 1.5;
-/// A player further behind the newest media than this jumps back to
-/// `TARGET_BEHIND_SECS`.
-const MAX_BEHIND_SECS: f64 = 6.0;
-/// While joining (this long after the first append) the backlog from two
-/// windows back comes in a burst: the player keeps within a second of
-/// `TARGET_BEHIND_SECS` rather than waiting to fall `MAX_BEHIND_SECS` behind.
-const JOINING_MS: f64 = 5_000.0;
-
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct LiveOptionsJs {
@@ -152,14 +141,15 @@ pub(crate) async fn publish(
     let stop: Box<dyn FnOnce()>;
     if let Ok(stream) = source.clone().dyn_into::<web_sys::MediaStream>() {
         let (tx, rx) = mpsc::unbounded();
-        let recorder = recorder(&stream, options.mime.as_deref(), &tx)?;
+        let handlers = recorder(&stream, options.mime.as_deref(), &tx)?;
+        let recorder = handlers.recorder.clone();
         recorder.start_with_time_slice(chunk_ms as i32)?;
         let stopped2 = stopped.clone();
         stop = Box::new(move || {
             *stopped2.borrow_mut() = true;
             let _ = recorder.stop();
         });
-        wasm_bindgen_futures::spawn_local(record(
+        let task = record(
             shared.clone(),
             rx,
             name,
@@ -167,7 +157,12 @@ pub(crate) async fn publish(
             named_tx,
             stats.clone(),
             stopped.clone(),
-        ));
+        );
+        wasm_bindgen_futures::spawn_local(async move {
+            task.await;
+            // The recorder's handlers go with the recording.
+            drop(handlers);
+        });
     } else if let Ok(blob) = source.dyn_into::<web_sys::Blob>() {
         let stopped2 = stopped.clone();
         stop = Box::new(move || *stopped2.borrow_mut() = true);
@@ -213,12 +208,26 @@ pub(crate) async fn publish(
     })
 }
 
+/// A MediaRecorder and its event handlers, removed when dropped.
+struct Recorder {
+    recorder: web_sys::MediaRecorder,
+    _on_data: Closure<dyn FnMut(web_sys::BlobEvent)>,
+    _on_stop: Closure<dyn FnMut()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.recorder.set_ondataavailable(None);
+        self.recorder.set_onstop(None);
+    }
+}
+
 /// A MediaRecorder on `stream`, its data going to `tx`.
 fn recorder(
     stream: &web_sys::MediaStream,
     mime: Option<&str>,
     tx: &mpsc::UnboundedSender<Input>,
-) -> Result<web_sys::MediaRecorder, JsValue> {
+) -> Result<Recorder, JsValue> {
     let audio = stream.get_audio_tracks().length() > 0;
     let default = if audio {
         "video/webm;codecs=vp8,opus"
@@ -249,14 +258,16 @@ fn recorder(
         }
     });
     recorder.set_ondataavailable(Some(on_data.as_ref().unchecked_ref()));
-    on_data.forget();
     let end_tx = tx.clone();
     let on_stop = Closure::<dyn FnMut()>::new(move || {
         let _ = end_tx.unbounded_send(Input::End);
     });
     recorder.set_onstop(Some(on_stop.as_ref().unchecked_ref()));
-    on_stop.forget();
-    Ok(recorder)
+    Ok(Recorder {
+        recorder,
+        _on_data: on_data,
+        _on_stop: on_stop,
+    })
 }
 
 /// The publisher's side of one piece of the cutter's output.
@@ -598,9 +609,7 @@ async fn live_loop(
     );
     // The chunk being appended: its timestamp.
     let mut appending: Option<Option<u64>> = None;
-    let mut started = false;
-    // When the first chunk was appended.
-    let mut joined_at: Option<f64> = None;
+    let mut position = LivePosition::new();
     loop {
         if appending.is_none() && !buffer.updating() {
             if let Some((data, ts, gap)) = queue.pop_front() {
@@ -643,15 +652,14 @@ async fn live_loop(
                 let Some(ts) = appending.take() else {
                     continue;
                 };
-                let end = buffered_end(element);
-                if let (Some(ts), Some(end)) = (ts, end) {
+                let ranges = buffered_ranges(element);
+                if let (Some(ts), Some(&(_, end))) = (ts, ranges.last()) {
                     stats.borrow_mut().edge = Some((ts, end));
-                    let now_ms = js_sys::Date::now();
-                    let joining = *joined_at.get_or_insert(now_ms) + JOINING_MS > now_ms;
-                    let far = end - element.current_time() > TARGET_BEHIND_SECS + 1.0;
-                    catch_up(element, end, !started || (joining && far));
-                    if !started {
-                        started = true;
+                    let placed = position.after_append(now(), element.current_time(), &ranges);
+                    if let Some(t) = placed.seek_to {
+                        element.set_current_time(t);
+                    }
+                    if placed.play {
                         let _ = element.play();
                     }
                 }
@@ -674,29 +682,12 @@ async fn live_loop(
     }
 }
 
-/// The end of what is buffered (the newest appended media), seconds.
-fn buffered_end(element: &HtmlMediaElement) -> Option<f64> {
+/// What the element has buffered, seconds, ascending.
+fn buffered_ranges(element: &HtmlMediaElement) -> Vec<(f64, f64)> {
     let r = element.buffered();
-    let n = r.length();
-    n.checked_sub(1).and_then(|i| r.end(i).ok())
-}
-
-/// A joiner's first media does not start at 0, and a skipped chunk
-/// leaves a hole: the play position goes to `TARGET_BEHIND_SECS` before
-/// the newest media at the start, when it is outside every range, or when
-/// it fell too far behind. (The decoder starts from the keyframe before
-/// it, which is buffered.)
-fn catch_up(element: &HtmlMediaElement, end: f64, first: bool) {
-    let r = element.buffered();
-    let t = element.current_time();
-    let inside = (0..r.length())
-        .any(|i| r.start(i).is_ok_and(|s| s <= t + 0.1) && r.end(i).is_ok_and(|e| t < e));
-    if first || !inside || end - t > MAX_BEHIND_SECS {
-        let last = r.length().saturating_sub(1);
-        if let Ok(start) = r.start(last) {
-            element.set_current_time(start.max(end - TARGET_BEHIND_SECS));
-        }
-    }
+    (0..r.length())
+        .filter_map(|i| Some((r.start(i).ok()?, r.end(i).ok()?)))
+        .collect()
 }
 
 /// Removes what is far behind the play position (a live stream never
@@ -717,9 +708,8 @@ fn trim(element: &HtmlMediaElement, buffer: &SourceBuffer, source: &MediaSource)
 fn update_delay(element: &HtmlMediaElement, stats: &Rc<RefCell<Stats>>) {
     let mut s = stats.borrow_mut();
     if let Some((ts, end)) = s.edge {
-        if element.current_time() > 0.0 {
-            let behind = (end - element.current_time()).max(0.0) * 1000.0;
-            s.delay_ms = Some(now() as f64 - ts as f64 + behind);
+        if let Some(d) = live_delay_ms(now(), ts, end, element.current_time()) {
+            s.delay_ms = Some(d);
         }
     }
 }

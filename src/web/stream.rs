@@ -78,6 +78,8 @@ pub(crate) enum PlayerEvent {
     Seeking,
     TimeUpdate,
     ElementError,
+    /// The element dropped its source (`emptied`).
+    Emptied,
     Stop,
     /// A fetched body's next bytes, in order, and its restart from byte 0
     /// (`fetch_play.rs`).
@@ -904,6 +906,21 @@ async fn after_download(
     let options = web_sys::BlobPropertyBag::new();
     options.set_type(mime);
     let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&blocks, &options)?;
-    element.set_src(&web_sys::Url::create_object_url_with_blob(&blob)?);
-    Ok(())
+    let url = web_sys::Url::create_object_url_with_blob(&blob)?;
+    // The blob's URL is let go when the page gives the element another
+    // source, or stops the player (the element reads the blob in ranges
+    // while it plays, so not before). An element that had a source fires
+    // `emptied` for ours first.
+    let mut ours = u32::from(element.network_state() != HtmlMediaElement::NETWORK_EMPTY);
+    let _emptied = listen(element, "emptied", &feed.tx, || PlayerEvent::Emptied)?;
+    element.set_src(&url);
+    loop {
+        match feed.rx.next().await {
+            None | Some(PlayerEvent::Stop) => break,
+            Some(PlayerEvent::Emptied) if ours > 0 => ours -= 1,
+            Some(PlayerEvent::Emptied) => break,
+            Some(_) => {}
+        }
+    }
+    web_sys::Url::revoke_object_url(&url)
 }

@@ -26,10 +26,12 @@
 //!   chunk less two windows, moved to the first chunk that starts on a
 //!   keyframe (where a decoder can begin).
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
-use super::manifest::{unsafe_in_name, HashName, ManifestError, BLOCK_LEN, MAX_TYPE_LEN};
+use super::manifest::{
+    hash_name_of, signed_by, unsafe_in_name, HashName, ManifestError, BLOCK_LEN, MAX_TYPE_LEN,
+};
 use crate::cell::{CellError, Reader};
 
 /// DB_QUERY's BLOCK for "where a joiner should start" (node-Tor's chunk 0).
@@ -88,13 +90,7 @@ pub struct LiveManifest {
 /// `HttpUrl` writes it): SHA-256 of the address, so that every tab asking
 /// for it asks for the same stream.
 pub fn web_stream_name(url: &str) -> HashName {
-    let digest = Sha256::new()
-        .chain_update(WEB_NAME_CONTEXT)
-        .chain_update(url.as_bytes())
-        .finalize();
-    let mut out = [0; 20];
-    out.copy_from_slice(digest.get(..20).unwrap_or(&[0; 20]));
-    HashName(out)
+    hash_name_of(&[WEB_NAME_CONTEXT, url.as_bytes()])
 }
 
 impl LiveManifest {
@@ -165,10 +161,7 @@ impl LiveManifest {
         if self.web {
             return web_stream_name(&self.name);
         }
-        let digest = Sha256::digest(self.encode());
-        let mut out = [0; 20];
-        out.copy_from_slice(digest.get(..20).unwrap_or(&[0; 20]));
-        HashName(out)
+        hash_name_of(&[&self.encode()])
     }
 
     fn body(&self) -> Vec<u8> {
@@ -265,9 +258,9 @@ impl LiveManifest {
             signature,
         };
         m.check_fields()?;
-        let vk = VerifyingKey::from_bytes(&key).map_err(|_| ManifestError::Signature)?;
-        vk.verify_strict(&m.signed_message(), &Signature::from_bytes(&signature))
-            .map_err(|_| ManifestError::Signature)?;
+        if !signed_by(&key, &m.signed_message(), &signature) {
+            return Err(ManifestError::Signature);
+        }
         Ok(m)
     }
 
@@ -284,13 +277,11 @@ impl LiveManifest {
     pub fn check_chunk(&self, h: &HashName, header: &ChunkHeader, data: &[u8]) -> bool {
         data.len() == header.len as usize
             && data.len() <= MAX_CHUNK
-            && VerifyingKey::from_bytes(&self.key).is_ok_and(|vk| {
-                vk.verify_strict(
-                    &header.signed_message(h, data),
-                    &Signature::from_bytes(&header.signature),
-                )
-                .is_ok()
-            })
+            && signed_by(
+                &self.key,
+                &header.signed_message(h, data),
+                &header.signature,
+            )
     }
 }
 

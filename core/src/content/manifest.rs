@@ -127,10 +127,7 @@ impl Manifest {
     }
 
     pub fn hash_name(&self) -> HashName {
-        let digest = Sha256::digest(self.encode());
-        let mut out = [0; 20];
-        out.copy_from_slice(digest.get(..20).unwrap_or(&[0; 20]));
-        HashName(out)
+        hash_name_of(&[&self.encode()])
     }
 
     fn body(&self) -> Vec<u8> {
@@ -207,9 +204,9 @@ impl Manifest {
             signature,
         };
         m.check_fields()?;
-        let vk = VerifyingKey::from_bytes(&key).map_err(|_| ManifestError::Signature)?;
-        vk.verify_strict(&m.signed_message(), &Signature::from_bytes(&signature))
-            .map_err(|_| ManifestError::Signature)?;
+        if !signed_by(&key, &m.signed_message(), &signature) {
+            return Err(ManifestError::Signature);
+        }
         Ok(m)
     }
 
@@ -233,6 +230,27 @@ impl Manifest {
                 path,
             )
     }
+}
+
+/// A hash_name: the first 20 bytes of SHA-256 over `parts` (a manifest's
+/// bytes; a web address's context and address).
+pub fn hash_name_of(parts: &[&[u8]]) -> HashName {
+    let mut digest = Sha256::new();
+    for p in parts {
+        digest.update(p);
+    }
+    let mut out = [0; 20];
+    out.copy_from_slice(digest.finalize().get(..20).unwrap_or(&[0; 20]));
+    HashName(out)
+}
+
+/// Whether `signature` is `key`'s Ed25519 signature of `message`, by the
+/// strict rules (no small-order keys, canonical encodings).
+pub fn signed_by(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    VerifyingKey::from_bytes(key).is_ok_and(|vk| {
+        vk.verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok()
+    })
 }
 
 /// Characters a file name may not hold: control characters, and the

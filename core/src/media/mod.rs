@@ -8,6 +8,7 @@
 //! downloaded file is whatever its seeder made.
 
 pub mod live;
+pub mod live_play;
 pub mod mp4;
 pub mod playback;
 pub mod webm;
