@@ -321,6 +321,7 @@ pub(crate) async fn stream(
         file_id: String::new(),
         size: 0,
         block_len: 1,
+        have: BTreeSet::new(),
         stored: BTreeSet::new(),
         memory: BTreeMap::new(),
         memory_bytes: 0,
@@ -360,6 +361,8 @@ struct Feed {
     file_id: String,
     size: u64,
     block_len: u32,
+    /// Blocks that can be read: in `memory`, or stored.
+    have: BTreeSet<u32>,
     /// Blocks IndexedDB has.
     stored: BTreeSet<u32>,
     /// Verified blocks, as the download handed them over.
@@ -389,7 +392,10 @@ impl Feed {
     /// Asks the download for `blocks` before the rest, without moving
     /// where it fetches from.
     fn prefetch(&mut self, blocks: Vec<u32>) {
-        let blocks: Vec<u32> = blocks.into_iter().filter(|b| !self.has(*b)).collect();
+        let blocks: Vec<u32> = blocks
+            .into_iter()
+            .filter(|b| !self.have.contains(b))
+            .collect();
         if let (Some(op), false) = (self.op, blocks.is_empty()) {
             input(&self.shared, |tab, now| {
                 tab.prefetch_download(op, blocks, now)
@@ -431,12 +437,6 @@ impl Feed {
         }
     }
 
-    /// Whether block `block` can be read: in memory, or stored (a block
-    /// leaves memory only once stored).
-    fn has(&self, block: u32) -> bool {
-        self.memory.contains_key(&block) || self.stored.contains(&block)
-    }
-
     /// Block `block`'s bytes: from memory, else from IndexedDB.
     async fn block(&self, block: u32) -> Result<Option<Rc<Vec<u8>>>, JsValue> {
         if let Some(d) = self.memory.get(&block) {
@@ -447,15 +447,19 @@ impl Feed {
 
     /// Whether bytes `[from, to)` are stored.
     fn holds(&self, from: u64, to: u64) -> bool {
-        self.blocks_of(from, to).all(|b| self.has(b))
+        self.blocks_of(from, to).all(|b| self.have.contains(&b))
     }
 
     /// Takes a download event; `Err` when the download failed or the
     /// player was stopped.
     fn note(&mut self, e: &PlayerEvent) -> Result<(), JsValue> {
         match e {
-            PlayerEvent::Verified(b, data) => self.keep(*b, data.clone()),
+            PlayerEvent::Verified(b, data) => {
+                self.have.insert(*b);
+                self.keep(*b, data.clone());
+            }
             PlayerEvent::Stored(b) => {
+                self.have.insert(*b);
                 self.stored.insert(*b);
                 self.trim_memory();
             }
@@ -508,7 +512,7 @@ impl Feed {
         let blocks = self.blocks_of(from, to);
         let first = u64::from(*blocks.start());
         let mut asked = false;
-        while let Some(missing) = blocks.clone().find(|b| !self.has(*b)) {
+        while let Some(missing) = blocks.clone().find(|b| !self.have.contains(b)) {
             if matches!(self.done, Some(Ok(()))) {
                 return Err(js_error("stream: blocks of the file are missing"));
             }
@@ -625,6 +629,7 @@ async fn play(
             feed.file_id = file_id;
             feed.size = size;
             feed.block_len = block_len.max(1);
+            feed.have.extend(have.iter().copied());
             feed.stored.extend(have);
             break mime;
         }
@@ -679,12 +684,7 @@ async fn play(
             message: None,
         }),
     );
-    let mut playback = Playback::new(
-        index,
-        feed.size,
-        feed.block_len,
-        feed.stored.iter().chain(feed.memory.keys()).copied(),
-    );
+    let mut playback = Playback::new(index, feed.size, feed.block_len, feed.have.iter().copied());
     let mut index_asked = false;
     loop {
         append_next(feed, element, &source, &buffer, &mut playback, stats).await?;

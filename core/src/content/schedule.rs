@@ -98,20 +98,6 @@ struct Source {
     blocks: u64,
 }
 
-impl Source {
-    /// An answer to the query for `block` (its DB_CONNECTED or bytes): the
-    /// first one gives the circuit's delay, until a block has finished.
-    /// `None` when no such query is ours.
-    fn answered(&mut self, block: u32, now: u64) -> Option<&mut Query> {
-        let q = self.queries.iter_mut().find(|q| q.block == block)?;
-        if q.first_byte_at.is_none() {
-            q.first_byte_at = Some(now);
-            self.delay.get_or_insert(now.saturating_sub(q.sent_at));
-        }
-        Some(q)
-    }
-}
-
 /// What the scheduler wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -458,15 +444,25 @@ impl Scheduler {
                 *b = BlockState::Asked(source);
             }
         }
-        let Some(s) = self.sources.get_mut(&source) else {
-            return;
-        };
-        if s.answered(block, now).is_none() {
-            return;
-        }
+        self.answered(source, block, now);
         let p = self.partial.entry(block).or_default();
         p.path = Some(answer.path);
         self.assign(now);
+    }
+
+    /// The first answer to the query for `block` on `source`: the
+    /// circuit's delay is known from then on.
+    fn answered(&mut self, source: SourceId, block: u32, now: u64) {
+        let Some(s) = self.sources.get_mut(&source) else {
+            return;
+        };
+        let Some(q) = s.queries.iter_mut().find(|q| q.block == block) else {
+            return;
+        };
+        if q.first_byte_at.is_none() {
+            q.first_byte_at = Some(now);
+            s.delay.get_or_insert(now.saturating_sub(q.sent_at));
+        }
     }
 
     /// Bytes of `block` from `source`, in order.
@@ -479,7 +475,15 @@ impl Scheduler {
             return;
         };
         s.last_byte_at = now;
-        let Some(q) = s.answered(block, now) else {
+        if !s.queries.iter().any(|q| q.block == block) {
+            return;
+        }
+        self.answered(source, block, now);
+        let Some(q) = self
+            .sources
+            .get_mut(&source)
+            .and_then(|s| s.queries.iter_mut().find(|q| q.block == block))
+        else {
             return;
         };
         q.received += data.len() as u64;
