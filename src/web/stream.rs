@@ -328,6 +328,8 @@ pub(crate) async fn stream(
         wanted: None,
         done: None,
         later: VecDeque::new(),
+        source_open: false,
+        source_url: None,
     };
     wasm_bindgen_futures::spawn_local(run(feed, element.clone(), ready_tx, stats.clone()));
     let ready = match ready_rx.await {
@@ -373,6 +375,10 @@ struct Feed {
     done: Option<Result<(), String>>,
     /// The element's events that came while a read waited for blocks.
     later: VecDeque<PlayerEvent>,
+    /// The MediaSource fired `sourceopen`.
+    source_open: bool,
+    /// Its object URL, until the element opened it (or let it go).
+    source_url: Option<String>,
 }
 
 impl Feed {
@@ -469,6 +475,7 @@ impl Feed {
             }
             PlayerEvent::Done(Ok(())) => self.done = Some(Ok(())),
             PlayerEvent::Stop => return Err(js_error("stream: stopped")),
+            PlayerEvent::SourceOpen => self.source_open = true,
             _ => {}
         }
         Ok(())
@@ -573,6 +580,29 @@ pub(crate) fn listen(
     })
 }
 
+/// Takes our MediaSource off the element, and waits until the element let
+/// go of it (its `emptied`): a `play()` the page calls next, or a source
+/// given next, is not then taken for ours (a pending `play()` would fail
+/// with "interrupted by a new load request").
+async fn detach(feed: &mut Feed, element: &HtmlMediaElement) {
+    if let Some(url) = feed.source_url.take() {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    }
+    if element.network_state() == HtmlMediaElement::NETWORK_EMPTY {
+        return;
+    }
+    let Ok(_emptied) = listen(element, "emptied", &feed.tx, || PlayerEvent::Emptied) else {
+        return;
+    };
+    let _ = element.remove_attribute("src");
+    element.load();
+    while let Ok(e) = feed.next().await {
+        if matches!(e, PlayerEvent::Emptied) {
+            break;
+        }
+    }
+}
+
 /// Seconds buffered from the play position on.
 fn buffered_ahead(element: &HtmlMediaElement) -> f64 {
     let t = element.current_time();
@@ -601,6 +631,9 @@ async fn run(
     let mut ready = Some(ready);
     if let Err(e) = play(&mut feed, &element, &mut ready, &stats).await {
         if ready.is_some() {
+            // Nothing played: the element lets go of our MediaSource (a
+            // live stream's player gives it its own).
+            detach(&mut feed, &element).await;
             send_ready(&mut ready, Err(e));
         } else if feed.done.as_ref().is_none_or(|d| d.is_ok()) {
             log::warn(&format!("stream: {}", error_text(&e)));
@@ -614,6 +647,13 @@ async fn play(
     ready: &mut Option<oneshot::Sender<Result<Ready, JsValue>>>,
     stats: &Rc<RefCell<Stats>>,
 ) -> Result<(), JsValue> {
+    // The element gets its MediaSource at once: it opens while the first
+    // blocks come (after them, `sourceopen` could wait behind their cells).
+    let source = MediaSource::new()?;
+    let url = web_sys::Url::create_object_url_with_source(&source)?;
+    let _open = listen(&source, "sourceopen", &feed.tx, || PlayerEvent::SourceOpen)?;
+    element.set_src(&url);
+    feed.source_url = Some(url);
     // The file: its size and type come with the manifest.
     let mime = loop {
         if let PlayerEvent::File {
@@ -637,6 +677,10 @@ async fn play(
     // Its headers (and its index, unless that comes after the media), read
     // as their blocks come.
     let (probed, head) = probe(feed, &mime).await?;
+    if !matches!(probed, Ok(ref index) if MediaSource::is_type_supported(&index.mse_type)) {
+        // Ours is not the source the element will play.
+        detach(feed, element).await;
+    }
     let index = match probed {
         Ok(index) if MediaSource::is_type_supported(&index.mse_type) => index,
         Ok(index) => {
@@ -656,13 +700,13 @@ async fn play(
         }
         Err(e) => return after_download(feed, element, ready, &mime, e.to_string()).await,
     };
-    let source = MediaSource::new()?;
-    let url = web_sys::Url::create_object_url_with_source(&source)?;
     let tx = feed.tx.clone();
-    let _open = listen(&source, "sourceopen", &tx, || PlayerEvent::SourceOpen)?;
-    element.set_src(&url);
-    while !matches!(feed.next().await?, PlayerEvent::SourceOpen) {}
-    web_sys::Url::revoke_object_url(&url)?;
+    while !feed.source_open {
+        feed.next().await?;
+    }
+    if let Some(url) = feed.source_url.take() {
+        web_sys::Url::revoke_object_url(&url)?;
+    }
     if let Some(d) = index.duration {
         source.set_duration(d);
     }

@@ -55,6 +55,13 @@ pub const GIVE_UP_MS: u64 = 60_000;
 /// minute, not hundreds.
 pub const NOT_FOUND_BACKOFF_MS: u64 = 1_000;
 pub const MAX_NOT_FOUND_BACKOFF_MS: u64 = 16_000;
+/// Blocks asked at once on the first circuit, before the file's size is
+/// known: each query wants the manifest, so whichever answer comes first
+/// brings it, and the blocks after the first do not wait a round trip for
+/// it. A video's first frame needs about this much (its headers and first
+/// keyframe: ~280 kB for 4 Mbit/s VP9). Asking past a short file's end
+/// costs a refusal, counted against nobody.
+pub const FIRST_ASKED: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockState {
@@ -83,6 +90,9 @@ struct Query {
     /// Bytes the block still lacks when asked.
     expected: u64,
     received: u64,
+    /// Asked before the manifest said the block exists (`FIRST_ASKED`):
+    /// a refusal is no sign against the circuit.
+    ahead_of_manifest: bool,
 }
 
 #[derive(Debug, Default)]
@@ -408,6 +418,11 @@ impl Scheduler {
     /// is not the one the hash_name names, or an answer without the audit
     /// path the block needs, drops the source.
     pub fn on_connected(&mut self, source: SourceId, block: u32, answer: DbConnected, now: u64) {
+        let asked = |s: &Source| s.queries.iter().any(|q| q.block == block);
+        if !self.sources.get(&source).is_some_and(asked) {
+            // Not a query of ours (any more).
+            return;
+        }
         if self.manifest.is_none() {
             let m = answer
                 .manifest
@@ -432,22 +447,37 @@ impl Scheduler {
                 }
                 _ => return self.drop_source(source, "its answer had no valid manifest"),
             }
-            // The one query asked before the file's size was known.
-            if block as u64 >= self.manifest.as_ref().map_or(0, Manifest::blocks) {
-                if let Some(s) = self.sources.get_mut(&source) {
-                    s.queries.retain(|q| q.block != block);
-                }
+            self.place_first_asked();
+            if !self.sources.get(&source).is_some_and(asked) {
+                // Past the file's end: that query ended.
                 self.assign(now);
                 return;
-            }
-            if let Some(b) = self.blocks.get_mut(block as usize) {
-                *b = BlockState::Asked(source);
             }
         }
         self.answered(source, block, now);
         let p = self.partial.entry(block).or_default();
         p.path = Some(answer.path);
         self.assign(now);
+    }
+
+    /// The manifest came: the queries asked before it (`FIRST_ASKED`) hold
+    /// their blocks, and those past the file's end are ended.
+    fn place_first_asked(&mut self) {
+        let n = self.blocks.len() as u64;
+        let mut past_end = Vec::new();
+        for (id, s) in &mut self.sources {
+            for q in &mut s.queries {
+                q.ahead_of_manifest = false;
+                match self.blocks.get_mut(q.block as usize) {
+                    Some(b) => *b = BlockState::Asked(*id),
+                    None => past_end.push((*id, q.block)),
+                }
+            }
+        }
+        for (source, block) in past_end {
+            debug_assert!(u64::from(block) >= n);
+            self.cancel(source, block);
+        }
     }
 
     /// The first answer to the query for `block` on `source`: the
@@ -517,6 +547,14 @@ impl Scheduler {
         let Some(q) = s.queries.remove(pos) else {
             return Ok(());
         };
+        if q.ahead_of_manifest && q.received == 0 {
+            // Refused before the file's size was known (past a short
+            // file's end, or as its first block was): the first block's
+            // answer is the one that counts.
+            self.release(block);
+            self.assign(now);
+            return Ok(());
+        }
         if reason == db_end_reason::FINISHED {
             if let (Some(first), true) = (q.first_byte_at, q.received > 0) {
                 let ms = now.saturating_sub(first).max(1);
@@ -679,10 +717,12 @@ impl Scheduler {
     /// Gives queries to circuits while the window has room.
     fn assign(&mut self, now: u64) {
         let Some(m) = self.manifest.clone() else {
-            // One query at a time until the manifest is known.
+            // The first blocks on one circuit until the manifest is known.
             if self.in_flight() == 0 {
                 if let Some((&id, _)) = self.sources.iter().min_by_key(|(_, s)| s.unavailable) {
-                    self.send(id, 0, 0, WANT_MANIFEST, now, 0);
+                    for block in 0..FIRST_ASKED {
+                        self.send(id, block, 0, WANT_MANIFEST, now, 0);
+                    }
                 }
             }
             return;
@@ -730,6 +770,7 @@ impl Scheduler {
             first_byte_at: None,
             expected,
             received: 0,
+            ahead_of_manifest: self.manifest.is_none() && block > 0,
         });
         self.actions.push_back(Action::Query {
             source,
@@ -860,26 +901,73 @@ mod tests {
     }
 
     #[test]
-    fn a_download_asks_the_manifest_first_then_keeps_five_blocks_in_flight() {
+    fn a_download_asks_its_first_blocks_with_the_manifest_then_keeps_five_in_flight() {
         let f = file(1_000_000);
         let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
         for id in 0..6 {
             s.add_source(id, 0);
         }
         let first = queries(&mut s);
-        assert_eq!(first.len(), 1, "one query until the manifest is known");
-        assert_eq!(first[0].1.flags, WANT_MANIFEST);
-        s.on_connected(first[0].0, 0, f.answer(0, true), 5);
+        let blocks: Vec<u32> = first.iter().map(|(_, q)| q.block).collect();
+        assert_eq!(blocks, (0..FIRST_ASKED).collect::<Vec<_>>());
+        assert!(first
+            .iter()
+            .all(|(id, q)| *id == first[0].0 && q.flags == WANT_MANIFEST));
+        // The second block's answer comes first: its manifest serves.
+        s.on_connected(first[0].0, 1, f.answer(1, true), 5);
         let more = queries(&mut s);
-        assert_eq!(more.len(), WINDOW - 1);
         let blocks: BTreeSet<u32> = more.iter().map(|(_, q)| q.block).collect();
-        assert_eq!(blocks, (1..5).collect());
-        assert!(more.iter().all(|(_, q)| q.flags == 0 && q.offset == 0));
-        // Block 1 goes behind block 0 on the circuit that answered; the
-        // others to circuits that have not answered yet.
-        let on = |b: u32| more.iter().find(|(_, q)| q.block == b).map(|(id, _)| *id);
-        assert_eq!(on(1), Some(first[0].0));
-        assert!((2..5).all(|b| on(b) != Some(first[0].0)));
+        assert_eq!(blocks, (FIRST_ASKED..WINDOW as u32).collect());
+        assert!(more
+            .iter()
+            .all(|(id, q)| q.flags == 0 && q.offset == 0 && *id != first[0].0));
+        // And the first blocks arrive and are stored as any other.
+        for b in 0..FIRST_ASKED {
+            if b != 1 {
+                s.on_connected(first[0].0, b, f.answer(b, true), 6);
+            }
+            s.on_data(first[0].0, b, f.block(b), 7);
+            s.on_end(first[0].0, b, db_end_reason::FINISHED, 8).unwrap();
+        }
+        let stored: Vec<u32> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Store { block, .. } => Some(block),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored, (0..FIRST_ASKED).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn asking_past_a_short_files_end_before_its_size_is_known_costs_nothing() {
+        let f = file(50_000);
+        let mut s = Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new());
+        s.add_source(1, 0);
+        let first = queries(&mut s);
+        assert_eq!(first.len(), FIRST_ASKED as usize);
+        // Block 1 is refused at once (the ORDB knows the file's size).
+        s.on_end(1, 1, db_end_reason::BAD_QUERY, 1).unwrap();
+        // Block 0 brings the manifest: block 2's query is ended.
+        s.on_connected(1, 0, f.answer(0, true), 2);
+        let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
+        assert_eq!(
+            actions,
+            vec![Action::Cancel {
+                source: 1,
+                block: 2
+            }]
+        );
+        // Its late refusal is no one's fault either.
+        s.on_end(1, 2, db_end_reason::BAD_QUERY, 3).unwrap();
+        s.on_data(1, 0, &f.data, 4);
+        s.on_end(1, 0, db_end_reason::FINISHED, 5).unwrap();
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Store { block: 0, .. })
+        ));
+        assert_eq!(s.stats().unavailable, 0);
+        assert_eq!(s.sources(), 1);
+        assert_eq!(s.sources[&1].unavailable, 0);
     }
 
     #[test]
@@ -966,7 +1054,8 @@ mod tests {
         for i in 0..200u64 {
             let qs = queries(&mut s);
             for (src, q) in qs {
-                result = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, i * 1000);
+                let r = s.on_end(src, q.block, db_end_reason::UNAVAILABLE, i * 1000);
+                result = result.and(r);
             }
             if result.is_err() {
                 break;
@@ -1099,7 +1188,10 @@ mod tests {
             Scheduler::new(f.manifest.hash_name(), None, &BTreeSet::new()).with_max_size(299_999);
         s.add_source(1, 0);
         let q = queries(&mut s);
-        assert_eq!(q.len(), 1, "the manifest first");
+        assert!(
+            q.iter().all(|(_, q)| q.flags == WANT_MANIFEST),
+            "the manifest first"
+        );
         s.on_connected(1, 0, f.answer(0, true), 1);
         assert_eq!(
             s.failure(),
