@@ -146,17 +146,24 @@ pub(crate) async fn operation(
 /// Sends what the core queued and acts on its events.
 pub(crate) fn pump(shared: &Shared) {
     loop {
-        let (frames, events) = {
+        let mut sent = false;
+        // One frame at a time: a data channel past its high water stops
+        // taking frames (the core keeps them) until it drains.
+        loop {
+            let next = shared.borrow_mut().tab.poll_transmit();
+            let Some((link, frame)) = next else { break };
+            sent = true;
+            if send_frame(shared, link, &frame) {
+                shared.borrow_mut().tab.handle_link_congested(link, true);
+            }
+        }
+        let events: Vec<TabEvent> = {
             let mut d = shared.borrow_mut();
-            let frames: Vec<(LinkId, Vec<u8>)> =
-                std::iter::from_fn(|| d.tab.poll_transmit()).collect();
-            let events: Vec<TabEvent> = std::iter::from_fn(|| d.tab.poll_event()).collect();
-            (frames, events)
+            std::iter::from_fn(|| d.tab.poll_event()).collect()
         };
-        if frames.is_empty() && events.is_empty() {
+        if !sent && events.is_empty() {
             break;
         }
-        send_frames(shared, frames);
         for e in events {
             on_event(shared, e);
         }
@@ -164,20 +171,21 @@ pub(crate) fn pump(shared: &Shared) {
     arm_timer(shared);
 }
 
-fn send_frames(shared: &Shared, frames: Vec<(LinkId, Vec<u8>)>) {
+/// Sends one frame on `link`; whether the link's data channel is now past
+/// its high water.
+fn send_frame(shared: &Shared, link: LinkId, frame: &[u8]) -> bool {
     let d = shared.borrow();
-    for (link, frame) in frames {
-        let sent = match &d.bridge {
-            Some(b) if b.link == Some(link) => b.ws.send_with_u8_array(&frame),
-            _ => match d.rtc.get(&link) {
-                Some(r) => r.send(&frame),
-                None => Ok(()),
-            },
-        };
-        if let Err(e) = sent {
-            log::warn(&format!("send on link {link} failed: {e:?}"));
-        }
-    }
+    let sent = match &d.bridge {
+        Some(b) if b.link == Some(link) => b.ws.send_with_u8_array(frame).map(|()| false),
+        _ => match d.rtc.get(&link) {
+            Some(r) => r.send(frame),
+            None => Ok(false),
+        },
+    };
+    sent.unwrap_or_else(|e| {
+        log::warn(&format!("send on link {link} failed: {e:?}"));
+        false
+    })
 }
 
 fn on_event(shared: &Shared, e: TabEvent) {

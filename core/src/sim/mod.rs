@@ -37,6 +37,11 @@ pub(crate) struct NetConfig {
     pub latency_ms: u64,
     /// Bytes per ms each direction of a wire carries.
     pub bytes_per_ms: u64,
+    /// A data channel's send buffer as the web adapter drives it: a tab
+    /// is told a link is congested once more than the first number of
+    /// bytes waits to go out on it, and that it drained at the second
+    /// (`TabPeer::handle_link_congested`). `None`: never congested.
+    pub send_buffer: Option<(u64, u64)>,
 }
 
 impl Default for NetConfig {
@@ -45,6 +50,7 @@ impl Default for NetConfig {
             latency_ms: 15,
             // 10 MB/s per direction.
             bytes_per_ms: 10_000,
+            send_buffer: None,
         }
     }
 }
@@ -67,6 +73,8 @@ enum Delivery {
     Open(Option<String>),
     /// The other end went away.
     Closed,
+    /// This end's send buffer drained below its low water.
+    Drained,
 }
 
 pub(crate) enum Node {
@@ -104,6 +112,8 @@ pub(crate) struct Stats {
     pub(crate) max_link_backlog: u64,
     /// The most bytes in flight on wires at once.
     pub(crate) max_in_flight_bytes: usize,
+    /// The most bytes a tab left waiting on one link to another tab.
+    pub(crate) max_tab_link_backlog: u64,
 }
 
 impl Net {
@@ -197,9 +207,11 @@ impl Net {
     }
 
     /// Sends a frame from `from` over its wire.
-    pub(crate) fn send(&mut self, from: End, frame: Vec<u8>) {
+    /// Puts a frame on the wire at `from`; the bytes then waiting to go
+    /// out in that direction.
+    pub(crate) fn send(&mut self, from: End, frame: Vec<u8>) -> u64 {
         let Some(wire) = self.ends.get(&from).and_then(|id| self.wires.get_mut(id)) else {
-            return;
+            return 0;
         };
         let dir = usize::from(wire.ends[0] != from);
         let to = wire.ends[1 - dir];
@@ -212,6 +224,17 @@ impl Net {
         self.stats.frames += 1;
         self.stats.bytes += len;
         self.schedule(done + self.config.latency_ms, to, Delivery::Frame(frame));
+        backlog
+    }
+
+    /// Tells `from` when its send buffer has drained to `low` bytes.
+    pub(crate) fn notify_drained(&mut self, from: End, low: u64) {
+        let Some(wire) = self.ends.get(&from).and_then(|id| self.wires.get(id)) else {
+            return;
+        };
+        let dir = usize::from(wire.ends[0] != from);
+        let at = wire.busy_until[dir].saturating_sub(low / self.config.bytes_per_ms.max(1));
+        self.schedule(at.max(self.now), from, Delivery::Drained);
     }
 
     fn schedule(&mut self, at: u64, to: End, d: Delivery) {
@@ -334,8 +357,9 @@ impl Net {
                 t.peer
                     .handle_link_closed(link, "the other end went away", now)
             }
+            (Node::Tab(t), Delivery::Drained) => t.peer.handle_link_congested(link, false),
             (Node::Bridge(b), Delivery::Frame(f)) => b.frame(link, &f, now),
-            (Node::Bridge(_), Delivery::Open(_)) => {}
+            (Node::Bridge(_), Delivery::Open(_) | Delivery::Drained) => {}
             (Node::Bridge(b), Delivery::Closed) => b.closed(link, now),
         }
     }

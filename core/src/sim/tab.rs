@@ -217,7 +217,19 @@ pub(super) fn step(net: &mut Net, n: NodeId) -> bool {
         };
         if let Some((link, frame)) = t.peer.poll_transmit() {
             moved = true;
-            net.send((n, link), frame);
+            let to_tab = t.peer.bridge_link_id() != Some(link);
+            let backlog = net.send((n, link), frame);
+            if to_tab {
+                let max = &mut net.stats.max_tab_link_backlog;
+                *max = (*max).max(backlog);
+                let over = net.config.send_buffer.filter(|(high, _)| backlog > *high);
+                if let Some((_, low)) = over {
+                    if let Some(Node::Tab(t)) = net.nodes.get_mut(n) {
+                        t.peer.handle_link_congested(link, true);
+                    }
+                    net.notify_drained((n, link), low);
+                }
+            }
             continue;
         }
         let Some(event) = t.peer.poll_event() else {

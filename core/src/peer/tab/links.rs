@@ -103,6 +103,9 @@ pub(super) struct TabLink {
     /// The data channel is open and its DTLS certificate is the one the
     /// SDP named: frames may flow.
     pub(super) channel_open: bool,
+    /// The platform's send buffer for the link is past its high water
+    /// (`handle_link_congested`): its frames wait here meanwhile.
+    pub(super) congested: bool,
     /// Frames that came before the certificate was confirmed.
     early_frames: Vec<Vec<u8>>,
     /// Dropped unless open by then (`u64::MAX` once open).
@@ -130,6 +133,7 @@ impl TabLink {
             we_initiated,
             state,
             channel_open: false,
+            congested: false,
             early_frames: Vec::new(),
             deadline: now + ESTABLISH_MS,
             local_sdp: None,
@@ -469,6 +473,18 @@ impl TabPeer {
     /// browser's `getStats()`: the transport's `remoteCertificateId`). The
     /// link counts only if that is the certificate the SDP named, the one
     /// the peer's binding signs: otherwise someone sits between the tabs.
+    /// The platform's send buffer for `link` went past its high water
+    /// (`congested`), or drained below its low water. While congested, the
+    /// link's frames stay queued here: a browser's data channel that is
+    /// handed more than ~64 KB at once drops UDP packets and stalls for a
+    /// retransmission timeout, and a relay cannot slow its upstream
+    /// anyway (the circuits' SENDME windows bound what waits here).
+    pub fn handle_link_congested(&mut self, link: LinkId, congested: bool) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.congested = congested;
+        }
+    }
+
     pub fn handle_channel_open(
         &mut self,
         link: LinkId,

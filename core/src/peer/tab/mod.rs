@@ -7,7 +7,8 @@
 //! the very same code.
 //!
 //! Inputs: `bridge_opened`, `handle_frame`, `handle_link_closed`,
-//! `handle_local_sdp`, `handle_channel_open`, `handle_signature`,
+//! `handle_local_sdp`, `handle_channel_open`, `handle_link_congested`,
+//! `handle_signature`,
 //! `handle_stored`, `handle_timeout`, and commands (`build_tab_circuit`,
 //! `find_node`, `fetch`, …) that complete later as `TabEvent::Done`.
 //! Outputs: `poll_transmit` (frames for a link), `poll_event` (what the
@@ -487,7 +488,7 @@ impl TabPeer {
         let ready = self
             .frames
             .iter()
-            .position(|(link, _)| self.channel_open(*link))?;
+            .position(|(link, _)| self.channel_open(*link) && !self.congested(*link))?;
         let (link, frame) = self.frames.remove(ready)?;
         if let Some(l) = self.links.get_mut(&link) {
             l.last_sent = self.now;
@@ -597,6 +598,10 @@ impl TabPeer {
         let id = self.next_link;
         self.next_link = self.next_link.wrapping_add(1).max(1);
         id
+    }
+
+    fn congested(&self, link: LinkId) -> bool {
+        self.links.get(&link).is_some_and(|l| l.congested)
     }
 
     fn channel_open(&self, link: LinkId) -> bool {
