@@ -330,6 +330,7 @@ pub(crate) async fn stream(
         later: VecDeque::new(),
         source_open: false,
         source_url: None,
+        our_src: None,
     };
     wasm_bindgen_futures::spawn_local(run(feed, element.clone(), ready_tx, stats.clone()));
     let ready = match ready_rx.await {
@@ -379,6 +380,8 @@ struct Feed {
     source_open: bool,
     /// Its object URL, until the element opened it (or let it go).
     source_url: Option<String>,
+    /// The element's `src` as we set it (to take off only ours).
+    our_src: Option<String>,
 }
 
 impl Feed {
@@ -588,7 +591,9 @@ async fn detach(feed: &mut Feed, element: &HtmlMediaElement) {
     if let Some(url) = feed.source_url.take() {
         let _ = web_sys::Url::revoke_object_url(&url);
     }
-    if element.network_state() == HtmlMediaElement::NETWORK_EMPTY {
+    // Not if the page gave the element another source meanwhile.
+    let ours = feed.our_src.take().is_some_and(|src| element.src() == src);
+    if !ours || element.network_state() == HtmlMediaElement::NETWORK_EMPTY {
         return;
     }
     let Ok(_emptied) = listen(element, "emptied", &feed.tx, || PlayerEvent::Emptied) else {
@@ -653,6 +658,7 @@ async fn play(
     let url = web_sys::Url::create_object_url_with_source(&source)?;
     let _open = listen(&source, "sourceopen", &feed.tx, || PlayerEvent::SourceOpen)?;
     element.set_src(&url);
+    feed.our_src = Some(element.src());
     feed.source_url = Some(url);
     // The file: its size and type come with the manifest.
     let mime = loop {
@@ -945,6 +951,9 @@ async fn after_download(
     );
     while feed.done.is_none() {
         feed.next().await?;
+    }
+    if let Some(Err(why)) = &feed.done {
+        return Err(js_error(&format!("stream: {why}")));
     }
     let blocks = feed.files.blocks(&feed.file_id).await?;
     let options = web_sys::BlobPropertyBag::new();

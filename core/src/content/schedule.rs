@@ -6,7 +6,8 @@
 //! the bytes of each block, the DB_END. The scheduler:
 //!
 //! - keeps `WINDOW` queries (five blocks, ~500 kB) in flight, at most
-//!   `PER_SOURCE` on one circuit;
+//!   `PER_SOURCE` on one circuit (the first circuit starts with the
+//!   `FIRST_ASKED` blocks asked before the manifest is known);
 //! - measures each circuit's rate (bytes per second while a block flows)
 //!   and delay (query to first byte), and gives the next query to the
 //!   circuit expected to finish it first (what it still has queued, at its
@@ -465,11 +466,17 @@ impl Scheduler {
     fn place_first_asked(&mut self) {
         let n = self.blocks.len() as u64;
         let mut past_end = Vec::new();
+        let manifest = self.manifest.as_ref();
         for (id, s) in &mut self.sources {
             for q in &mut s.queries {
                 q.ahead_of_manifest = false;
                 match self.blocks.get_mut(q.block as usize) {
-                    Some(b) => *b = BlockState::Asked(*id),
+                    Some(b) => {
+                        *b = BlockState::Asked(*id);
+                        // Counted in the circuit's queue from now on (`eta`).
+                        q.expected =
+                            manifest.map_or(0, |m| m.block_size(u64::from(q.block)).into());
+                    }
                     None => past_end.push((*id, q.block)),
                 }
             }
@@ -700,9 +707,9 @@ impl Scheduler {
     /// When `source` would finish one more block, ms from now: what it has
     /// queued at its rate, plus its delay. A circuit that has not finished
     /// a block is taken at `ASSUMED_RATE`, and one that has not answered
-    /// at all at `UNANSWERED_DELAY_MS`: the block after a download's first
-    /// goes behind it on the circuit that answered, rather than to a fresh
-    /// one whose ORDB has yet to find the file.
+    /// at all at `UNANSWERED_DELAY_MS`: a block goes behind those queued on
+    /// a circuit that answered, rather than to a fresh one whose ORDB has
+    /// yet to find the file, unless that circuit has `PER_SOURCE` queued.
     fn eta(&self, s: &Source, block_len: u64) -> u64 {
         let queued: u64 = s
             .queries

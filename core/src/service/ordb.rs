@@ -41,7 +41,7 @@ pub const MAX_REFERENCES: usize = 16;
 pub const MAX_WAITING: usize = 256;
 /// Blocks being read or sent at once (each up to `BLOCK_LEN` in memory
 /// until the asker takes it), in all, and on one circuit; beyond, a query
-/// for a held block is answered REFUSED. A downloader keeps at most 2 in
+/// for a held block is answered REFUSED. A downloader keeps at most 3 in
 /// flight per circuit; the per-circuit cap leaves room for the queries of
 /// many downloaders that an ORDB relays on its one circuit to us.
 pub const MAX_SERVING: usize = 64;

@@ -98,6 +98,58 @@ fn a_congested_link_holds_frames_in_the_tab_and_loses_none() {
     assert!(held_backlog <= HIGH + FRAME, "{held_backlog}");
 }
 
+/// A peer that stops reading: the tab's data channels to it never drain.
+/// What waits in the tab for such a link is bounded: once more than
+/// `max_link_backlog` bytes wait, the link is dropped (here the seeder's
+/// every link gets stuck in the middle of a download). Without that bound,
+/// the backlog stays past it until the link has not drained for
+/// `CONGESTED_MS`, which drops it too.
+#[test]
+fn a_link_that_never_drains_is_dropped_once_its_backlog_passes_the_bound() {
+    const BOUND: usize = 64 * 1024;
+    let run = |bound: usize, limit: u64| {
+        let mut net = network(17, 1, 8, |c| c.max_link_backlog = bound);
+        let all = tabs(&net);
+        assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 4)));
+        let data = pattern(4_000_000, 9);
+        let now = net.now;
+        let h = net.tab_mut(all[0]).unwrap().seed(&data, "d.bin", now);
+        net.run_until(net.now + 2_000);
+        // 1 MB/s wires: the download is well under way after 1.5 s.
+        net.config.bytes_per_ms = 1_000;
+        let op = download(&mut net, all[7], h, 3);
+        net.run_until(net.now + 1_500);
+        assert!(!net.tab(all[7]).unwrap().results.contains_key(&op));
+        let seeder = &mut net.tab_mut(all[0]).unwrap().peer;
+        let stuck = seeder.link_ids();
+        for &link in &stuck {
+            // The simulation never says they drained.
+            seeder.handle_link_congested(link, true);
+        }
+        let mut most = 0;
+        net.run_while(limit, |net| {
+            let t = &net.tab(all[0]).unwrap().peer;
+            let waiting = stuck.iter().map(|l| t.waiting_bytes(*l)).max().unwrap_or(0);
+            most = most.max(waiting);
+            net.tab(all[7]).is_some_and(|t| t.results.contains_key(&op))
+        });
+        let t = &net.tab(all[0]).unwrap().peer;
+        let dropped = stuck.iter().filter(|l| !t.link_ids().contains(l)).count();
+        (most, dropped)
+    };
+    let (most, dropped) = run(usize::MAX, 25_000);
+    println!("unbounded, 25 s: at most {most} B waiting on a stuck link, {dropped} dropped");
+    assert!(most > BOUND && dropped == 0, "the check can fail");
+    let (_, dropped) = run(usize::MAX, 40_000);
+    println!("unbounded, 40 s: {dropped} stuck links dropped");
+    assert!(dropped >= 1, "links that do not drain for 30 s are dropped");
+    let (most, dropped) = run(BOUND, 25_000);
+    println!("bounded at {BOUND} B: at most {most} B seen waiting, {dropped} links dropped");
+    assert!(dropped >= 1);
+    // Seen between steps: one step may queue a circuit window at most.
+    assert!(most <= BOUND + 520_000, "{most}");
+}
+
 /// With circuits built ahead, a download's first query goes on one at
 /// once (its first block comes a circuit build sooner), and another is
 /// built in its place.

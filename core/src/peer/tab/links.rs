@@ -35,6 +35,10 @@ pub const KEEPALIVE_MS: u64 = 60_000;
 /// only once a minute) is closed: its peer is gone or hung, and a silent
 /// link would hold one of our slots and a routing-table entry for ever.
 pub const LINK_SILENT_MS: u64 = 3 * KEEPALIVE_MS;
+/// An open link whose data channel has not drained for this long is
+/// closed: its peer stopped reading (a healthy channel drains its 48 KiB in
+/// milliseconds), and every circuit through it is stuck meanwhile.
+pub const CONGESTED_MS: u64 = 30_000;
 /// Links (open or being made) a tab opens or accepts freely: each is a
 /// peer connection with its own ICE and DTLS upkeep.
 pub const MAX_LINKS: usize = 32;
@@ -106,6 +110,10 @@ pub(super) struct TabLink {
     /// The platform's send buffer for the link is past its high water
     /// (`handle_link_congested`): its frames wait here meanwhile.
     pub(super) congested: bool,
+    congested_since: Option<u64>,
+    /// Bytes of frames queued for the link and not yet taken by the
+    /// platform (`poll_transmit`).
+    pub(super) waiting_bytes: usize,
     /// Frames that came before the certificate was confirmed.
     early_frames: Vec<Vec<u8>>,
     /// Dropped unless open by then (`u64::MAX` once open).
@@ -134,6 +142,8 @@ impl TabLink {
             state,
             channel_open: false,
             congested: false,
+            congested_since: None,
+            waiting_bytes: 0,
             early_frames: Vec::new(),
             deadline: now + ESTABLISH_MS,
             local_sdp: None,
@@ -147,8 +157,12 @@ impl TabLink {
 
     /// When this open link next needs a keepalive or a silence check.
     pub(super) fn upkeep_deadline(&self) -> Option<u64> {
-        self.added
-            .then(|| (self.last_sent + KEEPALIVE_MS).min(self.last_heard + LINK_SILENT_MS))
+        let congested = self.congested_since.map_or(u64::MAX, |t| t + CONGESTED_MS);
+        self.added.then(|| {
+            (self.last_sent + KEEPALIVE_MS)
+                .min(self.last_heard + LINK_SILENT_MS)
+                .min(congested)
+        })
     }
 }
 
@@ -468,23 +482,32 @@ impl TabPeer {
         self.pump_link_handshake(link);
     }
 
-    /// The link's data channel is open over a DTLS connection whose peer
-    /// presented the certificate with fingerprint `negotiated` (the
-    /// browser's `getStats()`: the transport's `remoteCertificateId`). The
-    /// link counts only if that is the certificate the SDP named, the one
-    /// the peer's binding signs: otherwise someone sits between the tabs.
     /// The platform's send buffer for `link` went past its high water
     /// (`congested`), or drained below its low water. While congested, the
     /// link's frames stay queued here: a browser's data channel that is
     /// handed more than ~64 KB at once drops UDP packets and stalls for a
     /// retransmission timeout, and a relay cannot slow its upstream
     /// anyway (the circuits' SENDME windows bound what waits here).
+    /// A channel that stays congested for `CONGESTED_MS` is dropped (its
+    /// peer stopped reading), and one whose frames pile up past
+    /// `TabConfig::max_link_backlog` at once.
     pub fn handle_link_congested(&mut self, link: LinkId, congested: bool) {
+        let now = self.now;
         if let Some(l) = self.links.get_mut(&link) {
             l.congested = congested;
+            l.congested_since = match (congested, l.congested_since) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(now),
+                (false, _) => None,
+            };
         }
     }
 
+    /// The link's data channel is open over a DTLS connection whose peer
+    /// presented the certificate with fingerprint `negotiated` (the
+    /// browser's `getStats()`: the transport's `remoteCertificateId`). The
+    /// link counts only if that is the certificate the SDP named, the one
+    /// the peer's binding signs: otherwise someone sits between the tabs.
     pub fn handle_channel_open(
         &mut self,
         link: LinkId,
@@ -555,10 +578,11 @@ impl TabPeer {
             return;
         };
         let out = hs.take_output();
-        self.frames
-            .extend(out.frames.into_iter().map(|f| (link, f)));
-        let early = out.early;
         let (peer, we_initiated) = (l.peer, l.we_initiated);
+        for f in out.frames {
+            self.queue_frame(link, f);
+        }
+        let early = out.early;
         if let Some(m) = out.to_sign {
             self.sign(Signing::Handshake(link), m);
         }
@@ -642,14 +666,20 @@ impl TabPeer {
     }
 
     /// Open links: a keepalive where we have been quiet, and the link
-    /// closed where the peer has been silent too long.
+    /// closed where the peer has been silent, or not reading, too long.
     pub(super) fn links_upkeep(&mut self) {
         let now = self.now;
         let mut silent = Vec::new();
+        let mut stuck = Vec::new();
         let mut quiet = Vec::new();
         for (id, l) in self.links.iter_mut().filter(|(_, l)| l.added) {
             if now.saturating_sub(l.last_heard) >= LINK_SILENT_MS {
                 silent.push(*id);
+            } else if l
+                .congested_since
+                .is_some_and(|t| now.saturating_sub(t) >= CONGESTED_MS)
+            {
+                stuck.push(*id);
             } else if now.saturating_sub(l.last_sent) >= KEEPALIVE_MS {
                 // Counted as sent now, so one keepalive is queued per period.
                 l.last_sent = now;
@@ -658,6 +688,10 @@ impl TabPeer {
         }
         for link in silent {
             let why = format!("silent: nothing received for {} s", LINK_SILENT_MS / 1000);
+            self.drop_link(link, &why, true);
+        }
+        for link in stuck {
+            let why = format!("its channel has not drained for {} s", CONGESTED_MS / 1000);
             self.drop_link(link, &why, true);
         }
         for link in quiet {

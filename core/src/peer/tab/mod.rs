@@ -83,6 +83,13 @@ pub const DEFAULT_JOIN_LINKS: usize = 8;
 pub const DEFAULT_REFRESH_MS: u64 = 60_000;
 /// Circuits another tab may have through us at once.
 const MAX_CIRCUITS_PER_LINK: usize = 256;
+/// Bytes of frames that may wait in the tab for a link to another tab
+/// whose data channel does not drain (`handle_link_congested`) before the
+/// link is dropped. Honest circuits keep far less waiting (their SENDME
+/// windows: ~500 kB each); circuits through us whose two ends ignore the
+/// windows, toward a peer that stopped reading, could otherwise grow it
+/// without bound (C tor's out-of-memory handler plays this part).
+pub const DEFAULT_MAX_LINK_BACKLOG: usize = 8 << 20;
 
 #[derive(Debug, Clone)]
 pub struct TabConfig {
@@ -112,6 +119,8 @@ pub struct TabConfig {
     /// Keep a circuit to an ORDB built ahead (`warm.rs`), so that a
     /// download's first query goes at once. On by default.
     pub warm_circuits: bool,
+    /// `DEFAULT_MAX_LINK_BACKLOG` unless a test sets it.
+    pub max_link_backlog: usize,
 }
 
 impl TabConfig {
@@ -126,6 +135,7 @@ impl TabConfig {
             never_link: Vec::new(),
             info_hops: crate::service::ordb::MAX_INFO_HOPS,
             warm_circuits: true,
+            max_link_backlog: DEFAULT_MAX_LINK_BACKLOG,
         }
     }
 }
@@ -342,6 +352,8 @@ pub struct TabPeer {
     lost_links: bool,
     /// A linked tab took `FREE_CELLS` more: check it.
     fairness_due: bool,
+    /// Links past `max_link_backlog`, dropped once the cells are queued.
+    overflowing: Vec<LinkId>,
 }
 
 /// Per link: control messages served at once, then per second.
@@ -426,6 +438,7 @@ impl TabPeer {
             freeriders: VecDeque::new(),
             lost_links: false,
             fairness_due: false,
+            overflowing: Vec::new(),
         };
         tab.ordb.set_info_hops(tab.config.info_hops);
         let message = ntor_key_message(&ntor.public);
@@ -492,6 +505,7 @@ impl TabPeer {
         let (link, frame) = self.frames.remove(ready)?;
         if let Some(l) = self.links.get_mut(&link) {
             l.last_sent = self.now;
+            l.waiting_bytes = l.waiting_bytes.saturating_sub(frame.len());
         }
         Some((link, frame))
     }
@@ -619,10 +633,47 @@ impl TabPeer {
     fn queue_cells(&mut self, link: LinkId, cells: &[RawCell]) {
         for batch in cells.chunks(CELLS_PER_FRAME) {
             match encode_cells(batch, CircIdLen::Four) {
-                Ok(frame) => self.frames.push_back((link, frame)),
+                Ok(frame) => self.queue_frame(link, frame),
                 Err(e) => tracing::warn!("cannot encode cells: {e}"),
             }
         }
+    }
+
+    /// Queues a frame for a link; a congested link to a tab with more than
+    /// `max_link_backlog` bytes waiting is marked to be dropped (one that
+    /// is not congested takes its frames as soon as this step ends).
+    fn queue_frame(&mut self, link: LinkId, frame: Vec<u8>) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.waiting_bytes += frame.len();
+            let over = l.congested && l.waiting_bytes > self.config.max_link_backlog;
+            if over && !self.overflowing.contains(&link) {
+                self.overflowing.push(link);
+            }
+        }
+        self.frames.push_back((link, frame));
+    }
+
+    /// Drops the links whose frames pile up (their channel does not drain).
+    fn drop_overflowing_links(&mut self) -> bool {
+        let links = std::mem::take(&mut self.overflowing);
+        for &link in &links {
+            let waiting = self.links.get(&link).map_or(0, |l| l.waiting_bytes);
+            let why = format!("its channel does not drain ({waiting} bytes waiting)");
+            self.drop_link(link, &why, true);
+        }
+        !links.is_empty()
+    }
+
+    /// Bytes waiting in the tab for `link` (tests).
+    #[cfg(test)]
+    pub(crate) fn waiting_bytes(&self, link: LinkId) -> usize {
+        self.links.get(&link).map_or(0, |l| l.waiting_bytes)
+    }
+
+    /// Links to tabs, open or not (tests).
+    #[cfg(test)]
+    pub(crate) fn link_ids(&self) -> Vec<LinkId> {
+        self.links.keys().copied().collect()
     }
 
     /// After every input: act on what the core produced, then queue its
@@ -644,6 +695,7 @@ impl TabPeer {
                 self.count_sent(link, cells.iter().map(|c| c.circ_id));
                 self.queue_cells(link, &cells);
             }
+            busy |= self.drop_overflowing_links();
             if std::mem::take(&mut self.fairness_due) {
                 self.check_fairness();
                 busy = true;
