@@ -206,9 +206,8 @@ impl Net {
         self.schedule(at, other, Delivery::Closed);
     }
 
-    /// Sends a frame from `from` over its wire.
-    /// Puts a frame on the wire at `from`; the bytes then waiting to go
-    /// out in that direction.
+    /// Sends a frame from `from` over its wire; the bytes then waiting to
+    /// go out in that direction.
     pub(crate) fn send(&mut self, from: End, frame: Vec<u8>) -> u64 {
         let Some(wire) = self.ends.get(&from).and_then(|id| self.wires.get_mut(id)) else {
             return 0;

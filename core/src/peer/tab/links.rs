@@ -107,10 +107,9 @@ pub(super) struct TabLink {
     /// The data channel is open and its DTLS certificate is the one the
     /// SDP named: frames may flow.
     pub(super) channel_open: bool,
-    /// The platform's send buffer for the link is past its high water
-    /// (`handle_link_congested`): its frames wait here meanwhile.
-    pub(super) congested: bool,
-    congested_since: Option<u64>,
+    /// Since when the platform's send buffer for the link is past its high
+    /// water (`handle_link_congested`): its frames wait here meanwhile.
+    pub(super) congested_since: Option<u64>,
     /// Bytes of frames queued for the link and not yet taken by the
     /// platform (`poll_transmit`).
     pub(super) waiting_bytes: usize,
@@ -141,7 +140,6 @@ impl TabLink {
             we_initiated,
             state,
             channel_open: false,
-            congested: false,
             congested_since: None,
             waiting_bytes: 0,
             early_frames: Vec::new(),
@@ -494,12 +492,7 @@ impl TabPeer {
     pub fn handle_link_congested(&mut self, link: LinkId, congested: bool) {
         let now = self.now;
         if let Some(l) = self.links.get_mut(&link) {
-            l.congested = congested;
-            l.congested_since = match (congested, l.congested_since) {
-                (true, Some(since)) => Some(since),
-                (true, None) => Some(now),
-                (false, _) => None,
-            };
+            l.congested_since = congested.then(|| l.congested_since.unwrap_or(now));
         }
     }
 

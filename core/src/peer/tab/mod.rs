@@ -352,8 +352,6 @@ pub struct TabPeer {
     lost_links: bool,
     /// A linked tab took `FREE_CELLS` more: check it.
     fairness_due: bool,
-    /// Links past `max_link_backlog`, dropped once the cells are queued.
-    overflowing: Vec<LinkId>,
 }
 
 /// Per link: control messages served at once, then per second.
@@ -438,7 +436,6 @@ impl TabPeer {
             freeriders: VecDeque::new(),
             lost_links: false,
             fairness_due: false,
-            overflowing: Vec::new(),
         };
         tab.ordb.set_info_hops(tab.config.info_hops);
         let message = ntor_key_message(&ntor.public);
@@ -615,7 +612,9 @@ impl TabPeer {
     }
 
     fn congested(&self, link: LinkId) -> bool {
-        self.links.get(&link).is_some_and(|l| l.congested)
+        self.links
+            .get(&link)
+            .is_some_and(|l| l.congested_since.is_some())
     }
 
     fn channel_open(&self, link: LinkId) -> bool {
@@ -639,23 +638,25 @@ impl TabPeer {
         }
     }
 
-    /// Queues a frame for a link; a congested link to a tab with more than
-    /// `max_link_backlog` bytes waiting is marked to be dropped (one that
-    /// is not congested takes its frames as soon as this step ends).
+    /// Queues a frame for a link, counting what waits for a link to a tab.
     fn queue_frame(&mut self, link: LinkId, frame: Vec<u8>) {
         if let Some(l) = self.links.get_mut(&link) {
             l.waiting_bytes += frame.len();
-            let over = l.congested && l.waiting_bytes > self.config.max_link_backlog;
-            if over && !self.overflowing.contains(&link) {
-                self.overflowing.push(link);
-            }
         }
         self.frames.push_back((link, frame));
     }
 
-    /// Drops the links whose frames pile up (their channel does not drain).
+    /// Drops the congested links with more than `max_link_backlog` bytes
+    /// waiting (their channel does not drain; one that is not congested
+    /// takes its frames as soon as this step ends).
     fn drop_overflowing_links(&mut self) -> bool {
-        let links = std::mem::take(&mut self.overflowing);
+        let max = self.config.max_link_backlog;
+        let links: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.congested_since.is_some() && l.waiting_bytes > max)
+            .map(|(id, _)| *id)
+            .collect();
         for &link in &links {
             let waiting = self.links.get(&link).map_or(0, |l| l.waiting_bytes);
             let why = format!("its channel does not drain ({waiting} bytes waiting)");
