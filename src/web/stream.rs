@@ -76,6 +76,8 @@ pub(crate) enum PlayerEvent {
     SourceOpen,
     UpdateEnd,
     Seeking,
+    /// The element's seek is done: it has the frame at the target.
+    Seeked,
     TimeUpdate,
     ElementError,
     /// The element dropped its source (`emptied`).
@@ -326,6 +328,7 @@ pub(crate) async fn stream(
         memory: BTreeMap::new(),
         memory_bytes: 0,
         wanted: None,
+        focused: false,
         done: None,
         later: VecDeque::new(),
         source_open: false,
@@ -373,6 +376,8 @@ struct Feed {
     memory_bytes: usize,
     /// The block the download was last asked to fetch first.
     wanted: Option<u32>,
+    /// The download fetches a seek's blocks alone (`focus`).
+    focused: bool,
     done: Option<Result<(), String>>,
     /// The element's events that came while a read waited for blocks.
     later: VecDeque<PlayerEvent>,
@@ -395,6 +400,29 @@ impl Feed {
             input(&self.shared, |tab, now| {
                 tab.prioritize_download(op, block, now)
             });
+        }
+    }
+
+    /// Asks the download for blocks `from..=last` alone, until `unfocus`
+    /// (a seek's: `Playback::seek_blocks`).
+    fn focus(&mut self, from: u32, last: u32) {
+        self.wanted = Some(from);
+        self.focused = true;
+        if let Some(op) = self.op {
+            input(&self.shared, |tab, now| {
+                tab.focus_download(op, from, last, now)
+            });
+        }
+    }
+
+    /// The element plays from the seek: the rest of the file is fetched
+    /// again.
+    fn unfocus(&mut self) {
+        if !std::mem::take(&mut self.focused) {
+            return;
+        }
+        if let Some(op) = self.op {
+            input(&self.shared, |tab, now| tab.unfocus_download(op, now));
         }
     }
 
@@ -504,6 +532,7 @@ impl Feed {
                 | PlayerEvent::Verified(..)
                 | PlayerEvent::UpdateEnd
                 | PlayerEvent::Seeking
+                | PlayerEvent::Seeked
                 | PlayerEvent::TimeUpdate
                 | PlayerEvent::ElementError
         ) {
@@ -720,6 +749,7 @@ async fn play(
     let _listeners = [
         listen(&buffer, "updateend", &tx, || PlayerEvent::UpdateEnd)?,
         listen(element, "seeking", &tx, || PlayerEvent::Seeking)?,
+        listen(element, "seeked", &tx, || PlayerEvent::Seeked)?,
         listen(element, "timeupdate", &tx, || PlayerEvent::TimeUpdate)?,
         listen(element, "error", &tx, || PlayerEvent::ElementError)?,
         // The page gave the element another source, or dropped it: the
@@ -779,11 +809,14 @@ async fn play(
                 if buffer.updating() {
                     let _ = buffer.abort();
                 }
-                playback.seek(element.current_time());
-                feed.want(playback.wanted_block());
+                let time = element.current_time();
+                playback.seek(time);
+                let (from, last) = playback.seek_blocks(time);
+                feed.focus(from, last);
                 stats.borrow_mut().resets += 1;
             }
             PlayerEvent::Seeking => stats.borrow_mut().seeks += 1,
+            PlayerEvent::Seeked => feed.unfocus(),
             PlayerEvent::ElementError => {
                 let why = get(&get(element, "error")?, "message")?;
                 log::warn(&format!("stream: the element failed: {why:?}"));

@@ -20,7 +20,10 @@
 //!   gone) from the bytes it has, on another circuit;
 //! - checks each block against the manifest's Merkle root before it is
 //!   stored; a bad block is fetched again elsewhere and every circuit that
-//!   sent bytes of it is dropped.
+//!   sent bytes of it is dropped;
+//! - after a seek, asks only the blocks the player needs to play from the
+//!   target (`focus`) until it plays: the rest of the file would take
+//!   bandwidth and CPU from them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -63,6 +66,9 @@ pub const MAX_NOT_FOUND_BACKOFF_MS: u64 = 16_000;
 /// keyframe: ~280 kB for 4 Mbit/s VP9). Asking past a short file's end
 /// costs a refusal, counted against nobody.
 pub const FIRST_ASKED: u32 = 3;
+/// A focus (`Scheduler::focus`) the player does not lift ends by itself
+/// after this long: the download of the whole file never waits on it.
+pub const FOCUS_MS: u64 = 3_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockState {
@@ -174,6 +180,15 @@ pub struct Scheduler {
     /// Blocks a player needs soon besides those from `priority` on (an
     /// index after the media): asked before them, without moving it.
     also: BTreeSet<u32>,
+    /// While a seek waits to play: nothing past this block is asked.
+    focus: Option<Focus>,
+}
+
+/// The end of a seek's blocks, and when the focus ends by itself.
+#[derive(Debug, Clone, Copy)]
+struct Focus {
+    last: u32,
+    until: u64,
 }
 
 /// What a circuit is taken to carry, bytes a second, until it finished a
@@ -207,6 +222,7 @@ impl Scheduler {
             failure: None,
             priority: 0,
             also: BTreeSet::new(),
+            focus: None,
         };
         if let Some(m) = manifest {
             s.set_manifest(m, have);
@@ -306,6 +322,30 @@ impl Scheduler {
             return;
         }
         self.priority = block;
+        self.cancel_outside_window(now);
+    }
+
+    /// Asks for blocks `from..=last` only (what a player needs to play
+    /// after a seek), then nothing more until `unfocus`, another focus, or
+    /// `FOCUS_MS`: on a slow link or CPU, the rest of the file would hold
+    /// them back. Queries in flight outside them end, as for `prioritize`.
+    pub fn focus(&mut self, from: u32, last: u32, now: u64) {
+        self.priority = from;
+        self.focus = Some(Focus {
+            last: last.max(from),
+            until: now.saturating_add(FOCUS_MS),
+        });
+        self.cancel_outside_window(now);
+    }
+
+    /// The player plays again: the rest of the file is asked for.
+    pub fn unfocus(&mut self, now: u64) {
+        if self.focus.take().is_some() {
+            self.assign(now);
+        }
+    }
+
+    fn cancel_outside_window(&mut self, now: u64) {
         let window: BTreeSet<u32> = self.in_order().take(WINDOW).collect();
         let away: Vec<(SourceId, u32)> = self
             .sources
@@ -320,10 +360,15 @@ impl Scheduler {
     }
 
     /// The blocks not held, in the order they are asked: those wanted
-    /// besides, then from `priority` on, then from the start.
+    /// besides, then from `priority` on, then from the start (during a
+    /// focus, only up to its end).
     fn in_order(&self) -> impl Iterator<Item = u32> + '_ {
         let n = u32::try_from(self.blocks.len()).unwrap_or(u32::MAX);
         let from = self.priority.min(n);
+        let (to, wrap) = match self.focus {
+            Some(f) => (f.last.saturating_add(1).clamp(from, n), 0),
+            None => (n, from),
+        };
         let not_held = |b: &u32| {
             matches!(
                 self.blocks.get(*b as usize),
@@ -331,8 +376,8 @@ impl Scheduler {
             )
         };
         self.also.iter().copied().filter(not_held).chain(
-            (from..n)
-                .chain(0..from)
+            (from..to)
+                .chain(0..wrap)
                 .filter(move |b| !self.also.contains(b) && not_held(b)),
         )
     }
@@ -658,8 +703,12 @@ impl Scheduler {
         self.assign(now);
     }
 
-    /// Time passed: stalled and slow circuits are replaced.
+    /// Time passed: stalled and slow circuits are replaced, and a focus
+    /// nobody lifted ends.
     pub fn tick(&mut self, now: u64) {
+        if self.focus.is_some_and(|f| now >= f.until) {
+            self.focus = None;
+        }
         let stalled: Vec<SourceId> = self
             .sources
             .iter()
@@ -686,9 +735,8 @@ impl Scheduler {
         self.assign(now);
     }
 
-    /// The next deadline `tick` wants.
-    /// When `tick` is due next (a stall to check, or the end of a
-    /// backoff still ahead of `now`).
+    /// When `tick` is due next (a stall to check, the end of a backoff
+    /// still ahead of `now`, or of a focus).
     pub fn next_tick(&self, now: u64) -> Option<u64> {
         let waiting = (self.next_source_at > now).then_some(self.next_source_at);
         self.sources
@@ -696,6 +744,7 @@ impl Scheduler {
             .filter(|s| !s.queries.is_empty())
             .map(|s| s.last_byte_at + STALL_MS)
             .chain(waiting)
+            .chain(self.focus.map(|f| f.until))
             .min()
     }
 
@@ -1315,6 +1364,59 @@ mod tests {
             cancelled.iter().all(|(_, b)| *b != 7),
             "the index goes on: {cancelled:?}"
         );
+    }
+
+    #[test]
+    fn a_focused_seek_asks_only_its_blocks_until_it_plays_or_the_focus_times_out() {
+        let f = file(BLOCK_LEN as usize * 20);
+        let mut s = Scheduler::new(
+            f.manifest.hash_name(),
+            Some(f.manifest.clone()),
+            &BTreeSet::new(),
+        );
+        for id in 1..=3 {
+            s.add_source(id, 0);
+        }
+        let (first, _) = actions(&mut s);
+        assert_eq!(first.len(), WINDOW);
+        // A seek needing blocks 12..=13: the queries for 0..5 end, and
+        // only 12 and 13 are asked though the window has room.
+        s.focus(12, 13, 10);
+        let (asked, cancelled) = actions(&mut s);
+        assert_eq!(cancelled.len(), WINDOW);
+        assert_eq!(
+            asked.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+            vec![12, 13]
+        );
+        // Both come; the player, having appended them, wants 14: nothing
+        // is asked while the element has not played.
+        for &(source, block) in &asked {
+            serve(&f, &mut s, source, block, 20);
+        }
+        s.prioritize(14, 21);
+        assert_eq!(actions(&mut s), (vec![], vec![]));
+        // An index wanted besides still goes.
+        s.want_also([19], 22);
+        let (index, _) = actions(&mut s);
+        assert_eq!(index.iter().map(|(_, b)| *b).collect::<Vec<_>>(), vec![19]);
+        // It plays: the window fills from 14 on.
+        s.unfocus(30);
+        let (rest, _) = actions(&mut s);
+        assert_eq!(
+            rest.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+            vec![14, 15, 16, 17]
+        );
+        // A focus nobody lifts ends by itself after FOCUS_MS, at the tick
+        // it asks for.
+        s.focus(2, 2, 100);
+        let _ = actions(&mut s);
+        let due = s.next_tick(100).expect("a tick for the focus");
+        assert!(due <= 100 + FOCUS_MS);
+        s.tick(due - 1);
+        assert!(s.focus.is_some());
+        s.tick(100 + FOCUS_MS);
+        assert!(s.focus.is_none());
+        assert!(!actions(&mut s).0.is_empty(), "the rest is asked again");
     }
 
     #[test]

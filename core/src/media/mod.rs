@@ -69,6 +69,15 @@ impl MediaIndex {
             .and_then(|i| self.points.get(i))
             .map_or(self.media_start, |p| p.offset)
     }
+
+    /// Where the cluster or fragment that holds `time` ends: the next
+    /// seek point's offset, or `end` (where the media ends) after the last
+    /// one. A player needs all of it: an MP4 fragment keeps its audio after
+    /// its video.
+    pub fn segment_end(&self, time: f64, end: u64) -> u64 {
+        let i = self.points.partition_point(|p| p.time <= time);
+        self.points.get(i).map_or(end, |p| p.offset.min(end))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +182,12 @@ mod tests {
         assert_eq!(index.offset_for(1.0), 500);
         assert_eq!(index.offset_for(1.99), 500);
         assert_eq!(index.offset_for(60.0), 900);
+        // The segment holding a time ends at the next point, the last one
+        // where the media ends.
+        assert_eq!(index.segment_end(-1.0, 1300), 10);
+        assert_eq!(index.segment_end(0.5, 1300), 500);
+        assert_eq!(index.segment_end(1.0, 1300), 900);
+        assert_eq!(index.segment_end(2.5, 1300), 1300);
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub const MAX_AHEAD_SECS: f64 = 60.0;
 /// `guess_block` aims this far before a seek's target: keyframes come
 /// every second or two in files made to stream.
 const GUESS_EARLY_SECS: f64 = 1.0;
+/// A seek needs the media from the seek point before its target to the
+/// end of the cluster or fragment this far past it to play
+/// (`seek_blocks`).
+pub const SEEK_PLAY_SECS: f64 = 0.5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -121,6 +125,22 @@ impl Playback {
         let fraction = ((time - GUESS_EARLY_SECS) / duration).clamp(0.0, 1.0);
         let offset = self.index.media_start + (media * fraction) as u64;
         Some(self.block_of(offset.min(end)))
+    }
+
+    /// The blocks a seek to `time` needs to start playing: from the one
+    /// holding the seek point before the target to the one where the
+    /// segment holding `SEEK_PLAY_SECS` past it ends (by the index; a
+    /// download asks for them alone until the element plays).
+    pub fn seek_blocks(&self, time: f64) -> (u32, u32) {
+        let last = self.size.saturating_sub(1);
+        let from = self.index.offset_for(time).min(last);
+        let end = self.index.deferred_index.unwrap_or(self.size);
+        let to = self
+            .index
+            .segment_end(time + SEEK_PLAY_SECS, end)
+            .saturating_sub(1)
+            .clamp(from, last);
+        (self.block_of(from), self.block_of(to))
     }
 
     /// What to do now, with `ahead` seconds buffered past the play
@@ -401,6 +421,18 @@ mod tests {
         assert_eq!(Playback::new(index(), 4000, 400, []).guess_block(3.5), None);
         i.duration = None;
         assert_eq!(Playback::new(i, 4000, 400, []).guess_block(3.5), None);
+    }
+
+    #[test]
+    fn a_seek_needs_the_blocks_from_its_point_to_the_segment_half_a_second_past_it() {
+        // Clusters at 0, 1, 2, 3 s (150, 1000, 2000, 3000), blocks of 400.
+        let p = Playback::new(index(), 4000, 400, []);
+        // 2.2 s: from the point at 2 s (byte 2000, block 5) to the end
+        // of the cluster holding 2.7 s (byte 2999, block 7).
+        assert_eq!(p.seek_blocks(2.2), (5, 7));
+        // 2.6 s: to the end of the next cluster, the file's.
+        assert_eq!(p.seek_blocks(2.6), (5, 9));
+        assert_eq!(p.seek_blocks(0.0), (0, 2));
     }
 
     #[test]

@@ -245,7 +245,9 @@ impl TabPeer {
             TaskInput::BlockStored(_)
             | TaskInput::StoreFailed(_)
             | TaskInput::Prioritize(_)
-            | TaskInput::WantAlso(_) => Ok(None),
+            | TaskInput::WantAlso(_)
+            | TaskInput::Focus { .. }
+            | TaskInput::Unfocus => Ok(None),
             TaskInput::Stored => {
                 f.unstored = f.unstored.saturating_sub(1);
                 match f.state {

@@ -257,7 +257,9 @@ impl TabPeer {
             TaskInput::Stored
             | TaskInput::BlockStored(_)
             | TaskInput::Prioritize(_)
-            | TaskInput::WantAlso(_) => {}
+            | TaskInput::WantAlso(_)
+            | TaskInput::Focus { .. }
+            | TaskInput::Unfocus => {}
         }
         if let Some(e) = t.follower.failure() {
             if t.web.is_some() && t.follower.manifest().is_none() {

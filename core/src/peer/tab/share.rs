@@ -417,6 +417,22 @@ impl TabPeer {
         self.after_input();
     }
 
+    /// Asks download `op` for blocks `from..=last` alone (a seek's, until
+    /// it plays: `unfocus_download`; `Scheduler::focus`).
+    pub fn focus_download(&mut self, op: u64, from: u32, last: u32, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(op, TaskInput::Focus { from, last });
+        self.after_input();
+    }
+
+    /// The seek of `focus_download` plays: download `op` goes on with the
+    /// rest of the file.
+    pub fn unfocus_download(&mut self, op: u64, now: u64) {
+        self.now = now.max(self.now);
+        self.task_input(op, TaskInput::Unfocus);
+        self.after_input();
+    }
+
     /// Ends download `op` (its circuits close); it completes as failed.
     pub fn cancel_download(&mut self, op: u64, now: u64) {
         self.now = now.max(self.now);
@@ -453,6 +469,8 @@ impl TabPeer {
             }
             TaskInput::Prioritize(block) => d.sched.prioritize(block, now),
             TaskInput::WantAlso(blocks) => d.sched.want_also(blocks, now),
+            TaskInput::Focus { from, last } => d.sched.focus(from, last, now),
+            TaskInput::Unfocus => d.sched.unfocus(now),
             TaskInput::Stored => {}
             TaskInput::StoreFailed(why) => return Some(d.fail(self, OpError::Fetch(why))),
         }

@@ -182,6 +182,13 @@ pub(super) enum TaskInput {
     Prioritize(u32),
     /// A player needs these blocks soon, besides (download).
     WantAlso(Vec<u32>),
+    /// A seek needs blocks `from..=last` alone until it plays (download).
+    Focus {
+        from: u32,
+        last: u32,
+    },
+    /// The seek plays: the rest of the file again (download).
+    Unfocus,
 }
 
 pub(super) enum TaskResult {
