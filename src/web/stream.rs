@@ -333,7 +333,6 @@ pub(crate) async fn stream(
         later: VecDeque::new(),
         source_open: false,
         source_url: None,
-        our_src: None,
     };
     wasm_bindgen_futures::spawn_local(run(feed, element.clone(), ready_tx, stats.clone()));
     let ready = match ready_rx.await {
@@ -383,10 +382,9 @@ struct Feed {
     later: VecDeque<PlayerEvent>,
     /// The MediaSource fired `sourceopen`.
     source_open: bool,
-    /// Its object URL, until the element opened it (or let it go).
+    /// Its object URL, the element's `src` while it plays ours (revoked
+    /// once opened: revoking again is harmless).
     source_url: Option<String>,
-    /// The element's `src` as we set it (to take off only ours).
-    our_src: Option<String>,
 }
 
 impl Feed {
@@ -617,11 +615,12 @@ pub(crate) fn listen(
 /// given next, is not then taken for ours (a pending `play()` would fail
 /// with "interrupted by a new load request").
 async fn detach(feed: &mut Feed, element: &HtmlMediaElement) {
-    if let Some(url) = feed.source_url.take() {
-        let _ = web_sys::Url::revoke_object_url(&url);
-    }
+    let Some(url) = feed.source_url.take() else {
+        return;
+    };
+    let _ = web_sys::Url::revoke_object_url(&url);
     // Not if the page gave the element another source meanwhile.
-    let ours = feed.our_src.take().is_some_and(|src| element.src() == src);
+    let ours = element.src() == url;
     if !ours || element.network_state() == HtmlMediaElement::NETWORK_EMPTY {
         return;
     }
@@ -687,7 +686,6 @@ async fn play(
     let url = web_sys::Url::create_object_url_with_source(&source)?;
     let _open = listen(&source, "sourceopen", &feed.tx, || PlayerEvent::SourceOpen)?;
     element.set_src(&url);
-    feed.our_src = Some(element.src());
     feed.source_url = Some(url);
     // The file: its size and type come with the manifest.
     let mime = loop {
@@ -739,8 +737,8 @@ async fn play(
     while !feed.source_open {
         feed.next().await?;
     }
-    if let Some(url) = feed.source_url.take() {
-        web_sys::Url::revoke_object_url(&url)?;
+    if let Some(url) = &feed.source_url {
+        web_sys::Url::revoke_object_url(url)?;
     }
     if let Some(d) = index.duration {
         source.set_duration(d);
