@@ -15,6 +15,32 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// `tabs` tabs on one bridge (set up by `config`), run until each has
+/// `links` open links.
+fn linked_tabs(
+    seed: u64,
+    tabs_wanted: usize,
+    links: usize,
+    config: impl Fn(&mut crate::peer::tab::TabConfig),
+) -> (Net, Vec<NodeId>) {
+    let mut net = network(seed, 1, tabs_wanted, config);
+    let all = tabs(&net);
+    assert!(net.run_while(30_000, |net| all
+        .iter()
+        .all(|n| open_links(net, *n) >= links)));
+    (net, all)
+}
+
+/// Tab `n` seeds `len` bytes of a pattern as `name`; the network runs 2 s
+/// (its DB_INFO spreads). The bytes and their hash_name.
+fn seed_pattern(net: &mut Net, n: NodeId, len: usize, seed: u8, name: &str) -> (Vec<u8>, HashName) {
+    let data = pattern(len, seed);
+    let now = net.now;
+    let h = net.tab_mut(n).unwrap().seed(&data, name, now);
+    net.run_until(net.now + 2_000);
+    (data, h)
+}
+
 fn download(net: &mut Net, n: NodeId, h: HashName, hops: usize) -> u64 {
     let now = net.now;
     let options = DownloadOptions {
@@ -26,13 +52,8 @@ fn download(net: &mut Net, n: NodeId, h: HashName, hops: usize) -> u64 {
 
 #[test]
 fn a_file_seeded_in_one_tab_is_downloaded_in_another_through_ordbs() {
-    let mut net = network(11, 1, 10, |_| {});
-    let all = tabs(&net);
-    assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 5)));
-    let data = pattern(1_000_000, 3);
-    let now = net.now;
-    let h = net.tab_mut(all[0]).unwrap().seed(&data, "a.bin", now);
-    net.run_until(net.now + 2_000);
+    let (mut net, all) = linked_tabs(11, 10, 5, |_| {});
+    let (data, h) = seed_pattern(&mut net, all[0], 1_000_000, 3, "a.bin");
     let op = download(&mut net, all[9], h, 2);
     let begun = net.now;
     let result = wait(&mut net, all[9], op, 120_000);
@@ -64,16 +85,11 @@ fn a_congested_link_holds_frames_in_the_tab_and_loses_none() {
     const HIGH: u64 = 48 * 1024;
     const FRAME: u64 = 16 * 1024;
     let run = |send_buffer: Option<(u64, u64)>| {
-        let mut net = network(13, 1, 8, |_| {});
-        let all = tabs(&net);
-        assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 4)));
+        let (mut net, all) = linked_tabs(13, 8, 4, |_| {});
         // Slow wires (1 MB/s), so that queues form.
         net.config.bytes_per_ms = 1_000;
         net.config.send_buffer = send_buffer;
-        let data = pattern(2_000_000, 5);
-        let now = net.now;
-        let h = net.tab_mut(all[0]).unwrap().seed(&data, "c.bin", now);
-        net.run_until(net.now + 2_000);
+        let (data, h) = seed_pattern(&mut net, all[0], 2_000_000, 5, "c.bin");
         net.stats.max_tab_link_backlog = 0;
         let op = download(&mut net, all[7], h, 3);
         let begun = net.now;
@@ -108,13 +124,8 @@ fn a_congested_link_holds_frames_in_the_tab_and_loses_none() {
 fn a_link_that_never_drains_is_dropped_once_its_backlog_passes_the_bound() {
     const BOUND: usize = 64 * 1024;
     let run = |bound: usize, limit: u64| {
-        let mut net = network(17, 1, 8, |c| c.max_link_backlog = bound);
-        let all = tabs(&net);
-        assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 4)));
-        let data = pattern(4_000_000, 9);
-        let now = net.now;
-        let h = net.tab_mut(all[0]).unwrap().seed(&data, "d.bin", now);
-        net.run_until(net.now + 2_000);
+        let (mut net, all) = linked_tabs(17, 8, 4, |c| c.max_link_backlog = bound);
+        let (_, h) = seed_pattern(&mut net, all[0], 4_000_000, 9, "d.bin");
         // 1 MB/s wires: the download is well under way after 1.5 s.
         net.config.bytes_per_ms = 1_000;
         let op = download(&mut net, all[7], h, 3);
@@ -155,9 +166,7 @@ fn a_link_that_never_drains_is_dropped_once_its_backlog_passes_the_bound() {
 /// built in its place.
 #[test]
 fn a_download_starts_on_a_circuit_built_ahead() {
-    let mut net = network(12, 1, 10, |c| c.warm_circuits = true);
-    let all = tabs(&net);
-    assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 5)));
+    let (mut net, all) = linked_tabs(12, 10, 5, |c| c.warm_circuits = true);
     net.run_until(net.now + 2_000);
     let warm: Vec<usize> = all
         .iter()
@@ -167,10 +176,7 @@ fn a_download_starts_on_a_circuit_built_ahead() {
         warm.iter().all(|w| *w == 1),
         "every tab keeps one circuit of the default length ready: {warm:?}"
     );
-    let data = pattern(300_000, 5);
-    let now = net.now;
-    let h = net.tab_mut(all[0]).unwrap().seed(&data, "w.bin", now);
-    net.run_until(net.now + 2_000);
+    let (data, h) = seed_pattern(&mut net, all[0], 300_000, 5, "w.bin");
     let op = download(&mut net, all[9], h, crate::peer::tab::DEFAULT_DOWNLOAD_HOPS);
     assert_eq!(
         net.tab(all[9]).unwrap().peer.warm_circuits(),
@@ -385,10 +391,7 @@ fn a_freerider_is_dropped_by_the_tabs_it_uses() {
     super::tab::connect_to_bridge(&mut net, freerider, 0);
     let all = tabs(&net);
     assert!(net.run_while(30_000, |net| all.iter().all(|n| open_links(net, *n) >= 5)));
-    let data = pattern(16_000_000, 9);
-    let now = net.now;
-    let h = net.tab_mut(all[0]).unwrap().seed(&data, "big", now);
-    net.run_until(net.now + 2_000);
+    let (data, h) = seed_pattern(&mut net, all[0], 16_000_000, 9, "big");
     let honest = all[1];
     let links_before = open_links(&net, freerider);
     let ops: Vec<(NodeId, u64)> = [honest, freerider]
