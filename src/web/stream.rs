@@ -328,7 +328,6 @@ pub(crate) async fn stream(
         memory: BTreeMap::new(),
         memory_bytes: 0,
         wanted: None,
-        focused: false,
         done: None,
         later: VecDeque::new(),
         source_open: false,
@@ -375,8 +374,6 @@ struct Feed {
     memory_bytes: usize,
     /// The block the download was last asked to fetch first.
     wanted: Option<u32>,
-    /// The download fetches a seek's blocks alone (`focus`).
-    focused: bool,
     done: Option<Result<(), String>>,
     /// The element's events that came while a read waited for blocks.
     later: VecDeque<PlayerEvent>,
@@ -405,7 +402,6 @@ impl Feed {
     /// (a seek's: `Playback::seek_blocks`).
     fn focus(&mut self, from: u32, last: u32) {
         self.wanted = Some(from);
-        self.focused = true;
         if let Some(op) = self.op {
             input(&self.shared, |tab, now| {
                 tab.focus_download(op, from, last, now)
@@ -413,12 +409,10 @@ impl Feed {
         }
     }
 
-    /// The element plays from the seek: the rest of the file is fetched
-    /// again.
+    /// The element plays from a seek: the rest of the file is fetched
+    /// again (nothing changes if the download was not focused, or its
+    /// focus ended by itself).
     fn unfocus(&mut self) {
-        if !std::mem::take(&mut self.focused) {
-            return;
-        }
         if let Some(op) = self.op {
             input(&self.shared, |tab, now| tab.unfocus_download(op, now));
         }

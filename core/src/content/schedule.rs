@@ -882,6 +882,15 @@ mod tests {
                 .unwrap()
         }
 
+        /// A download of this file whose manifest is known, nothing stored.
+        fn scheduler_with_manifest(&self) -> Scheduler {
+            Scheduler::new(
+                self.manifest.hash_name(),
+                Some(self.manifest.clone()),
+                &BTreeSet::new(),
+            )
+        }
+
         fn answer(&self, i: u32, with_manifest: bool) -> DbConnected {
             DbConnected {
                 manifest: with_manifest.then(|| self.manifest.encode()),
@@ -1060,11 +1069,7 @@ mod tests {
     #[test]
     fn a_block_that_stopped_resumes_elsewhere_from_its_bytes() {
         let f = file(300_000);
-        let mut s = Scheduler::new(
-            f.manifest.hash_name(),
-            Some(f.manifest.clone()),
-            &BTreeSet::new(),
-        );
+        let mut s = f.scheduler_with_manifest();
         s.add_source(1, 0);
         let q = queries(&mut s);
         assert_eq!(q.iter().filter(|(src, _)| *src == 1).count(), PER_SOURCE);
@@ -1197,11 +1202,7 @@ mod tests {
     #[test]
     fn stalled_and_slow_sources_are_replaced() {
         let f = file(2_000_000);
-        let mut s = Scheduler::new(
-            f.manifest.hash_name(),
-            Some(f.manifest.clone()),
-            &BTreeSet::new(),
-        );
+        let mut s = f.scheduler_with_manifest();
         for id in 0..3 {
             s.add_source(id, 0);
         }
@@ -1304,11 +1305,7 @@ mod tests {
     #[test]
     fn a_player_position_is_fetched_first_then_what_comes_before_it() {
         let f = file(BLOCK_LEN as usize * 20);
-        let mut s = Scheduler::new(
-            f.manifest.hash_name(),
-            Some(f.manifest.clone()),
-            &BTreeSet::new(),
-        );
+        let mut s = f.scheduler_with_manifest();
         s.prioritize(14, 0);
         for id in 1..=3 {
             s.add_source(id, 0);
@@ -1369,11 +1366,7 @@ mod tests {
     #[test]
     fn a_focused_seek_asks_only_its_blocks_until_it_plays_or_the_focus_times_out() {
         let f = file(BLOCK_LEN as usize * 20);
-        let mut s = Scheduler::new(
-            f.manifest.hash_name(),
-            Some(f.manifest.clone()),
-            &BTreeSet::new(),
-        );
+        let mut s = f.scheduler_with_manifest();
         for id in 1..=3 {
             s.add_source(id, 0);
         }
@@ -1422,11 +1415,7 @@ mod tests {
     #[test]
     fn more_bytes_than_the_block_holds_is_a_bad_block() {
         let f = file(300_000);
-        let mut s = Scheduler::new(
-            f.manifest.hash_name(),
-            Some(f.manifest.clone()),
-            &BTreeSet::new(),
-        );
+        let mut s = f.scheduler_with_manifest();
         s.add_source(1, 0);
         let _ = queries(&mut s);
         s.on_connected(1, 0, f.answer(0, false), 1);
