@@ -10,7 +10,8 @@
 //  3. B completes, and C resumes from IndexedDB without fetching a stored
 //     block twice. SHA-256 equal everywhere.
 //  4. A tab with the test-only tampering flag holds the file and serves
-//     corrupted blocks; a new downloader catches them and completes.
+//     corrupted blocks; a new downloader, which at first can only reach
+//     it, catches them, and completes once an honest tab shares again.
 // Screenshots go to target/e2e-screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -86,6 +87,22 @@ async function past(tab, hash, share, ms = 60000) {
   }
 }
 
+/** What every open tab knows of the mesh and of the file, for a failure
+ *  message: its links, what it says it can serve, its ORDB counts, and the
+ *  file's row. */
+async function mesh(hash) {
+  const lines = await Promise.all(tabs.map(async (t) => {
+    const seen = await t.page.evaluate((h) => ({
+      id: window.peersm.id.slice(0, 8),
+      links: window.peersm.peers().map((p) => `${p.id.slice(0, 8)}:${p.state}`),
+      shared: window.peersm.shared().filter((s) => s.hashName === h),
+      ordb: window.peersm.ordbStats(),
+    }), hash).catch((e) => `unreadable: ${e.message}`);
+    return `${t.name}: ${JSON.stringify(seen)} row ${JSON.stringify(await row(t, hash).catch(() => null))}`;
+  }));
+  return lines.join('\n');
+}
+
 const shot = (tab, what) => tab.page.screenshot({ path: `${SHOTS}/share-${what}.png`, fullPage: true });
 
 const state = {};
@@ -137,7 +154,11 @@ test('after 25 %, B serves what it has to a third tab, C; A shares again; C is r
   const servedBefore = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
   const c = await openTab('C', '?joinLinks=3', `#${hash}`);
   // A has not shared the file again yet: only B holds any of it.
-  await eventually(async () => (await progressOf(c, hash)) > 0, 60000, 'C received blocks');
+  try {
+    await eventually(async () => (await progressOf(c, hash)) > 0, 60000, 'C received blocks');
+  } catch (e) {
+    throw new Error(`${e.message}\n${await mesh(hash)}`);
+  }
   const served = await b.page.evaluate(() => window.peersm.ordbStats().blocksServed);
   assert.ok(served > servedBefore, `B served blocks (${servedBefore} → ${served})`);
   // The link's hash was cleared: a reload does not start it again.
@@ -181,20 +202,34 @@ test('with A sharing again, B completes, and C resumes without fetching a kept b
 });
 
 test('a tampering tab is caught: its bad blocks are refetched elsewhere, the file completes', async () => {
-  const { a, b, hash } = state;
+  const { a, b, c, hash } = state;
   const t = await openTab('T', '?joinLinks=3&tamper=1');
   await t.page.evaluate((h) => window.peersm.download(h).then(() => {}), hash);
-  // Only C (honest) and T (tampering) hold the file now.
+  // Only C (honest) and T (tampering) hold the file now. C stops serving
+  // (a reload) until T has served E a few blocks: with C serving from the
+  // start, a run on a slow machine saw E take every block from C.
   await closeTab(a);
   await closeTab(b);
+  await c.page.reload();
+  await c.page.waitForSelector('#status[data-status="connected"]', { timeout: 20000 });
+  const servedBefore = await t.page.evaluate(() => window.peersm.ordbStats().blocksServed);
   const e = await openTab('E', '?joinLinks=3');
-  const result = await e.page.evaluate(async (h) => {
-    const file = await window.peersm.download(h);
-    return { stats: file.stats, fetched: file.fetched };
+  await e.page.evaluate((h) => {
+    window.tampered = window.peersm.download(h)
+      .then((file) => ({ stats: file.stats, fetched: file.fetched }));
   }, hash);
+  let servedByT = servedBefore;
+  try {
+    await eventually(async () => {
+      servedByT = await t.page.evaluate(() => window.peersm.ordbStats().blocksServed);
+      return servedByT >= servedBefore + 3;
+    }, 60000, 'T served E blocks');
+  } catch (err) {
+    throw new Error(`${err.message}\n${await mesh(hash)}`);
+  }
+  await c.page.evaluate((h) => window.peersm.reseed(h), hash);
+  const result = await e.page.evaluate(() => window.tampered);
   assert.equal(await shaIn(e, hash), SHA);
-  const servedByT = await t.page.evaluate(() => window.peersm.ordbStats().blocksServed);
-  assert.ok(servedByT > 0, `the tampering tab served blocks (${servedByT})`);
   assert.ok(result.stats.blocksBad >= 1, `bad blocks caught: ${JSON.stringify(result)}`);
   assert.ok(result.stats.sourcesDropped >= 1, `the tampering circuit dropped: ${JSON.stringify(result)}`);
   assert.deepEqual(e.errors, []);

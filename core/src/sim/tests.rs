@@ -121,6 +121,52 @@ fn a_small_network_links_builds_circuits_through_tabs_and_looks_up() {
     assert_eq!(found.closest.first(), Some(&target));
 }
 
+/// A tab that must never link to some peers (`never_link`) links to the
+/// others the bridge names. The bridge lists the registered tabs closest
+/// to the joiner; before the fix the joiner took its `join_links` closest
+/// first and dropped the excluded ones after, so when those were all
+/// excluded it offered to nobody, never lost a link, and stayed alone
+/// (an e2e test saw a tab with no link after 45 s).
+#[test]
+fn a_joiner_that_excludes_its_closest_peers_links_to_the_next_ones() {
+    let mut net = network(11, 1, 8, |c| c.join_links = 3);
+    net.run_until(net.now + 10_000);
+    let now = net.now;
+    // The joiner's ID comes from the first key its generator makes.
+    let joiner_id = SimTab::new(&mut net.rng.clone(), |_| {}, now).peer.id();
+    let mut others: Vec<PeerId> = tabs(&net)
+        .iter()
+        .filter_map(|n| net.tab(*n).map(|t| t.peer.id()))
+        .collect();
+    others.sort_by_key(|id| crate::dht::Distance::between(id, &joiner_id));
+    let farthest = others.pop().expect("tabs");
+    let joiner = SimTab::new(
+        &mut net.rng,
+        |c| {
+            c.join_links = 3;
+            c.never_link = others.clone();
+        },
+        now,
+    );
+    assert_eq!(joiner.peer.id(), joiner_id);
+    net.nodes.push(Node::Tab(Box::new(joiner)));
+    let n = net.nodes.len() - 1;
+    connect_to_bridge(&mut net, n, 0);
+    assert!(
+        net.run_while(10_000, |net| open_links(net, n) >= 1),
+        "the joiner linked to nobody"
+    );
+    let linked: Vec<PeerId> = net
+        .tab(n)
+        .unwrap()
+        .peer
+        .links()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(linked, vec![farthest], "only the one peer it may link to");
+}
+
 /// Picks `n` distinct live tabs other than `not`.
 pub(super) fn pick(net: &mut Net, n: usize, not: &[NodeId]) -> Vec<NodeId> {
     let mut pool: Vec<NodeId> = tabs(net).into_iter().filter(|t| !not.contains(t)).collect();

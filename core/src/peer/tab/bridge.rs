@@ -341,10 +341,13 @@ impl TabPeer {
                 if let Some(b) = self.bridge.as_mut() {
                     b.registered = true;
                 }
+                // Those we may not link to are left out before taking
+                // `join_links`: when they are the closest, the next ones
+                // are asked instead of nobody.
                 let fresh: Vec<PeerId> = peers
                     .into_iter()
                     .map(|(id, _bridge)| id)
-                    .filter(|id| *id != self.me && !self.by_peer.contains_key(id))
+                    .filter(|id| self.may_offer_to(id))
                     .take(self.config.join_links)
                     .collect();
                 for id in fresh {

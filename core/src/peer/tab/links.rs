@@ -260,17 +260,20 @@ impl TabPeer {
         matches!(self.links.get(&link)?.state, LinkState::Open { .. }).then_some(link)
     }
 
+    /// Whether `peer` is one we would offer a link to: not us, not
+    /// linked or being linked, not dropped as a freerider, not excluded.
+    pub(super) fn may_offer_to(&self, peer: &PeerId) -> bool {
+        *peer != self.me
+            && !self.by_peer.contains_key(peer)
+            && !self.freeriders.contains(peer)
+            && !self.config.never_link.contains(peer)
+    }
+
     /// Starts linking to `peer` through `introducer`.
     pub(super) fn offer(&mut self, peer: PeerId, introducer: Introducer) {
         let n = self.links.len();
         let full = n >= HARD_MAX_LINKS || (n >= MAX_LINKS && !self.routing.has_room_for(&peer));
-        if peer == self.me
-            || self.by_peer.contains_key(&peer)
-            || self.onion.is_none()
-            || full
-            || self.freeriders.contains(&peer)
-            || self.config.never_link.contains(&peer)
-        {
+        if !self.may_offer_to(&peer) || self.onion.is_none() || full {
             return;
         }
         let link = self.new_link_id();

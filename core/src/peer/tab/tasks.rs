@@ -1153,7 +1153,7 @@ impl TabPeer {
 
     fn link_found(&mut self, found: LookupOutcome) {
         for id in found.closest.iter().copied() {
-            if self.by_peer.contains_key(&id) || id == self.me || !self.routing.has_room_for(&id) {
+            if !self.may_offer_to(&id) || !self.routing.has_room_for(&id) {
                 continue;
             }
             // The route to the peer without its last hop ends at the tab
