@@ -539,9 +539,7 @@ impl Feed {
     /// it (`Urgency::Beside`: an index, while the play position's blocks
     /// keep coming).
     async fn read(&mut self, from: u64, to: u64, urgency: Urgency) -> Result<Vec<u8>, JsValue> {
-        let len = u64::from(self.block_len);
         let blocks = self.blocks_of(from, to);
-        let first = u64::from(*blocks.start());
         let mut asked = false;
         while let Some(missing) = blocks.clone().find(|b| !self.have.contains(b)) {
             if matches!(self.done, Some(Ok(()))) {
@@ -555,19 +553,27 @@ impl Feed {
             asked = true;
             self.next_download().await?;
         }
-        let mut out = Vec::new();
-        for b in blocks {
+        self.held_bytes(from, to).await
+    }
+
+    /// Bytes `[from, to)` of the file, from blocks held (in memory since
+    /// verified, or stored).
+    async fn held_bytes(&self, from: u64, to: u64) -> Result<Vec<u8>, JsValue> {
+        let len = u64::from(self.block_len);
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for b in self.blocks_of(from, to) {
             let data = self
                 .block(b)
                 .await?
                 .ok_or_else(|| js_error("stream: a stored block is gone"))?;
-            out.extend_from_slice(&data);
+            let start = u64::from(b) * len;
+            let part = from.max(start) - start..to.min(start + len) - start;
+            let part = data
+                .get(part.start as usize..part.end as usize)
+                .ok_or_else(|| js_error("stream: a stored block is short"))?;
+            out.extend_from_slice(part);
         }
-        let start = (from - first * len) as usize;
-        let end = (to - first * len) as usize;
-        out.get(start..end.min(out.len()))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| js_error("stream: a stored block is short"))
+        Ok(out)
     }
 }
 
@@ -834,27 +840,20 @@ async fn append_next(
         return Ok(());
     }
     match playback.next(buffered_ahead(element)) {
-        Step::Append {
-            block,
-            from,
-            to,
-            reset,
-        } => {
+        Step::Append { from, to, reset } => {
             let open = source.ready_state() == MediaSourceReadyState::Open;
             if reset && open {
                 buffer.abort()?;
             }
-            let data = feed.block(block).await?;
-            let start = u64::from(block) * u64::from(feed.block_len);
-            let part = data
-                .as_deref()
-                .and_then(|d| d.get((from - start) as usize..(to - start) as usize));
-            let Some(part) = part else {
-                playback.append_dropped();
-                return Err(js_error("stream: a stored block is gone"));
+            let part = match feed.held_bytes(from, to).await {
+                Ok(part) => part,
+                Err(e) => {
+                    playback.append_dropped();
+                    return Err(e);
+                }
             };
             if buffer
-                .append_buffer_with_array_buffer_view(&Uint8Array::from(part))
+                .append_buffer_with_array_buffer_view(&Uint8Array::from(&part[..]))
                 .is_ok()
             {
                 stats.borrow_mut().appended += part.len() as f64;

@@ -1,7 +1,9 @@
 //! Which bytes of a downloading media file to append to MediaSource next,
 //! sans IO. The player appends the initialization segment, then the media
-//! from the first cluster or fragment on, a block at a time and in order,
-//! as blocks are stored; a seek outside what is buffered moves the append
+//! from the first cluster or fragment on, in order, as blocks are stored
+//! (the blocks held in a row in one append, up to `MAX_APPEND_BLOCKS`; the
+//! initialization segment with them when the media follows it at once);
+//! a seek outside what is buffered moves the append
 //! position to the seek point before the target (after the SourceBuffer is
 //! reset), and the download is asked to fetch from there first
 //! (`wanted_block`).
@@ -20,18 +22,18 @@ const GUESS_EARLY_SECS: f64 = 1.0;
 /// end of the cluster or fragment this far past it to play
 /// (`seek_blocks`).
 pub const SEEK_PLAY_SECS: f64 = 0.5;
+/// Blocks held in a row go in one append, up to this many: each append
+/// waits for the one before it to end (`updateend`, a round trip through
+/// the element's media thread), ~20 ms a block on a busy machine, while
+/// the first frame waits for the first three blocks.
+pub const MAX_APPEND_BLOCKS: u64 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Append bytes `[from, to)` of the file (within block `block`);
-    /// reset the SourceBuffer first when `reset` (after a seek, the parser
-    /// must start again at a cluster or fragment). Then `appended`.
-    Append {
-        block: u32,
-        from: u64,
-        to: u64,
-        reset: bool,
-    },
+    /// Append bytes `[from, to)` of the file (from blocks held); reset
+    /// the SourceBuffer first when `reset` (after a seek, the parser must
+    /// start again at a cluster or fragment). Then `appended`.
+    Append { from: u64, to: u64, reset: bool },
     /// Everything is appended: end the stream.
     End,
     /// Waiting for block `block` to be stored.
@@ -160,16 +162,24 @@ impl Playback {
         if !self.have.contains(&block) {
             return Step::WaitFor(block);
         }
-        let block_end = (u64::from(block) + 1) * self.block_len;
-        let limit = if self.init_done {
+        // The initialization segment alone when the media does not follow
+        // it (an MP4 index between) or a seek chose where it starts.
+        let media_follows =
+            self.start_at.is_none() && self.index.media_start == self.index.init_end;
+        let limit = if self.init_done || media_follows {
             self.size
         } else {
             self.index.init_end
         };
-        let to = block_end.min(limit).min(self.size);
+        let mut to = (u64::from(block) + 1) * self.block_len;
+        let mut blocks = 1;
+        while to < limit && blocks < MAX_APPEND_BLOCKS && self.have.contains(&self.block_of(to)) {
+            to += self.block_len;
+            blocks += 1;
+        }
+        let to = to.min(limit).min(self.size);
         self.in_flight = Some(to);
         Step::Append {
-            block,
             from: self.at,
             to,
             reset: std::mem::take(&mut self.reset),
@@ -187,7 +197,17 @@ impl Playback {
         self.at = to;
         if !self.init_done && self.at >= self.index.init_end {
             self.init_done = true;
-            self.at = self.start_at.take().unwrap_or(self.index.media_start);
+            match self.start_at.take() {
+                // A seek came while the append ran on into the media: the
+                // parser starts again at the seek point.
+                Some(at) => {
+                    self.reset = self.at > self.index.init_end;
+                    self.at = at;
+                }
+                None if self.at == self.index.init_end => self.at = self.index.media_start,
+                // The media followed in the same append.
+                None => {}
+            }
         }
     }
 
@@ -261,32 +281,21 @@ mod tests {
     }
 
     #[test]
-    fn it_appends_in_order_block_by_block_as_blocks_come() {
+    fn it_appends_in_order_what_is_held_a_few_blocks_at_a_time() {
         let mut p = Playback::new(index(), 4000, 400, []);
         assert_eq!(p.next(0.0), Step::WaitFor(0));
         assert_eq!(p.wanted_block(), 0);
         p.stored(0);
         p.stored(2);
-        assert_eq!(
-            p.next(0.0),
-            Step::Append {
-                block: 0,
-                from: 0,
-                to: 150,
-                reset: false
-            }
-        );
+        // The media follows the init segment: both go in one append, up
+        // to the missing block 1.
+        let first = Step::Append {
+            from: 0,
+            to: 400,
+            reset: false,
+        };
+        assert_eq!(p.next(0.0), first);
         assert_eq!(p.next(0.0), Step::Idle, "one append at a time");
-        p.appended();
-        assert_eq!(
-            p.next(0.0),
-            Step::Append {
-                block: 0,
-                from: 150,
-                to: 400,
-                reset: false
-            }
-        );
         p.appended();
         assert_eq!(p.next(0.0), Step::WaitFor(1), "block 2 waits for block 1");
         assert_eq!(p.wanted_block(), 1);
@@ -294,9 +303,26 @@ mod tests {
             p.stored(b);
         }
         let rest = drain(&mut p);
-        assert_eq!(rest.first(), Some(&(400, 800, false)));
-        assert_eq!(rest.last(), Some(&(3600, 4000, false)));
+        assert_eq!(
+            rest.first(),
+            Some(&(400, 400 + MAX_APPEND_BLOCKS * 400, false))
+        );
+        assert_eq!(rest.last().map(|r| r.1), Some(4000));
         assert!(rest.windows(2).all(|w| w[0].1 == w[1].0), "contiguous");
+        assert!(rest
+            .iter()
+            .all(|(from, to, _)| to - from <= MAX_APPEND_BLOCKS * 400));
+    }
+
+    #[test]
+    fn an_init_segment_the_media_does_not_follow_goes_alone() {
+        // An MP4 index (sidx) between the init segment and the media.
+        let mut i = index();
+        i.media_start = 180;
+        let mut p = Playback::new(i, 4000, 400, 0..10);
+        let all = drain(&mut p);
+        assert_eq!(all[0], (0, 150, false));
+        assert_eq!(all[1], (180, 1600, false));
     }
 
     #[test]
@@ -308,9 +334,8 @@ mod tests {
         assert_eq!(
             p.next(0.0),
             Step::Append {
-                block: 5,
                 from: 2000,
-                to: 2400,
+                to: 3600,
                 reset: true
             }
         );
@@ -318,7 +343,7 @@ mod tests {
         assert!(matches!(
             p.next(0.0),
             Step::Append {
-                from: 2400,
+                from: 3600,
                 reset: false,
                 ..
             }
@@ -329,7 +354,7 @@ mod tests {
     fn a_seek_during_an_append_drops_that_append_and_a_seek_after_the_end_reopens() {
         let mut p = Playback::new(index(), 4000, 400, 0..10);
         drain_until(&mut p, 400);
-        assert!(matches!(p.next(0.0), Step::Append { from: 400, .. }));
+        assert!(matches!(p.next(0.0), Step::Append { from: 1600, .. }));
         p.seek(1.2);
         p.appended();
         assert!(matches!(
@@ -358,7 +383,16 @@ mod tests {
     fn a_seek_before_the_init_segment_is_in_starts_there() {
         let mut p = Playback::new(index(), 4000, 400, 0..10);
         p.seek(3.5);
-        drain_until(&mut p, 150);
+        // The init segment alone: the media appended next starts at 3 s.
+        assert_eq!(
+            p.next(0.0),
+            Step::Append {
+                from: 0,
+                to: 150,
+                reset: false
+            }
+        );
+        p.appended();
         assert!(matches!(
             p.next(0.0),
             Step::Append {
@@ -376,30 +410,23 @@ mod tests {
         index.media_start = 600;
         index.points[0].offset = 600;
         let mut p = Playback::new(index, 4000, 400, 0..10);
+        // The init segment and the media after it, four blocks.
         assert!(matches!(
             p.next(0.0),
             Step::Append {
                 from: 0,
-                to: 400,
+                to: 1600,
                 ..
             }
         ));
         p.seek(2.5);
         p.appended();
-        assert!(matches!(
-            p.next(0.0),
-            Step::Append {
-                from: 400,
-                to: 600,
-                ..
-            }
-        ));
-        p.appended();
+        // The parser stopped inside a cluster: it starts again at 2 s.
         assert!(matches!(
             p.next(0.0),
             Step::Append {
                 from: 2000,
-                reset: false,
+                reset: true,
                 ..
             }
         ));
