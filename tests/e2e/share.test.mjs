@@ -88,8 +88,8 @@ async function past(tab, hash, share, ms = 60000) {
 }
 
 /** What every open tab knows of the mesh and of the file, for a failure
- *  message: its links, what it says it can serve, its ORDB counts, and the
- *  file's row. */
+ *  message: its links, what it says it can serve, its ORDB counts, the tabs
+ *  it dropped as freeriders, and the file's row. */
 async function mesh(hash) {
   const lines = await Promise.all(tabs.map(async (t) => {
     const seen = await t.page.evaluate((h) => ({
@@ -97,6 +97,7 @@ async function mesh(hash) {
       links: window.peersm.peers().map((p) => `${p.id.slice(0, 8)}:${p.state}`),
       shared: window.peersm.shared().filter((s) => s.hashName === h),
       ordb: window.peersm.ordbStats(),
+      freeriders: window.peersm.freeriders().map((id) => id.slice(0, 8)),
     }), hash).catch((e) => `unreadable: ${e.message}`);
     return `${t.name}: ${JSON.stringify(seen)} row ${JSON.stringify(await row(t, hash).catch(() => null))}`;
   }));
